@@ -1,0 +1,10 @@
+"""peft_puma: PUMA (Parameter-efficient Unified Metric leArning, arXiv 2309.08944) as a HuggingFace PEFT tuner.
+
+``import peft_puma`` registers the ``PUMA`` method with PEFT, after which ``peft.get_peft_model(vit, PUMAConfig())`` and
+``peft.PeftModel.from_pretrained(vit, path)`` work as for any built-in PEFT method. Heavy optional parts (losses,
+evaluation, data, training) live in sub-packages and are imported only when used.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,31 @@
+"""Exception types of peft_puma: one per kind of user mistake.
+
+Every error a user can cause derives from :class:`PUMAError` (itself a ``ValueError``), so callers can catch the whole
+family at once or one kind precisely. Messages say what was wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+
+class PUMAError(ValueError):
+    """Base class of every user-facing error raised by peft_puma."""
+
+
+class InvalidConfigError(PUMAError):
+    """A configuration field (PUMAConfig, a loss, a training config) has a value outside what is accepted."""
+
+
+class UnsupportedModelError(PUMAError):
+    """The model handed to PUMA is not a backbone PUMA knows how to adapt (or is used in an unsupported way)."""
+
+
+class IncompatibleCheckpointError(PUMAError):
+    """A saved adapter does not fit the model it is loaded into, or is not a safe, complete PUMA checkpoint."""
+
+
+class InvalidInputError(PUMAError):
+    """Data handed to a function (embeddings, labels, images, pixel values) has the wrong shape, type or content."""
+
+
+class DatasetLayoutError(PUMAError):
+    """A dataset folder does not have the layout, files or contents its spec expects."""
