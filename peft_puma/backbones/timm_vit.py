@@ -250,7 +250,7 @@ def convert_timm_vit_state_dict(
     Raises:
         UnsupportedModelError: a timm variant HF's ViT cannot express, or an unsupported ``model_class``.
         IncompatibleCheckpointError: missing or unexpected keys, or tensors of the wrong shape.
-        InvalidConfigError: the number of heads cannot be determined or does not divide the width.
+        InvalidConfigError: the number of heads cannot be determined or does not divide the width; unknown layout.
     """
     timm_config = dict(timm_config or {})
     with_head = _is_classification(model_class)
@@ -267,7 +267,10 @@ def convert_timm_vit_state_dict(
         if isinstance(label_names, Sequence) and len(label_names) == config.num_labels:
             config.id2label = dict(enumerate(label_names))
             config.label2id = {name: index for index, name in config.id2label.items()}
-    block_layout = _HF_LAYOUTS[layout or _installed_layout()]
+    layout = layout or _installed_layout()
+    if layout not in _HF_LAYOUTS:
+        raise InvalidConfigError(f"layout={layout!r} is unknown; accepted: {sorted(_HF_LAYOUTS)}.")
+    block_layout = _HF_LAYOUTS[layout]
     converted = _rename(state_dict, config, block_layout)
     if with_head:
         converted = {f"vit.{key}": tensor for key, tensor in converted.items()}

@@ -171,6 +171,11 @@ def test_both_transformers_layouts_are_mapped() -> None:
     assert len(new) == len(old)
 
 
+def test_unknown_layout_is_refused() -> None:
+    with pytest.raises(InvalidConfigError, match="transformers>=5.9"):
+        convert(make_timm_state_dict(), layout="transformers 4")
+
+
 def test_installed_layout_fills_every_model_key() -> None:
     config, hf_state = convert(make_timm_state_dict())
     assert set(hf_state) == set(ViTModel(config, add_pooling_layer=False).state_dict())
