@@ -1,0 +1,51 @@
+"""Data layer of peft_puma: the eight paper datasets unified into one retrieval benchmark (method.md sections 6-7).
+
+Public API (imported lazily, so ``import peft_puma.data`` stays cheap):
+
+- :data:`DATASET_SPECS`: one spec per dataset, by short name (``cub``, ``cars``, ``sop``, ``inshop``, ``nabirds``,
+  ``dogs``, ``flowers``, ``aircraft``).
+- :func:`build_unified_dataset` / :func:`build_unified_dataset_with_report`: any subset into a ``DatasetDict`` with
+  ``"train"`` and ``"test"`` splits of columns ``image``, ``label``, ``dataset``, ``role`` (see :mod:`.schema`).
+- :func:`make_train_transform` / :func:`make_eval_transform`: the transforms of method.md section 6, for
+  ``Dataset.with_transform``.
+- :class:`ShuffleSampler` (published), :class:`DatasetBalancedSampler` (option), :func:`make_train_loader`.
+
+See docs/data.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DATASET_SPECS": ".specs",
+    "DatasetSpec": ".specs.base",
+    "ParsedDataset": ".specs.base",
+    "ParsedSplit": ".specs.base",
+    "build_unified_dataset": ".builder",
+    "build_unified_dataset_with_report": ".builder",
+    "union_parsed": ".builder",
+    "BuildReport": ".builder",
+    "make_train_transform": ".transforms",
+    "make_eval_transform": ".transforms",
+    "ShuffleSampler": ".samplers",
+    "DatasetBalancedSampler": ".samplers",
+    "make_train_loader": ".samplers",
+    "BadImage": ".images",
+    "check_image": ".images",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,57 @@
+"""The row schema shared by every dataset of the unified benchmark (method.md section 7).
+
+This is a contract other parts of peft_puma code against (training, evaluation, UML-mini): one ``datasets.Dataset`` per
+split with exactly these columns.
+
+- ``image``: ``datasets.Image()``; rows built from folders hold the file path and decode lazily.
+- ``label``: int64, globally unique across all datasets and both splits of one union. Training labels are contiguous
+  ``0 .. T-1`` (``T`` = training classes of the union, so they index the loss proxies of method.md section 5 directly);
+  test labels follow as ``T .. T+S-1``. Within each split, datasets take consecutive blocks in the order of
+  :data:`peft_puma.data.DATASET_SPECS` (see :func:`peft_puma.data.builder.union_parsed`).
+- ``dataset``: the short name of the dataset the row comes from (``"cub"``, ``"cars"``, ...).
+- ``role``: ``"train"`` for training rows; for test rows ``"both"`` (leave-one-out: the row is a query and part of the
+  gallery at once) or, for In-shop, ``"query"`` / ``"gallery"`` (its official lists).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import datasets
+
+IMAGE_COLUMN: Final = "image"
+LABEL_COLUMN: Final = "label"
+DATASET_COLUMN: Final = "dataset"
+ROLE_COLUMN: Final = "role"
+PIXEL_VALUES: Final = "pixel_values"
+
+ROLE_TRAIN: Final = "train"
+ROLE_BOTH: Final = "both"
+ROLE_QUERY: Final = "query"
+ROLE_GALLERY: Final = "gallery"
+TEST_ROLES: Final = (ROLE_BOTH, ROLE_QUERY, ROLE_GALLERY)
+
+TRAIN_SPLIT: Final = "train"
+TEST_SPLIT: Final = "test"
+
+
+def row_features() -> datasets.Features:
+    """The exact features of every split of a unified dataset (a fresh object: ``Features`` is mutable)."""
+    return datasets.Features(
+        {
+            IMAGE_COLUMN: datasets.Image(),
+            LABEL_COLUMN: datasets.Value("int64"),
+            DATASET_COLUMN: datasets.Value("string"),
+            ROLE_COLUMN: datasets.Value("string"),
+        }
+    )
+
+
+def is_query(role: str) -> bool:
+    """Whether a test row with this role is used as a query (leave-one-out rows are queries and gallery at once)."""
+    return role in (ROLE_BOTH, ROLE_QUERY)
+
+
+def is_gallery(role: str) -> bool:
+    """Whether a test row with this role belongs to the gallery searched by the queries."""
+    return role in (ROLE_BOTH, ROLE_GALLERY)

@@ -1,0 +1,239 @@
+"""Train and eval image transforms of the published recipe (method.md section 6), in torch + PIL.
+
+- Train: RandomResizedCrop(size, scale 0.2-1.0, ratio 3/4-4/3, bicubic), horizontal flip (p = 0.5), normalise.
+- Eval: Resize(shorter side to ``size * 256 / 224``, bicubic), CenterCrop(size), normalise.
+
+Both follow torchvision's definitions (torchvision cannot be installed beside our torch build) and normalise with the
+backbone's own image-processor statistics (AugReg ViT: mean = std = 0.5). They are callables for
+``datasets.Dataset.with_transform``: they take a batch of rows and return ``pixel_values`` (float32, ``B x 3 x H x W``)
+with the other columns passed through.
+
+Randomness comes from a ``torch.Generator`` seeded from ``seed``. In the main process the stream continues across
+epochs; inside a DataLoader worker the generator is re-seeded from ``seed`` and the worker's own seed, which the
+DataLoader derives from the main process's RNG (or its ``generator=``) every epoch: so workers never repeat each
+other's crops, epochs differ, and a seeded run is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import InvalidConfigError, InvalidInputError
+from .schema import IMAGE_COLUMN, PIXEL_VALUES
+
+TRAIN_CROP_SCALE: tuple[float, float] = (0.2, 1.0)
+TRAIN_CROP_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+EVAL_RESIZE_RATIO = 256 / 224  # "Resize(256), CenterCrop(224)", kept proportional at other sizes
+_RANDOM_CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 times, then falls back to a centre crop
+
+
+def processor_statistics(image_processor: Any) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """``(image_size, mean, std)`` of a transformers image processor (ViT, DeiT, BiT/DINOv2, CLIP).
+
+    The size is the crop size where the processor has one (DINOv2, CLIP), else its square ``size``.
+    """
+    mean, std = getattr(image_processor, "image_mean", None), getattr(image_processor, "image_std", None)
+    if mean is None or std is None:
+        raise InvalidConfigError(
+            f"{type(image_processor).__name__} has no image_mean/image_std; pass mean= and std= explicitly"
+        )
+    size_field = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None)
+    size = _square_size(size_field)
+    if size is None:
+        raise InvalidConfigError(f"cannot read an image size from {type(image_processor).__name__}; pass image_size=")
+    return size, tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def _square_size(size_field: Any) -> int | None:
+    if isinstance(size_field, int):
+        return size_field
+    if isinstance(size_field, dict) or hasattr(size_field, "get"):
+        for key in ("height", "shortest_edge"):
+            if size_field.get(key):
+                return int(size_field[key])
+    return None
+
+
+def _resolve(
+    image_size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None, image_processor: Any
+) -> tuple[int, torch.Tensor, torch.Tensor]:
+    if image_processor is not None:
+        proc_size, proc_mean, proc_std = processor_statistics(image_processor)
+        image_size = image_size or proc_size
+        mean = proc_mean if mean is None else mean
+        std = proc_std if std is None else std
+    if image_size is None or mean is None or std is None:
+        raise InvalidConfigError("pass image_size, mean and std, or a transformers image_processor that provides them")
+    if int(image_size) <= 0:
+        raise InvalidConfigError(f"image_size must be a positive number of pixels, got {image_size}")
+    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+        raise InvalidConfigError(f"mean and std need 3 values (RGB) with std > 0, got mean={mean}, std={std}")
+    as_column = lambda values: torch.tensor([float(v) for v in values], dtype=torch.float32).view(3, 1, 1)  # noqa: E731
+    return int(image_size), as_column(mean), as_column(std)
+
+
+def _to_rgb(image: Any) -> Image.Image:
+    if not isinstance(image, Image.Image):
+        raise InvalidInputError(f"expected a PIL image in column {IMAGE_COLUMN!r}, got {type(image).__name__}")
+    # CUB and Cars contain greyscale and CMYK files; the backbone expects 3 channels.
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _normalise(image: Image.Image, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+    return pixels.sub_(mean).div_(std)
+
+
+class _BatchTransform:
+    """Shared batch handling: decode each row's image to ``pixel_values`` and pass the other columns through."""
+
+    def __init__(self, image_size: int, mean: torch.Tensor, std: torch.Tensor, image_column: str) -> None:
+        self.image_size = image_size
+        self.mean = mean
+        self.std = std
+        self.image_column = image_column
+
+    def transform_image(self, image: Image.Image) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
+        if self.image_column not in batch:
+            raise InvalidInputError(f"batch has no {self.image_column!r} column (columns: {sorted(batch)})")
+        out = {name: values for name, values in batch.items() if name != self.image_column}
+        out[PIXEL_VALUES] = torch.stack([self.transform_image(_to_rgb(image)) for image in batch[self.image_column]])
+        return out
+
+
+class TrainTransform(_BatchTransform):
+    """RandomResizedCrop(size, scale 0.2-1.0, bicubic) + horizontal flip + normalise (method.md section 6)."""
+
+    def __init__(
+        self,
+        image_size: int,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        *,
+        scale: tuple[float, float] = TRAIN_CROP_SCALE,
+        ratio: tuple[float, float] = TRAIN_CROP_RATIO,
+        seed: int = 0,
+        image_column: str = IMAGE_COLUMN,
+    ) -> None:
+        super().__init__(image_size, mean, std, image_column)
+        if not 0 < scale[0] <= scale[1] <= 1 or not 0 < ratio[0] <= ratio[1]:
+            raise InvalidConfigError(
+                f"need 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1]: {scale}, {ratio}"
+            )
+        self.scale = scale
+        self.ratio = ratio
+        self.seed = int(seed)
+        self._generator: torch.Generator | None = None
+        self._stream: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A generator copied into DataLoader workers would give every worker the same crops: re-create it there.
+        state = dict(self.__dict__)
+        state["_generator"] = None
+        state["_stream"] = None
+        return state
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The generator of this process, re-seeded when a new DataLoader worker (new worker seed) uses it."""
+        info = torch.utils.data.get_worker_info()
+        stream = None if info is None else int(info.seed)
+        if self._generator is None or stream != self._stream:
+            seed = self.seed if stream is None else (self.seed * 1_000_003 + stream) % (2**63)
+            self._generator = torch.Generator().manual_seed(seed)
+            self._stream = stream
+        return self._generator
+
+    def _uniform(self, low: float, high: float) -> float:
+        return low + (high - low) * torch.rand(1, generator=self.generator).item()
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """``(left, top, crop_width, crop_height)`` drawn as torchvision's ``RandomResizedCrop.get_params``."""
+        area = width * height
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(_RANDOM_CROP_ATTEMPTS):
+            target_area = area * self._uniform(*self.scale)
+            aspect = math.exp(self._uniform(*log_ratio))
+            crop_w = int(round(math.sqrt(target_area * aspect)))
+            crop_h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < crop_w <= width and 0 < crop_h <= height:
+                top = int(torch.randint(0, height - crop_h + 1, (1,), generator=self.generator).item())
+                left = int(torch.randint(0, width - crop_w + 1, (1,), generator=self.generator).item())
+                return left, top, crop_w, crop_h
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            crop_w, crop_h = width, int(round(width / self.ratio[0]))
+        elif in_ratio > self.ratio[1]:
+            crop_w, crop_h = int(round(height * self.ratio[1])), height
+        else:
+            crop_w, crop_h = width, height
+        return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
+
+    def transform_image(self, image: Image.Image) -> torch.Tensor:
+        left, top, crop_w, crop_h = self.crop_box(*image.size)
+        size = (self.image_size, self.image_size)
+        image = image.resize(size, Image.Resampling.BICUBIC, box=(left, top, left + crop_w, top + crop_h))
+        if torch.rand(1, generator=self.generator).item() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return _normalise(image, self.mean, self.std)
+
+
+class EvalTransform(_BatchTransform):
+    """Resize(shorter side ``size * 256 / 224``, bicubic) + CenterCrop(size) + normalise (method.md section 6)."""
+
+    @property
+    def resize_size(self) -> int:
+        """Shorter side after resizing: 256 for 224, proportionally for other sizes."""
+        return int(math.floor(self.image_size * EVAL_RESIZE_RATIO + 1e-9))
+
+    def transform_image(self, image: Image.Image) -> torch.Tensor:
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        new_short, new_long = self.resize_size, int(self.resize_size * long / short)  # torchvision's rounding
+        new_size = (new_short, new_long) if width <= height else (new_long, new_short)
+        image = image.resize(new_size, Image.Resampling.BICUBIC)
+        left = int(round((new_size[0] - self.image_size) / 2.0))
+        top = int(round((new_size[1] - self.image_size) / 2.0))
+        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        return _normalise(image, self.mean, self.std)
+
+
+def make_train_transform(
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    *,
+    image_processor: Any = None,
+    scale: tuple[float, float] = TRAIN_CROP_SCALE,
+    seed: int = 0,
+    image_column: str = IMAGE_COLUMN,
+) -> TrainTransform:
+    """The training transform of method.md section 6, for ``Dataset.with_transform``.
+
+    Give ``image_size``, ``mean`` and ``std``, or a transformers ``image_processor`` (its crop size and statistics are
+    used; explicit arguments win). ``seed`` seeds the crop/flip generator (see the module docstring for workers).
+    """
+    size, mean_t, std_t = _resolve(image_size, mean, std, image_processor)
+    return TrainTransform(size, mean_t, std_t, scale=scale, seed=seed, image_column=image_column)
+
+
+def make_eval_transform(
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    *,
+    image_processor: Any = None,
+    image_column: str = IMAGE_COLUMN,
+) -> EvalTransform:
+    """The deterministic evaluation transform of method.md section 6, for ``Dataset.with_transform``."""
+    size, mean_t, std_t = _resolve(image_size, mean, std, image_processor)
+    return EvalTransform(size, mean_t, std_t, image_column)
