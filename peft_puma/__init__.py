@@ -7,4 +7,36 @@ evaluation, data, training) live in sub-packages and are imported only when used
 
 from __future__ import annotations
 
+from .errors import (
+    DatasetLayoutError,
+    IncompatibleCheckpointError,
+    InvalidConfigError,
+    InvalidInputError,
+    PUMAError,
+    UnsupportedModelError,
+)
+from .tuners.puma import (
+    PUMA_PRESETS,
+    SUPPORTED_MODELS,
+    SUPPORTED_PEFT_VERSIONS,
+    PUMAConfig,
+    PUMAModel,
+    PUMAOutput,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "PUMA_PRESETS",
+    "SUPPORTED_MODELS",
+    "SUPPORTED_PEFT_VERSIONS",
+    "DatasetLayoutError",
+    "IncompatibleCheckpointError",
+    "InvalidConfigError",
+    "InvalidInputError",
+    "PUMAConfig",
+    "PUMAError",
+    "PUMAModel",
+    "PUMAOutput",
+    "UnsupportedModelError",
+]

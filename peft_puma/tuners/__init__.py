@@ -1,0 +1,1 @@
+"""PEFT tuners provided by peft_puma."""

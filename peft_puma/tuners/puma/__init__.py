@@ -1,0 +1,26 @@
+"""PUMA as a PEFT method: ``PUMAConfig`` + ``PUMAModel``, registered with PEFT on import."""
+
+from .config import PUMA_PRESETS, PUMAConfig
+from .families import SUPPORTED_MODELS
+from .head import EmbeddingHead
+from .layer import PUMALayer, StochasticAdapter
+from .model import PUMAModel
+from .output import PUMAOutput
+from .prompt_pool import ConditionalPromptPool
+from .registration import PEFT_TYPE, SUPPORTED_PEFT_VERSIONS, register
+
+register()
+
+__all__ = [
+    "PEFT_TYPE",
+    "PUMA_PRESETS",
+    "SUPPORTED_MODELS",
+    "SUPPORTED_PEFT_VERSIONS",
+    "ConditionalPromptPool",
+    "EmbeddingHead",
+    "PUMAConfig",
+    "PUMALayer",
+    "PUMAModel",
+    "PUMAOutput",
+    "StochasticAdapter",
+]

@@ -1,0 +1,155 @@
+"""PUMA's tuner layers: the shared mixin and the stochastic adapter (method.md section 2).
+
+Each PUMA layer wraps one module of the frozen backbone, keeps its trainable tensors per adapter name in
+``ParameterDict``/``ModuleDict`` containers (the PEFT convention, so ``add_adapter``/``set_adapter``/``delete_adapter``
+work unchanged), and knows its *site*: the backbone-independent name its tensors are saved under.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from ...errors import PUMAError
+
+
+class PUMALayer(BaseTunerLayer):
+    """What the three PUMA layers share: the wrapped module, the single active adapter, attribute forwarding."""
+
+    adapter_layer_names: tuple[str, ...] = ()
+    other_param_names: tuple[str, ...] = ()
+
+    def _init_puma_layer(self, base_layer: nn.Module, site: str) -> None:
+        self.base_layer = base_layer
+        self.puma_site = site
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+
+    def active_puma_adapter(self) -> str | None:
+        """The adapter this layer applies now, or None when adapters are disabled or this one has no part here."""
+        if self.disable_adapters:
+            return None
+        owned = getattr(self, self.adapter_layer_names[0])
+        active = [name for name in self.active_adapters if name in owned]
+        return active[0] if active else None
+
+    def _move_to_base_device(self, adapter_name: str) -> None:
+        reference = next(self.base_layer.parameters(), None)
+        if reference is None:
+            return
+        # Half-precision backbones keep fp32 adapters (autocast does the mixing), full-precision ones match them.
+        dtype = reference.dtype if reference.dtype in (torch.float32, torch.float64) else None
+        for attr in self.adapter_layer_names:
+            container = getattr(self, attr)
+            if adapter_name in container:
+                container[adapter_name] = container[adapter_name].to(device=reference.device, dtype=dtype)
+
+    def remove_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        raise PUMAError(NOT_MERGEABLE)
+
+    def unmerge(self) -> None:
+        raise PUMAError(NOT_MERGEABLE)
+
+
+class PUMAWrapper(nn.Module, PUMALayer):
+    """Base of the three PUMA modules: a PUMALayer that is an ``nn.Module`` and reads through to what it wraps."""
+
+    def __getattr__(self, name: str) -> Any:
+        # Backbones read attributes through the modules we wrap (ViTModel reads
+        # `embeddings.patch_embeddings.projection.weight`), so unknown attributes come from the wrapped module.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_layer":
+                raise
+            return getattr(self.base_layer, name)
+
+
+NOT_MERGEABLE = (
+    "PUMA adapters cannot be merged into the backbone weights: each adapter is relu(x D) U, not a linear update, its "
+    "gates are random in training, the prompts add tokens to the sequence, and the embedding head is a new module. "
+    "Keep the PeftModel for inference, or call unload() to get the unchanged frozen backbone back."
+)
+
+
+class StochasticAdapter(PUMAWrapper):
+    """A bottleneck adapter in parallel with one branch (attention or MLP) of a transformer block.
+
+    ``h = x + Branch(LN(x)) + g * s * relu(LN(x) @ down) @ up`` (method.md section 2). The adapter reads the output of
+    the branch's own LayerNorm (captured by a forward hook on that LayerNorm, which also fires when gradient
+    checkpointing recomputes the block) and adds to the output of the module that ends the branch. ``g`` is a
+    per-sample Bernoulli(keep_prob) gate divided by keep_prob in training, and 1 in eval.
+    """
+
+    adapter_layer_names = ("puma_down", "puma_up", "puma_scale")
+    other_param_names = ("scale", "keep_prob")
+
+    def __init__(self, base_layer: nn.Module, norm: nn.LayerNorm, site: str, adapter_name: str, config) -> None:
+        super().__init__()
+        self._init_puma_layer(base_layer, site)
+        self.hidden_size = int(norm.normalized_shape[0])
+        self.puma_down = nn.ParameterDict()
+        self.puma_up = nn.ParameterDict()
+        self.puma_scale = nn.ParameterDict()  # only for adapters with train_scale=True
+        self.scale: dict[str, float] = {}
+        self.keep_prob: dict[str, float] = {}
+        self._branch_input: torch.Tensor | None = None
+        self._hooks.append(norm.register_forward_hook(self._remember_branch_input))
+        self.update_layer(adapter_name, config)
+
+    def update_layer(self, adapter_name: str, config) -> None:
+        down = torch.empty(self.hidden_size, config.r)
+        # kaiming_uniform_(a=1) on a d x r tensor draws from U(-sqrt(3/r), sqrt(3/r)): PyTorch takes r as its fan-in.
+        nn.init.kaiming_uniform_(down, a=1)
+        self.puma_down[adapter_name] = nn.Parameter(down)
+        self.puma_up[adapter_name] = nn.Parameter(torch.zeros(config.r, self.hidden_size))  # U = 0: identity at init
+        if config.train_scale:
+            self.puma_scale[adapter_name] = nn.Parameter(torch.tensor(float(config.scale)))
+        self.scale[adapter_name] = float(config.scale)
+        self.keep_prob[adapter_name] = float(config.keep_prob)
+        self._move_to_base_device(adapter_name)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def _remember_branch_input(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self._branch_input = output
+
+    def gate(self, batch_size: int, adapter_name: str, device: torch.device) -> torch.Tensor | float:
+        """Per-sample keep gate g / p, shape (B, 1, 1), drawn afresh at every training forward; 1 at eval."""
+        keep_prob = self.keep_prob[adapter_name]
+        if not self.training or keep_prob == 1.0:
+            return 1.0
+        keep = torch.full((batch_size, 1, 1), keep_prob, device=device)
+        return torch.bernoulli(keep) / keep_prob
+
+    def adapter_output(self, branch_input: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        """``g * s * relu(x @ down) @ up`` for the branch input ``x = LN(h)``."""
+        down, up = self.puma_down[adapter_name], self.puma_up[adapter_name]
+        scale = self.puma_scale[adapter_name] if adapter_name in self.puma_scale else self.scale[adapter_name]
+        hidden = torch.relu(branch_input.to(down.dtype) @ down)
+        gate = self.gate(branch_input.shape[0], adapter_name, branch_input.device)
+        return (hidden * (gate * scale)) @ up
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        output = self.base_layer(*args, **kwargs)
+        branch_input, self._branch_input = self._branch_input, None
+        adapter_name = self.active_puma_adapter()
+        if adapter_name is None:
+            return output
+        if branch_input is None:
+            raise PUMAError(
+                f"The PUMA adapter at {self.puma_site} found no LayerNorm output to read: call the whole transformer "
+                "block (or the model), not the wrapped branch module on its own."
+            )
+        if isinstance(output, tuple):  # attention modules return (hidden_states, attention_weights)
+            hidden = output[0]
+            return (hidden + self.adapter_output(branch_input, adapter_name).to(hidden.dtype), *output[1:])
+        return output + self.adapter_output(branch_input, adapter_name).to(output.dtype)

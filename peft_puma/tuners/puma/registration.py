@@ -1,0 +1,53 @@
+"""Making PUMA a PEFT method: a ``PeftType`` member and the entries of PEFT's method mappings.
+
+PEFT has no plugin entry points and ``register_peft_method`` accepts only names that are already members of its closed
+``PeftType`` enum (ecosystem-notes.md). So we add the member ``PUMA`` to the enum first, the way ``enum`` itself adds
+members, and then register through PEFT's public function. Registration is idempotent.
+
+Saved configs carry :data:`SAVED_PEFT_TYPE` rather than the bare ``"PUMA"``: PEFT looks the saved value up in its
+mapping, and without ``import peft_puma`` the resulting ``KeyError`` then prints a message that says what to do.
+"""
+
+from __future__ import annotations
+
+from peft.utils.peft_types import PeftType
+
+SAVED_PEFT_TYPE = "PUMA (a peft_puma adapter: `pip install peft_puma` and `import peft_puma` before loading it)"
+
+# Versions of PEFT whose registration and save/load hooks this module is written against and tested with.
+SUPPORTED_PEFT_VERSIONS = ">=0.21,<0.22"
+
+
+def _add_enum_member(enum_cls: type, name: str, value: str):
+    """Add ``name = value`` to a ``str`` Enum after its creation, as ``enum`` does when it builds the class."""
+    if name in enum_cls.__members__:
+        return enum_cls[name]
+    member = str.__new__(enum_cls, value)
+    member._name_ = name
+    member._value_ = value
+    member.__objclass__ = enum_cls
+    member.__init__(value)
+    enum_cls._member_map_[name] = member
+    enum_cls._value2member_map_[value] = member
+    enum_cls._member_names_.append(name)
+    type.__setattr__(enum_cls, name, member)
+    return member
+
+
+PEFT_TYPE = _add_enum_member(PeftType, "PUMA", "PUMA")
+
+
+def register() -> None:
+    """Register PUMA with PEFT (idempotent): config, tuner, prefix, and the saved-name alias."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+    from peft.utils import register_peft_method
+
+    from .config import PUMAConfig
+    from .model import PUMAModel
+
+    if PEFT_TYPE not in PEFT_TYPE_TO_CONFIG_MAPPING:
+        register_peft_method(name="puma", config_cls=PUMAConfig, model_cls=PUMAModel, prefix=PUMAModel.prefix)
+    # The alias under which configs are saved resolves to the same classes.
+    PEFT_TYPE_TO_CONFIG_MAPPING.setdefault(SAVED_PEFT_TYPE, PUMAConfig)
+    PEFT_TYPE_TO_TUNER_MAPPING.setdefault(SAVED_PEFT_TYPE, PUMAModel)
+    PEFT_TYPE_TO_PREFIX_MAPPING.setdefault(SAVED_PEFT_TYPE, PUMAModel.prefix)
