@@ -20,6 +20,17 @@ from .layer import NOT_MERGEABLE, PUMALayer, StochasticAdapter
 from .output import PUMAOutput
 from .prompt_pool import ConditionalPromptPool
 
+# Which part of PUMA each trainable tensor belongs to; the recipe gives each part its own learning rate.
+PARAMETER_GROUPS: dict[str, str] = {
+    "puma_down": "adapters",
+    "puma_up": "adapters",
+    "puma_scale": "adapters",
+    "puma_prompts": "prompts",
+    "puma_keys": "prompts",
+    "puma_attention": "prompts",
+    "puma_projection": "head",
+}
+
 _REFUSED_INPUTS = {
     "attention_mask": "an attention mask (PUMA inserts prompt tokens, so a mask over the original tokens would be "
     "misaligned; ViT-family image encoders attend to every token)",
@@ -147,6 +158,21 @@ class PUMAModel(BaseTuner):
         if not isinstance(pool, ConditionalPromptPool) or adapter_name not in pool.puma_prompts:
             return self._head().puma_projection[adapter_name].weight.new_zeros(())
         return self.peft_config[adapter_name].regularization_weight * pool.orthogonality_loss(adapter_name)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The trainable tensors of the active adapter by part (``adapters``, ``prompts``, ``head``), so a training
+        loop can give each part its learning rate (method.md section 6) without knowing internal names."""
+        adapter_name = self._single_active_adapter()
+        groups: dict[str, list[nn.Parameter]] = {"adapters": [], "prompts": [], "head": []}
+        for module in self.model.modules():
+            if isinstance(module, PUMALayer):
+                for attr in module.adapter_layer_names:
+                    container = getattr(module, attr)
+                    if adapter_name in container:
+                        value = container[adapter_name]
+                        params = [value] if isinstance(value, nn.Parameter) else list(value.parameters())
+                        groups[PARAMETER_GROUPS[attr]].extend(params)
+        return groups
 
     def _single_active_adapter(self) -> str:
         active = self.active_adapters
