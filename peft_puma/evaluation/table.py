@@ -1,0 +1,39 @@
+"""A result of ``evaluate_retrieval`` as one row of the paper's Table 2: per-dataset columns, Unified, Harmonic."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from peft_puma.errors import InvalidInputError
+
+
+def table_row(
+    result: Mapping[str, Any], metric: str = "recall@1", datasets: Sequence[str] | None = None
+) -> dict[str, float]:
+    """``{dataset: value, ..., "Unified": value, "Harmonic": value}`` in percent (the paper's unit, method.md 7).
+
+    ``datasets`` picks and orders the dataset columns (default: all, in the result's order).
+    """
+    per_dataset = result.get("per_dataset", {})
+    names = list(per_dataset) if datasets is None else list(datasets)
+    missing = [name for name in names if name not in per_dataset]
+    if missing:
+        raise InvalidInputError(f"datasets {missing} are not in the result; it has {list(per_dataset)}.")
+    if metric not in result["unified"]:
+        raise InvalidInputError(f"metric {metric!r} is not in the result; it has {list(result['unified'])}.")
+    row = {name: 100.0 * per_dataset[name][metric] for name in names}
+    row["Unified"] = 100.0 * result["unified"][metric]
+    if "harmonic" in result:
+        row["Harmonic"] = 100.0 * result["harmonic"][metric]
+    return row
+
+
+def format_table_row(
+    result: Mapping[str, Any], metric: str = "recall@1", datasets: Sequence[str] | None = None, digits: int = 1
+) -> str:
+    """A two-line Markdown table (header and values) of :func:`table_row`."""
+    row = table_row(result, metric, datasets)
+    header = "| " + " | ".join(row) + " |"
+    values = "| " + " | ".join(f"{value:.{digits}f}" for value in row.values()) + " |"
+    return f"{header}\n{values}"
