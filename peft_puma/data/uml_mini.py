@@ -1,0 +1,326 @@
+"""UML-mini: a small unified-metric-learning benchmark that builds offline, from installable material, in seconds.
+
+The paper's eight datasets and its ImageNet-pretrained ViT cannot be downloaded on the project's machines, yet the
+method must be exercised end to end. UML-mini keeps the two challenges of unified metric learning (method.md section 7):
+
+- heterogeneous domains whose discriminative cues differ: glyphs of three scripts in ~120 typefaces (shape is the class,
+  colour is random nuisance), colour emoji (colour *is* the class: skin tones, coloured hearts, circles, squares),
+  garments seen in several views (an In-shop-style instance-retrieval domain with query/gallery roles), and
+  handwritten two-digit numbers (the order of the digits is the class: mirroring would change it);
+- strong imbalance: the largest domain has more than 10x the training images of the smallest;
+- class-disjoint train/test splits with at least 20 test classes per domain.
+
+Build: ``python -m peft_puma.data.uml_mini --out DIR`` (cached in DIR; ``--force`` rebuilds). The output is a
+``datasets.DatasetDict`` with the row schema of :mod:`peft_puma.data.schema`. Sources and licences: docs/data.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import datasets
+import numpy as np
+
+from ..errors import DatasetLayoutError, InvalidConfigError
+from .schema import (
+    DATASET_COLUMN,
+    IMAGE_COLUMN,
+    LABEL_COLUMN,
+    ROLE_BOTH,
+    ROLE_COLUMN,
+    ROLE_GALLERY,
+    ROLE_QUERY,
+    ROLE_TRAIN,
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+    row_features,
+)
+from .uml_mini_render import emoji_bitmap, render_emoji, render_fashion_view, render_glyph, render_number
+from .uml_mini_sources import FONT_PACKAGES, digit_pools, faces_drawing, load_digits, load_fashion, require_packages
+
+BUILDER_VERSION = 1  # bump when a change alters the images, so that cached builds are redone
+MANIFEST = "uml_mini.json"
+FASHION_TRAIN_SIZE = 60_000  # images in Fashion-MNIST's train file, the pool UML-mini draws products from
+
+
+def _chars(first: str, last: str, skip: str = "") -> str:
+    return "".join(chr(c) for c in range(ord(first), ord(last) + 1) if chr(c) not in skip)
+
+
+_TONES = ("", "\U0001f3fb", "\U0001f3fc", "\U0001f3fd", "\U0001f3fe", "\U0001f3ff")
+_GESTURES = (
+    "\U0001f44d\U0001f44e\U0001f44b\u270b\U0001f44c\u270c\U0001f91e\U0001f446\U0001f447\u270a\U0001f44f\U0001f64f"
+)
+_COLOURED = (
+    "\U0001f534\U0001f7e0\U0001f7e1\U0001f7e2\U0001f535\U0001f7e3\U0001f7e4\u26ab\u26aa"  # circles
+    "\U0001f7e5\U0001f7e7\U0001f7e8\U0001f7e9\U0001f7e6\U0001f7ea\U0001f7eb\u2b1b\u2b1c"  # squares
+    "\U0001f9e1\U0001f49b\U0001f49a\U0001f499\U0001f49c\U0001f90e\U0001f5a4\U0001f90d"  # hearts (red one below)
+    "\U0001f4d5\U0001f4d7\U0001f4d8\U0001f4d9\U0001f536\U0001f537\U0001f538\U0001f539\U0001f53a\U0001f53b"
+)
+EMOJI_CLASSES: tuple[str, ...] = ("\u2764\ufe0f", *_COLOURED, *(g + t for g in _GESTURES for t in _TONES))
+"""Emoji classes: 37 that differ mostly by colour (hearts, circles, squares, books, diamonds), and 12 hand gestures
+in the default yellow and the 5 skin tones (72)."""
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """One UML-mini domain: what its classes are, how many of them go to each split, and images per class."""
+
+    name: str
+    kind: str  # "glyphs" | "emoji" | "fashion" | "numbers": selects the renderer
+    classes: tuple[str, ...]  # class keys: characters, emoji sequences, numbers, or Fashion-MNIST image indices
+    train_classes: int
+    test_classes: int
+    train_per_class: int
+    test_per_class: int
+    cue: str  # what tells its classes apart, in words (summary and docs)
+
+
+def _glyph_domain(name: str, alphabet: str, train_per_class: int) -> DomainSpec:
+    half = len(alphabet) // 2
+    return DomainSpec(name, "glyphs", tuple(alphabet), half, len(alphabet) - half, train_per_class, 20, "shape")
+
+
+DOMAINS: tuple[DomainSpec, ...] = (
+    DomainSpec("fashion", "fashion", (), 1500, 400, 4, 4, "instance details (views of one garment)"),
+    _glyph_domain("latin", _chars("A", "Z") + _chars("a", "z"), 60),
+    _glyph_domain("cyrillic", _chars("\u0410", "\u044f") + "\u0401\u0451", 30),
+    _glyph_domain("greek", _chars("\u0391", "\u03a9", "\u03a2") + _chars("\u03b1", "\u03c9", "\u03c2"), 20),
+    DomainSpec("numbers", "numbers", tuple(f"{n:02d}" for n in range(100)), 50, 50, 10, 10, "digits and their order"),
+    DomainSpec("emoji", "emoji", EMOJI_CLASSES, 55, 54, 8, 8, "colour and shape"),
+)
+GLYPH_ALPHABETS: dict[str, str] = {d.name: "".join(d.classes) for d in DOMAINS if d.kind == "glyphs"}
+PACKAGES_BY_KIND: dict[str, tuple[str, ...]] = {
+    "glyphs": FONT_PACKAGES, "emoji": ("fonts-noto-color-emoji",), "fashion": ("dataset-fashion-mnist",), "numbers": (),
+}  # fmt: skip
+
+
+def required_packages() -> list[str]:
+    """Every Debian package a full UML-mini build reads (the numbers domain needs only scikit-learn)."""
+    return sorted({p for d in DOMAINS for p in PACKAGES_BY_KIND[d.kind]})
+
+
+@dataclass(frozen=True)
+class UMLMiniConfig:
+    """What a build depends on. ``scale`` shrinks every domain's class counts (at least 2 per split), for tests."""
+
+    seed: int = 0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.scale <= 1:
+            raise InvalidConfigError(f"scale must be in (0, 1], got {self.scale}")
+
+
+@dataclass(frozen=True)
+class ClassPlan:
+    """One class of the built benchmark: where it comes from, its global label, and the role of each of its images."""
+
+    domain: str
+    key: str
+    label: int
+    split: str
+    roles: tuple[str, ...]
+
+
+def _split_classes(domain: DomainSpec, config: UMLMiniConfig, index: int) -> tuple[list[str], list[str]]:
+    """Draw the domain's train and test classes, disjoint, from a generator seeded by (seed, domain)."""
+    n_train = max(2, round(domain.train_classes * config.scale))
+    n_test = max(2, round(domain.test_classes * config.scale))
+    rng = np.random.default_rng([config.seed, index])
+    if domain.kind == "fashion":
+        keys = [str(i) for i in rng.choice(FASHION_TRAIN_SIZE, size=n_train + n_test, replace=False)]
+    else:
+        keys = [domain.classes[i] for i in rng.permutation(len(domain.classes))[: n_train + n_test]]
+    return keys[:n_train], keys[n_train:]
+
+
+def _test_roles(domain: DomainSpec) -> tuple[str, ...]:
+    """Leave-one-out for every domain but fashion, whose products are split into query and gallery views (In-shop)."""
+    if domain.kind == "fashion":
+        half = domain.test_per_class // 2
+        return (ROLE_QUERY,) * half + (ROLE_GALLERY,) * (domain.test_per_class - half)
+    return (ROLE_BOTH,) * domain.test_per_class
+
+
+def plan_uml_mini(config: UMLMiniConfig = UMLMiniConfig()) -> list[ClassPlan]:
+    """Every class of the benchmark with its label and image roles, without rendering anything.
+
+    Labels follow the shared schema: training classes ``0 .. T-1`` then test classes ``T ..``, each split in blocks in
+    :data:`DOMAINS` order, so training labels index loss proxies directly and no label is shared across domains.
+    """
+    splits = [_split_classes(domain, config, index) for index, domain in enumerate(DOMAINS)]
+    plans: list[ClassPlan] = []
+    for split in (TRAIN_SPLIT, TEST_SPLIT):
+        for domain, (train_keys, test_keys) in zip(DOMAINS, splits):
+            if split == TRAIN_SPLIT:
+                keys, roles = train_keys, (ROLE_TRAIN,) * domain.train_per_class
+            else:
+                keys, roles = test_keys, _test_roles(domain)
+            plans.extend(ClassPlan(domain.name, key, len(plans) + i, split, roles) for i, key in enumerate(keys))
+    return plans
+
+
+class _Renderer:
+    """Turns one planned class into its images; holds the loaded sources so each is read once per build."""
+
+    def __init__(self, config: UMLMiniConfig, root: str) -> None:
+        self.config = config
+        self.root = root
+        self.domains = {d.name: d for d in DOMAINS}
+        self.pools = digit_pools(config.seed)
+
+    def images(self, plan: ClassPlan) -> list:
+        domain = self.domains[plan.domain]
+        class_rng = np.random.default_rng([self.config.seed, plan.label, 1])
+        rngs = [np.random.default_rng([self.config.seed, plan.label, 2, i]) for i in range(len(plan.roles))]
+        if domain.kind == "glyphs":
+            faces = faces_drawing(GLYPH_ALPHABETS[domain.name], self.root)
+            picks = class_rng.choice(len(faces), size=len(rngs), replace=len(rngs) > len(faces))
+            return [render_glyph(plan.key, faces[f], rng) for f, rng in zip(picks, rngs)]
+        if domain.kind == "emoji":
+            bitmap = emoji_bitmap(plan.key)
+            if bitmap is None:
+                raise DatasetLayoutError(f"the installed Noto Color Emoji does not draw {plan.key!r}")
+            return [render_emoji(bitmap, rng) for rng in rngs]
+        if domain.kind == "fashion":
+            garment = load_fashion("train", self.root)[0][int(plan.key)]
+            return [render_fashion_view(garment, rng) for rng in rngs]
+        images, labels = load_digits()
+        pool = self.pools[plan.split]
+        by_digit = {d: pool[labels[pool] == d] for d in range(10)}
+        return [render_number([images[rng.choice(by_digit[int(c)])] for c in plan.key], rng) for rng in rngs]
+
+
+def build_uml_mini(config: UMLMiniConfig = UMLMiniConfig(), root: str = "/", install_missing: bool = False):
+    """Render the whole benchmark into a ``DatasetDict`` (no cache; see :func:`load_or_build_uml_mini`).
+
+    Missing Debian sources are detected first and reported with the ``apt-get install`` line that provides them.
+    Returns the dataset and the plan it was rendered from.
+    """
+    require_packages(required_packages(), root, install_missing)
+    for name, alphabet in GLYPH_ALPHABETS.items():
+        if not faces_drawing(alphabet, root):
+            raise DatasetLayoutError(f"no installed typeface draws every {name} letter; install {FONT_PACKAGES}")
+    plans = plan_uml_mini(config)
+    renderer = _Renderer(config, root)
+    features = row_features()
+    columns: dict[str, dict[str, list]] = {s: {c: [] for c in features} for s in (TRAIN_SPLIT, TEST_SPLIT)}
+    for plan in plans:
+        column = columns[plan.split]
+        column[IMAGE_COLUMN].extend(renderer.images(plan))
+        column[LABEL_COLUMN].extend([plan.label] * len(plan.roles))
+        column[DATASET_COLUMN].extend([plan.domain] * len(plan.roles))
+        column[ROLE_COLUMN].extend(plan.roles)
+    dataset = datasets.DatasetDict({s: datasets.Dataset.from_dict(c, features=features) for s, c in columns.items()})
+    return dataset, plans
+
+
+def summarize(plans: Sequence[ClassPlan]) -> dict:
+    """Per domain and split: classes and images; plus totals and the imbalance ratio (largest / smallest train set).
+
+    Computed from the plan, so it describes a build without rendering it, and agrees with the built rows.
+    """
+    counts: Counter[tuple[str, str]] = Counter()
+    for plan in plans:
+        counts[plan.domain, f"{plan.split}_classes"] += 1
+        counts[plan.domain, f"{plan.split}_images"] += len(plan.roles)
+    fields = ("train_classes", "train_images", "test_classes", "test_images")
+    rows = {d.name: {**{f: counts[d.name, f] for f in fields}, "cue": d.cue} for d in DOMAINS}
+    totals = {f: sum(row[f] for row in rows.values()) for f in fields}
+    train_sizes = [row["train_images"] for row in rows.values()]
+    return {"domains": rows, "totals": totals, "imbalance_ratio": max(train_sizes) / min(train_sizes)}
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as the table the command prints."""
+    header = f"{'domain':<10}{'train cls':>10}{'train img':>10}{'test cls':>10}{'test img':>10}  cue"
+    lines = [header, "-" * len(header)]
+    for name, row in [*summary["domains"].items(), ("total", {**summary["totals"], "cue": ""})]:
+        counts = "".join(f"{row[f'{s}_{w}']:>10}" for s in ("train", "test") for w in ("classes", "images"))
+        lines.append(f"{name:<10}{counts}  {row['cue']}")
+    lines.append(f"imbalance (largest / smallest train domain, images): {summary['imbalance_ratio']:.1f}x")
+    return "\n".join(lines)
+
+
+def _manifest(config: UMLMiniConfig, plans: Sequence[ClassPlan]) -> dict:
+    return {
+        "builder_version": BUILDER_VERSION,
+        "config": asdict(config),
+        "summary": summarize(plans),
+        "class_names": {str(p.label): f"{p.domain}:{p.key}" for p in plans},
+    }
+
+
+def _cached(out: str, config: UMLMiniConfig) -> bool:
+    try:
+        with open(os.path.join(out, MANIFEST), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    same = manifest.get("builder_version") == BUILDER_VERSION and manifest.get("config") == asdict(config)
+    return same and os.path.isfile(os.path.join(out, "dataset_dict.json"))
+
+
+def load_or_build_uml_mini(
+    out: str,
+    config: UMLMiniConfig = UMLMiniConfig(),
+    force: bool = False,
+    root: str = "/",
+    install_missing: bool = False,
+) -> tuple[datasets.DatasetDict, dict, bool]:
+    """The benchmark saved in ``out``: loaded when a build with the same config and builder version is there.
+
+    Returns ``(dataset, manifest, was_cached)``. A fresh build is written next to ``out`` and renamed into place, so
+    an interrupted build never leaves a folder that looks complete.
+    """
+    if not force and _cached(out, config):
+        with open(os.path.join(out, MANIFEST), encoding="utf-8") as handle:
+            return datasets.load_from_disk(out), json.load(handle), True
+    dataset, plans = build_uml_mini(config, root, install_missing)
+    manifest = _manifest(config, plans)
+    staging = f"{os.path.abspath(out)}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    dataset.save_to_disk(staging)
+    with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=1, ensure_ascii=False)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+    return datasets.load_from_disk(out), manifest, False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: build (or reuse) UML-mini in ``--out`` and print its summary."""
+    parser = argparse.ArgumentParser(prog="python -m peft_puma.data.uml_mini", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder to write the DatasetDict to (reused when up to date)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the class splits and of every image (default 0)")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of each domain's classes (default 1.0)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when --out holds an up-to-date build")
+    parser.add_argument("--install-missing", action="store_true", help="apt-get install missing Debian sources (root)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        config = UMLMiniConfig(seed=args.seed, scale=args.scale)
+        dataset, manifest, cached = load_or_build_uml_mini(
+            args.out, config, args.force, install_missing=args.install_missing
+        )
+    except (DatasetLayoutError, InvalidConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    what = "reused cached build in" if cached else "built"
+    print(f"UML-mini ({what} {args.out}, {time.perf_counter() - start:.1f} s, seed {args.seed}, scale {args.scale})")
+    print(format_summary(manifest["summary"]))
+    print(f"rows: train {dataset[TRAIN_SPLIT].num_rows}, test {dataset[TEST_SPLIT].num_rows}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
