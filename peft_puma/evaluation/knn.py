@@ -84,11 +84,12 @@ def iter_nearest_neighbours(
         backend: ``"torch"``, ``"faiss"`` or ``"auto"``.
         block_size: queries per block; by default chosen so that one block of scores stays near 128 MB.
 
-    The caller guarantees ``k <= G - 1`` for queries that are in the gallery and ``k <= G`` otherwise.
+    ``k`` may not exceed the gallery (``G``, or ``G - 1`` when some query is in it): an ``InvalidInputError``.
     """
     num_queries, num_gallery = queries.shape[0], gallery.shape[0]
     if self_index is None:
         self_index = torch.full((num_queries,), -1, dtype=torch.long, device=queries.device)
+    _check_k(k, num_gallery - int(bool((self_index >= 0).any())))
     concrete = resolve_backend(backend, queries.device)
     if block_size is None:
         block_size = _FAISS_BLOCK_QUERIES if concrete == "faiss" else max(1, _TORCH_BLOCK_SCORES // max(num_gallery, 1))
@@ -121,6 +122,19 @@ def nearest_neighbours(
         empty = queries.new_empty((0, k))
         return empty, empty.long()
     return torch.cat([b.scores for b in blocks]), torch.cat([b.indices for b in blocks])
+
+
+def _check_k(k: int | torch.Tensor, searchable: int) -> None:
+    if isinstance(k, torch.Tensor):
+        if k.numel() == 0:
+            return
+        smallest, largest = int(k.min()), int(k.max())
+    else:
+        smallest = largest = int(k)
+    if smallest < 1 or largest > searchable:
+        raise InvalidInputError(
+            f"k must lie in [1, {searchable}] (the gallery rows a query can retrieve); got {smallest} to {largest}."
+        )
 
 
 def _torch_search(

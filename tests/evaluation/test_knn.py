@@ -72,6 +72,16 @@ def test_per_query_k_gives_each_block_the_largest_need_of_its_queries() -> None:
     assert [(b.start, b.indices.shape[1]) for b in blocks] == [(0, 9), (3, 3), (6, 4)]
 
 
+def test_k_beyond_the_searchable_gallery_is_refused() -> None:
+    gallery = integer_vectors(6)
+    with pytest.raises(InvalidInputError, match=r"k must lie in \[1, 6\]"):
+        nearest_neighbours(gallery[:2], gallery, 7, backend="torch")
+    with pytest.raises(InvalidInputError, match=r"k must lie in \[1, 5\]"):  # a query in the gallery excludes itself
+        nearest_neighbours(gallery[:2], gallery, 6, self_index=torch.tensor([0, -1]), backend="torch")
+    with pytest.raises(InvalidInputError, match="k must lie"):
+        nearest_neighbours(gallery[:2], gallery, 0, backend="torch")
+
+
 def test_backends_are_validated() -> None:
     assert BACKENDS == ("auto", "torch", "faiss")
     assert resolve_backend("torch", torch.device("cpu")) == "torch"
