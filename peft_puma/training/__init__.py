@@ -1,0 +1,28 @@
+"""Training PUMA and its baselines with Accelerate (method.md section 6); see docs/training.md.
+
+``python -m peft_puma.train --config configs/uml_mini.yaml --output_dir DIR`` (or under ``accelerate launch``) runs
+:func:`train`; everything it does is reusable from Python:
+
+- :class:`TrainingConfig` / :func:`load_config`: the keys of a run, YAML + command-line overrides, validation;
+- :data:`METHODS`: PUMA presets and the baselines (LoRA, full fine-tuning) by name; :func:`load_trained` rebuilds a
+  saved run's model;
+- :func:`train`: the run itself, returning a :class:`TrainResult`.
+"""
+
+from __future__ import annotations
+
+from .config import DataConfig, TrainingConfig, load_config
+from .loop import NonFiniteLossError, TrainResult, train
+from .methods import METHODS, build_model, load_trained
+
+__all__ = [
+    "METHODS",
+    "DataConfig",
+    "NonFiniteLossError",
+    "TrainResult",
+    "TrainingConfig",
+    "build_model",
+    "load_config",
+    "load_trained",
+    "train",
+]

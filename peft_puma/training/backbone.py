@@ -1,0 +1,77 @@
+"""Loading the frozen backbone and its image processor by name (method.md section 1).
+
+Two kinds of source: a transformers model (folder or Hub id: ViT, DeiT, DINOv2, CLIP vision), or a timm ViT
+checkpoint (the paper's ``timm/vit_small_patch16_224.augreg_in21k_ft_in1k``), read into transformers' ``ViTModel``
+by :mod:`peft_puma.backbones.timm_vit` without timm. The processor supplies the resolution and the normalisation
+statistics of the transforms (method.md section 6).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from typing import Any
+
+from torch import nn
+
+from ..errors import InvalidConfigError, UnsupportedModelError
+
+_TIMM_PREFIXES = ("timm/", "hf-hub:timm/")
+
+
+def resolve_backbone_format(source: str, backbone_format: str = "auto") -> str:
+    """``"timm"`` or ``"transformers"``: a folder says so by its config.json; a Hub id under ``timm/`` is timm."""
+    if backbone_format != "auto":
+        return backbone_format
+    config_file = os.path.join(source, "config.json")
+    if os.path.isfile(config_file):
+        with open(config_file, encoding="utf-8") as handle:
+            config = json.load(handle)
+        # transformers configs carry `model_type`; timm's carry `architecture` and `pretrained_cfg`.
+        return "transformers" if "model_type" in config else "timm"
+    if source.endswith(".safetensors") or source.startswith(_TIMM_PREFIXES):
+        return "timm"
+    return "transformers"
+
+
+def load_backbone(source: str, backbone_format: str = "auto") -> tuple[nn.Module, Any]:
+    """``(backbone in eval mode, image processor)`` for a transformers or timm source (see the module docstring)."""
+    kind = resolve_backbone_format(source, backbone_format)
+    if kind == "timm":
+        from ..backbones.timm_vit import load_timm_vit_with_processor
+
+        backbone, processor = load_timm_vit_with_processor(source)
+        # PEFT records this in adapter_config.json as the base model; timm loads leave it empty.
+        backbone.config._name_or_path = source
+        backbone.name_or_path = source
+        return backbone.eval(), processor
+    return _load_transformers(source)
+
+
+def _load_transformers(source: str) -> tuple[nn.Module, Any]:
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise InvalidConfigError(
+            f"Cannot load backbone {source!r}: {error}. Give a transformers model folder or Hub id (offline: a "
+            "cached one), or a timm ViT with backbone_format: timm."
+        ) from None
+    architecture = (getattr(config, "architectures", None) or [None])[0]
+    model_class = getattr(transformers, architecture, None) if architecture else None
+    if model_class is None:
+        model_class = transformers.AutoModel
+    kwargs = {}
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        kwargs["add_pooling_layer"] = False  # PUMA's head reads the final LayerNorm; a pooler would be unused
+    backbone = model_class.from_pretrained(source, **kwargs)
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise UnsupportedModelError(
+            f"Backbone {source!r} has no image processor (preprocessor_config.json): its resolution and "
+            f"normalisation statistics are needed for the transforms ({error})."
+        ) from None
+    return backbone.eval(), processor

@@ -1,0 +1,496 @@
+"""The training configuration: one flat dataclass whose defaults are the published recipe (method.md section 6).
+
+A run is described by a YAML file of these keys, overridden from the command line (``--key value``, ``--key=value``,
+``--mapping.key value``); :func:`load_config` merges both and :meth:`TrainingConfig.validate` turns every user mistake
+into an :class:`~peft_puma.errors.InvalidConfigError` that names the key, the value and what is accepted, before any
+model or data is loaded. The keys are documented in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..errors import InvalidConfigError
+
+MIXED_PRECISION_CHOICES: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
+SAMPLER_CHOICES: tuple[str, ...] = ("shuffle", "balanced", "m_per_class")
+BACKBONE_FORMATS: tuple[str, ...] = ("auto", "transformers", "timm")
+CHECK_IMAGES_CHOICES: tuple[str, ...] = ("full", "header", "exists")
+
+# Learning-rate multipliers of method.md section 6 (prompt pool, adapters, head x10; proxies x1e4). `lora` and
+# `backbone` are the groups of the LoRA and full fine-tuning baselines (backbone: base lr 1e-4, as the paper's full FT).
+DEFAULT_LR_MULTIPLIERS: dict[str, float] = {
+    "prompts": 10.0,
+    "adapters": 10.0,
+    "head": 10.0,
+    "proxies": 1e4,
+    "lora": 10.0,
+    "backbone": 1.0,
+}
+
+
+@dataclass
+class DataConfig:
+    """Where the unified benchmark comes from (exactly one source) and which of its datasets to use.
+
+    Shared by training and ``python -m peft_puma.evaluate``.
+    """
+
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "A DatasetDict (train/test) written by `save_to_disk` in the row schema of docs/data.md."},
+    )
+    dataset_roots: dict[str, str] | None = field(
+        default=None,
+        metadata={
+            "help": "Build the paper benchmark from {name: folder, Hub id or 'hub'} with "
+            "peft_puma.data.build_unified_dataset (names: cub, cars, sop, inshop, nabirds, dogs, flowers, aircraft)."
+        },
+    )
+    uml_mini_dir: str | None = field(
+        default=None, metadata={"help": "UML-mini, loaded from this folder (built there first when missing)."}
+    )
+    datasets: list[str] | None = field(
+        default=None, metadata={"help": "Use only these datasets (the `dataset` column) of the source. Default: all."}
+    )
+    check_images: str = field(
+        default="header", metadata={"help": "Image check of dataset_roots builds: full, header or exists."}
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Input resolution; default: the backbone image processor's crop size."}
+    )
+
+    def data_sources(self) -> dict[str, Any]:
+        """The data-source keys that are set."""
+        keys = ("dataset_path", "dataset_roots", "uml_mini_dir")
+        return {key: getattr(self, key) for key in keys if getattr(self, key) is not None}
+
+    def validate_data(self) -> None:
+        sources = self.data_sources()
+        if len(sources) != 1:
+            raise InvalidConfigError(
+                "Give exactly one data source among dataset_path, dataset_roots and uml_mini_dir; "
+                f"got {sorted(sources) or 'none'}."
+            )
+        if self.dataset_roots is not None:
+            from ..data.specs import DATASET_SPECS
+
+            unknown = sorted(set(self.dataset_roots) - set(DATASET_SPECS))
+            if unknown or not self.dataset_roots:
+                raise InvalidConfigError(
+                    f"dataset_roots has unknown dataset name(s) {unknown or '(empty mapping)'}; "
+                    f"known: {', '.join(DATASET_SPECS)}."
+                )
+        if self.datasets is not None and not self.datasets:
+            raise InvalidConfigError("datasets must be null (all datasets) or a non-empty list of dataset names.")
+        _choice("check_images", self.check_images, CHECK_IMAGES_CHOICES)
+        _positive_or_none("image_size", self.image_size)
+
+
+@dataclass
+class TrainingConfig(DataConfig):
+    """Every knob of a training run; the defaults are the published recipe of method.md section 6."""
+
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Run folder: adapter, results.json, checkpoints/, logs/. Required."}
+    )
+    # --- model ---
+    backbone: str | None = field(
+        default=None,
+        metadata={"help": "Backbone: a transformers folder or Hub id, or a timm ViT Hub id / folder. Required."},
+    )
+    backbone_format: str = field(
+        default="auto",
+        metadata={"help": "auto, transformers or timm (timm ViTs load via peft_puma.backbones.timm_vit)."},
+    )
+    method: str = field(
+        default="puma",
+        metadata={"help": "PUMA preset (puma, static_adapter, single_prompt, linear, ...) or lora, full_finetune."},
+    )
+    puma: dict[str, Any] = field(default_factory=dict, metadata={"help": "PUMAConfig field overrides."})
+    lora_r: int | None = field(
+        default=None, metadata={"help": "LoRA rank; null: the rank whose size is closest to PUMA's adapter budget."}
+    )
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha; null: equal to the rank."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | str = field(
+        default="all-linear", metadata={"help": "LoRA targets (PEFT syntax); default every attention/MLP linear."}
+    )
+    # --- loss ---
+    loss: str = field(default="curricularface", metadata={"help": "Loss name of peft_puma.losses.make_loss."})
+    loss_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "Loss constructor overrides."})
+    # --- optimisation (method.md section 6) ---
+    epochs: int = field(default=100, metadata={"help": "Training epochs (100)."})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Stop after this many optimiser steps (smoke runs); null: all epochs."}
+    )
+    per_device_batch_size: int = field(default=45, metadata={"help": "Batch per process (45 x 4 GPUs = 180)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Base learning rate (1e-4)."})
+    lr_multipliers: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_LR_MULTIPLIERS),
+        metadata={"help": "Per-group multipliers of the base lr: prompts, adapters, head, proxies, lora, backbone."},
+    )
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay on every group (1e-4)."})
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"help": "AdamW betas."})
+    adam_eps: float = field(default=1e-8, metadata={"help": "AdamW eps."})
+    lr_step_epochs: int = field(default=20, metadata={"help": "Multiply the lr by lr_gamma every this many epochs."})
+    lr_gamma: float = field(default=0.5, metadata={"help": "Step-schedule factor (0.5)."})
+    grad_clamp: float | None = field(
+        default=1.0, metadata={"help": "Element-wise gradient clamp to [-v, v] (value clipping); null: off."}
+    )
+    mixed_precision: str = field(
+        default="auto", metadata={"help": "auto (bf16/fp16 on GPU, fp32 on CPU), no, fp16 or bf16."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of initialisation, data order, augmentation, gates (0)."})
+    sampler: str = field(
+        default="shuffle",
+        metadata={"help": "shuffle (published), balanced (datasets equally often) or m_per_class (pair losses)."},
+    )
+    samples_per_class: int = field(default=4, metadata={"help": "Images per class in a batch for m_per_class."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    # --- evaluation, logging, checkpoints ---
+    eval_every_epochs: int = field(default=0, metadata={"help": "Also evaluate every N epochs (0: only at the end)."})
+    eval_batch_size: int = field(default=256, metadata={"help": "Batch per process when embedding test images."})
+    eval_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8], metadata={"help": "k of Recall@k."})
+    log_every_steps: int = field(default=10, metadata={"help": "Tracker logging interval in steps."})
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"], metadata={"help": "Accelerate trackers (tensorboard, wandb, ...)."}
+    )
+    progress_bar: bool = field(default=True, metadata={"help": "Show a progress bar on the main process."})
+    save_every_steps: int = field(default=500, metadata={"help": "Checkpoint interval in steps (0: only at the end)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Complete checkpoints kept (newest)."})
+    resume: bool | str = field(
+        default=False, metadata={"help": "true: continue from the newest complete checkpoint; or a checkpoint path."}
+    )
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the final adapter folder to the Hub."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository for push_to_hub."})
+
+    def validate(self) -> TrainingConfig:
+        """Check every key; raise :class:`InvalidConfigError` naming the first mistake. Returns ``self``."""
+        _check_types(self)
+        if not self.output_dir:
+            raise InvalidConfigError("output_dir is required (the run folder: adapter, results, checkpoints).")
+        if not self.backbone:
+            raise InvalidConfigError("backbone is required (a transformers folder or Hub id, or a timm ViT).")
+        self.validate_data()
+        _choice("backbone_format", self.backbone_format, BACKBONE_FORMATS)
+        self._validate_method()
+        self._validate_loss_and_batches()
+        for name in ("epochs", "per_device_batch_size", "eval_batch_size", "lr_step_epochs", "log_every_steps"):
+            _positive(name, getattr(self, name))
+        for name in ("num_workers", "eval_every_epochs", "save_every_steps"):
+            if getattr(self, name) < 0:
+                raise InvalidConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        _positive_or_none("max_steps", self.max_steps)
+        _positive("save_total_limit", self.save_total_limit)
+        self._validate_optimiser()
+        _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
+        if not self.eval_ks or any(k < 1 for k in self.eval_ks):
+            raise InvalidConfigError(f"eval_ks must be a non-empty list of positive integers, got {self.eval_ks!r}.")
+        if self.push_to_hub and not self.hub_model_id:
+            raise InvalidConfigError("push_to_hub needs hub_model_id (the Hub repository to upload to).")
+        return self
+
+    def _validate_method(self) -> None:
+        from ..tuners.puma.config import PUMAConfig
+        from .methods import METHODS
+
+        if self.method not in METHODS:
+            raise InvalidConfigError(f"Unknown method {self.method!r}; accepted: {', '.join(METHODS)}.")
+        if self.puma:
+            PUMAConfig.from_any(dict(self.puma))  # unknown fields and bad values raise InvalidConfigError
+        _positive_or_none("lora_r", self.lora_r)
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise InvalidConfigError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout!r}.")
+
+    def _validate_loss_and_batches(self) -> None:
+        from ..losses import PAIR_LOSSES, loss_spec
+
+        loss_spec(self.loss)  # unknown names raise InvalidConfigError listing the accepted ones
+        _choice("sampler", self.sampler, SAMPLER_CHOICES)
+        _positive("samples_per_class", self.samples_per_class)
+        if self.loss in PAIR_LOSSES:
+            if self.sampler != "m_per_class" or self.samples_per_class < 2:
+                raise InvalidConfigError(
+                    f"Loss {self.loss!r} learns from pairs of images of one class inside a batch, so every class in a "
+                    "batch needs at least 2 samples: set sampler: m_per_class and samples_per_class >= 2 (got sampler "
+                    f"{self.sampler!r}, samples_per_class {self.samples_per_class}). A plain shuffle over thousands of "
+                    "classes gives batches with almost no positive pair."
+                )
+            if self.per_device_batch_size < 2:
+                raise InvalidConfigError(
+                    f"Loss {self.loss!r} needs at least 2 images per process batch, got {self.per_device_batch_size}."
+                )
+
+    def _validate_optimiser(self) -> None:
+        for name in ("learning_rate", "adam_eps", "lr_gamma"):
+            _positive(name, getattr(self, name))
+        if self.weight_decay < 0:
+            raise InvalidConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}.")
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise InvalidConfigError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}.")
+        unknown = sorted(set(self.lr_multipliers) - set(DEFAULT_LR_MULTIPLIERS))
+        if unknown:
+            raise InvalidConfigError(
+                f"lr_multipliers has unknown group(s) {unknown}; groups: {', '.join(DEFAULT_LR_MULTIPLIERS)}."
+            )
+        if any(value < 0 for value in self.lr_multipliers.values()):
+            raise InvalidConfigError(f"lr_multipliers must be >= 0, got {self.lr_multipliers!r}.")
+        self.lr_multipliers = {**DEFAULT_LR_MULTIPLIERS, **self.lr_multipliers}
+        if self.grad_clamp is not None and self.grad_clamp <= 0:
+            raise InvalidConfigError(f"grad_clamp must be positive or null (off), got {self.grad_clamp!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Keys that may change between a checkpoint and its resumption: they steer the run, not what is learnt so far.
+RUN_CONTROL_KEYS: frozenset[str] = frozenset(
+    {
+        "output_dir",
+        "resume",
+        "epochs",
+        "max_steps",
+        "num_workers",
+        "eval_every_epochs",
+        "eval_batch_size",
+        "eval_ks",
+        "log_every_steps",
+        "report_to",
+        "progress_bar",
+        "save_every_steps",
+        "save_total_limit",
+        "push_to_hub",
+        "hub_model_id",
+        "dataset_path",
+        "dataset_roots",
+        "uml_mini_dir",
+        "check_images",
+    }
+)
+
+
+def config_fields(cls: type = TrainingConfig) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+    cls: type = TrainingConfig,
+) -> Any:
+    """A validated config from a YAML file (optional) updated by overrides.
+
+    ``overrides`` is a mapping of keys (dotted keys reach into mapping keys: ``{"puma.keep_prob": 1.0}``) or a list
+    of command-line tokens (``["--epochs", "3", "--puma.keep_prob=1.0"]``). Later values win.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        values = _read_yaml(path)
+    if overrides is not None:
+        pairs = parse_cli_overrides(overrides) if _is_token_list(overrides) else dict(overrides)
+        for key, value in pairs.items():
+            _set_dotted(values, key, value, cls)
+    config = build_config(values, cls)
+    return config.validate() if isinstance(config, TrainingConfig) else _validate_data_only(config)
+
+
+def build_config(values: Mapping[str, Any], cls: type = TrainingConfig) -> Any:
+    """A config from a mapping of keys; unknown keys are an error naming the accepted ones."""
+    fields = config_fields(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise InvalidConfigError(f"Unknown config key(s) {unknown}; accepted keys: {', '.join(fields)}.")
+    return cls(**{key: _coerce(key, value, fields[key].type) for key, value in values.items()})
+
+
+def parse_cli_overrides(tokens: Sequence[str]) -> dict[str, Any]:
+    """``["--key", "value", "--flag", "--a.b=c"]`` -> ``{"key": value, "flag": True, "a.b": value}``.
+
+    Values are read as YAML scalars or flow collections (``3``, ``true``, ``null``, ``[1, 2]``, ``{a: 1}``); a key
+    followed by another key or by nothing is ``true``; ``-`` and ``_`` are interchangeable in key names.
+    """
+    result: dict[str, Any] = {}
+    index = 0
+    tokens = list(tokens)
+    while index < len(tokens):
+        token = tokens[index]
+        if not token.startswith("--") or len(token) == 2:
+            raise InvalidConfigError(f"Expected a --key on the command line, got {token!r}.")
+        key, has_value, text = token[2:].partition("=")
+        if not has_value:
+            if index + 1 < len(tokens) and not tokens[index + 1].startswith("--"):
+                text, index = tokens[index + 1], index + 1
+            else:
+                text = "true"
+        result[key.replace("-", "_")] = _parse_scalar(text)
+        index += 1
+    return result
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle)
+    except OSError as error:
+        raise InvalidConfigError(f"Cannot read config file {os.fspath(path)!r}: {error.strerror or error}.") from None
+    except yaml.YAMLError as error:
+        raise InvalidConfigError(f"Config file {os.fspath(path)!r} is not valid YAML: {error}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise InvalidConfigError(f"Config file {os.fspath(path)!r} must hold a mapping of keys, got {type(values)}.")
+    return values
+
+
+def _is_token_list(overrides: Any) -> bool:
+    return isinstance(overrides, Sequence) and not isinstance(overrides, str | bytes | Mapping)
+
+
+def _set_dotted(values: dict[str, Any], key: str, value: Any, cls: type) -> None:
+    head, dot, rest = key.partition(".")
+    if not dot:
+        values[key] = value
+        return
+    fields = config_fields(cls)
+    if head not in fields or not _is_mapping_type(fields[head].type):
+        mappings = [name for name, f in fields.items() if _is_mapping_type(f.type)]
+        raise InvalidConfigError(f"{key!r}: only mapping keys take dotted overrides ({', '.join(mappings)}).")
+    current = values.get(head)
+    if current is None:
+        default = fields[head].default_factory if fields[head].default_factory is not dataclasses.MISSING else dict
+        current = dict(default())
+    values[head] = {**current, rest: value}
+
+
+def _is_mapping_type(annotation: Any) -> bool:
+    hint = _resolve(annotation)
+    return any(typing.get_origin(option) is dict for option in _options(hint))
+
+
+# ---------------------------------------------------------------------------------------------------- type checking
+_HINTS: dict[str, Any] = {}
+
+
+def _resolve(annotation: Any) -> Any:
+    if isinstance(annotation, str):
+        if annotation not in _HINTS:
+            namespace = {"Any": Any, "dict": dict, "list": list, "str": str, "int": int, "float": float, "bool": bool}
+            _HINTS[annotation] = eval(annotation, namespace)  # noqa: S307 - our own dataclass annotations
+        return _HINTS[annotation]
+    return annotation
+
+
+def _options(hint: Any) -> tuple[Any, ...]:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """``value`` as the field's type: numbers given as strings (``1e-4`` reads as a string in YAML 1.1) become
+    numbers, ints become floats where a float is expected; anything else of the wrong type is an error."""
+    hint = _resolve(annotation)
+    for option in _options(hint):
+        try:
+            return _coerce_one(value, option)
+        except (TypeError, ValueError):
+            continue
+    raise InvalidConfigError(f"Config key {key!r}: {value!r} is not a valid {_describe(hint)}.")
+
+
+def _coerce_one(value: Any, option: Any) -> Any:
+    origin = typing.get_origin(option)
+    if option is type(None):
+        if value is None:
+            return None
+        raise TypeError("not null")
+    if option is Any:
+        return value
+    if option is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError("not a bool")
+    if option is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise TypeError("not an int")
+    if option is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            return float(value)
+        raise TypeError("not a float")
+    if option is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError("not a string")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise TypeError("not a list")
+        (item,) = typing.get_args(option)
+        return [_coerce_one(v, item) for v in value]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise TypeError("not a mapping")
+        _, item = typing.get_args(option)
+        return {str(k): _coerce_one(v, item) for k, v in value.items()}
+    raise TypeError(f"unsupported annotation {option}")
+
+
+def _describe(hint: Any) -> str:
+    names = []
+    for option in _options(hint):
+        if option is type(None):
+            names.append("null")
+        elif typing.get_origin(option) is list:
+            names.append("list")
+        elif typing.get_origin(option) is dict:
+            names.append("mapping")
+        else:
+            names.append(getattr(option, "__name__", str(option)))
+    return " or ".join(names)
+
+
+def _check_types(config: Any) -> None:
+    """Re-check types after construction (a config built in Python bypasses :func:`build_config`)."""
+    for name, f in config_fields(type(config)).items():
+        setattr(config, name, _coerce(name, getattr(config, name), f.type))
+
+
+def _validate_data_only(config: DataConfig) -> DataConfig:
+    _check_types(config)
+    config.validate_data()
+    return config
+
+
+def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise InvalidConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
+
+
+def _positive(name: str, value: Any) -> None:
+    if value is None or value <= 0:
+        raise InvalidConfigError(f"{name} must be positive, got {value!r}.")
+
+
+def _positive_or_none(name: str, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise InvalidConfigError(f"{name} must be positive or null, got {value!r}.")

@@ -1,0 +1,384 @@
+"""The training run: set-up, the loop of method.md section 6, checkpoints, final evaluation and the saved adapter.
+
+``train(config)`` is everything ``python -m peft_puma.train`` (or ``accelerate launch -m peft_puma.train``) does:
+
+1. build the accelerator, the data, the backbone, the method's model and the loss, print a start-up summary;
+2. resume from the newest complete checkpoint when asked (restoring weights, optimiser, schedule, RNG states and the
+   position in the epoch, so the run ends exactly where an uninterrupted one would);
+3. train: per step, embeddings of the global batch (gathered, local part differentiable), loss in fp32 plus the
+   prompt pool's orthogonality regulariser, a stop on a non-finite loss, backward, element-wise gradient clamp,
+   AdamW step and the step schedule; checkpoints every ``save_every_steps`` and at the end;
+4. evaluate the final epoch (model selection never looks at the test set), print the table row, save the adapter with
+   its model card and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.schema import TEST_SPLIT, TRAIN_SPLIT
+from ..errors import IncompatibleCheckpointError
+from . import checkpoint as ckpt
+from .config import RUN_CONTROL_KEYS, TrainingConfig
+from .faults import maybe_exit_after_step, maybe_poison_loss
+from .gather import gather_keep_local_grad, gather_labels
+from .inference import evaluate_split, results_markdown
+from .report import RunInfo, start_up_summary, write_outputs
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the run stopped before the bad step changed any weight."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    output_dir: str
+    results: dict[str, Any] | None
+    global_step: int
+    table: str
+
+
+class RetrievalObjective(nn.Module):
+    """The model and the loss in one module, so that one DDP wrapper synchronises every gradient, proxies included.
+
+    ``forward`` returns ``(metric loss, regulariser)``; the metric loss sees the gathered global batch.
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.accelerator: Any = None
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embeddings = self.model(pixel_values=pixel_values).embeddings
+        all_embeddings = gather_keep_local_grad(embeddings, self.accelerator)
+        all_labels = gather_labels(labels, self.accelerator)
+        return self.loss(all_embeddings, all_labels), self.model.regularization_loss()
+
+
+def make_accelerator(config: TrainingConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    has_gpu = torch.cuda.is_available()
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if has_gpu else "no"
+    trackers = [name for name in config.report_to if name != "none"] or None
+    return Accelerator(
+        # Without cpu=True, accelerate treats a CPU-only torchrun / `accelerate launch --multi_gpu` as one process.
+        cpu=not has_gpu,
+        mixed_precision=precision,
+        log_with=trackers,
+        # Full fine-tuning of a classifier backbone leaves its classification layer without gradient.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.method == "full_finetune")],
+        project_config=ProjectConfiguration(
+            project_dir=config.output_dir, logging_dir=os.path.join(config.output_dir, "logs")
+        ),
+    )
+
+
+def train(config: TrainingConfig) -> TrainResult:
+    """Run the training described by ``config`` (validated here) and return where its outputs are."""
+    config.validate()
+    from accelerate.utils import set_seed
+
+    accelerator = make_accelerator(config)
+    os.makedirs(config.output_dir, exist_ok=True)
+    set_seed(config.seed)
+    run = _set_up(config, accelerator)
+    start = _resume(config, accelerator, run) if config.resume else _fresh_start(config, accelerator)
+    accelerator.print(start_up_summary(run.info))
+    if accelerator.log_with:
+        accelerator.init_trackers("peft_puma", config=_tracker_config(config))
+    state = _train_loop(config, accelerator, run, start)
+    return _finish(config, accelerator, run, state)
+
+
+# ------------------------------------------------------------------------------------------------------------ set-up
+@dataclass
+class _Run:
+    objective: nn.Module
+    optimizer: Any
+    scheduler: Any
+    batches: Any
+    data: Any
+    eval_transform: Any
+    info: RunInfo
+    steps_per_epoch: int
+    trainable: list[nn.Parameter]
+
+    @property
+    def total_steps(self) -> int:
+        return self.info.total_steps
+
+
+def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
+    from ..data.transforms import make_eval_transform, make_train_transform
+    from ..losses import make_loss
+    from .backbone import load_backbone
+    from .data import dataset_sizes, load_unified, make_train_batches
+    from .methods import MethodOptions, build_model, parameter_groups
+    from .optim import build_optimizer, build_scheduler
+
+    with accelerator.main_process_first():  # UML-mini is built once, by the main process
+        data = load_unified(config)
+    backbone, processor = load_backbone(config.backbone, config.backbone_format)
+    train_transform = make_train_transform(config.image_size, image_processor=processor, seed=config.seed)
+    eval_transform = make_eval_transform(config.image_size, image_processor=processor)
+    batches = make_train_batches(
+        data[TRAIN_SPLIT],
+        train_transform,
+        sampler=config.sampler,
+        seed=config.seed,
+        per_device_batch_size=config.per_device_batch_size,
+        samples_per_class=config.samples_per_class,
+        num_processes=accelerator.num_processes,
+        process_index=accelerator.process_index,
+        num_workers=config.num_workers,
+    )
+    model = build_model(config.method, backbone, MethodOptions.from_config(config))
+    embedding_size = model.peft_config["default"].embedding_size
+    loss = make_loss(config.loss, num_classes=batches.num_classes, embedding_size=embedding_size, **config.loss_options)
+    objective = RetrievalObjective(model, loss)
+    groups = parameter_groups(model)
+    proxies = [p for p in loss.parameters() if p.requires_grad]
+    if proxies:
+        groups["proxies"] = proxies
+    optimizer = build_optimizer(
+        groups,
+        learning_rate=config.learning_rate,
+        lr_multipliers=config.lr_multipliers,
+        weight_decay=config.weight_decay,
+        betas=config.adam_betas,
+        eps=config.adam_eps,
+    )
+    steps_per_epoch = batches.sampler.batches_per_epoch()
+    scheduler = build_scheduler(
+        optimizer, steps_per_epoch=steps_per_epoch, step_epochs=config.lr_step_epochs, gamma=config.lr_gamma
+    )
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    accelerator.unwrap_model(objective).accelerator = accelerator
+    # The scheduler is stepped by hand, once per optimiser step (a prepared one steps num_processes times).
+    accelerator.register_for_checkpointing(scheduler)
+    ckpt.register_trainable_state_hooks(accelerator, objective)
+    total = config.epochs * steps_per_epoch
+    info = RunInfo(
+        config=config,
+        backbone=backbone,
+        image_size=train_transform.image_size,
+        groups={name: sum(p.numel() for p in params) for name, params in groups.items()},
+        frozen=sum(p.numel() for p in model.parameters() if not p.requires_grad),
+        sizes=dataset_sizes(data),
+        num_processes=accelerator.num_processes,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=min(total, config.max_steps or total),
+        precision=accelerator.mixed_precision,
+        device=str(accelerator.device),
+    )
+    trainable = [p for params in groups.values() for p in params]
+    return _Run(objective, optimizer, scheduler, batches, data, eval_transform, info, steps_per_epoch, trainable)
+
+
+@dataclass
+class _Position:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+def _fresh_start(config: TrainingConfig, accelerator: Any) -> _Position:
+    existing = ckpt.complete_checkpoints(config.output_dir)
+    if existing:
+        raise IncompatibleCheckpointError(
+            f"{config.output_dir} already holds checkpoints (newest: {existing[-1][1]}); pass --resume to continue "
+            "that run, or choose another output_dir."
+        )
+    return _Position()
+
+
+def _resume(config: TrainingConfig, accelerator: Any, run: _Run) -> _Position:
+    if accelerator.is_main_process:
+        removed = ckpt.remove_partial_checkpoints(config.output_dir)
+        if removed:
+            accelerator.print(f"Removed checkpoint(s) interrupted while being written: {', '.join(removed)}")
+    accelerator.wait_for_everyone()
+    path = config.resume if isinstance(config.resume, str) else ckpt.latest_checkpoint(config.output_dir)
+    if path is None:
+        accelerator.print(f"--resume: no complete checkpoint in {config.output_dir}/checkpoints; starting afresh.")
+        return _Position()
+    state = ckpt.read_trainer_state(path)
+    _check_same_run(config, state.get("config", {}), path)
+    accelerator.load_state(path)
+    accelerator.print(f"Resumed from {path} (step {state['step']}, epoch {state['epoch'] + 1}).")
+    return _Position(state["step"], state["epoch"], state["batch_in_epoch"])
+
+
+def _check_same_run(config: TrainingConfig, saved: dict[str, Any], path: str) -> None:
+    current = config.to_dict()
+    changed = sorted(k for k in saved if k not in RUN_CONTROL_KEYS and saved.get(k) != current.get(k))
+    if changed:
+        details = ", ".join(f"{k}: {saved[k]!r} -> {current.get(k)!r}" for k in changed[:5])
+        raise IncompatibleCheckpointError(
+            f"The checkpoint {path} was written by a run with other settings ({details}); resuming would not continue "
+            "that run. Restore those settings or start a new output_dir."
+        )
+
+
+# -------------------------------------------------------------------------------------------------------------- loop
+def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> _Position:
+    objective, optimizer, scheduler = run.objective, run.optimizer, run.scheduler
+    progress = tqdm(
+        total=run.total_steps,
+        initial=position.step,
+        desc="training",
+        unit="step",
+        disable=not (config.progress_bar and accelerator.is_local_main_process),
+    )
+    objective.train()
+    global_batch = config.per_device_batch_size * accelerator.num_processes
+    window_start, window_steps, images_per_second = time.perf_counter(), 0, 0.0
+    while position.step < run.total_steps:
+        run.batches.sampler.set_position(position.epoch, position.batch_in_epoch)
+        for batch in run.batches.loader:
+            pixel_values = batch["pixel_values"].to(accelerator.device)
+            labels = batch["labels"].to(accelerator.device)
+            with accelerator.autocast():
+                metric_loss, regulariser = objective(pixel_values, labels)
+            loss = maybe_poison_loss(metric_loss.float() + regulariser.float(), position.step + 1)
+            _stop_if_not_finite(loss, accelerator, config, position)
+            accelerator.backward(loss)
+            if config.grad_clamp is not None:
+                accelerator.clip_grad_value_(run.trainable, config.grad_clamp)  # element-wise, model and proxies
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{images_per_second:.0f}", epoch=position.epoch + 1)
+            position.step += 1
+            position.batch_in_epoch += 1
+            window_steps += 1
+            if position.batch_in_epoch == run.steps_per_epoch:
+                position.epoch, position.batch_in_epoch = position.epoch + 1, 0
+            images_per_second = window_steps * global_batch / max(time.perf_counter() - window_start, 1e-9)
+            progress.update(1)
+            if position.step % config.log_every_steps == 0:
+                _log_step(accelerator, optimizer, position.step, loss, metric_loss, regulariser, images_per_second)
+                window_start, window_steps = time.perf_counter(), 0
+            if config.save_every_steps and position.step % config.save_every_steps == 0:
+                _save(config, accelerator, run, position)
+            maybe_exit_after_step(position.step)
+            if position.batch_in_epoch == 0:
+                _maybe_evaluate_epoch(config, accelerator, run, position)
+            if position.step >= run.total_steps:
+                break
+    progress.close()
+    if not config.save_every_steps or position.step % config.save_every_steps:
+        _save(config, accelerator, run, position)
+    return position
+
+
+def _stop_if_not_finite(loss: torch.Tensor, accelerator: Any, config: TrainingConfig, position: _Position) -> None:
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    if accelerator.num_processes > 1:
+        bad = accelerator.gather(bad).max().reshape(1)  # every process must stop together
+    if bad.item() == 0:
+        return
+    last = ckpt.latest_checkpoint(config.output_dir)
+    kept = f"The last good checkpoint is {last}" if last else "No checkpoint had been written yet"
+    raise NonFiniteLossError(
+        f"The loss became {loss.item()} at step {position.step + 1} (epoch {position.epoch + 1}); training stopped "
+        f"before that step changed any weight. {kept}. Try a lower learning_rate or lr_multipliers, or "
+        "mixed_precision: no; `--resume` continues from the last checkpoint."
+    )
+
+
+def _log_step(accelerator, optimizer, step, loss, metric_loss, regulariser, images_per_second) -> None:
+    if not accelerator.trackers:
+        return
+    values = {
+        "train/loss": loss.item(),
+        "train/metric_loss": metric_loss.item(),
+        "train/regularization": regulariser.item(),
+        "train/images_per_second": images_per_second,
+    }
+    values.update({f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups})
+    accelerator.log(values, step=step)
+
+
+def _save(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> None:
+    state = {
+        "step": position.step,
+        "epoch": position.epoch,
+        "batch_in_epoch": position.batch_in_epoch,
+        "config": config.to_dict(),
+    }
+    ckpt.save_checkpoint(accelerator, config.output_dir, position.step, state, config.save_total_limit)
+
+
+def _maybe_evaluate_epoch(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> None:
+    every = config.eval_every_epochs
+    if not every or position.epoch % every or position.step >= run.total_steps:
+        return  # the final epoch is evaluated by _finish
+    result = _evaluate(config, accelerator, run)
+    accelerator.print(results_markdown(result, f"Epoch {position.epoch} evaluation"))
+    _log_eval(accelerator, result, position.step)
+    run.objective.train()
+
+
+def _evaluate(config: TrainingConfig, accelerator: Any, run: _Run) -> dict[str, Any]:
+    model = accelerator.unwrap_model(run.objective).model
+    return evaluate_split(
+        model,
+        run.data[TEST_SPLIT],
+        run.eval_transform,
+        ks=config.eval_ks,
+        batch_size=config.eval_batch_size,
+        accelerator=accelerator,
+        progress=config.progress_bar,
+    )
+
+
+def _log_eval(accelerator: Any, result: dict[str, Any], step: int) -> None:
+    if not accelerator.trackers:
+        return
+    values = {f"eval/unified/{k}": v for k, v in result["unified"].items() if isinstance(v, float)}
+    values.update({f"eval/harmonic/{k}": v for k, v in result.get("harmonic", {}).items() if isinstance(v, float)})
+    for name, scores in result.get("per_dataset", {}).items():
+        values[f"eval/{name}/recall@1"] = scores["recall@1"]
+    accelerator.log(values, step=step)
+
+
+# ------------------------------------------------------------------------------------------------------------ finish
+def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> TrainResult:
+    result = _evaluate(config, accelerator, run)
+    table = results_markdown(result)
+    _log_eval(accelerator, result, position.step)
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(run.objective).model
+        write_outputs(config, model, result, table, run.info)
+        accelerator.print(f"\n{table}\n\nAdapter saved to {os.path.abspath(config.output_dir)}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(config.output_dir, result, position.step, table)
+
+
+def _tracker_config(config: TrainingConfig) -> dict[str, Any]:
+    """Hyper-parameters as the scalar/str values every tracker accepts."""
+    flat = {}
+    for key, value in config.to_dict().items():
+        flat[key] = value if isinstance(value, int | float | str | bool) else json.dumps(value)
+    return flat

@@ -1,0 +1,185 @@
+"""Every method the training script can run, by name: PUMA, its ablations and the paper's baselines.
+
+One table, :data:`METHODS`, so that the comparisons of the paper (Tables 2 and 3) are one command-line switch:
+
+- the PUMA presets (``puma``, ``stochastic_adapter``, ``static_adapter``, ``conditional_prompt``, ``single_prompt``,
+  ``single_prompt_static_adapter``, ``linear``; see :data:`peft_puma.PUMA_PRESETS`);
+- ``lora``: PEFT's own LoRA on the backbone's linears plus PUMA's embedding head, at the rank whose size is closest to
+  PUMA's adapter budget (about 2.4M on ViT-S/16, as in the paper's Table 2);
+- ``full_finetune``: PUMA's head with the whole backbone trainable (base lr, ``lr_multipliers.backbone``).
+
+Every built model is a PUMA ``PeftModel`` (``model(pixel_values=x).embeddings``); LoRA tensors and a fine-tuned
+backbone are saved beside the PUMA adapter (``lora/``, ``backbone/``) and restored by :func:`load_trained`.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, inject_adapter_in_model
+from peft import set_peft_model_state_dict as _set_lora_state
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import IncompatibleCheckpointError
+from ..tuners.puma.config import PUMA_PRESETS, PUMAConfig
+
+LORA_ADAPTER = "lora"
+LORA_FOLDER = "lora"
+BACKBONE_FOLDER = "backbone"
+_WEIGHTS = "adapter_model.safetensors"
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """What a builder needs from the training config."""
+
+    puma: dict[str, Any]
+    lora_r: int | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] | str = "all-linear"
+
+    @classmethod
+    def from_config(cls, config: Any) -> MethodOptions:
+        return cls(
+            puma=dict(config.puma),
+            lora_r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            lora_target_modules=config.lora_target_modules,
+        )
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named method: what it is (for the start-up summary) and how to build it on a frozen backbone."""
+
+    description: str
+    build: Callable[[nn.Module, MethodOptions], PeftModel]
+
+
+def _preset_builder(name: str) -> Callable[[nn.Module, MethodOptions], PeftModel]:
+    def build(backbone: nn.Module, options: MethodOptions) -> PeftModel:
+        return get_peft_model(backbone, PUMAConfig.from_preset(name, **options.puma))
+
+    return build
+
+
+def _build_lora(backbone: nn.Module, options: MethodOptions) -> PeftModel:
+    rank = options.lora_r or lora_rank_for_budget(backbone, options)
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=options.lora_alpha if options.lora_alpha is not None else rank,
+        lora_dropout=options.lora_dropout,
+        target_modules=options.lora_target_modules,
+    )
+    inject_adapter_in_model(lora, backbone, adapter_name=LORA_ADAPTER)
+    model = get_peft_model(backbone, PUMAConfig.from_preset("linear", **options.puma))
+    for name, parameter in model.named_parameters():
+        if "lora_" in name:
+            parameter.requires_grad_(True)  # PUMA freezes everything that is not its own
+    return model
+
+
+def _build_full_finetune(backbone: nn.Module, options: MethodOptions) -> PeftModel:
+    model = get_peft_model(backbone, PUMAConfig.from_preset("linear", **options.puma))
+    model.get_base_model().requires_grad_(True)
+    return model
+
+
+METHODS: dict[str, Method] = {
+    **{
+        name: Method(
+            f"PUMA preset {name!r} ({', '.join(f'{k}={v}' for k, v in fields.items()) or 'published'})",
+            _preset_builder(name),
+        )
+        for name, fields in PUMA_PRESETS.items()
+    },
+    "lora": Method("LoRA (PEFT) on the backbone's linears + PUMA's embedding head", _build_lora),
+    "full_finetune": Method("whole backbone trainable + PUMA's embedding head", _build_full_finetune),
+}
+
+
+def build_model(method: str, backbone: nn.Module, options: MethodOptions) -> PeftModel:
+    """The trainable model of ``method`` on ``backbone`` (modified in place)."""
+    return METHODS[method].build(backbone, options)
+
+
+def lora_rank_for_budget(backbone: nn.Module, options: MethodOptions) -> int:
+    """The LoRA rank whose parameter count is closest to PUMA's adapters + prompt pool on this backbone.
+
+    Both counts are measured, not derived from formulas: PUMA's by building it, LoRA's per rank by injecting rank 1,
+    each on a throw-away copy of the backbone.
+    """
+    puma = get_peft_model(copy.deepcopy(backbone), PUMAConfig(**options.puma))
+    groups = puma.base_model.parameter_groups()
+    budget = sum(p.numel() for part in ("adapters", "prompts") for p in groups[part])
+    probe = inject_adapter_in_model(
+        LoraConfig(r=1, target_modules=options.lora_target_modules), copy.deepcopy(backbone), adapter_name="probe"
+    )
+    per_rank = sum(p.numel() for name, p in probe.named_parameters() if "lora_" in name)
+    return max(1, round(budget / per_rank))
+
+
+def parameter_groups(model: PeftModel) -> dict[str, list[nn.Parameter]]:
+    """Trainable tensors by learning-rate group: PUMA's ``adapters``, ``prompts``, ``head``, then ``lora`` and
+    ``backbone`` (everything else that trains). Empty groups are dropped."""
+    groups: dict[str, list[nn.Parameter]] = dict(model.base_model.parameter_groups())
+    seen = {id(p) for params in groups.values() for p in params}
+    groups["lora"], groups["backbone"] = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad and id(parameter) not in seen:
+            groups["lora" if "lora_" in name else "backbone"].append(parameter)
+    return {name: params for name, params in groups.items() if params}
+
+
+# ------------------------------------------------------------------------------------------------------ save / load
+def save_trained(model: PeftModel, directory: str, **save_kwargs: Any) -> None:
+    """Write the PUMA adapter (``save_pretrained``), plus ``lora/`` or ``backbone/`` when the method trained them."""
+    model.save_pretrained(directory, **save_kwargs)
+    base = model.get_base_model()
+    if LORA_ADAPTER in getattr(base, "peft_config", {}):
+        folder = os.path.join(directory, LORA_FOLDER)
+        os.makedirs(folder, exist_ok=True)
+        base.peft_config[LORA_ADAPTER].save_pretrained(folder)
+        state = get_peft_model_state_dict(base, adapter_name=LORA_ADAPTER)
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(folder, _WEIGHTS))
+    if any(p.requires_grad for n, p in base.named_parameters() if "puma_" not in n and "lora_" not in n):
+        base.save_pretrained(os.path.join(directory, BACKBONE_FOLDER), state_dict=_plain_backbone_state(base))
+
+
+def _plain_backbone_state(base: nn.Module) -> dict[str, torch.Tensor]:
+    """The backbone's own tensors under their original names (PUMA's wrappers keep the wrapped module as base_layer)."""
+    state = {}
+    for key, value in base.state_dict().items():
+        if "puma_" in key:
+            continue
+        state[key.replace(".base_layer.", ".")] = value.detach().cpu().contiguous()
+    return state
+
+
+def load_trained(backbone: nn.Module, directory: str, **kwargs: Any) -> PeftModel:
+    """The model saved by :func:`save_trained` in ``directory``, rebuilt on ``backbone`` (a fresh, frozen copy of the
+    training backbone), in eval mode."""
+    backbone_folder = os.path.join(directory, BACKBONE_FOLDER)
+    if os.path.isdir(backbone_folder):
+        backbone = type(backbone).from_pretrained(backbone_folder)
+    lora_folder = os.path.join(directory, LORA_FOLDER)
+    if os.path.isdir(lora_folder):
+        lora = LoraConfig.from_pretrained(lora_folder)
+        inject_adapter_in_model(lora, backbone, adapter_name=LORA_ADAPTER)
+        result = _set_lora_state(backbone, load_file(os.path.join(lora_folder, _WEIGHTS)), adapter_name=LORA_ADAPTER)
+        missing = [key for key in result.missing_keys if "lora_" in key]
+        if missing or result.unexpected_keys:
+            raise IncompatibleCheckpointError(
+                f"The LoRA weights in {lora_folder} do not fit this backbone: missing {missing[:5]}, unexpected "
+                f"{list(result.unexpected_keys)[:5]}."
+            )
+    model = PeftModel.from_pretrained(backbone, directory, **kwargs)
+    return model.eval()

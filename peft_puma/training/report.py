@@ -1,0 +1,145 @@
+"""What a user sees and keeps from a run: the start-up summary, and the saved adapter with its card and results.
+
+The output folder holds the adapter as PEFT saves it (``adapter_config.json``, ``adapter_model.safetensors``,
+``README.md`` model card with the results table), ``lora/`` or ``backbone/`` for the baselines that train them,
+``results.json`` (the mapping of :func:`peft_puma.evaluation.evaluate_retrieval` for the final epoch) and
+``peft_puma_training.json`` (the method, the backbone and the whole config, so that ``peft_puma.evaluate`` and
+``peft_puma.embed`` can rebuild the model from the folder alone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+RESULTS_FILE = "results.json"
+RUN_FILE = "peft_puma_training.json"
+
+
+@dataclass
+class RunInfo:
+    """The facts the start-up summary and the model card report."""
+
+    config: Any
+    backbone: nn.Module
+    image_size: int
+    groups: dict[str, int]  # trainable parameters per learning-rate group
+    frozen: int
+    sizes: dict[str, dict[str, int]]
+    num_processes: int
+    steps_per_epoch: int
+    total_steps: int
+    precision: str
+    device: str
+
+    @property
+    def saved_parameters(self) -> int:
+        """Trainable parameters of the saved adapter: everything but the loss proxies."""
+        return sum(count for name, count in self.groups.items() if name != "proxies")
+
+
+def start_up_summary(info: RunInfo) -> str:
+    """A short account of the run before it starts: backbone, method and sizes, data, batch and schedule."""
+    config, backbone = info.config, info.backbone
+    model_config = backbone.config
+    groups = ", ".join(f"{name} {count:,}" for name, count in info.groups.items())
+    global_batch = config.per_device_batch_size * info.num_processes
+    lines = [
+        "peft_puma training",
+        f"  backbone    {config.backbone} ({type(backbone).__name__}, hidden {model_config.hidden_size}, "
+        f"{model_config.num_hidden_layers} layers, {info.image_size} px), frozen {info.frozen:,} parameters",
+        f"  method      {config.method}: {info.saved_parameters:,} trainable parameters saved in the adapter",
+        f"              by group: {groups}",
+        f"  loss        {config.loss}" + (f" {config.loss_options}" if config.loss_options else ""),
+        "  data        dataset      train images / classes   test images / classes",
+    ]
+    for name, size in info.sizes.items():
+        lines.append(
+            f"              {name:<12} {size['train_images']:>7} / {size['train_classes']:<7}"
+            f"        {size['test_images']:>7} / {size['test_classes']}"
+        )
+    total = {key: sum(size[key] for size in info.sizes.values()) for key in next(iter(info.sizes.values()))}
+    lines.append(
+        f"              {'total':<12} {total['train_images']:>7} / {total['train_classes']:<7}"
+        f"        {total['test_images']:>7} / {total['test_classes']}"
+    )
+    lines += [
+        f"  batch       {config.per_device_batch_size} per process x {info.num_processes} process(es) = "
+        f"{global_batch} (gathered for the loss), sampler {config.sampler}",
+        f"  schedule    {info.steps_per_epoch} steps/epoch, {config.epochs} epochs, {info.total_steps} steps; "
+        f"lr {config.learning_rate:g} x {_multipliers(info)}, x{config.lr_gamma:g} every {config.lr_step_epochs} "
+        f"epochs; clamp {config.grad_clamp}",
+        f"  precision   {info.precision} on {info.device}, seed {config.seed}",
+        f"  output      {os.path.abspath(config.output_dir)}",
+    ]
+    return "\n".join(lines)
+
+
+def _multipliers(info: RunInfo) -> str:
+    return ", ".join(f"{name} {info.config.lr_multipliers[name]:g}" for name in info.groups)
+
+
+def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: str, info: RunInfo) -> None:
+    """Save the adapter (``save_pretrained``) with its model card, ``results.json`` and the run file; push if asked."""
+    from ..tuners.puma.model_card import update_model_card
+    from .methods import save_trained
+
+    directory = config.output_dir
+    save_trained(model, directory)
+    card = "\n".join(
+        [
+            "### Training (peft_puma)",
+            "",
+            f"- method: `{config.method}`, loss: `{config.loss}`, {config.epochs} epochs, global batch "
+            f"{config.per_device_batch_size * info.num_processes}, seed {config.seed}",
+            f"- trained parameters (adapter): {info.saved_parameters:,}",
+            f"- datasets: {', '.join(info.sizes)}",
+            "- model selection: the final epoch (never a test-set pick)",
+            "",
+            "### Results",
+            "",
+            table,
+        ]
+    )
+    update_model_card(directory, model.peft_config["default"], extra=card)
+    _write_json(os.path.join(directory, RESULTS_FILE), result)
+    _write_json(
+        os.path.join(directory, RUN_FILE),
+        {"method": config.method, "backbone": config.backbone, "backbone_format": config.backbone_format,
+         "image_size": info.image_size, "config": config.to_dict()},
+    )  # fmt: skip
+    if config.push_to_hub:
+        push_folder(directory, config.hub_model_id)
+
+
+def push_folder(directory: str, repo_id: str) -> str:
+    """Upload the adapter folder (without checkpoints and logs) to the Hub; returns the repository URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    url = api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=directory,
+        ignore_patterns=["checkpoints/*", "logs/*"],
+        commit_message="PUMA adapter",
+    )
+    return str(url)
+
+
+def read_run_file(directory: str) -> dict[str, Any] | None:
+    path = os.path.join(directory, RUN_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _write_json(path: str, value: Any) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=1)
+        handle.write("\n")
