@@ -44,9 +44,17 @@ from .schema import (
     row_features,
 )
 from .uml_mini_render import emoji_bitmap, render_emoji, render_fashion_view, render_glyph, render_number
-from .uml_mini_sources import FONT_PACKAGES, digit_pools, faces_drawing, load_digits, load_fashion, require_packages
+from .uml_mini_sources import (
+    FONT_PACKAGES,
+    SOURCES,
+    digit_pools,
+    faces_drawing,
+    load_digits,
+    load_fashion,
+    require_packages,
+)
 
-BUILDER_VERSION = 1  # bump when a change alters the images, so that cached builds are redone
+BUILDER_VERSION = 2  # bump when a change alters the images, so that cached builds are redone
 MANIFEST = "uml_mini.json"
 FASHION_TRAIN_SIZE = 60_000  # images in Fashion-MNIST's train file, the pool UML-mini draws products from
 
@@ -104,8 +112,9 @@ PACKAGES_BY_KIND: dict[str, tuple[str, ...]] = {
 
 
 def required_packages() -> list[str]:
-    """Every Debian package a full UML-mini build reads (the numbers domain needs only scikit-learn)."""
-    return sorted({p for d in DOMAINS for p in PACKAGES_BY_KIND[d.kind]})
+    """Every Debian package a full UML-mini build reads, in :data:`SOURCES` order (numbers need only scikit-learn)."""
+    needed = {p for d in DOMAINS for p in PACKAGES_BY_KIND[d.kind]}
+    return [source.package for source in SOURCES if source.package in needed]
 
 
 @dataclass(frozen=True)
@@ -165,7 +174,8 @@ def plan_uml_mini(config: UMLMiniConfig = UMLMiniConfig()) -> list[ClassPlan]:
                 keys, roles = train_keys, (ROLE_TRAIN,) * domain.train_per_class
             else:
                 keys, roles = test_keys, _test_roles(domain)
-            plans.extend(ClassPlan(domain.name, key, len(plans) + i, split, roles) for i, key in enumerate(keys))
+            first_label = len(plans)
+            plans.extend(ClassPlan(domain.name, key, first_label + i, split, roles) for i, key in enumerate(keys))
     return plans
 
 
