@@ -1,0 +1,168 @@
+"""Pretraining material for UML-mini's stand-in backbone: the same kinds of sources, none of UML-mini's classes.
+
+The paper freezes a ViT pretrained on ImageNet, which knows general visual features but was never trained for
+retrieval on the benchmark's classes. The mini ViT (:mod:`peft_puma.backbones.mini_vit`) plays that part for UML-mini,
+so its pretraining data must be disjoint from every UML-mini class, train and test, while still teaching features
+that transfer (strokes, shapes, colour blobs, textures):
+
+- ``symbols``: digits and punctuation in every typeface that draws them (UML-mini's glyph domains are letters only);
+- ``scripts``: letters of five other scripts (Armenian, Georgian, Hebrew, Thai, Devanagari), in the faces that draw
+  them, random colours as in UML-mini's glyph domains;
+- ``emoji``: emoji none of whose code points occur in any UML-mini emoji class (so no gesture, heart, circle, square);
+- ``fashion``: the 10 garment categories, on Fashion-MNIST's ``t10k`` file (UML-mini's products come from ``train``);
+- ``digits``: single handwritten digits from scikit-learn images kept out of UML-mini's number domain.
+
+Class disjointness with UML-mini is checked by :func:`overlap_with_uml_mini` (and by the tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DatasetLayoutError, InvalidConfigError
+from .uml_mini import DOMAINS, EMOJI_CLASSES, required_packages
+from .uml_mini_render import emoji_bitmap, render_emoji, render_fashion_view, render_glyph, render_number
+from .uml_mini_sources import (
+    FASHION_CATEGORIES,
+    digit_pools,
+    faces_drawing,
+    load_digits,
+    load_fashion,
+    require_packages,
+)
+
+SYMBOLS = "0123456789&?@#$%*+=/<>[]{}()!;:"
+
+
+def _span(first: int, last: int) -> str:
+    return "".join(chr(c) for c in range(first, last + 1))
+
+
+OTHER_SCRIPTS: dict[str, str] = {
+    "armenian": _span(0x531, 0x556) + _span(0x561, 0x586),
+    "georgian": _span(0x10D0, 0x10FA),
+    "hebrew": _span(0x5D0, 0x5EA),
+    "thai": _span(0xE01, 0xE2E),
+    "devanagari": _span(0x905, 0x939),
+}
+EMOJI_BLOCKS: tuple[tuple[int, int], ...] = ((0x1F300, 0x1F64F), (0x1F680, 0x1F6FF), (0x1F900, 0x1F9FF))
+
+
+@dataclass(frozen=True)
+class PoolSize:
+    """How much of each source the pool renders (the defaults give about 18k images in some 10 s on 2 cores)."""
+
+    symbol_instances: int = 48
+    script_instances: int = 16
+    emoji_classes: int = 300
+    emoji_instances: int = 12
+    fashion_images: int = 6000
+    digit_views: int = 4
+
+    def scaled(self, scale: float) -> PoolSize:
+        """Every count times ``scale`` (at least 2 instances, 2 emoji classes, 10 images), for quick tests."""
+        if not 0 < scale <= 1:
+            raise InvalidConfigError(f"pool scale must be in (0, 1], got {scale}")
+        return PoolSize(
+            max(2, round(self.symbol_instances * scale)),
+            max(2, round(self.script_instances * scale)),
+            max(2, round(self.emoji_classes * scale)),
+            max(2, round(self.emoji_instances * scale)),
+            max(10, round(self.fashion_images * scale)),
+            max(1, round(self.digit_views * scale)),
+        )
+
+
+@dataclass
+class PretrainingPool:
+    """Rendered pretraining images ``(N, 32, 32, 3)`` uint8, class ids ``(N,)``, and per class its source and key."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]  # "source:key", indexed by class id
+
+    def source_counts(self) -> dict[str, dict[str, int]]:
+        """Classes and images per source (recorded next to the backbone)."""
+        counts: dict[str, dict[str, int]] = {}
+        sources = np.array([name.split(":", 1)[0] for name in self.class_names])
+        for source in dict.fromkeys(sources):
+            ids = np.flatnonzero(sources == source)
+            counts[str(source)] = {"classes": len(ids), "images": int(np.isin(self.labels, ids).sum())}
+        return counts
+
+
+def pretraining_emoji(count: int, seed: int) -> list[str]:
+    """``count`` emoji the font draws that share no code point with UML-mini's emoji classes, drawn by ``seed``."""
+    used = {char for sequence in EMOJI_CLASSES for char in sequence}
+    candidates = [
+        chr(c)
+        for first, last in EMOJI_BLOCKS
+        for c in range(first, last + 1)
+        if chr(c) not in used and not 0x1F3FB <= c <= 0x1F3FF
+    ]
+    drawn = [char for char in candidates if emoji_bitmap(char) is not None]
+    picks = np.random.default_rng([seed, 11]).choice(len(drawn), size=min(count, len(drawn)), replace=False)
+    return [drawn[i] for i in sorted(picks)]
+
+
+def overlap_with_uml_mini(class_names: list[str]) -> list[str]:
+    """Pretraining classes that are also UML-mini classes (glyph characters or emoji); must be empty."""
+    uml = {key for domain in DOMAINS for key in domain.classes if domain.kind in ("glyphs", "emoji")}
+    return [name for name in class_names if name.split(":", 1)[1] in uml and name.split(":", 1)[0] != "fashion"]
+
+
+class _PoolWriter:
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.images: list[Image.Image] = []
+        self.labels: list[int] = []
+        self.class_names: list[str] = []
+
+    def add_class(self, name: str, images: list[Image.Image]) -> None:
+        self.labels.extend([len(self.class_names)] * len(images))
+        self.class_names.append(name)
+        self.images.extend(images)
+
+    def rngs(self, count: int) -> list[np.random.Generator]:
+        """Independent generators for the next class's images (seeded by class id, so order-independent)."""
+        return [np.random.default_rng([self.seed, 13, len(self.class_names), i]) for i in range(count)]
+
+    def glyph_class(self, source: str, char: str, faces: tuple[str, ...], count: int) -> None:
+        rngs = self.rngs(count)
+        picks = rngs[0].choice(len(faces), size=count, replace=count > len(faces))
+        self.add_class(f"{source}:{char}", [render_glyph(char, faces[f], rng) for f, rng in zip(picks, rngs)])
+
+
+def build_pretraining_pool(seed: int = 0, size: PoolSize = PoolSize(), root: str = "/") -> PretrainingPool:
+    """Render the whole pool (deterministic in ``seed``); raises with the ``apt-get`` line if a source is missing."""
+    require_packages(required_packages(), root)
+    writer = _PoolWriter(seed)
+    symbol_faces = faces_drawing(SYMBOLS, root)
+    for char in SYMBOLS:
+        writer.glyph_class("symbols", char, symbol_faces, size.symbol_instances)
+    for script, alphabet in OTHER_SCRIPTS.items():
+        faces = faces_drawing(alphabet, root)
+        if not faces:
+            raise DatasetLayoutError(f"no installed typeface draws every {script} letter (fonts-noto-core has them)")
+        for char in alphabet:
+            writer.glyph_class(script, char, faces, size.script_instances)
+    for sequence in pretraining_emoji(size.emoji_classes, seed):
+        bitmap = emoji_bitmap(sequence)
+        writer.add_class(f"emoji:{sequence}", [render_emoji(bitmap, rng) for rng in writer.rngs(size.emoji_instances)])
+    garments, categories = load_fashion("t10k", root)
+    chosen = np.random.default_rng([seed, 17]).choice(len(garments), size=size.fashion_images, replace=False)
+    for category, name in enumerate(FASHION_CATEGORIES):
+        members = chosen[categories[chosen] == category]
+        rngs = writer.rngs(len(members))
+        writer.add_class(f"fashion:{name}", [render_fashion_view(garments[i], rng) for i, rng in zip(members, rngs)])
+    digits, digit_labels = load_digits()
+    pool = digit_pools(seed)["pretrain"]
+    for digit in range(10):
+        members = np.repeat(pool[digit_labels[pool] == digit], size.digit_views)
+        rngs = writer.rngs(len(members))
+        writer.add_class(f"digits:{digit}", [render_number([digits[i]], rng) for i, rng in zip(members, rngs)])
+    images = np.stack([np.asarray(image, dtype=np.uint8) for image in writer.images])
+    return PretrainingPool(images, np.asarray(writer.labels, dtype=np.int64), writer.class_names)
