@@ -1,0 +1,180 @@
+"""UML-mini: the offline benchmark's plan meets the brief at full size, and a tiny build has the shared row schema."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from peft_puma.data.schema import ROLE_BOTH, ROLE_GALLERY, ROLE_QUERY, ROLE_TRAIN, row_features
+from peft_puma.data.uml_mini import (
+    DOMAINS,
+    EMOJI_CLASSES,
+    GLYPH_ALPHABETS,
+    MANIFEST,
+    UMLMiniConfig,
+    build_uml_mini,
+    format_summary,
+    load_or_build_uml_mini,
+    main,
+    plan_uml_mini,
+    required_packages,
+    summarize,
+)
+from peft_puma.data.uml_mini_render import IMAGE_SIZE, emoji_bitmap
+from peft_puma.data.uml_mini_sources import SOURCES, digit_pools, faces_drawing, install_command, missing_packages
+from peft_puma.errors import DatasetLayoutError, InvalidConfigError
+
+TINY = UMLMiniConfig(seed=3, scale=0.05)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny build written through the cached entry point: ``(dataset, manifest, out folder)``."""
+    out = tmp_path_factory.mktemp("uml") / "tiny"
+    dataset, manifest, cached = load_or_build_uml_mini(str(out), TINY)
+    assert not cached
+    return dataset, manifest, out
+
+
+def _classes_by_domain(plans, split: str) -> dict[str, set[str]]:
+    keys = defaultdict(set)
+    for plan in plans:
+        if plan.split == split:
+            keys[plan.domain].add(plan.key)
+    return keys
+
+
+def test_default_plan_has_heterogeneous_domains_with_enough_test_classes():
+    summary = summarize(plan_uml_mini())
+    assert len(summary["domains"]) >= 4
+    for name, row in summary["domains"].items():
+        assert row["test_classes"] >= 20, name
+        assert row["train_classes"] >= 20, name
+    assert len({row["cue"] for row in summary["domains"].values()}) >= 4
+
+
+def test_default_plan_is_strongly_imbalanced():
+    summary = summarize(plan_uml_mini())
+    sizes = [row["train_images"] for row in summary["domains"].values()]
+    assert summary["imbalance_ratio"] == max(sizes) / min(sizes) >= 10
+
+
+def test_train_and_test_classes_are_disjoint_and_labels_globally_unique():
+    plans = plan_uml_mini()
+    train, test = _classes_by_domain(plans, "train"), _classes_by_domain(plans, "test")
+    for domain in DOMAINS:
+        assert not train[domain.name] & test[domain.name], domain.name
+    labels = [plan.label for plan in plans]
+    assert labels == list(range(len(plans)))  # one label per class, training labels first (contiguous 0..T-1)
+    assert all(plan.split == "train" for plan in plans[: sum(p.split == "train" for p in plans)])
+
+
+def test_numbers_compose_train_and_test_classes_from_different_handwritten_digits():
+    pools = digit_pools(seed=0)
+    assert not set(pools["train"]) & set(pools["test"])
+    assert not set(pools["pretrain"]) & (set(pools["train"]) | set(pools["test"]))
+
+
+def test_every_emoji_class_is_drawn_by_the_installed_font():
+    assert len(set(EMOJI_CLASSES)) == len(EMOJI_CLASSES)
+    assert [e for e in EMOJI_CLASSES if emoji_bitmap(e) is None] == []
+
+
+def test_glyph_domains_have_a_distinct_typeface_for_every_training_image():
+    for domain in DOMAINS:
+        if domain.kind == "glyphs":
+            assert len(faces_drawing(GLYPH_ALPHABETS[domain.name])) >= domain.train_per_class, domain.name
+
+
+def test_tiny_build_has_the_shared_row_schema(tiny):
+    dataset, _, _ = tiny
+    assert set(dataset) == {"train", "test"}
+    for split in dataset.values():
+        assert split.features == row_features()
+    assert set(dataset["train"]["role"]) == {ROLE_TRAIN}
+    assert set(dataset["test"]["role"]) == {ROLE_BOTH, ROLE_QUERY, ROLE_GALLERY}
+    roles_by_domain = defaultdict(set)
+    for name, role in zip(dataset["test"]["dataset"], dataset["test"]["role"]):
+        roles_by_domain[name].add(role)
+    assert roles_by_domain.pop("fashion") == {ROLE_QUERY, ROLE_GALLERY}
+    assert all(roles == {ROLE_BOTH} for roles in roles_by_domain.values())
+    image = dataset["test"][0]["image"]
+    assert image.size == (IMAGE_SIZE, IMAGE_SIZE) and image.mode == "RGB"
+
+
+def test_tiny_build_keeps_splits_class_disjoint_and_labels_within_one_domain(tiny):
+    dataset, _, _ = tiny
+    assert not set(dataset["train"]["label"]) & set(dataset["test"]["label"])
+    domain_of_label: dict[int, str] = {}
+    for split in dataset.values():
+        for label, name in zip(split["label"], split["dataset"]):
+            assert domain_of_label.setdefault(label, name) == name
+    assert sorted(set(dataset["train"]["label"])) == list(range(len(set(dataset["train"]["label"]))))
+
+
+def test_summary_agrees_with_the_built_rows(tiny):
+    dataset, manifest, _ = tiny
+    for name, row in manifest["summary"]["domains"].items():
+        for split in ("train", "test"):
+            labels = [lab for lab, d in zip(dataset[split]["label"], dataset[split]["dataset"]) if d == name]
+            assert row[f"{split}_images"] == len(labels)
+            assert row[f"{split}_classes"] == len(set(labels))
+    assert (
+        len(manifest["class_names"])
+        == manifest["summary"]["totals"]["train_classes"] + manifest["summary"]["totals"]["test_classes"]
+    )
+    assert "imbalance" in format_summary(manifest["summary"])
+
+
+def test_build_is_deterministic_in_the_seed(tiny):
+    dataset, _, _ = tiny
+    again, _ = build_uml_mini(TINY)
+    other, _ = build_uml_mini(UMLMiniConfig(seed=TINY.seed + 1, scale=TINY.scale))
+    for split in ("train", "test"):
+        assert again[split].data.equals(dataset[split].data)
+    assert not other["test"].data.equals(dataset["test"].data)
+
+
+def test_cache_is_reused_for_the_same_config_and_redone_for_another(tiny):
+    _, _, out = tiny
+    stamp = os.path.getmtime(out / MANIFEST)
+    _, _, cached = load_or_build_uml_mini(str(out), TINY)
+    assert cached and os.path.getmtime(out / MANIFEST) == stamp
+    copy = out.parent / "other"
+    _, manifest, cached = load_or_build_uml_mini(str(copy), TINY)
+    assert not cached
+    (copy / MANIFEST).write_text(json.dumps({**manifest, "config": {"seed": 99, "scale": TINY.scale}}))
+    _, _, cached = load_or_build_uml_mini(str(copy), TINY)
+    assert not cached and json.loads((copy / MANIFEST).read_text())["config"]["seed"] == TINY.seed
+
+
+def test_missing_sources_are_named_with_the_apt_get_line(tmp_path: Path):
+    with pytest.raises(DatasetLayoutError) as error:
+        build_uml_mini(TINY, root=str(tmp_path))
+    assert install_command(required_packages()) in str(error.value)
+    present = [s for s in SOURCES if s.package != "dataset-fashion-mnist"]
+    for source in present:
+        sentinel = tmp_path / source.sentinel.lstrip("/")
+        sentinel.parent.mkdir(parents=True, exist_ok=True)
+        sentinel.write_bytes(b"")
+    assert missing_packages(required_packages(), str(tmp_path)) == ["dataset-fashion-mnist"]
+    with pytest.raises(DatasetLayoutError, match="apt-get install -y --no-install-recommends dataset-fashion-mnist\n"):
+        build_uml_mini(TINY, root=str(tmp_path))
+
+
+def test_scale_outside_its_range_is_refused():
+    with pytest.raises(InvalidConfigError, match="scale"):
+        UMLMiniConfig(scale=0)
+
+
+def test_command_line_prints_the_summary(tiny, capsys: pytest.CaptureFixture[str]):
+    _, _, out = tiny
+    assert main(["--out", str(out), "--seed", str(TINY.seed), "--scale", str(TINY.scale)]) == 0
+    printed = capsys.readouterr().out
+    assert "reused cached build" in printed
+    for domain in DOMAINS:
+        assert domain.name in printed
