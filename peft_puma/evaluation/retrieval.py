@@ -20,6 +20,7 @@ the gallery as distractors for the other queries. ``unmatched_queries="error"`` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -82,17 +83,20 @@ def evaluate_retrieval(
     in_gallery = torch.from_numpy(row_roles != "query").to(vectors.device)
     search = _Search(vectors, unique_labels, ks, unmatched_queries, backend, block_size)
 
-    result: dict[str, Any] = {"unified": search.score(is_query, in_gallery, scope="the unified gallery")}
+    unified = search.plan(is_query, in_gallery, scope="the unified gallery")
     if domains is None:
-        return result
+        return {"unified": search.score(unified)}
     names = np.asarray(dataset_names, dtype=object)
-    per_dataset = {}
+    datasets = {}
     for name in dict.fromkeys(dataset_names):
         in_dataset = torch.from_numpy(names == name).to(vectors.device)
-        per_dataset[name] = search.score(is_query & in_dataset, in_gallery & in_dataset, scope=f"dataset {name!r}")
-    result["per_dataset"] = per_dataset
-    result["harmonic"] = harmonic_means(per_dataset, metric_names(ks))
-    return result
+        datasets[name] = search.plan(is_query & in_dataset, in_gallery & in_dataset, scope=f"dataset {name!r}")
+    per_dataset = {name: search.score(task) for name, task in datasets.items()}
+    return {
+        "unified": search.score(unified),
+        "per_dataset": per_dataset,
+        "harmonic": harmonic_means(per_dataset, metric_names(ks)),
+    }
 
 
 def metric_names(ks: Sequence[int]) -> list[str]:
@@ -110,8 +114,23 @@ def harmonic_means(per_dataset: dict[str, dict[str, Any]], names: Sequence[str])
     return result
 
 
+@dataclass(frozen=True)
+class _Task:
+    """One validated search: queries (all with ``R >= 1``) against a gallery, given as rows of the input."""
+
+    query_rows: torch.Tensor
+    gallery_rows: torch.Tensor
+    self_index: torch.Tensor  # gallery position of each query itself, -1 if it is not in the gallery
+    num_relevant: torch.Tensor  # R of each query
+    num_unmatched: int
+
+
 class _Search:
-    """Scores one set of queries against one gallery, both given as row masks over the same normalised embeddings."""
+    """Plans and scores query-set-against-gallery searches over the same normalised embeddings.
+
+    Every search is planned (and its input validated) before any is run, so a mistake in the last dataset does not
+    surface after minutes of unified search.
+    """
 
     def __init__(
         self,
@@ -125,7 +144,8 @@ class _Search:
         self.vectors, self.labels, self.ks = vectors, labels, ks
         self.unmatched_queries, self.backend, self.block_size = unmatched_queries, backend, block_size
 
-    def score(self, is_query: torch.Tensor, in_gallery: torch.Tensor, scope: str) -> dict[str, Any]:
+    def plan(self, is_query: torch.Tensor, in_gallery: torch.Tensor, scope: str) -> _Task:
+        """The search of the ``is_query`` rows against the ``in_gallery`` rows; ``scope`` names it in errors."""
         gallery_rows = torch.nonzero(in_gallery).squeeze(1)
         query_rows = torch.nonzero(is_query).squeeze(1)
         if query_rows.numel() == 0 or gallery_rows.numel() == 0:
@@ -133,14 +153,11 @@ class _Search:
                 f"{scope} has {query_rows.numel()} query rows and {gallery_rows.numel()} gallery rows; it needs both "
                 "(roles 'both' count as both)."
             )
-        gallery_labels = self.labels[gallery_rows]
-        query_labels = self.labels[query_rows]
         # Gallery position of each query itself (-1 for "query" rows): the query is never its own neighbour.
         position_in_gallery = torch.cumsum(in_gallery.long(), dim=0) - 1
         self_index = torch.where(in_gallery[query_rows], position_in_gallery[query_rows], -1)
-        is_own_gallery_row = (self_index >= 0).long()
-        num_relevant = torch.bincount(gallery_labels, minlength=int(self.labels.max()) + 1)[query_labels]
-        num_relevant = num_relevant - is_own_gallery_row
+        class_sizes = torch.bincount(self.labels[gallery_rows], minlength=int(self.labels.max()) + 1)
+        num_relevant = class_sizes[self.labels[query_rows]] - (self_index >= 0).long()
 
         unmatched = num_relevant == 0
         num_unmatched = int(unmatched.sum())
@@ -152,52 +169,47 @@ class _Search:
         if num_unmatched == query_rows.numel():
             raise InvalidInputError(f"No query of {scope} has a gallery row of its class; nothing can be scored.")
         keep = ~unmatched
-        query_rows, query_labels = query_rows[keep], query_labels[keep]
-        self_index, num_relevant = self_index[keep], num_relevant[keep]
-        self._check_k_fits(gallery_rows.numel() - is_own_gallery_row[keep].max().item(), scope)
-
-        sums = self._sum_metrics(query_rows, query_labels, gallery_rows, gallery_labels, self_index, num_relevant)
-        scores = {name: value / query_rows.numel() for name, value in sums.items()}
-        scores.update(
-            num_queries=int(query_rows.numel()),
-            num_unmatched_queries=num_unmatched,
-            num_gallery=int(gallery_rows.numel()),
-        )
-        return scores
-
-    def _check_k_fits(self, searchable: int, scope: str) -> None:
+        task = _Task(query_rows[keep], gallery_rows, self_index[keep], num_relevant[keep], num_unmatched)
+        searchable = gallery_rows.numel() - int(bool((task.self_index >= 0).any()))
         if self.ks[-1] > searchable:
             raise InvalidInputError(
                 f"k = {self.ks[-1]} exceeds the {searchable} gallery rows a query of {scope} can retrieve (the query "
                 f"itself excluded); use ks no larger than {searchable}."
             )
+        return task
 
-    def _sum_metrics(
-        self,
-        query_rows: torch.Tensor,
-        query_labels: torch.Tensor,
-        gallery_rows: torch.Tensor,
-        gallery_labels: torch.Tensor,
-        self_index: torch.Tensor,
-        num_relevant: torch.Tensor,
-    ) -> dict[str, float]:
+    def score(self, task: _Task) -> dict[str, Any]:
+        """Mean of each metric over the task's queries, plus the counts."""
+        sums = self._sum_metrics(task)
+        num_queries = int(task.query_rows.numel())
+        scores: dict[str, Any] = {name: value / num_queries for name, value in sums.items()}
+        scores.update(
+            num_queries=num_queries,
+            num_unmatched_queries=task.num_unmatched,
+            num_gallery=int(task.gallery_rows.numel()),
+        )
+        return scores
+
+    def _sum_metrics(self, task: _Task) -> dict[str, float]:
         """Sum of each per-query metric, one search block at a time (the blocks' neighbours are then dropped)."""
+        query_labels, gallery_labels = self.labels[task.query_rows], self.labels[task.gallery_rows]
         # Each query needs its top max(k) for Recall@k and its top R for MAP@R and R-Precision.
-        needed = num_relevant.clamp(min=self.ks[-1])
+        needed = task.num_relevant.clamp(min=self.ks[-1])
         blocks = iter_nearest_neighbours(
-            self.vectors[query_rows],
-            self.vectors[gallery_rows],
+            self.vectors[task.query_rows],
+            self.vectors[task.gallery_rows],
             needed,
-            self_index=self_index,
+            self_index=task.self_index,
             backend=self.backend,
             block_size=self.block_size,
         )
         sums = dict.fromkeys(metric_names(self.ks), 0.0)
         for block in blocks:
             rows = slice(block.start, block.start + block.indices.shape[0])
+            num_relevant = task.num_relevant[rows]
             matches = label_matches(query_labels[rows], block.indices, gallery_labels)
             for k, hits in recall_at_k(matches, self.ks).items():
                 sums[f"recall@{k}"] += float(hits.sum())
-            sums["map@r"] += float(map_at_r(matches, num_relevant[rows]).sum())
-            sums["r_precision"] += float(r_precision(matches, num_relevant[rows]).sum())
+            sums["map@r"] += float(map_at_r(matches, num_relevant).sum())
+            sums["r_precision"] += float(r_precision(matches, num_relevant).sum())
         return sums

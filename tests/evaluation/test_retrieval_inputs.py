@@ -66,7 +66,11 @@ def test_k_larger_than_the_leave_one_out_gallery_is_refused() -> None:
         evaluate_retrieval(EMBEDDINGS, LABELS, ks=(1, 6))
 
 
-def test_k_larger_than_one_datasets_gallery_is_refused_naming_the_dataset() -> None:
+def test_k_larger_than_one_datasets_gallery_is_refused_before_any_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    def search_not_allowed(*args, **kwargs):
+        raise AssertionError("a search ran before every search was validated")
+
+    monkeypatch.setattr("peft_puma.evaluation.retrieval.iter_nearest_neighbours", search_not_allowed)
     domains = ["cub", "cub", "cars", "cars", "cars", "cars"]
     with pytest.raises(InvalidInputError, match="dataset 'cub'"):
         evaluate_retrieval(EMBEDDINGS, LABELS, domains, ks=(1, 2))
