@@ -14,6 +14,7 @@ from collections.abc import Hashable
 
 import datasets
 
+from .schema import IMAGE_COLUMN, column_values
 from .specs.base import DatasetSpec, ParsedDataset, ParsedSplit, ParseOptions
 
 _LABEL_NAMES = ("label", "labels", "class", "class_id", "fine_label")
@@ -59,7 +60,7 @@ def parse_hub(spec: DatasetSpec, hub_id: str, options: ParseOptions | None = Non
     image_column, label_column = _columns(spec, table, hub_id)
     feature = table.features[label_column]
     names = feature.names if isinstance(feature, datasets.ClassLabel) else None
-    labels = [int(x) for x in table[label_column]]
+    labels = [int(x) for x in column_values(table, label_column)]
     if spec.hub_class_order == "name":
         if names is None:
             raise spec.error(f"Hub dataset {hub_id!r} has no class names; the split sorts classes by name")
@@ -67,7 +68,9 @@ def parse_hub(spec: DatasetSpec, hub_id: str, options: ParseOptions | None = Non
     else:
         keys = list(labels)
     train, test = spec.split_rows(keys, [None] * len(keys), options)
-    images = table.select_columns([image_column]).rename_column(image_column, "image")
+    images = table.select_columns([image_column])
+    if image_column != IMAGE_COLUMN:
+        images = images.rename_column(image_column, IMAGE_COLUMN)
 
     def as_split(plan) -> ParsedSplit:  # noqa: ANN001 - the private _SplitPlan
         class_names = [names[k] if names is not None and isinstance(k, int) else str(k) for k in plan.classes]

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import InvalidConfigError, InvalidInputError
-from .schema import DATASET_COLUMN
+from .schema import DATASET_COLUMN, column_values
 
 
 def _check_replicas(num_replicas: int, rank: int) -> None:
@@ -130,8 +130,7 @@ class DatasetBalancedSampler(Sampler[int]):
 def _column(dataset: Any, name: str) -> list[Any]:
     if name not in getattr(dataset, "column_names", ()):
         raise InvalidInputError(f"dataset has no {name!r} column; build it with build_unified_dataset")
-    # with_format(None) drops a with_transform that would otherwise try to decode images for a plain column read.
-    return dataset.with_format(None)[name]
+    return column_values(dataset, name)
 
 
 def make_train_loader(
