@@ -110,7 +110,7 @@ def results_markdown(result: dict[str, Any], title: str = "") -> str:
     unified = result["unified"]
     lines = [title, ""] if title else []
     lines += [
-        "Recall@1 (%), final epoch:",
+        "Recall@1 (%):",
         "",
         "| " + " | ".join(row) + " |",
         "|" + "---|" * len(row),
@@ -120,3 +120,58 @@ def results_markdown(result: dict[str, Any], title: str = "") -> str:
         f"({unified['num_queries']} queries, gallery of {unified['num_gallery']}).",
     ]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- loading a model
+class AdaptersOff(nn.Module):
+    """A PUMA model with its adapter disabled: the frozen backbone's normalised CLS features (the paper's zero-shot
+    baseline, method.md section 7 table)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> Any:
+        with self.model.disable_adapter():
+            return self.model(pixel_values=pixel_values)
+
+
+def load_for_inference(
+    adapter: str | None = None,
+    backbone: str | None = None,
+    backbone_format: str | None = None,
+    *,
+    zero_shot: bool = False,
+) -> tuple[nn.Module, Any, int | None]:
+    """``(model in eval mode, image processor, image size)`` for embedding images.
+
+    ``adapter``: a folder written by training (or by ``save_pretrained``); its backbone is read from the run file
+    (``peft_puma_training.json``) or from ``adapter_config.json`` unless ``backbone`` is given. ``zero_shot``: the
+    frozen backbone alone (``adapter`` may then be omitted).
+    """
+    from peft import get_peft_model
+
+    from ..errors import InvalidConfigError
+    from ..tuners.puma.config import PUMAConfig
+    from .backbone import load_backbone
+    from .methods import load_trained
+    from .report import read_run_file
+
+    run = read_run_file(adapter) if adapter else None
+    image_size = run.get("image_size") if run else None
+    if backbone is None and run is not None:
+        backbone, backbone_format = run["backbone"], backbone_format or run.get("backbone_format")
+    if backbone is None and adapter is not None:
+        backbone = PUMAConfig.from_pretrained(adapter).base_model_name_or_path
+    if not backbone:
+        raise InvalidConfigError("Give the backbone (--backbone): the adapter folder does not record it.")
+    network, processor = load_backbone(backbone, backbone_format or "auto")
+    if adapter is None:
+        if not zero_shot:
+            raise InvalidConfigError("Give an adapter folder, or ask for the zero-shot backbone (--zero_shot).")
+        model: nn.Module = get_peft_model(network, PUMAConfig.from_preset("linear"))
+    else:
+        model = load_trained(network, adapter)
+    if zero_shot:
+        model = AdaptersOff(model)
+    return model.eval(), processor, image_size

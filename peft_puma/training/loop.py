@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -37,6 +37,9 @@ from .report import RunInfo, start_up_summary, write_outputs
 logger = logging.getLogger(__name__)
 
 
+TRAIN_LOG = "train_log.jsonl"
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: the run stopped before the bad step changed any weight."""
 
@@ -46,9 +49,11 @@ class TrainResult:
     """What a finished run produced."""
 
     output_dir: str
-    results: dict[str, Any] | None
+    results: dict[str, Any]
     global_step: int
     table: str
+    model: nn.Module  # the trained PeftModel, in eval mode
+    losses: list[float]  # the training loss of every step this call ran (after a resume: from the checkpoint on)
 
 
 class RetrievalObjective(nn.Module):
@@ -121,6 +126,7 @@ class _Run:
     info: RunInfo
     steps_per_epoch: int
     trainable: list[nn.Parameter]
+    losses: list[float] = field(default_factory=list)
 
     @property
     def total_steps(self) -> int:
@@ -267,7 +273,10 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{images_per_second:.0f}", epoch=position.epoch + 1)
+            run.losses.append(loss.item())
+            progress.set_postfix(
+                loss=f"{run.losses[-1]:.4f}", img_s=f"{images_per_second:.0f}", epoch=position.epoch + 1
+            )
             position.step += 1
             position.batch_in_epoch += 1
             window_steps += 1
@@ -276,7 +285,9 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
             images_per_second = window_steps * global_batch / max(time.perf_counter() - window_start, 1e-9)
             progress.update(1)
             if position.step % config.log_every_steps == 0:
-                _log_step(accelerator, optimizer, position.step, loss, metric_loss, regulariser, images_per_second)
+                _log_step(
+                    config, accelerator, optimizer, position.step, loss, metric_loss, regulariser, images_per_second
+                )
                 window_start, window_steps = time.perf_counter(), 0
             if config.save_every_steps and position.step % config.save_every_steps == 0:
                 _save(config, accelerator, run, position)
@@ -306,9 +317,8 @@ def _stop_if_not_finite(loss: torch.Tensor, accelerator: Any, config: TrainingCo
     )
 
 
-def _log_step(accelerator, optimizer, step, loss, metric_loss, regulariser, images_per_second) -> None:
-    if not accelerator.trackers:
-        return
+def _log_step(config, accelerator, optimizer, step, loss, metric_loss, regulariser, images_per_second) -> None:
+    """To the trackers, and as one JSON line of ``train_log.jsonl`` (main process) for scripts and tests."""
     values = {
         "train/loss": loss.item(),
         "train/metric_loss": metric_loss.item(),
@@ -316,7 +326,11 @@ def _log_step(accelerator, optimizer, step, loss, metric_loss, regulariser, imag
         "train/images_per_second": images_per_second,
     }
     values.update({f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups})
-    accelerator.log(values, step=step)
+    if accelerator.trackers:
+        accelerator.log(values, step=step)
+    if accelerator.is_main_process:
+        with open(os.path.join(config.output_dir, TRAIN_LOG), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, **values}) + "\n")
 
 
 def _save(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> None:
@@ -365,7 +379,7 @@ def _log_eval(accelerator: Any, result: dict[str, Any], step: int) -> None:
 # ------------------------------------------------------------------------------------------------------------ finish
 def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> TrainResult:
     result = _evaluate(config, accelerator, run)
-    table = results_markdown(result)
+    table = results_markdown(result, "Results of the final epoch")
     _log_eval(accelerator, result, position.step)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(run.objective).model
@@ -373,7 +387,8 @@ def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Posi
         accelerator.print(f"\n{table}\n\nAdapter saved to {os.path.abspath(config.output_dir)}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(config.output_dir, result, position.step, table)
+    model = accelerator.unwrap_model(run.objective).model.eval()
+    return TrainResult(config.output_dir, result, position.step, table, model, run.losses)
 
 
 def _tracker_config(config: TrainingConfig) -> dict[str, Any]:

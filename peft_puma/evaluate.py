@@ -1,0 +1,114 @@
+"""``python -m peft_puma.evaluate``: a trained adapter + the test split of datasets -> the paper's results table.
+
+    python -m peft_puma.evaluate --adapter runs/uml_mini --uml_mini_dir data/uml_mini
+    python -m peft_puma.evaluate --zero_shot --backbone assets/uml_mini_vit --uml_mini_dir data/uml_mini
+    python -m peft_puma.evaluate --adapter runs/paper --dataset_roots.cub /data/CUB_200_2011 --dataset_roots.cars ...
+
+Data keys are those of training (``--dataset_path``, ``--uml_mini_dir``, ``--dataset_roots``, ``--datasets``,
+``--image_size``). Prints Recall@1 per dataset, Unified and Harmonic (method.md section 7) and writes the full
+mapping of :func:`peft_puma.evaluation.evaluate_retrieval` with ``--output``. From Python: :func:`evaluate_adapter`.
+
+(This module's name shadows nothing: HuggingFace ``evaluate`` is imported absolutely, and only where used.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .errors import PUMAError
+
+
+def evaluate_adapter(
+    adapter: str | None,
+    data: Any,
+    *,
+    backbone: str | None = None,
+    backbone_format: str | None = None,
+    zero_shot: bool = False,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    batch_size: int = 256,
+    image_size: int | None = None,
+    accelerator: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The retrieval results of an adapter (or of the zero-shot backbone) on the test split.
+
+    ``data``: a :class:`peft_puma.training.DataConfig`, a mapping of its keys, or the test ``datasets.Dataset``
+    itself (row schema of docs/data.md). Returns the mapping of :func:`peft_puma.evaluation.evaluate_retrieval`.
+    """
+    from .data.schema import TEST_SPLIT
+    from .data.transforms import make_eval_transform
+    from .training.config import DataConfig, load_config
+    from .training.data import load_unified
+    from .training.inference import evaluate_split, load_for_inference
+
+    if isinstance(data, dict):
+        data = load_config(None, data, cls=DataConfig)
+    if isinstance(data, DataConfig):
+        data.validate_data()
+        test = load_unified(data)[TEST_SPLIT]
+        image_size = image_size or data.image_size
+    else:
+        test = data
+    model, processor, trained_size = load_for_inference(adapter, backbone, backbone_format, zero_shot=zero_shot)
+    if accelerator is not None:
+        model.to(accelerator.device)
+    transform = make_eval_transform(image_size or trained_size, image_processor=processor)
+    return evaluate_split(
+        model, test, transform, ks=ks, batch_size=batch_size, accelerator=accelerator, progress=progress
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m peft_puma.evaluate",
+        description=__doc__.split("\n\n")[0],
+        epilog="Data: --dataset_path DIR | --uml_mini_dir DIR | --dataset_roots.NAME PATH ...; --datasets '[a, b]'.",
+    )
+    parser.add_argument("--adapter", help="trained adapter folder (the training output_dir)")
+    parser.add_argument("--backbone", help="backbone source (default: the one the adapter was trained on)")
+    parser.add_argument("--backbone_format", default=None, help="auto, transformers or timm")
+    parser.add_argument("--zero_shot", action="store_true", help="evaluate the frozen backbone (adapter off)")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="k of Recall@k (default 1 2 4 8)")
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--output", help="write the results mapping here (JSON)")
+    args, data_overrides = parser.parse_known_args(argv)
+    from accelerate import Accelerator
+
+    from .training.config import DataConfig, load_config
+    from .training.inference import results_markdown
+
+    try:
+        data = load_config(None, data_overrides, cls=DataConfig)
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        result = evaluate_adapter(
+            args.adapter,
+            data,
+            backbone=args.backbone,
+            backbone_format=args.backbone_format,
+            zero_shot=args.zero_shot,
+            ks=args.ks,
+            batch_size=args.batch_size,
+            accelerator=accelerator,
+        )
+    except PUMAError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if accelerator.is_main_process:
+        what = "zero-shot backbone" if args.zero_shot else args.adapter
+        print(results_markdown(result, f"Evaluation of {what}"))
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                json.dump(result, handle, indent=1)
+            print(f"results written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
