@@ -12,7 +12,7 @@ from peft.config import PeftConfig
 
 from ...errors import IncompatibleCheckpointError, InvalidConfigError
 from .model_card import update_model_card
-from .registration import PEFT_TYPE, SAVED_PEFT_TYPE
+from .registration import PEFT_TYPE, SAVED_PEFT_TYPE, TASK_TYPE
 
 SAFETENSORS_WEIGHTS_NAME = "adapter_model.safetensors"
 _PICKLE_WEIGHTS_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth")
@@ -80,6 +80,8 @@ class PUMAConfig(PeftConfig):
     )
 
     def __post_init__(self) -> None:
+        if self.task_type is None:
+            self.task_type = TASK_TYPE
         super().__post_init__()
         self.peft_type = PEFT_TYPE
         self._validate()

@@ -10,7 +10,7 @@ mapping, and without ``import peft_puma`` the resulting ``KeyError`` then prints
 
 from __future__ import annotations
 
-from peft.utils.peft_types import PeftType
+from peft.utils.peft_types import PeftType, TaskType
 
 SAVED_PEFT_TYPE = "PUMA (a peft_puma adapter: `pip install peft_puma` and `import peft_puma` before loading it)"
 
@@ -35,18 +35,23 @@ def _add_enum_member(enum_cls: type, name: str, value: str):
 
 
 PEFT_TYPE = _add_enum_member(PeftType, "PUMA", "PUMA")
+# The task type selects the PeftModel subclass that get_peft_model and PeftModel.from_pretrained build.
+TASK_TYPE = _add_enum_member(TaskType, "IMAGE_EMBEDDING", "IMAGE_EMBEDDING")
 
 
 def register() -> None:
-    """Register PUMA with PEFT (idempotent): config, tuner, prefix, and the saved-name alias."""
+    """Register PUMA with PEFT (idempotent): config, tuner, prefix, PeftModel class, and the saved-name alias."""
+    from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
     from peft.utils import register_peft_method
 
     from .config import PUMAConfig
     from .model import PUMAModel
+    from .peft_model import PeftModelForImageEmbedding
 
     if PEFT_TYPE not in PEFT_TYPE_TO_CONFIG_MAPPING:
         register_peft_method(name="puma", config_cls=PUMAConfig, model_cls=PUMAModel, prefix=PUMAModel.prefix)
+    MODEL_TYPE_TO_PEFT_MODEL_MAPPING.setdefault(TASK_TYPE, PeftModelForImageEmbedding)
     # The alias under which configs are saved resolves to the same classes.
     PEFT_TYPE_TO_CONFIG_MAPPING.setdefault(SAVED_PEFT_TYPE, PUMAConfig)
     PEFT_TYPE_TO_TUNER_MAPPING.setdefault(SAVED_PEFT_TYPE, PUMAModel)

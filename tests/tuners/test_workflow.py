@@ -1,0 +1,171 @@
+"""The PEFT workflow a user expects: save/load in a fresh process, adapter management, unload, push_to_hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from peft import PeftModel, get_peft_model
+from safetensors.torch import load_file
+from transformers import ViTModel
+
+import peft_puma
+from peft_puma.tuners.puma import PUMALayer
+
+from .tiny_models import make_vit, randomize_adapters
+
+SMALL = dict(r=8, num_prompts=4, prompt_length=3, embedding_size=16)
+
+
+@pytest.fixture
+def backbone_dir(tmp_path):
+    path = tmp_path / "backbone"
+    make_vit().save_pretrained(path)
+    return path
+
+
+def load_backbone(path) -> ViTModel:
+    return ViTModel.from_pretrained(path, add_pooling_layer=False).eval()
+
+
+@pytest.fixture
+def trained(backbone_dir):
+    model = get_peft_model(load_backbone(backbone_dir), peft_puma.PUMAConfig(**SMALL))
+    randomize_adapters(model)
+    return model.eval()
+
+
+def test_saved_adapter_is_small_safetensors_with_canonical_keys(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "adapter")
+    files = sorted(os.listdir(tmp_path / "adapter"))
+    assert files == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    keys = set(load_file(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert all(key.startswith("puma.") and "default" not in key for key in keys)
+    assert {"puma.layers.0.attention.down", "puma.layers.1.mlp.up", "puma.prompt_pool.prompts"} <= keys
+    assert {"puma.prompt_pool.keys", "puma.prompt_pool.attention", "puma.head.projection.weight"} <= keys
+    trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    assert sum(t.numel() for t in load_file(tmp_path / "adapter" / "adapter_model.safetensors").values()) == trainable
+
+
+def test_reload_in_a_fresh_process_gives_identical_outputs(trained, backbone_dir, tmp_path, pixels):
+    trained.save_pretrained(tmp_path / "adapter")
+    torch.save(pixels, tmp_path / "pixels.pt")
+    expected = trained(pixel_values=pixels).embeddings
+    script = textwrap.dedent(
+        f"""
+        import torch, peft_puma
+        from peft import PeftModel
+        from transformers import ViTModel
+        base = ViTModel.from_pretrained({str(backbone_dir)!r}, add_pooling_layer=False)
+        model = PeftModel.from_pretrained(base, {str(tmp_path / "adapter")!r}).eval()
+        pixels = torch.load({str(tmp_path / "pixels.pt")!r})
+        torch.save(model(pixel_values=pixels).embeddings, {str(tmp_path / "out.pt")!r})
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, atol=0, rtol=0)
+
+
+def test_reload_under_another_adapter_name(trained, backbone_dir, tmp_path, pixels):
+    trained.save_pretrained(tmp_path / "adapter")
+    again = PeftModel.from_pretrained(load_backbone(backbone_dir), tmp_path / "adapter", adapter_name="shop").eval()
+    assert again.active_adapter == "shop"
+    torch.testing.assert_close(again(pixel_values=pixels).embeddings, trained(pixel_values=pixels).embeddings)
+
+
+def test_loaded_adapter_is_frozen_unless_trainable_is_asked(trained, backbone_dir, tmp_path):
+    trained.save_pretrained(tmp_path / "adapter")
+    frozen = PeftModel.from_pretrained(load_backbone(backbone_dir), tmp_path / "adapter")
+    assert not any(p.requires_grad for p in frozen.parameters())
+    trainable = PeftModel.from_pretrained(load_backbone(backbone_dir), tmp_path / "adapter", is_trainable=True)
+    assert {n for n, p in trainable.named_parameters() if p.requires_grad} == {
+        n for n, p in trained.named_parameters() if "puma_" in n
+    }
+
+
+def test_add_set_and_delete_adapters(trained, pixels):
+    first = trained(pixel_values=pixels).embeddings
+    trained.add_adapter("second", peft_puma.PUMAConfig(**{**SMALL, "embedding_size": 8}))
+    assert trained(pixel_values=pixels).embeddings.shape[1] == 16  # still the active one
+    trained.set_adapter("second")
+    assert trained(pixel_values=pixels).embeddings.shape[1] == 8
+    trainable = {n for n, p in trained.named_parameters() if p.requires_grad}
+    assert trainable and all(".second" in n for n in trainable)
+    trained.set_adapter("default")
+    torch.testing.assert_close(trained(pixel_values=pixels).embeddings, first)
+    trained.delete_adapter("second")
+    assert not any(".second" in n for n, _ in trained.named_parameters())
+    torch.testing.assert_close(trained(pixel_values=pixels).embeddings, first)
+
+
+def test_an_added_adapter_without_prompts_leaves_the_pool_of_the_first(trained, pixels):
+    trained.add_adapter("plain", peft_puma.PUMAConfig.from_preset("static_adapter", r=4, embedding_size=8))
+    trained.set_adapter("plain")
+    tokens = trained(pixel_values=pixels, output_hidden_states=True).hidden_states[-1]
+    assert tokens.shape[1] == 1 + 16  # no prompt tokens for this adapter
+
+
+def test_only_one_adapter_can_be_active(trained):
+    trained.add_adapter("second", peft_puma.PUMAConfig(**SMALL))
+    with pytest.raises(peft_puma.InvalidConfigError, match="one adapter at a time"):
+        trained.base_model.set_adapter(["default", "second"])
+
+
+def test_unload_returns_the_untouched_backbone(trained, backbone_dir, pixels):
+    expected = load_backbone(backbone_dir)(pixel_values=pixels).last_hidden_state
+    backbone = trained.unload()
+    assert type(backbone) is ViTModel
+    assert not any(isinstance(m, PUMALayer) for m in backbone.modules())
+    assert not any("puma" in n for n, _ in backbone.named_parameters())
+    assert not backbone._forward_hooks and not backbone._forward_pre_hooks
+    assert all(not m._forward_hooks for m in backbone.modules())
+    torch.testing.assert_close(backbone(pixel_values=pixels).last_hidden_state, expected)
+
+
+def test_merge_and_unload_is_refused_with_an_explanation(trained):
+    with pytest.raises(peft_puma.PUMAError, match="cannot be merged.*unload"):
+        trained.merge_and_unload()
+
+
+def test_push_to_hub_uploads_the_adapter_and_a_model_card(trained, monkeypatch, tmp_path):
+    import huggingface_hub
+
+    uploads = {}
+
+    def fake_upload_folder(self, *, repo_id, folder_path, **kwargs):  # what would reach the Hub
+        uploads["repo_id"] = repo_id
+        uploads["files"] = {
+            name: open(os.path.join(folder_path, name), "rb").read() for name in os.listdir(folder_path)
+        }
+        return huggingface_hub.CommitInfo(
+            commit_url=f"https://hf.co/{repo_id}/commit/0", commit_message="", commit_description="", oid="0"
+        )
+
+    def fake_create_repo(self, repo_id, **kwargs):
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", fake_create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", fake_upload_folder)
+    trained.peft_config["default"].base_model_name_or_path = "timm/vit_small_patch16_224.augreg_in21k_ft_in1k"
+    assert type(trained).__name__ == "PeftModelForImageEmbedding"
+    trained.push_to_hub("someone/puma-test", token="fake")
+    files = uploads["files"]
+    assert uploads["repo_id"] == "someone/puma-test"
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(files)
+    card = files["README.md"].decode()
+    assert "PUMA" in card and "2309.08944" in card and "import peft_puma" in card
+    assert "timm/vit_small_patch16_224.augreg_in21k_ft_in1k" in card
+    assert "puma" in card.split("---")[1]  # tag in the card metadata
+    assert json.loads(files["adapter_config.json"])["r"] == 8
+
+
+def test_model_card_section_is_replaced_not_repeated(trained, tmp_path):
+    trained.save_pretrained(tmp_path / "adapter")
+    trained.save_pretrained(tmp_path / "adapter")
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert card.count("## PUMA adapter") == 1
