@@ -9,6 +9,7 @@ Public API (imported lazily, so ``import peft_puma.data`` stays cheap):
 - :func:`make_train_transform` / :func:`make_eval_transform`: the transforms of method.md section 6, for
   ``Dataset.with_transform``.
 - :class:`ShuffleSampler` (published), :class:`DatasetBalancedSampler` (option), :func:`make_train_loader`.
+- :func:`row_features` (the schema), :func:`column_values` (a column as a plain list, fast).
 
 See docs/data.md.
 """
@@ -32,6 +33,8 @@ _EXPORTS = {
     "ShuffleSampler": ".samplers",
     "DatasetBalancedSampler": ".samplers",
     "make_train_loader": ".samplers",
+    "column_values": ".schema",
+    "row_features": ".schema",
     "BadImage": ".images",
     "check_image": ".images",
 }
