@@ -79,6 +79,16 @@ class PUMAConfig(PeftConfig):
         default=128, metadata={"help": "Output size of the Linear embedding head (L2-normalised). Default: 128."}
     )
 
+    # --- provenance ---
+    backbone_family: str | None = field(
+        default=None,
+        metadata={
+            "help": "Backbone family the adapter was made for (vit, deit, dinov2, clip): recorded when the adapter "
+            "is first injected and checked when it is loaded, since adapters do not transfer across architectures. "
+            "Default: None (record on first use)."
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.task_type is None:
             self.task_type = TASK_TYPE

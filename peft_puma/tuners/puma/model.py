@@ -11,7 +11,13 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from ...errors import InvalidConfigError, InvalidInputError, PUMAError, UnsupportedModelError
+from ...errors import (
+    IncompatibleCheckpointError,
+    InvalidConfigError,
+    InvalidInputError,
+    PUMAError,
+    UnsupportedModelError,
+)
 from .checkpoint_keys import CANONICAL_PREFIX, model_to_canonical_keys, remap_for_load
 from .config import PUMAConfig
 from .families import PUMASites, resolve_sites
@@ -58,6 +64,15 @@ class PUMAModel(BaseTuner):
 
     def _prepare_model(self, peft_config: PUMAConfig, model: nn.Module) -> None:
         self._sites: PUMASites = resolve_sites(model, peft_config.layers)
+        family = self._sites.family.name
+        if peft_config.backbone_family is None:
+            peft_config.backbone_family = family
+        elif peft_config.backbone_family != family:
+            raise IncompatibleCheckpointError(
+                f"This PUMA adapter was made for a {peft_config.backbone_family!r} backbone, but "
+                f"{type(model).__name__} is a {family!r} backbone; adapters and prompts do not transfer across "
+                "architectures. Load it into the backbone it was trained on."
+            )
         self._targets: dict[str, Any] = {self._sites.final_norm: "head"}
         if peft_config.use_prompts:
             self._targets[self._sites.embeddings] = "prompts"
