@@ -152,12 +152,13 @@ def test_hub_copy_is_merged_and_resplit_by_class_index(fake_hub: dict) -> None:
 def test_hub_copy_of_aircraft_is_split_by_variant_name(fake_hub: dict) -> None:
     variants = fl.aircraft_variants()
     fake_hub["someone/aircraft"] = _hub_copy(variants)
-    parsed = DATASET_SPECS["aircraft"].parse  # the folder reader is not used for a Hub id
-    assert parsed is not None
+    unified, report = build_unified_dataset_with_report({"aircraft": "someone/aircraft"})
+    assert report.datasets[0].source == "someone/aircraft"
     from peft_puma.data.hub import parse_hub
 
     hub = parse_hub(DATASET_SPECS["aircraft"], "someone/aircraft")
     assert hub.train.class_names == sorted(variants)[:50]
+    assert hub.test.class_names == sorted(variants)[50:]
 
 
 def test_hub_copy_with_the_wrong_class_count_is_refused(fake_hub: dict) -> None:
