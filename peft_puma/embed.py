@@ -22,6 +22,7 @@ from torch import nn
 
 from .errors import InvalidInputError, PUMAError
 
+_ROW_FIELDS = {"dataset": "datasets", "role": "roles"}  # dataset columns kept in the file's metadata
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -146,10 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             dataset = _load_split(args.dataset, args.split)
             embeddings = embed_dataset(model, dataset, transform, batch_size=args.batch_size, accelerator=accelerator)
+            from .training.data import column
+
             columns = set(dataset.column_names)
-            labels = dataset["label"] if "label" in columns else None
-            rows = {name: dataset[name] for name in ("dataset", "role") if name in columns}
-            rows = {("datasets" if k == "dataset" else "roles"): list(v) for k, v in rows.items()}
+            labels = column(dataset, "label") if "label" in columns else None
+            rows = {plural: column(dataset, name) for name, plural in _ROW_FIELDS.items() if name in columns}
         if accelerator.is_main_process:
             save_embeddings(args.output, embeddings, labels, **rows)
             print(f"{embeddings.shape[0]} embeddings of size {embeddings.shape[1]} written to {args.output}")

@@ -53,11 +53,17 @@ def load_unified(config: DataConfig) -> datasets.DatasetDict:
     return select_datasets(data, config.datasets)
 
 
+def column(dataset: datasets.Dataset, name: str) -> list[Any]:
+    """One column as a plain list, read from Arrow in one go (``dataset[name]`` is a lazy, row-by-row ``Column`` in
+    datasets >= 4) and ignoring any transform set on the dataset."""
+    return dataset.with_format(None).select_columns([name]).with_format("arrow")[:][name].to_pylist()
+
+
 def select_datasets(data: datasets.DatasetDict, names: Sequence[str] | None) -> datasets.DatasetDict:
     """Keep the rows of the named datasets; an unknown name is an error listing those present."""
     if names is None:
         return data
-    present = list(dict.fromkeys(data[TRAIN_SPLIT][DATASET_COLUMN] + data[TEST_SPLIT][DATASET_COLUMN]))
+    present = list(dict.fromkeys(column(data[TRAIN_SPLIT], DATASET_COLUMN) + column(data[TEST_SPLIT], DATASET_COLUMN)))
     unknown = sorted(set(names) - set(present))
     if unknown:
         raise InvalidConfigError(f"Unknown dataset(s) {unknown} in `datasets`; this source has {present}.")
@@ -74,7 +80,7 @@ def dataset_sizes(data: datasets.DatasetDict) -> dict[str, dict[str, int]]:
     """``{dataset: {train_images, train_classes, test_images, test_classes}}`` in order of appearance."""
     sizes: dict[str, dict[str, int]] = {}
     for split in (TRAIN_SPLIT, TEST_SPLIT):
-        names, labels = data[split][DATASET_COLUMN], data[split][LABEL_COLUMN]
+        names, labels = column(data[split], DATASET_COLUMN), column(data[split], LABEL_COLUMN)
         classes: dict[str, set[int]] = {}
         for name, label in zip(names, labels):
             classes.setdefault(name, set()).add(label)
@@ -129,9 +135,9 @@ class EpochOrder:
         if sampler == "balanced":
             from ..data.samplers import DatasetBalancedSampler
 
-            self._balanced = DatasetBalancedSampler(train[DATASET_COLUMN], seed=seed)
+            self._balanced = DatasetBalancedSampler(column(train, DATASET_COLUMN), seed=seed)
         elif sampler == "m_per_class":
-            self._labels = train[LABEL_COLUMN]
+            self._labels = column(train, LABEL_COLUMN)
             if batch_size % samples_per_class:
                 raise InvalidConfigError(
                     f"The global batch ({batch_size}) must be a multiple of samples_per_class ({samples_per_class})."
@@ -236,7 +242,7 @@ def make_train_batches(
     num_workers: int = 0,
 ) -> TrainBatches:
     """Training batches of this process; see :class:`GlobalBatchSampler` and :class:`AugmentedRows`."""
-    labels = sorted(set(train[LABEL_COLUMN]))
+    labels = sorted(set(column(train, LABEL_COLUMN)))
     global_batch = per_device_batch_size * num_processes
     if train.num_rows < global_batch:
         raise InvalidConfigError(

@@ -92,12 +92,13 @@ def evaluate_split(
         progress=progress,
         description="evaluating",
     )
-    columns = test.select_columns([LABEL_COLUMN, DATASET_COLUMN, ROLE_COLUMN])
+    from .data import column
+
     return evaluate_retrieval(
         embeddings,
-        columns[LABEL_COLUMN],
-        domains=columns[DATASET_COLUMN],
-        roles=columns[ROLE_COLUMN],
+        column(test, LABEL_COLUMN),
+        domains=column(test, DATASET_COLUMN),
+        roles=column(test, ROLE_COLUMN),
         ks=tuple(ks),
     )
 

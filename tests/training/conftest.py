@@ -1,0 +1,38 @@
+"""Shared fixtures of the training tests: one tiny backbone and dataset per session, and a subprocess runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .fixtures import make_backbone, make_dataset, tiny_config, write_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {"backbone": make_backbone(str(root / "vit")), "dataset": make_dataset(str(root / "data"))}
+
+
+@pytest.fixture
+def tiny_values(tiny_assets, tmp_path) -> dict:
+    """Config keys of a tiny run writing into this test's tmp_path/run."""
+    return tiny_config(tiny_assets["backbone"], tiny_assets["dataset"], output_dir=str(tmp_path / "run"))
+
+
+def run_module(args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """Run ``python <args>`` (or a launcher) from the repository root, offline, and capture its output."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    return subprocess.run(args, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def train_in_subprocess(config_path: str, *extra: str, env: dict[str, str] | None = None):
+    return run_module([sys.executable, "-m", "peft_puma.train", "--config", config_path, *extra], env=env)
+
+
+__all__ = ["run_module", "train_in_subprocess", "tiny_config", "write_config"]

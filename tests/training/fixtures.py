@@ -1,0 +1,104 @@
+"""Tiny, fast stand-ins for a real run: a random 2-layer ViT on 16 px images and a 3-dataset unified DatasetDict.
+
+The images are learnable (each class has its own colour and stripe, plus noise), so a few steps of training move
+the loss; the sizes keep every run to a few seconds on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+import datasets
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+from peft_puma.data.schema import row_features
+
+IMAGE = 16
+
+# dataset -> (train classes, train images per class, test classes, test images per class, test roles)
+LAYOUT = {
+    "stripes": (4, 6, 3, 4, "both"),
+    "colours": (4, 6, 3, 4, "both"),
+    "shop": (3, 6, 3, 5, "shop"),
+}
+
+
+def make_backbone(directory: str) -> str:
+    """A random ViT (hidden 32, 2 layers, 16 px, patch 4) with its image processor, saved as a transformers folder."""
+    torch.manual_seed(0)
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=IMAGE,
+        patch_size=4,
+        qkv_bias=True,
+        layer_norm_eps=1e-6,
+    )
+    ViTModel(config, add_pooling_layer=False).save_pretrained(directory)
+    size = {"height": IMAGE, "width": IMAGE}
+    ViTImageProcessor(size=size, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(directory)
+    return directory
+
+
+def _image(label: int, rng: np.random.Generator) -> Image.Image:
+    colour = np.array([(label * 67) % 256, (label * 131) % 256, (label * 29 + 90) % 256], dtype=np.float64)
+    pixels = np.tile(colour, (IMAGE, IMAGE, 1)) + rng.normal(0, 25, (IMAGE, IMAGE, 3))
+    stripe = label % IMAGE
+    pixels[:, stripe, :] = 255 - colour
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def make_dataset(directory: str, seed: int = 0) -> str:
+    """The unified DatasetDict (row schema of peft_puma.data.schema), written with save_to_disk."""
+    rng = np.random.default_rng(seed)
+    columns = {split: {"image": [], "label": [], "dataset": [], "role": []} for split in ("train", "test")}
+    label = 0
+    for split in ("train", "test"):
+        for name, (train_classes, train_per, test_classes, test_per, roles) in LAYOUT.items():
+            classes, per = (train_classes, train_per) if split == "train" else (test_classes, test_per)
+            for _ in range(classes):
+                for index in range(per):
+                    role = "train" if split == "train" else roles
+                    if role == "shop":
+                        role = "query" if index < 2 else "gallery"
+                    columns[split]["image"].append(_image(label, rng))
+                    columns[split]["label"].append(label)
+                    columns[split]["dataset"].append(name)
+                    columns[split]["role"].append(role)
+                label += 1
+    features = row_features()
+    dataset = datasets.DatasetDict({s: datasets.Dataset.from_dict(c, features=features) for s, c in columns.items()})
+    dataset.save_to_disk(directory)
+    return directory
+
+
+def tiny_config(backbone: str, dataset: str, **overrides) -> dict:
+    """Config keys of a run of a few seconds: small PUMA (r 8, M 4, L 2, 16-d embeddings), 8 steps per epoch."""
+    values = {
+        "backbone": backbone,
+        "dataset_path": dataset,
+        "puma": {"r": 8, "num_prompts": 4, "prompt_length": 2, "embedding_size": 16},
+        "epochs": 2,
+        "per_device_batch_size": 8,
+        "save_every_steps": 4,
+        "log_every_steps": 2,
+        "eval_ks": [1, 2, 4],
+        "eval_batch_size": 16,
+        "report_to": [],
+        "progress_bar": False,
+    }
+    values.update(overrides)
+    return values
+
+
+def write_config(path: str, values: dict) -> str:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(values, handle)
+    return path

@@ -1,0 +1,101 @@
+"""A whole tiny training run: the loss falls, the adapter and results are saved, the saved adapter reloads exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from peft_puma.training import NonFiniteLossError, load_config, load_trained, train
+from peft_puma.training.backbone import load_backbone
+from peft_puma.training.checkpoint import complete_checkpoints
+from peft_puma.training.faults import FAULT_ENV
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_assets, tmp_path_factory):
+    from .fixtures import tiny_config
+
+    output_dir = str(tmp_path_factory.mktemp("e2e") / "run")
+    config = load_config(None, tiny_config(tiny_assets["backbone"], tiny_assets["dataset"], output_dir=output_dir))
+    config.epochs, config.report_to = 4, ["tensorboard"]
+    return config, train(config)
+
+
+def test_training_loss_falls(finished_run):
+    _, result = finished_run
+    losses = result.losses
+    assert len(losses) == result.global_step == 32  # 66 rows // 8 = 8 steps per epoch, 4 epochs
+    assert sum(losses[-8:]) / 8 < 0.5 * sum(losses[:8]) / 8
+
+
+def test_outputs_are_the_adapter_results_and_logs(finished_run):
+    config, result = finished_run
+    files = set(os.listdir(config.output_dir))
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "results.json"} <= files
+    with open(os.path.join(config.output_dir, "results.json")) as handle:
+        saved = json.load(handle)
+    assert saved == json.loads(json.dumps(result.results))
+    assert set(saved) == {"unified", "per_dataset", "harmonic"}
+    assert list(saved["per_dataset"]) == ["stripes", "colours", "shop"]
+    card = open(os.path.join(config.output_dir, "README.md")).read()
+    assert "| stripes | colours | shop | Unified | Harmonic |" in card and "final epoch" in card
+    assert os.listdir(os.path.join(config.output_dir, "logs", "peft_puma"))  # TensorBoard events
+    assert [step for step, _ in complete_checkpoints(config.output_dir)] == [28, 32]  # save_total_limit 2
+
+
+def test_checkpoints_hold_only_the_trainable_state(finished_run):
+    config, _ = finished_run
+    from safetensors.torch import load_file
+
+    _, newest = complete_checkpoints(config.output_dir)[-1]
+    saved = load_file(os.path.join(newest, "model.safetensors"))
+    assert all("puma_" in key or key.startswith("loss.") for key in saved)
+    assert {"loss.proxies", "loss.t"} <= set(saved)  # CurricularFace proxies and its curriculum statistic
+
+
+def test_reloaded_adapter_gives_the_same_embeddings(finished_run, tiny_assets):
+    config, result = finished_run
+    pixels = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    backbone, _ = load_backbone(tiny_assets["backbone"])
+    reloaded = load_trained(backbone, config.output_dir)
+    with torch.no_grad():
+        expected = result.model(pixel_values=pixels).embeddings
+        actual = reloaded(pixel_values=pixels).embeddings
+    torch.testing.assert_close(actual, expected)
+    with torch.no_grad(), result.model.disable_adapter():
+        frozen = result.model(pixel_values=pixels).embeddings
+    assert not torch.allclose(frozen[:, :16], expected, atol=1e-3)  # it did learn something
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_values, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "nan_at_step:7")
+    config = load_config(None, tiny_values)
+    with pytest.raises(NonFiniteLossError) as error:
+        train(config)
+    message = str(error.value)
+    assert "nan at step 7" in message and "checkpoint-4" in message and "--resume" in message
+    assert [step for step, _ in complete_checkpoints(config.output_dir)] == [4]
+    assert not os.path.exists(os.path.join(config.output_dir, "adapter_model.safetensors"))
+
+
+def test_starting_over_an_existing_run_needs_resume(tiny_values, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "nan_at_step:5")
+    with pytest.raises(NonFiniteLossError):
+        train(load_config(None, tiny_values))
+    monkeypatch.delenv(FAULT_ENV)
+    from peft_puma.errors import IncompatibleCheckpointError
+
+    with pytest.raises(IncompatibleCheckpointError, match="pass --resume"):
+        train(load_config(None, tiny_values))
+    with pytest.raises(IncompatibleCheckpointError, match="other settings.*seed"):
+        train(load_config(None, {**tiny_values, "resume": True, "seed": 1}))
+
+
+def test_unknown_dataset_in_the_selection_is_refused(tiny_values):
+    from peft_puma.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError, match=r"Unknown dataset\(s\) \['cub'\].*'stripes', 'colours', 'shop'"):
+        train(load_config(None, {**tiny_values, "datasets": ["stripes", "cub"]}))
