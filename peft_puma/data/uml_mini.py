@@ -186,7 +186,12 @@ class _Renderer:
         self.config = config
         self.root = root
         self.domains = {d.name: d for d in DOMAINS}
-        self.pools = digit_pools(config.seed)
+        digit_labels = load_digits()[1]
+        # per split, per digit: the handwritten digit images its numbers may be composed from
+        self.digits = {
+            split: {d: pool[digit_labels[pool] == d] for d in range(10)}
+            for split, pool in digit_pools(config.seed).items()
+        }
 
     def images(self, plan: ClassPlan) -> list:
         domain = self.domains[plan.domain]
@@ -204,9 +209,7 @@ class _Renderer:
         if domain.kind == "fashion":
             garment = load_fashion("train", self.root)[0][int(plan.key)]
             return [render_fashion_view(garment, rng) for rng in rngs]
-        images, labels = load_digits()
-        pool = self.pools[plan.split]
-        by_digit = {d: pool[labels[pool] == d] for d in range(10)}
+        images, by_digit = load_digits()[0], self.digits[plan.split]
         return [render_number([images[rng.choice(by_digit[int(c)])] for c in plan.key], rng) for rng in rngs]
 
 

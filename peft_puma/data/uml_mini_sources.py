@@ -31,11 +31,10 @@ from ..errors import DatasetLayoutError
 
 @dataclass(frozen=True)
 class DebianSource:
-    """One Debian package UML-mini reads, the file that proves it is installed, and its licence (for docs/data.md)."""
+    """One Debian package UML-mini reads and the file that proves it is installed (licences: docs/data.md)."""
 
     package: str
     sentinel: str  # absolute path (below ``root``) of one file the package installs
-    licence: str
 
 
 FONT_DIRS: tuple[str, ...] = (
@@ -52,17 +51,15 @@ EMOJI_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
 SOURCES: tuple[DebianSource, ...] = (
-    DebianSource("fonts-dejavu-core", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "Bitstream Vera (free)"),
-    DebianSource("fonts-dejavu-extra", "/usr/share/fonts/truetype/dejavu/DejaVuSans-ExtraLight.ttf", "Bitstream Vera"),
-    DebianSource("fonts-freefont-ttf", "/usr/share/fonts/truetype/freefont/FreeSans.ttf", "GPL-3+ with font exception"),
-    DebianSource("fonts-liberation2", "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf", "OFL-1.1"),
-    DebianSource("fonts-cmu", "/usr/share/fonts/truetype/cmu/cmunrm.ttf", "OFL-1.1"),
-    DebianSource(
-        "fonts-urw-base35", "/usr/share/fonts/opentype/urw-base35/NimbusSans-Regular.otf", "AGPL-3 w/ font exc."
-    ),
-    DebianSource("fonts-noto-core", "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf", "OFL-1.1"),
-    DebianSource("fonts-noto-color-emoji", EMOJI_FONT, "OFL-1.1"),
-    DebianSource("dataset-fashion-mnist", f"{FASHION_DIR}/train-images-idx3-ubyte.gz", "MIT (Expat), Zalando SE"),
+    DebianSource("fonts-dejavu-core", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+    DebianSource("fonts-dejavu-extra", "/usr/share/fonts/truetype/dejavu/DejaVuSans-ExtraLight.ttf"),
+    DebianSource("fonts-freefont-ttf", "/usr/share/fonts/truetype/freefont/FreeSans.ttf"),
+    DebianSource("fonts-liberation2", "/usr/share/fonts/truetype/liberation2/LiberationSans-Regular.ttf"),
+    DebianSource("fonts-cmu", "/usr/share/fonts/truetype/cmu/cmunrm.ttf"),
+    DebianSource("fonts-urw-base35", "/usr/share/fonts/opentype/urw-base35/NimbusSans-Regular.otf"),
+    DebianSource("fonts-noto-core", "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf"),
+    DebianSource("fonts-noto-color-emoji", EMOJI_FONT),
+    DebianSource("dataset-fashion-mnist", f"{FASHION_DIR}/train-images-idx3-ubyte.gz"),
 )
 FONT_PACKAGES: tuple[str, ...] = (
     "fonts-dejavu-core", "fonts-dejavu-extra", "fonts-freefont-ttf", "fonts-liberation2", "fonts-cmu",
