@@ -169,3 +169,22 @@ def test_model_card_section_is_replaced_not_repeated(trained, tmp_path):
     trained.save_pretrained(tmp_path / "adapter")
     card = (tmp_path / "adapter" / "README.md").read_text()
     assert card.count("## PUMA adapter") == 1
+
+
+def test_output_keeps_the_backbone_output_and_reads_through_to_it(pixels):
+    from .tiny_models import make_family
+
+    model = get_peft_model(make_family("vit_classifier"), peft_puma.PUMAConfig(**SMALL)).eval()
+    out = model(pixel_values=pixels)
+    assert list(out.keys()) == ["embeddings", "backbone_output"]
+    assert out.logits is out.backbone_output.logits and out.logits.shape == (len(pixels), 5)
+    with pytest.raises(AttributeError, match="last_hidden_state"):
+        out.last_hidden_state  # noqa: B018 - a classifier output has none, and says so
+
+
+def test_return_dict_false_gives_embeddings_first_in_a_tuple(trained, pixels):
+    expected = trained(pixel_values=pixels)
+    out = trained(pixel_values=pixels, return_dict=False)
+    assert isinstance(out, tuple)
+    torch.testing.assert_close(out[0], expected.embeddings)
+    torch.testing.assert_close(out[1], expected.last_hidden_state)
