@@ -1,1 +1,24 @@
-"""Backbones for PUMA: loading the paper's timm ViT checkpoints into HF classes, and the small offline stand-in ViT."""
+"""Backbones for PUMA: loading the paper's timm ViT checkpoints into HF classes, and the small offline stand-in ViT.
+
+Exports load lazily, so ``import peft_puma.backbones`` costs nothing until a loader is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_timm_vit": "timm_vit",
+    "load_timm_vit_with_processor": "timm_vit",
+    "convert_timm_vit_checkpoint": "timm_vit",
+    "convert_timm_vit_state_dict": "timm_vit",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
