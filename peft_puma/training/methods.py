@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,9 +65,15 @@ class Method:
     build: Callable[[nn.Module, MethodOptions], PeftModel]
 
 
+def preset_config(name: str, overrides: dict[str, Any]) -> PUMAConfig:
+    """The preset's config with the run's ``puma`` overrides, except the fields that define the preset: those win, so
+    that ``--method single_prompt`` on a config that sizes the prompt pool still gives one prompt (Table 3)."""
+    return PUMAConfig.from_preset(name, **{**overrides, **PUMA_PRESETS[name]})
+
+
 def _preset_builder(name: str) -> Callable[[nn.Module, MethodOptions], PeftModel]:
     def build(backbone: nn.Module, options: MethodOptions) -> PeftModel:
-        return get_peft_model(backbone, PUMAConfig.from_preset(name, **options.puma))
+        return get_peft_model(backbone, preset_config(name, options.puma))
 
     return build
 
@@ -80,7 +87,9 @@ def _build_lora(backbone: nn.Module, options: MethodOptions) -> PeftModel:
         target_modules=options.lora_target_modules,
     )
     inject_adapter_in_model(lora, backbone, adapter_name=LORA_ADAPTER)
-    model = get_peft_model(backbone, PUMAConfig.from_preset("linear", **options.puma))
+    with warnings.catch_warnings():  # PEFT warns that the backbone already has a peft_config: LoRA's, on purpose
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        model = get_peft_model(backbone, preset_config("linear", options.puma))
     for name, parameter in model.named_parameters():
         if "lora_" in name:
             parameter.requires_grad_(True)  # PUMA freezes everything that is not its own
@@ -88,7 +97,7 @@ def _build_lora(backbone: nn.Module, options: MethodOptions) -> PeftModel:
 
 
 def _build_full_finetune(backbone: nn.Module, options: MethodOptions) -> PeftModel:
-    model = get_peft_model(backbone, PUMAConfig.from_preset("linear", **options.puma))
+    model = get_peft_model(backbone, preset_config("linear", options.puma))
     model.get_base_model().requires_grad_(True)
     return model
 
@@ -181,5 +190,7 @@ def load_trained(backbone: nn.Module, directory: str, **kwargs: Any) -> PeftMode
                 f"The LoRA weights in {lora_folder} do not fit this backbone: missing {missing[:5]}, unexpected "
                 f"{list(result.unexpected_keys)[:5]}."
             )
-    model = PeftModel.from_pretrained(backbone, directory, **kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        model = PeftModel.from_pretrained(backbone, directory, **kwargs)
     return model.eval()

@@ -1,0 +1,89 @@
+"""The methods table: PUMA presets and the paper's baselines build, train the right tensors, save and reload."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import ViTConfig, ViTModel
+
+from peft_puma.training.backbone import load_backbone
+from peft_puma.training.methods import (
+    METHODS,
+    MethodOptions,
+    build_model,
+    load_trained,
+    lora_rank_for_budget,
+    parameter_groups,
+    save_trained,
+)
+
+SMALL = MethodOptions(puma={"r": 8, "num_prompts": 4, "prompt_length": 2, "embedding_size": 16})
+EXPECTED_GROUPS = {
+    "puma": {"adapters", "prompts", "head"},
+    "stochastic_adapter": {"adapters", "head"},
+    "static_adapter": {"adapters", "head"},
+    "conditional_prompt": {"prompts", "head"},
+    "single_prompt": {"prompts", "head"},
+    "single_prompt_static_adapter": {"adapters", "prompts", "head"},
+    "linear": {"head"},
+    "lora": {"lora", "head"},
+    "full_finetune": {"backbone", "head"},
+}
+
+
+def test_every_method_of_the_paper_is_in_the_table():
+    assert set(METHODS) == set(EXPECTED_GROUPS)
+
+
+@pytest.mark.parametrize("method", sorted(EXPECTED_GROUPS))
+def test_each_method_trains_exactly_its_own_tensors(method, tiny_assets):
+    backbone, _ = load_backbone(tiny_assets["backbone"])
+    model = build_model(method, backbone, SMALL)
+    groups = parameter_groups(model)
+    assert set(groups) == EXPECTED_GROUPS[method]
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == {id(p) for params in groups.values() for p in params}
+    if method == "static_adapter":
+        assert model.peft_config["default"].keep_prob == 1.0
+    if method == "single_prompt":
+        assert model.peft_config["default"].num_prompts == 1
+
+
+def test_lora_rank_gives_a_budget_like_pumas_on_vit_s():
+    """ViT-S/16: PUMA's adapters + prompt pool are 2,436,096 tensors; LoRA at the chosen rank is within 2 % of it."""
+    torch.manual_seed(0)
+    vit_s = ViTModel(
+        ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+        add_pooling_layer=False,
+    )
+    rank = lora_rank_for_budget(vit_s, MethodOptions(puma={}))
+    model = build_model("lora", vit_s, MethodOptions(puma={}, lora_r=rank))
+    lora = sum(p.numel() for p in parameter_groups(model)["lora"])
+    assert rank == 29 and abs(lora - 2_436_096) / 2_436_096 < 0.02
+
+
+def _randomise(model) -> None:
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.1)
+
+
+@pytest.mark.parametrize(("method", "extra_folder"), [("lora", "lora"), ("full_finetune", "backbone"), ("puma", None)])
+def test_saved_methods_reload_with_the_same_embeddings(method, extra_folder, tiny_assets, tmp_path):
+    backbone, _ = load_backbone(tiny_assets["backbone"])
+    model = build_model(method, backbone, SMALL)
+    _randomise(model)
+    save_trained(model, str(tmp_path))
+    for folder in ("lora", "backbone"):
+        assert os.path.isdir(tmp_path / folder) == (folder == extra_folder)
+    fresh, _ = load_backbone(tiny_assets["backbone"])
+    reloaded = load_trained(fresh, str(tmp_path))
+    pixels = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reloaded(pixel_values=pixels).embeddings, model.eval()(pixel_values=pixels).embeddings
+        )
