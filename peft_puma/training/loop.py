@@ -141,9 +141,9 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
     from .methods import MethodOptions, build_model, parameter_groups
     from .optim import build_optimizer, build_scheduler
 
-    with accelerator.main_process_first():  # UML-mini is built once, by the main process
+    with accelerator.main_process_first():  # UML-mini is built and Hub files are downloaded once, by the main process
         data = load_unified(config)
-    backbone, processor = load_backbone(config.backbone, config.backbone_format)
+        backbone, processor = load_backbone(config.backbone, config.backbone_format)
     train_transform = make_train_transform(config.image_size, image_processor=processor, seed=config.seed)
     eval_transform = make_eval_transform(config.image_size, image_processor=processor)
     batches = make_train_batches(
