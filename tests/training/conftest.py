@@ -25,6 +25,17 @@ def tiny_values(tiny_assets, tmp_path) -> dict:
     return tiny_config(tiny_assets["backbone"], tiny_assets["dataset"], output_dir=str(tmp_path / "run"))
 
 
+@pytest.fixture(scope="session")
+def finished_run(tiny_assets, tmp_path_factory):
+    """``(config, TrainResult)`` of one finished tiny run of 4 epochs (32 steps) with TensorBoard logging."""
+    from peft_puma.training import load_config, train
+
+    output_dir = str(tmp_path_factory.mktemp("e2e") / "run")
+    values = tiny_config(tiny_assets["backbone"], tiny_assets["dataset"], output_dir=output_dir)
+    config = load_config(None, {**values, "epochs": 4, "report_to": ["tensorboard"]})
+    return config, train(config)
+
+
 def run_module(args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run ``python <args>`` (or a launcher) from the repository root, offline, and capture its output."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}

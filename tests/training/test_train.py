@@ -14,16 +14,6 @@ from peft_puma.training.checkpoint import complete_checkpoints
 from peft_puma.training.faults import FAULT_ENV
 
 
-@pytest.fixture(scope="module")
-def finished_run(tiny_assets, tmp_path_factory):
-    from .fixtures import tiny_config
-
-    output_dir = str(tmp_path_factory.mktemp("e2e") / "run")
-    config = load_config(None, tiny_config(tiny_assets["backbone"], tiny_assets["dataset"], output_dir=output_dir))
-    config.epochs, config.report_to = 4, ["tensorboard"]
-    return config, train(config)
-
-
 def test_training_loss_falls(finished_run):
     _, result = finished_run
     losses = result.losses

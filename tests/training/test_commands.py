@@ -1,0 +1,67 @@
+"""The companion commands: ``peft_puma.evaluate`` (adapter + data -> table) and ``peft_puma.embed`` (images ->
+embeddings file), from the command line and from Python; ``peft_puma.train`` exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from PIL import Image
+
+from peft_puma import embed, evaluate, train
+from peft_puma.training.faults import FAULT_ENV
+
+
+def test_evaluate_command_reproduces_the_training_results(finished_run, tmp_path, capsys):
+    config, result = finished_run
+    output = str(tmp_path / "results.json")
+    argv = ["--adapter", config.output_dir, "--dataset_path", config.dataset_path, "--ks", "1", "2", "4"]
+    assert evaluate.main([*argv, "--output", output]) == 0
+    printed = capsys.readouterr().out
+    assert "| stripes | colours | shop | Unified | Harmonic |" in printed
+    with open(output) as handle:
+        assert json.load(handle) == json.loads(json.dumps(result.results))
+
+
+def test_evaluate_from_python_zero_shot_and_a_dataset_subset(finished_run, tiny_assets):
+    config, _ = finished_run
+    data = {"dataset_path": config.dataset_path, "datasets": ["shop"]}
+    zero_shot = evaluate.evaluate_adapter(None, data, backbone=tiny_assets["backbone"], zero_shot=True, ks=(1,))
+    assert list(zero_shot["per_dataset"]) == ["shop"]
+    assert zero_shot["unified"]["num_queries"] == 6  # In-shop style: 2 queries per class, 3 classes
+
+
+def test_embed_command_writes_dataset_embeddings_with_their_rows(finished_run, tmp_path):
+    config, result = finished_run
+    path = str(tmp_path / "test.safetensors")
+    assert embed.main(["--adapter", config.output_dir, "--dataset", config.dataset_path, "--output", path]) == 0
+    saved = embed.load_embeddings(path)
+    assert saved["embeddings"].shape == (39, 16) and saved["labels"].shape == (39,)
+    assert saved["datasets"][:1] == ["stripes"] and saved["roles"][-1] == "gallery"
+    torch.testing.assert_close(saved["embeddings"].norm(dim=1), torch.ones(39))
+
+
+def test_embed_a_folder_from_python(finished_run, tmp_path):
+    config, result = finished_run
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    Image.new("RGB", (20, 30), (200, 10, 10)).save(folder / "a.png")
+    Image.new("L", (16, 16), 90).save(folder / "sub" / "b.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    from peft_puma.data.transforms import make_eval_transform
+    from peft_puma.training.inference import load_for_inference
+
+    model, processor, size = load_for_inference(config.output_dir)
+    embeddings, paths = embed.embed_folder(model, str(folder), make_eval_transform(size, image_processor=processor))
+    assert paths == ["a.png", os.path.join("sub", "b.jpg")]
+    assert embeddings.shape == (2, 16)
+
+
+def test_train_command_exit_codes(tiny_values, tmp_path, monkeypatch, capsys):
+    argv = [f"--{key}={json.dumps(value)}" for key, value in tiny_values.items()]
+    assert train.main([*argv, "--loss=hinge"]) == train.EXIT_INVALID
+    assert "Unknown loss 'hinge'" in capsys.readouterr().err
+    monkeypatch.setenv(FAULT_ENV, "nan_at_step:2")
+    assert train.main(argv) == train.EXIT_NON_FINITE
+    assert "The loss became nan at step 2" in capsys.readouterr().err
