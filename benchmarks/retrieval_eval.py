@@ -49,13 +49,15 @@ def synthetic_test_sets(num_rows: int, dim: int, noise: float, seed: int) -> tup
     sizes = [round(size * num_rows / total) for _, size, _ in TEST_SETS]
     sizes[-1] += num_rows - sum(sizes)
     embeddings, labels, domains = [], [], []
+    first_label = 0  # labels are unique across sets, so --no-domains scores the same unified task
     for (name, _, paper_classes), size in zip(TEST_SETS, sizes):
         num_classes = max(1, min(size // 2, round(paper_classes * num_rows / total)))
         extra = rng.integers(0, num_classes, size - 2 * num_classes)
         class_of_row = np.concatenate([np.repeat(np.arange(num_classes), 2), extra])
         centres = rng.normal(size=(num_classes, dim)).astype(np.float32)
         embeddings.append(centres[class_of_row] + noise * rng.normal(size=(size, dim)).astype(np.float32))
-        labels.append(class_of_row)
+        labels.append(first_label + class_of_row)
+        first_label += num_classes
         domains += [name] * size
     return np.concatenate(embeddings), np.concatenate(labels), domains
 
