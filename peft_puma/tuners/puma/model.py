@@ -107,6 +107,16 @@ class PUMAModel(BaseTuner):
             new_module.requires_grad_(False)  # an added adapter is not trainable until it is set active
         self._replace_module(parent, target_name, new_module, target)
 
+    def _replace_module(self, parent, child_name, new_module, child) -> None:
+        # PEFT's version assumes the wrapped module has a `weight` (true of Linear layers, not of the embeddings,
+        # attention or LayerScale modules PUMA wraps) and breaks `unload()`; device placement is all we need.
+        setattr(parent, child_name, new_module)
+        reference = next(child.parameters(), None)
+        if reference is not None:
+            for name, module in new_module.named_modules():
+                if self.prefix in name:
+                    module.to(reference.device)
+
     def _post_injection_hook(self, model: nn.Module, config: PUMAConfig, adapter_name: str) -> None:
         self._share_initial_down_projections(adapter_name)
         if not getattr(self, "_model_hooks", None):
