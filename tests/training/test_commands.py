@@ -65,3 +65,26 @@ def test_train_command_exit_codes(tiny_values, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(FAULT_ENV, "nan_at_step:2")
     assert train.main(argv) == train.EXIT_NON_FINITE
     assert "The loss became nan at step 2" in capsys.readouterr().err
+
+
+def test_push_to_hub_uploads_the_adapter_folder_without_checkpoints(finished_run, monkeypatch):
+    import huggingface_hub
+
+    from peft_puma.training.report import push_folder
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, exist_ok):
+            calls.append(("create", repo_id, exist_ok))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload", kwargs))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    config, _ = finished_run
+    assert push_folder(config.output_dir, "me/puma-tiny") == "https://huggingface.co/me/puma-tiny"
+    assert calls[0] == ("create", "me/puma-tiny", True)
+    upload = calls[1][1]
+    assert upload["folder_path"] == config.output_dir and {"checkpoints/*", "logs/*"} <= set(upload["ignore_patterns"])
