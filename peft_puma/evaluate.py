@@ -44,9 +44,10 @@ def evaluate_adapter(
     """
     from .data.schema import TEST_SPLIT
     from .data.transforms import make_eval_transform
-    from .training.config import DataConfig, load_config
+    from .training.config import DataConfig
     from .training.data import load_unified
     from .training.inference import evaluate_split, load_for_inference
+    from .training.parsing import load_config
 
     if isinstance(data, dict):
         data = load_config(None, data, cls=DataConfig)
@@ -81,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, data_overrides = parser.parse_known_args(argv)
     from accelerate import Accelerator
 
-    from .training.config import DataConfig, load_config
+    from .training.config import DataConfig
     from .training.inference import results_markdown
+    from .training.parsing import load_config
 
     try:
         data = load_config(None, data_overrides, cls=DataConfig)

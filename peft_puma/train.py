@@ -24,7 +24,7 @@ EXIT_NON_FINITE = 3
 
 def parse_args(argv: Sequence[str] | None = None):
     """The config (file + overrides), validated."""
-    from .training.config import load_config
+    from .training.parsing import load_config
 
     parser = argparse.ArgumentParser(
         prog="python -m peft_puma.train",

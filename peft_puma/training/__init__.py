@@ -11,9 +11,10 @@
 
 from __future__ import annotations
 
-from .config import DataConfig, TrainingConfig, load_config
+from .config import DataConfig, TrainingConfig
 from .loop import NonFiniteLossError, TrainResult, train
 from .methods import METHODS, build_model, load_trained
+from .parsing import load_config
 
 __all__ = [
     "METHODS",

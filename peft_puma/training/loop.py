@@ -104,9 +104,11 @@ def train(config: TrainingConfig) -> TrainResult:
 
     accelerator = make_accelerator(config)
     os.makedirs(config.output_dir, exist_ok=True)
+    if not config.resume:
+        _refuse_existing_run(config)
     set_seed(config.seed)
     run = _set_up(config, accelerator)
-    start = _resume(config, accelerator, run) if config.resume else _fresh_start(config, accelerator)
+    start = _resume(config, accelerator, run) if config.resume else _Position()
     accelerator.print(start_up_summary(run.info))
     if accelerator.log_with:
         accelerator.init_trackers("peft_puma", config=_tracker_config(config))
@@ -207,14 +209,14 @@ class _Position:
     batch_in_epoch: int = 0
 
 
-def _fresh_start(config: TrainingConfig, accelerator: Any) -> _Position:
+def _refuse_existing_run(config: TrainingConfig) -> None:
+    """A fresh start must not mix its checkpoints with those of another run in the same folder."""
     existing = ckpt.complete_checkpoints(config.output_dir)
     if existing:
         raise IncompatibleCheckpointError(
             f"{config.output_dir} already holds checkpoints (newest: {existing[-1][1]}); pass --resume to continue "
             "that run, or choose another output_dir."
         )
-    return _Position()
 
 
 def _resume(config: TrainingConfig, accelerator: Any, run: _Run) -> _Position:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from peft_puma.errors import InvalidConfigError
-from peft_puma.training.config import DEFAULT_LR_MULTIPLIERS, TrainingConfig, load_config, parse_cli_overrides
+from peft_puma.training.config import DEFAULT_LR_MULTIPLIERS, TrainingConfig
+from peft_puma.training.parsing import load_config, parse_cli_overrides
 
 from .fixtures import write_config
 
