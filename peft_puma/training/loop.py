@@ -330,9 +330,7 @@ def _log_step(config, accelerator, optimizer, step, loss, metric_loss, regularis
     values.update({f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups})
     if accelerator.trackers:
         accelerator.log(values, step=step)
-    if accelerator.is_main_process:
-        with open(os.path.join(config.output_dir, TRAIN_LOG), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": step, **values}) + "\n")
+    _append_log(config, accelerator, {"step": step, **values})
 
 
 def _save(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> None:
@@ -351,7 +349,7 @@ def _maybe_evaluate_epoch(config: TrainingConfig, accelerator: Any, run: _Run, p
         return  # the final epoch is evaluated by _finish
     result = _evaluate(config, accelerator, run)
     accelerator.print(results_markdown(result, f"Epoch {position.epoch} evaluation"))
-    _log_eval(accelerator, result, position.step)
+    _log_eval(config, accelerator, result, position.step)
     run.objective.train()
 
 
@@ -368,21 +366,28 @@ def _evaluate(config: TrainingConfig, accelerator: Any, run: _Run) -> dict[str, 
     )
 
 
-def _log_eval(accelerator: Any, result: dict[str, Any], step: int) -> None:
-    if not accelerator.trackers:
-        return
+def _log_eval(config: TrainingConfig, accelerator: Any, result: dict[str, Any], step: int) -> None:
+    """Evaluation results to the trackers and to ``train_log.jsonl``."""
     values = {f"eval/unified/{k}": v for k, v in result["unified"].items() if isinstance(v, float)}
     values.update({f"eval/harmonic/{k}": v for k, v in result.get("harmonic", {}).items() if isinstance(v, float)})
     for name, scores in result.get("per_dataset", {}).items():
         values[f"eval/{name}/recall@1"] = scores["recall@1"]
-    accelerator.log(values, step=step)
+    if accelerator.trackers:
+        accelerator.log(values, step=step)
+    _append_log(config, accelerator, {"step": step, **values})
+
+
+def _append_log(config: TrainingConfig, accelerator: Any, values: dict[str, Any]) -> None:
+    if accelerator.is_main_process:
+        with open(os.path.join(config.output_dir, TRAIN_LOG), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(values) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------------------ finish
 def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> TrainResult:
     result = _evaluate(config, accelerator, run)
     table = results_markdown(result, "Results of the final epoch")
-    _log_eval(accelerator, result, position.step)
+    _log_eval(config, accelerator, result, position.step)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(run.objective).model
         write_outputs(config, model, result, table, run.info)

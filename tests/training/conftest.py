@@ -32,7 +32,7 @@ def finished_run(tiny_assets, tmp_path_factory):
 
     output_dir = str(tmp_path_factory.mktemp("e2e") / "run")
     values = tiny_config(tiny_assets["backbone"], tiny_assets["dataset"], output_dir=output_dir)
-    config = load_config(None, {**values, "epochs": 4, "report_to": ["tensorboard"]})
+    config = load_config(None, {**values, "epochs": 4, "report_to": ["tensorboard"], "eval_every_epochs": 2})
     return config, train(config)
 
 

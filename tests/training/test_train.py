@@ -89,3 +89,28 @@ def test_unknown_dataset_in_the_selection_is_refused(tiny_values):
 
     with pytest.raises(InvalidConfigError, match=r"Unknown dataset\(s\) \['cub'\].*'stripes', 'colours', 'shop'"):
         train(load_config(None, {**tiny_values, "datasets": ["stripes", "cub"]}))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "groups"),
+    [
+        (
+            {"loss": "multi_similarity", "sampler": "m_per_class", "samples_per_class": 2},
+            {"adapters", "prompts", "head"},
+        ),
+        ({"sampler": "balanced", "method": "lora", "lora_r": 2}, {"lora", "head", "proxies"}),
+    ],
+)
+def test_other_samplers_losses_and_methods_run(tiny_values, overrides, groups):
+    result = train(load_config(None, {**tiny_values, **overrides, "max_steps": 3, "save_every_steps": 0}))
+    assert result.global_step == 3 and all(map(torch.isfinite, map(torch.tensor, result.losses)))
+    with open(os.path.join(tiny_values["output_dir"], "train_log.jsonl")) as handle:
+        logged = {key.split("/")[1] for line in handle for key in json.loads(line) if key.startswith("lr/")}
+    assert logged == groups
+
+
+def test_evaluation_every_n_epochs_is_logged(finished_run):
+    config, _ = finished_run
+    with open(os.path.join(config.output_dir, "train_log.jsonl")) as handle:
+        evaluated = [entry["step"] for entry in map(json.loads, handle) if "eval/unified/recall@1" in entry]
+    assert evaluated == [16, 32]  # eval_every_epochs 2 of 4 epochs (8 steps each), then the final evaluation
