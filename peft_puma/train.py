@@ -28,12 +28,27 @@ def parse_args(argv: Sequence[str] | None = None):
 
     parser = argparse.ArgumentParser(
         prog="python -m peft_puma.train",
-        description="Train PUMA (or a baseline) with the published recipe; see docs/training.md for every key.",
-        epilog="Any config key can be given as --key VALUE (e.g. --epochs 3 --method static_adapter).",
+        description="Train PUMA (or a baseline) with the published recipe (docs/training.md).",
+        epilog=keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML file of config keys (configs/*.yaml)")
     args, overrides = parser.parse_known_args(argv)
     return load_config(args.config, overrides)
+
+
+def keys_help() -> str:
+    """Every config key with its default and meaning, for ``--help``."""
+    import dataclasses
+
+    from .training.config import TrainingConfig
+
+    lines = ["config keys (YAML file, or --key VALUE / --mapping.key VALUE on the command line):"]
+    for field in dataclasses.fields(TrainingConfig):
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        lines.append(f"  --{field.name} (default {default!r})")
+        lines.append(f"      {field.metadata.get('help', '')}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
