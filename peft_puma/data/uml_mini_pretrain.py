@@ -53,13 +53,13 @@ EMOJI_BLOCKS: tuple[tuple[int, int], ...] = ((0x1F300, 0x1F64F), (0x1F680, 0x1F6
 
 @dataclass(frozen=True)
 class PoolSize:
-    """How much of each source the pool renders (the defaults give about 18k images in some 10 s on 2 cores)."""
+    """How much of each source the pool renders (the defaults give about 14k images in some 15 s on 2 cores)."""
 
     symbol_instances: int = 48
     script_instances: int = 16
     emoji_classes: int = 300
     emoji_instances: int = 12
-    fashion_images: int = 6000
+    fashion_images: int = 3000
     digit_views: int = 4
 
     def scaled(self, scale: float) -> PoolSize:
