@@ -231,6 +231,12 @@ def _resume(config: TrainingConfig, accelerator: Any, run: _Run) -> _Position:
         return _Position()
     state = ckpt.read_trainer_state(path)
     _check_same_run(config, state.get("config", {}), path)
+    if state.get("num_processes", accelerator.num_processes) != accelerator.num_processes:
+        raise IncompatibleCheckpointError(
+            f"The checkpoint {path} was written by {state['num_processes']} process(es), this run has "
+            f"{accelerator.num_processes}: the global batch, hence the data order, would change. Resume with the same "
+            "number of processes."
+        )
     accelerator.load_state(path)
     accelerator.print(f"Resumed from {path} (step {state['step']}, epoch {state['epoch'] + 1}).")
     return _Position(state["step"], state["epoch"], state["batch_in_epoch"])
@@ -338,6 +344,7 @@ def _save(config: TrainingConfig, accelerator: Any, run: _Run, position: _Positi
         "step": position.step,
         "epoch": position.epoch,
         "batch_in_epoch": position.batch_in_epoch,
+        "num_processes": accelerator.num_processes,
         "config": config.to_dict(),
     }
     ckpt.save_checkpoint(accelerator, config.output_dir, position.step, state, config.save_total_limit)

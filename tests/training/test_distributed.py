@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 
 import pytest
@@ -13,15 +14,29 @@ from peft_puma.training import load_config, train
 
 from .conftest import run_module, write_config
 
+
 # On a CPU-only machine `--cpu --num_processes 2` starts one process; `--multi_gpu` starts two, and the scripts'
 # Accelerator(cpu=True) makes them a gloo group (ecosystem-notes.md).
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-LAUNCH += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+def _launch() -> list[str]:
+    with socket.socket() as probe:  # a free port: other jobs on the machine may hold accelerate's default 29500
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    return command + [
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+    ]
 
 
 def test_gather_and_sharded_embedding_on_two_processes(tmp_path):
     script = os.path.join(os.path.dirname(__file__), "distributed_check.py")
-    done = run_module([*LAUNCH, script, str(tmp_path)])
+    done = run_module([*_launch(), script, str(tmp_path)])
     assert done.returncode == 0, done.stderr[-3000:]
     for rank in (0, 1):
         with open(tmp_path / f"rank{rank}.json") as handle:
@@ -40,7 +55,7 @@ def test_two_process_training_sees_the_single_process_global_batch(tiny_values, 
     values = {**tiny_values, "method": "single_prompt_static_adapter", "max_steps": 2, "log_every_steps": 1}
     config_path = write_config(str(tmp_path / "config.yaml"), {**values, "per_device_batch_size": 4})
     two = str(tmp_path / "two")
-    done = run_module([*LAUNCH, "-m", "peft_puma.train", "--config", config_path, "--output_dir", two])
+    done = run_module([*_launch(), "-m", "peft_puma.train", "--config", config_path, "--output_dir", two])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "4 per process x 2 process(es) = 8" in done.stdout
     assert os.path.isfile(os.path.join(two, "results.json"))

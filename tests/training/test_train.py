@@ -114,3 +114,20 @@ def test_evaluation_every_n_epochs_is_logged(finished_run):
     with open(os.path.join(config.output_dir, "train_log.jsonl")) as handle:
         evaluated = [entry["step"] for entry in map(json.loads, handle) if "eval/unified/recall@1" in entry]
     assert evaluated == [16, 32]  # eval_every_epochs 2 of 4 epochs (8 steps each), then the final evaluation
+
+
+def test_resume_refuses_a_checkpoint_of_another_process_count(tiny_values, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "nan_at_step:5")
+    with pytest.raises(NonFiniteLossError):
+        train(load_config(None, tiny_values))
+    monkeypatch.delenv(FAULT_ENV)
+    ((_, checkpoint),) = complete_checkpoints(tiny_values["output_dir"])
+    path = os.path.join(checkpoint, "trainer_state.json")
+    with open(path) as handle:
+        state = json.load(handle)
+    with open(path, "w") as handle:
+        json.dump({**state, "num_processes": 2}, handle)
+    from peft_puma.errors import IncompatibleCheckpointError
+
+    with pytest.raises(IncompatibleCheckpointError, match="written by 2 process"):
+        train(load_config(None, {**tiny_values, "resume": True}))
