@@ -588,9 +588,10 @@ def plot(result: dict[str, Any], path: str) -> None:
         (axes[1][2], "train_batch_size", "batch_size", "training batch size", "_train_step_s_per_image"),
     ):
         rows = scale.get(key) or []
-        for name in ("frozen", "puma", "full_ft"):
+        for name, colour in (("frozen", "tab:blue"), ("puma", "tab:red"), ("full_ft", "tab:green")):
             if rows and f"{name}{suffix}" in rows[0]:
-                axis.plot([r[x_key] for r in rows], [r[f"{name}{suffix}"] * 1e3 for r in rows], marker="o", label=name)
+                values = [r[f"{name}{suffix}"] * 1e3 for r in rows]
+                axis.plot([r[x_key] for r in rows], values, marker="o", color=colour, label=name)
         axis.set_xlabel(x_label)
         axis.set_ylabel("ms per image" + (" (training step)" if "train" in suffix else " (inference)"))
         axis.set_title(f"per-image cost vs {x_label}")

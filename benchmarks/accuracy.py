@@ -1,0 +1,488 @@
+"""Accuracy benchmark on UML-mini: PUMA, its baselines (Table 2), its ablations (Table 3) and a keep-probability sweep.
+
+    python benchmarks/accuracy.py --output benchmarks/results/accuracy_uml_mini.json --figure-dir docs/figures
+
+Every method is trained by the trainer itself (``peft_puma.training.train``) from one config file
+(``configs/uml_mini.yaml`` by default: backbone, data, recipe) with the same epochs and seed(s); only ``method`` and,
+for the sweep, ``puma.keep_prob`` change between runs. Runs that several tables share (``puma`` is Table 2's last row,
+Table 3's last row and the sweep's p = 0.5) are trained once. The zero-shot row evaluates the frozen backbone with
+``peft_puma.evaluate.evaluate_adapter(zero_shot=True)``. Model selection is the final epoch, as in the trainer.
+
+Outputs: a JSON file with every run's per-domain R@1, unified and harmonic R@1, trainable parameters and wall time;
+the Markdown tables printed (Table 2 shape, Table 3 shape, the sweep against domain size); with ``--figure-dir`` two
+PNGs: R@1 per domain against the keep probability (domains ordered by training-set size), and the prompt-pool weights
+of the trained PUMA averaged per domain over the test images (the paper's Fig. 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_info import load_average, run_info  # noqa: E402  (a script: its sibling module is on the path above)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Table 2 rows: benchmark name -> trainer method (None: the frozen backbone, evaluated zero-shot).
+TABLE2: dict[str, str | None] = {
+    "frozen": None,
+    "linear": "linear",
+    "prompt": "single_prompt",
+    "lora": "lora",
+    "static_adapter": "static_adapter",
+    "puma": "puma",
+    "full_ft": "full_finetune",
+}
+# Table 3 rows: (prompt, adapter) -> trainer method (PUMA presets).
+TABLE3: dict[str, str] = {
+    "single prompt": "single_prompt",
+    "conditional prompt": "conditional_prompt",
+    "static adapter": "static_adapter",
+    "stochastic adapter": "stochastic_adapter",
+    "single prompt + static adapter": "single_prompt_static_adapter",
+    "conditional prompt + stochastic adapter (PUMA)": "puma",
+}
+KEEP_PROBS = (0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a trainer method, its PUMA overrides beyond the config's, and a seed."""
+
+    method: str
+    seed: int
+    keep_prob: float | None = None  # None: the method's own (PUMA's default 0.5, presets' fixed values)
+
+    @property
+    def name(self) -> str:
+        suffix = "" if self.keep_prob is None else f"_p{self.keep_prob:g}"
+        return f"{self.method}{suffix}_seed{self.seed}"
+
+
+@dataclass
+class Plan:
+    """The runs of the benchmark, each once, in the order they are trained."""
+
+    seeds: list[int]
+    keep_probs: list[float]
+    runs: list[RunSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        methods = [m for m in TABLE2.values() if m] + list(TABLE3.values())
+        for seed in self.seeds:
+            for method in dict.fromkeys(methods):
+                self.runs.append(RunSpec(method, seed))
+            for p in self.keep_probs:
+                spec = self.sweep_spec(p, seed)
+                if spec not in self.runs:
+                    self.runs.append(spec)
+
+    @staticmethod
+    def sweep_spec(keep_prob: float, seed: int) -> RunSpec:
+        """PUMA at keep probability ``p``; p = 0.5 is PUMA's default, i.e. the ``puma`` run itself."""
+        return RunSpec("puma", seed) if keep_prob == 0.5 else RunSpec("puma", seed, keep_prob)
+
+
+# ---------------------------------------------------------------------------------------------------- running
+def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """What every run changes in the config file: the same epochs and schedule for all, no per-step extras."""
+    overrides: dict[str, Any] = {
+        "epochs": args.epochs,
+        "lr_step_epochs": args.lr_step_epochs or max(1, args.epochs // 2),
+        "report_to": [],
+        "progress_bar": False,
+        "save_every_steps": 0,  # one checkpoint at the end: the benchmark never resumes
+        "eval_every_epochs": 0,
+        "eval_ks": [1],
+    }
+    if args.max_steps:
+        overrides["max_steps"] = args.max_steps
+    if args.backbone:
+        overrides["backbone"] = args.backbone
+    if args.uml_mini_dir:
+        overrides["uml_mini_dir"] = args.uml_mini_dir
+    if args.dataset_path:
+        overrides["dataset_path"] = args.dataset_path
+        overrides["uml_mini_dir"] = None
+    if args.batch_size:
+        overrides["per_device_batch_size"] = args.batch_size
+    return overrides
+
+
+def train_run(spec: RunSpec, args: argparse.Namespace, runs_dir: str) -> dict[str, Any]:
+    """Train one run with the trainer and return its scores (and the trained model, for the prompt-weight figure)."""
+    from peft_puma.training import load_config, train
+
+    output_dir = os.path.join(runs_dir, spec.name)
+    shutil.rmtree(output_dir, ignore_errors=True)  # this benchmark's own run folder: start clean
+    overrides = {**base_overrides(args), "output_dir": output_dir, "method": spec.method, "seed": spec.seed}
+    if spec.keep_prob is not None:
+        overrides["puma.keep_prob"] = spec.keep_prob
+    config = load_config(args.config, overrides)
+    start = time.perf_counter()
+    result = train(config)
+    seconds = time.perf_counter() - start
+    trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
+    return {
+        "spec": spec.__dict__,
+        "trainable_params": trainable,
+        "steps": result.global_step,
+        "final_loss": result.losses[-1] if result.losses else None,
+        "wall_s": seconds,
+        **scores(result.results),
+        "_model": result.model,
+        "_config": config,
+    }
+
+
+def zero_shot(args: argparse.Namespace) -> dict[str, Any]:
+    """The frozen backbone's normalised CLS features, scored like every trained run (Table 2's first row)."""
+    from peft_puma.evaluate import evaluate_adapter
+    from peft_puma.training import load_config
+
+    config = load_config(args.config, {**base_overrides(args), "output_dir": "unused"})
+    data = {key: getattr(config, key) for key in ("dataset_path", "uml_mini_dir", "dataset_roots", "datasets")}
+    data = {key: value for key, value in data.items() if value is not None}
+    start = time.perf_counter()
+    result = evaluate_adapter(None, data, backbone=config.backbone, zero_shot=True, ks=[1], progress=False)
+    return {"spec": {"method": None, "seed": None}, "trainable_params": 0, "wall_s": time.perf_counter() - start,
+            **scores(result)}  # fmt: skip
+
+
+def scores(result: dict[str, Any]) -> dict[str, Any]:
+    """R@1 (in %) per domain, unified and harmonic, from an ``evaluate_retrieval`` result."""
+    return {
+        "recall_at_1": {name: 100.0 * value["recall@1"] for name, value in result["per_dataset"].items()},
+        "unified": 100.0 * result["unified"]["recall@1"],
+        "harmonic": 100.0 * result["harmonic"]["recall@1"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- prompt weights
+@torch.no_grad()
+def prompt_weights_by_domain(model: torch.nn.Module, config: Any, batch_size: int = 256) -> dict[str, list[float]]:
+    """Mean prompt-pool weights ``w_m`` (method.md section 3, step 3) of the test images of each domain.
+
+    The query needs the patch-projection output, which a forward hook on that module records while the model embeds
+    the images; the weights are then the pool's own ``prompt_weights`` of that query.
+    """
+    from peft_puma.data.schema import DATASET_COLUMN, TEST_SPLIT
+    from peft_puma.data.transforms import make_eval_transform
+    from peft_puma.training.backbone import load_backbone
+    from peft_puma.training.data import column, load_unified
+    from peft_puma.training.inference import dataset_batch_loader
+    from peft_puma.tuners.puma.families import resolve_sites
+    from peft_puma.tuners.puma.prompt_pool import ConditionalPromptPool
+
+    test = load_unified(config)[TEST_SPLIT]
+    _, processor = load_backbone(config.backbone, config.backbone_format)
+    load_batch = dataset_batch_loader(test, make_eval_transform(config.image_size, image_processor=processor))
+    base = model.get_base_model()
+    pool = next(m for m in base.modules() if isinstance(m, ConditionalPromptPool))
+    projection = base.get_submodule(resolve_sites(base).patch_projection)
+    captured: list[torch.Tensor] = []
+    handle = projection.register_forward_hook(lambda module, args, output: captured.append(output))
+    model.eval()
+    weights = []
+    try:
+        for start in range(0, test.num_rows, batch_size):
+            captured.clear()
+            model(pixel_values=load_batch(list(range(start, min(start + batch_size, test.num_rows)))))
+            weights.append(pool.prompt_weights(pool.query(captured[-1]), "default"))
+    finally:
+        handle.remove()
+    weights_all = torch.cat(weights)
+    domains = column(test, DATASET_COLUMN)
+    result = {}
+    for domain in dict.fromkeys(domains):
+        rows = torch.tensor([i for i, d in enumerate(domains) if d == domain])
+        result[domain] = weights_all[rows].mean(dim=0).tolist()
+    return result
+
+
+def untrained_model(config: Any) -> torch.nn.Module:
+    """The run's method freshly initialised on its backbone (same builder and seed as the trainer), untrained."""
+    from peft_puma.training.backbone import load_backbone
+    from peft_puma.training.methods import MethodOptions, build_model
+
+    torch.manual_seed(config.seed)
+    backbone, _ = load_backbone(config.backbone, config.backbone_format)
+    return build_model(config.method, backbone, MethodOptions.from_config(config)).eval()
+
+
+# ---------------------------------------------------------------------------------------------------- tables
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and spread (sample standard deviation; 0 for one seed) of the scores of one method over seeds."""
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values),
+            "max": max(values),
+        }
+
+    domains = list(runs[0]["recall_at_1"])
+    return {
+        "seeds": [run["spec"]["seed"] for run in runs],
+        "trainable_params": runs[0]["trainable_params"],
+        "recall_at_1": {d: stats([run["recall_at_1"][d] for run in runs]) for d in domains},
+        "unified": stats([run["unified"] for run in runs]),
+        "harmonic": stats([run["harmonic"] for run in runs]),
+        "wall_s": stats([run["wall_s"] for run in runs]),
+    }
+
+
+def _cell(entry: dict[str, float], spread: bool) -> str:
+    return f"{entry['mean']:.1f} ± {entry['std']:.1f}" if spread else f"{entry['mean']:.1f}"
+
+
+def table(rows: dict[str, dict[str, Any]], domains: list[str], spread: bool, label: str = "method") -> str:
+    """Markdown: per-domain R@1, unified, harmonic (mean ± std over seeds when several), trainable parameters."""
+    lines = [
+        f"| {label} | params | " + " | ".join(domains) + " | Unified | Harmonic |",
+        "|---|---|" + "---|" * (len(domains) + 2),
+    ]
+    for name, row in rows.items():
+        cells = [_cell(row["recall_at_1"][d], spread) for d in domains]
+        cells += [_cell(row["unified"], spread), _cell(row["harmonic"], spread)]
+        lines.append(f"| {name} | {row['trainable_params']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sweep_table(sweep: dict[str, dict[str, Any]], domains: list[str], sizes: dict[str, dict[str, int]]) -> str:
+    """Markdown: R@1 per domain (columns ordered by training images, shown in the header) for each keep probability."""
+    ordered = sorted(domains, key=lambda d: sizes[d]["train_images"])
+    header = [f"{d} ({sizes[d]['train_images']:,} img)" for d in ordered]
+    lines = ["| p | " + " | ".join(header) + " | Unified | Harmonic |", "|---|" + "---|" * (len(ordered) + 2)]
+    for p, row in sweep.items():
+        cells = [f"{row['recall_at_1'][d]['mean']:.1f}" for d in ordered]
+        lines.append(
+            f"| {p} | " + " | ".join(cells) + f" | {row['unified']['mean']:.1f} | {row['harmonic']['mean']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+def plot_sweep(sweep: dict[str, dict[str, Any]], sizes: dict[str, dict[str, int]], path: str, note: str) -> None:
+    """Left: R@1 against p, one line per domain. Right: R@1 gain over the static adapter (p = 1) against domain size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs = [float(p) for p in sweep]
+    domains = sorted(next(iter(sweep.values()))["recall_at_1"], key=lambda d: sizes[d]["train_images"])
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for domain in domains:
+        means = [sweep[p]["recall_at_1"][domain]["mean"] for p in sweep]
+        left.plot(probs, means, marker="o", label=f"{domain} ({sizes[domain]['train_images']:,} train img)")
+    left.plot(probs, [sweep[p]["harmonic"]["mean"] for p in sweep], "k--", marker="s", label="harmonic")
+    left.set_xlabel("keep probability p")
+    left.set_ylabel("Recall@1 (%)")
+    left.set_xticks(probs)
+    left.set_title("R@1 per domain against p")
+    left.legend(fontsize=7)
+    reference = max(sweep, key=float)  # the largest p: 1.0 is the static adapter
+    for p in sweep:
+        if p == reference:
+            continue
+        gains = [sweep[p]["recall_at_1"][d]["mean"] - sweep[reference]["recall_at_1"][d]["mean"] for d in domains]
+        right.plot(range(len(domains)), gains, marker="o", label=f"p = {p}")
+    right.axhline(0, color="black", linewidth=0.8)
+    right.set_xticks(range(len(domains)), [f"{d}\n{sizes[d]['train_images']:,}" for d in domains], fontsize=8)
+    right.set_xlabel("domain, ordered by training images")
+    right.set_ylabel(f"R@1 minus R@1 at p = {reference} (points)")
+    right.set_title("gain of stochastic over static adapters, by domain size")
+    right.legend(fontsize=8)
+    figure.suptitle(note, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_prompt_weights(weights: dict[str, list[float]], at_init: dict[str, list[float]], path: str, note: str) -> None:
+    """Heat maps domains x prompts: the trained pool's mean weights, their deviation from the mean over domains, and
+    the same deviation for the untrained pool (random keys already separate domains somewhat)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = list(weights)
+    matrix = torch.tensor([weights[d] for d in domains])
+    centred = matrix - matrix.mean(dim=0, keepdim=True)
+    initial = torch.tensor([at_init[d] for d in domains])
+    initial_centred = initial - initial.mean(dim=0, keepdim=True)
+    figure, axes = plt.subplots(3, 1, figsize=(11, 9.5))
+    for axis, values, title in (
+        (axes[0], matrix, "trained PUMA: mean prompt weight w_m per domain (test images)"),
+        (axes[1], centred, "trained PUMA, minus the mean over domains: what each domain prefers"),
+        (axes[2], initial_centred, "untrained pool (control), minus the mean over domains"),
+    ):
+        bound = float(values.abs().max()) or 1.0
+        image = axis.imshow(values.numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+        axis.set_yticks(range(len(domains)), domains)
+        axis.set_xticks(range(matrix.shape[1]))
+        axis.set_xlabel("prompt m")
+        axis.set_title(title)
+        figure.colorbar(image, ax=axis)
+    figure.suptitle(note, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def prompt_preference_summary(weights: dict[str, list[float]]) -> dict[str, Any]:
+    """Numbers behind the Fig. 3 question: how different are the domains' mean weight vectors?"""
+    domains = list(weights)
+    matrix = torch.tensor([weights[d] for d in domains])
+    centred = matrix - matrix.mean(dim=0, keepdim=True)
+    cosine = torch.nn.functional.cosine_similarity(centred.unsqueeze(1), centred.unsqueeze(0), dim=-1)
+    return {
+        "top_prompt": {d: int(matrix[i].argmax()) for i, d in enumerate(domains)},
+        "weight_range_across_prompts": {d: float(matrix[i].max() - matrix[i].min()) for i, d in enumerate(domains)},
+        "between_domain_std_mean": float(matrix.std(dim=0).mean()),
+        "centred_cosine": {
+            d: {e: round(float(cosine[i, j]), 3) for j, e in enumerate(domains)} for i, d in enumerate(domains)
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True, help="JSON file to write")
+    parser.add_argument("--figure-dir", help="folder for the sweep and prompt-weight PNGs")
+    parser.add_argument("--config", default=os.path.join(REPO, "configs", "uml_mini.yaml"), help="trainer config")
+    parser.add_argument("--runs-dir", default=os.path.join(REPO, "runs", "benchmark_accuracy"), help="run folders")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of every run (same for all methods)")
+    parser.add_argument("--lr-step-epochs", type=int, help="lr x0.5 every this many epochs (default: epochs // 2)")
+    parser.add_argument("--max-steps", type=int, help="stop every run after this many steps (smoke runs)")
+    parser.add_argument("--batch-size", type=int, help="override per_device_batch_size of the config")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--keep-probs", type=float, nargs="+", default=list(KEEP_PROBS))
+    parser.add_argument("--backbone", help="override the config's backbone")
+    parser.add_argument("--uml-mini-dir", help="override the config's uml_mini_dir")
+    parser.add_argument("--dataset-path", help="use this saved DatasetDict instead of UML-mini (smoke tests)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(args.threads)
+    from peft_puma.training import load_config
+    from peft_puma.training.data import dataset_sizes, load_unified
+
+    output: dict[str, Any] = {"benchmark": "accuracy", **run_info(args.threads)}
+    base_config = load_config(args.config, {**base_overrides(args), "output_dir": args.runs_dir})
+    sizes = dataset_sizes(load_unified(base_config))
+    plan = Plan(args.seeds, args.keep_probs)
+    output["settings"] = {
+        "config": os.path.relpath(args.config, REPO),
+        "overrides": base_overrides(args),
+        "backbone": base_config.backbone,
+        "data": base_config.uml_mini_dir or base_config.dataset_path,
+        "seeds": args.seeds,
+        "keep_probs": args.keep_probs,
+        "runs": [spec.name for spec in plan.runs],
+        "model_selection": "final epoch",
+    }
+    output["domain_sizes"] = sizes
+    start = time.perf_counter()
+    print(f"zero-shot evaluation, then {len(plan.runs)} training runs", file=sys.stderr, flush=True)
+    runs: dict[RunSpec, dict[str, Any]] = {}
+    frozen = zero_shot(args)
+    for index, spec in enumerate(plan.runs, 1):
+        print(
+            f"[{index}/{len(plan.runs)}] {spec.name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True
+        )
+        runs[spec] = train_run(spec, args, args.runs_dir)
+        print(
+            f"    unified {runs[spec]['unified']:.1f} harmonic {runs[spec]['harmonic']:.1f}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def rows_for(method: str | None, keep_prob: float | None = None) -> dict[str, Any]:
+        if method is None:
+            return aggregate([frozen])
+        return aggregate([runs[RunSpec(method, seed, keep_prob)] for seed in args.seeds])
+
+    domains = list(frozen["recall_at_1"])
+    output["table2"] = {name: rows_for(method) for name, method in TABLE2.items()}
+    output["table3"] = {name: rows_for(method) for name, method in TABLE3.items()}
+    output["keep_prob_sweep"] = {
+        f"{p:g}": aggregate([runs[Plan.sweep_spec(p, seed)] for seed in args.seeds]) for p in args.keep_probs
+    }
+    puma_run = runs[RunSpec("puma", args.seeds[0])]
+    output["prompt_weights"] = prompt_weights_by_domain(puma_run["_model"], puma_run["_config"])
+    output["prompt_preference"] = prompt_preference_summary(output["prompt_weights"])
+    # Control: an untrained pool already weighs domains differently (its keys are random and the query is image
+    # statistics); what training adds to that is the question of the paper's Fig. 3.
+    output["prompt_weights_at_init"] = prompt_weights_by_domain(
+        untrained_model(puma_run["_config"]), puma_run["_config"]
+    )
+    output["prompt_preference_at_init"] = prompt_preference_summary(output["prompt_weights_at_init"])
+    output["runs"] = {spec.name: {k: v for k, v in run.items() if not k.startswith("_")} for spec, run in runs.items()}
+    output["zero_shot_run"] = frozen
+    output["elapsed_s"] = time.perf_counter() - start
+    output["load_average_end"] = load_average()
+
+    spread = len(args.seeds) > 1
+    text = [
+        f"Table 2 shape: R@1 (%) on UML-mini, {args.epochs} epochs, seeds {args.seeds}"
+        + (" (mean ± std)" if spread else ""),
+        "",
+        table(output["table2"], domains, spread),
+        "",
+        "Table 3 shape (ablations, same recipe):",
+        "",
+        table(output["table3"], domains, spread, label="prompt / adapter"),
+        "",
+        "Keep-probability sweep (PUMA; domains ordered by training images):",
+        "",
+        sweep_table(output["keep_prob_sweep"], domains, sizes),
+        "",
+        "Prompt-pool weights (Fig. 3): top prompt per domain "
+        + ", ".join(f"{d} {m}" for d, m in output["prompt_preference"]["top_prompt"].items())
+        + "; between-domain std of the mean weights, averaged over prompts: trained "
+        f"{output['prompt_preference']['between_domain_std_mean']:.4f}, untrained pool "
+        f"{output['prompt_preference_at_init']['between_domain_std_mean']:.4f}.",
+        "",
+        f"elapsed {output['elapsed_s']:.0f} s, load average start {output['load_average_start']}, "
+        f"end {output['load_average_end']}",
+    ]
+    output["markdown"] = "\n".join(text)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as handle:
+        json.dump(output, handle, indent=1)
+    if args.figure_dir:
+        os.makedirs(args.figure_dir, exist_ok=True)
+        note = f"UML-mini, {args.epochs} epochs, seeds {args.seeds}, {output['date'][:10]}"
+        plot_sweep(output["keep_prob_sweep"], sizes, os.path.join(args.figure_dir, "keep_prob_sweep.png"), note)
+        plot_prompt_weights(
+            output["prompt_weights"],
+            output["prompt_weights_at_init"],
+            os.path.join(args.figure_dir, "prompt_weights.png"),
+            f"PUMA seed {args.seeds[0]}, {note}",
+        )
+    print(output["markdown"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Smoke runs of the benchmark scripts on tiny configurations, so that they cannot silently rot.
+
+Each script runs once per module, as a user would run it (``python benchmarks/<name>.py``), on a tiny random ViT and,
+for accuracy, a tiny unified dataset; the tests then check the output's schema: every method present, every number
+finite and of the right sign, ratios consistent with the measurements they are computed from, figures written.
+Nothing here checks how fast or how accurate anything is: tiny models say nothing about that.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COST_METHODS = ("frozen", "linear", "prompt", "lora", "static_adapter", "puma", "full_ft")
+ACCURACY_TABLE3 = (
+    "single prompt",
+    "conditional prompt",
+    "static adapter",
+    "stochastic adapter",
+    "single prompt + static adapter",
+    "conditional prompt + stochastic adapter (PUMA)",
+)
+
+
+def _run_script(name: str, *args: str) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, os.path.join(REPO, "benchmarks", name), *args]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+
+def _positive(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def _training_fixtures():
+    """The training tests' tiny backbone and dataset builders (tests/training/fixtures.py), loaded by path."""
+    path = os.path.join(REPO, "tests", "training", "fixtures.py")
+    spec = importlib.util.spec_from_file_location("training_fixtures_for_benchmarks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------------- cost
+@pytest.fixture(scope="module")
+def cost(tmp_path_factory) -> tuple[dict, str]:
+    folder = tmp_path_factory.mktemp("cost")
+    output, figure = str(folder / "cost.json"), str(folder / "cost.png")
+    _run_script(
+        "cost.py",
+        *("--shape", "tiny", "--output", output, "--figure", figure, "--num-classes", "10"),
+        *("--train-batch-size", "2", "--infer-batch-size", "2", "--warmup", "1", "--repeats", "2"),
+        *("--scale-image-sizes", "32", "--scale-infer-batch-sizes", "1", "--scale-train-batch-sizes", "2"),
+        *("--scale-repeats", "1", "--memory-steps", "1"),
+    )
+    with open(output, encoding="utf-8") as handle:
+        return json.load(handle), figure
+
+
+def test_cost_reports_every_method_with_finite_positive_numbers(cost) -> None:
+    result, _ = cost
+    assert tuple(result["methods"]) == COST_METHODS
+    for name, entry in result["methods"].items():
+        trained = name != "frozen"
+        for key in ("trainable_params", "adapter_mb"):
+            assert _positive(entry[key]) if trained else entry[key] == 0, (name, key, entry[key])
+        for key in ("train_step_s", "train_peak_mb"):
+            assert _positive(entry[key]) if trained else entry[key] is None, (name, key, entry[key])
+        for key in ("infer_s", "infer_images_per_s", "infer_peak_mb", "rss_at_rest_mb"):
+            assert _positive(entry[key]), (name, key, entry[key])
+
+
+def test_cost_ratios_are_computed_from_the_reported_measurements(cost) -> None:
+    result, _ = cost
+    methods, ratios = result["methods"], result["ratios"]
+    for name in COST_METHODS:
+        assert ratios[name]["infer_vs_frozen"] == pytest.approx(methods[name]["infer_s"] / methods["frozen"]["infer_s"])
+        if name != "frozen":
+            full_ft = methods["full_ft"]
+            assert ratios[name]["train_step_vs_full_ft"] == pytest.approx(
+                methods[name]["train_step_s"] / full_ft["train_step_s"]
+            )
+            assert ratios[name]["train_peak_vs_full_ft"] == pytest.approx(
+                methods[name]["train_peak_mb"] / full_ft["train_peak_mb"]
+            )
+    assert ratios["frozen"]["infer_vs_frozen"] == pytest.approx(1.0)
+    assert ratios["full_ft"]["train_step_vs_full_ft"] == pytest.approx(1.0)
+
+
+def test_cost_trainable_parameters_are_those_of_the_trainer(cost) -> None:
+    """The benchmark builds every method through the training package: full FT trains the most, the linear head the
+    least, and PUMA exactly its adapters + prompt pool + head."""
+    result, _ = cost
+    params = {name: entry["trainable_params"] for name, entry in result["methods"].items()}
+    assert params["linear"] < params["prompt"] < params["puma"] < params["full_ft"]
+    assert params["static_adapter"] + params["prompt"] - params["linear"] < params["puma"]  # + the pool's keys
+    assert result["components"]["adapters_only"]["trainable_params"] == params["static_adapter"]
+
+
+def test_cost_reports_overhead_shares_scaling_targets_and_where_it_ran(cost) -> None:
+    result, figure = cost
+    for phase in ("inference", "training"):
+        assert set(result["puma_overhead"][phase]) >= {"puma_extra_s", "prompts_extra_s", "adapters_extra_s"}
+    for key in ("image_size", "infer_batch_size", "train_batch_size"):
+        assert result["scaling"][key], key
+    for row in result["scaling"]["image_size"]:
+        assert _positive(row["puma_infer_s"]) and _positive(row["frozen_infer_s"])
+    assert set(result["targets"]) == {
+        "puma_infer_vs_frozen",
+        "puma_train_step_vs_full_ft",
+        "puma_train_peak_vs_full_ft",
+        "puma_adapter_mb",
+    }
+    assert all(isinstance(target["met"], bool) for target in result["targets"].values())
+    assert result["versions"]["torch"] and result["machine"]["cpu"] and len(result["load_average_end"]) == 3
+    assert os.path.getsize(figure) > 0
+
+
+# ---------------------------------------------------------------------------------------------------- accuracy
+@pytest.fixture(scope="module")
+def accuracy(tmp_path_factory) -> tuple[dict, str]:
+    folder = tmp_path_factory.mktemp("accuracy")
+    fixtures = _training_fixtures()
+    backbone = fixtures.make_backbone(str(folder / "vit"))
+    dataset = fixtures.make_dataset(str(folder / "data"))
+    output, figures = str(folder / "accuracy.json"), str(folder / "figures")
+    _run_script(
+        "accuracy.py",
+        *("--output", output, "--figure-dir", figures, "--runs-dir", str(folder / "runs")),
+        *("--backbone", backbone, "--dataset-path", dataset, "--epochs", "1", "--max-steps", "1"),
+        *("--batch-size", "16", "--keep-probs", "0.5", "1.0"),
+    )
+    with open(output, encoding="utf-8") as handle:
+        return json.load(handle), figures
+
+
+def test_accuracy_has_every_row_of_tables_2_and_3_and_the_sweep(accuracy) -> None:
+    result, _ = accuracy
+    domains = list(result["domain_sizes"])
+    assert tuple(result["table2"]) == COST_METHODS
+    assert tuple(result["table3"]) == ACCURACY_TABLE3
+    assert tuple(result["keep_prob_sweep"]) == ("0.5", "1")
+    for table in ("table2", "table3", "keep_prob_sweep"):
+        for name, row in result[table].items():
+            assert list(row["recall_at_1"]) == domains, (table, name)
+            for score in [*row["recall_at_1"].values(), row["unified"], row["harmonic"]]:
+                assert 0.0 <= score["mean"] <= 100.0 and math.isfinite(score["std"]), (table, name, score)
+            assert row["trainable_params"] > 0 or name == "frozen", (table, name)
+
+
+def test_accuracy_trains_shared_runs_once(accuracy) -> None:
+    """PUMA is Table 2's and Table 3's last row and the sweep's p = 0.5: one run serves all three."""
+    result, _ = accuracy
+    assert len(result["runs"]) == len(set(result["settings"]["runs"])) == 10
+    assert result["table2"]["puma"] == result["table3"]["conditional prompt + stochastic adapter (PUMA)"]
+    assert result["table2"]["puma"] == result["keep_prob_sweep"]["0.5"]
+
+
+def test_accuracy_reports_prompt_weights_per_domain_and_figures(accuracy) -> None:
+    result, figures = accuracy
+    weights = result["prompt_weights"]
+    assert list(weights) == list(result["domain_sizes"])
+    assert all(len(values) == 20 and all(math.isfinite(v) for v in values) for values in weights.values())
+    assert "| frozen |" in result["markdown"]
+    for name in ("keep_prob_sweep.png", "prompt_weights.png"):
+        assert os.path.getsize(os.path.join(figures, name)) > 0
