@@ -155,7 +155,15 @@ def zero_shot(args: argparse.Namespace) -> dict[str, Any]:
     data = {key: getattr(config, key) for key in ("dataset_path", "uml_mini_dir", "dataset_roots", "datasets")}
     data = {key: value for key, value in data.items() if value is not None}
     start = time.perf_counter()
-    result = evaluate_adapter(None, data, backbone=config.backbone, zero_shot=True, ks=[1], progress=False)
+    result = evaluate_adapter(
+        None,
+        data,
+        backbone=config.backbone,
+        backbone_format=config.backbone_format,
+        zero_shot=True,
+        ks=[1],
+        progress=False,
+    )
     return {"spec": {"method": None, "seed": None}, "trainable_params": 0, "wall_s": time.perf_counter() - start,
             **scores(result)}  # fmt: skip
 
