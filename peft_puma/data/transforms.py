@@ -17,6 +17,7 @@ other's crops, epochs differ, and a seeded run is reproducible.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,7 +91,7 @@ def _normalise(image: Image.Image, mean: torch.Tensor, std: torch.Tensor) -> tor
     return pixels.sub_(mean).div_(std)
 
 
-class _BatchTransform:
+class _BatchTransform(ABC):
     """Shared batch handling: decode each row's image to ``pixel_values`` and pass the other columns through."""
 
     def __init__(self, image_size: int, mean: torch.Tensor, std: torch.Tensor, image_column: str) -> None:
@@ -99,8 +100,9 @@ class _BatchTransform:
         self.std = std
         self.image_column = image_column
 
+    @abstractmethod
     def transform_image(self, image: Image.Image) -> torch.Tensor:
-        raise NotImplementedError
+        """One image to a normalised (C, H, W) tensor."""
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
         if self.image_column not in batch:

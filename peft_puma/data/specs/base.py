@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +80,7 @@ class ParseOptions:
     num_threads: int | None = None
 
 
-class DatasetSpec:
+class DatasetSpec(ABC):
     """Base of the eight paper dataset specs: subclasses set the class attributes and implement :meth:`read_entries`."""
 
     name: ClassVar[str]  # short name, the value of the ``dataset`` column
@@ -98,9 +99,9 @@ class DatasetSpec:
 
     # --- reading the original layout (subclasses) -------------------------------------------------------------------
 
+    @abstractmethod
     def read_entries(self, root: Path) -> list[Entry]:
         """Every image the dataset's own files list, in file order."""
-        raise NotImplementedError
 
     def declared_classes(self, root: Path) -> dict[Hashable, str]:
         """Classes the dataset declares (class key -> name), images or not; {} when only the images define them."""
