@@ -396,11 +396,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from peft_puma.training.data import dataset_sizes, load_unified
 
     output: dict[str, Any] = {"benchmark": "accuracy", **run_info(args.threads)}
+    # Every run reads one frozen copy of the config: the file may be edited while the benchmark runs, and a change
+    # half-way would give the methods different recipes.
+    config_source = args.config
+    with open(config_source, encoding="utf-8") as handle:
+        config_text = handle.read()
+    os.makedirs(args.runs_dir, exist_ok=True)
+    args.config = os.path.join(args.runs_dir, "benchmark_config.yaml")
+    with open(args.config, "w", encoding="utf-8") as handle:
+        handle.write(config_text)
     base_config = load_config(args.config, {**base_overrides(args), "output_dir": args.runs_dir})
     sizes = dataset_sizes(load_unified(base_config))
     plan = Plan(args.seeds, args.keep_probs)
     output["settings"] = {
-        "config": os.path.relpath(args.config, REPO),
+        "config": os.path.relpath(config_source, REPO),
+        "config_text": config_text,
         "overrides": base_overrides(args),
         "backbone": base_config.backbone,
         "data": base_config.uml_mini_dir or base_config.dataset_path,
@@ -480,7 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump(output, handle, indent=1)
     if args.figure_dir:
         os.makedirs(args.figure_dir, exist_ok=True)
-        note = f"UML-mini, {args.epochs} epochs, seeds {args.seeds}, {output['date'][:10]}"
+        length = f"{args.max_steps} steps" if args.max_steps else f"{args.epochs} epochs"
+        note = f"{os.path.basename(base_config.uml_mini_dir or base_config.dataset_path or '')}, {length}, "
+        note += f"seeds {args.seeds}, {output['date'][:10]}"
         plot_sweep(output["keep_prob_sweep"], sizes, os.path.join(args.figure_dir, "keep_prob_sweep.png"), note)
         plot_prompt_weights(
             output["prompt_weights"],
