@@ -30,20 +30,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_info import load_average, run_info  # noqa: E402  (a script: its sibling module is on the path above)
+from method_names import BENCHMARK_METHODS  # noqa: E402  (a script: its sibling module is on the path above)
+from run_info import load_average, run_info  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Table 2 rows: benchmark name -> trainer method (None: the frozen backbone, evaluated zero-shot).
-TABLE2: dict[str, str | None] = {
-    "frozen": None,
-    "linear": "linear",
-    "prompt": "single_prompt",
-    "lora": "lora",
-    "static_adapter": "static_adapter",
-    "puma": "puma",
-    "full_ft": "full_finetune",
-}
+TABLE2 = BENCHMARK_METHODS  # Table 2 rows
 # Table 3 rows: (prompt, adapter) -> trainer method (PUMA presets).
 TABLE3: dict[str, str] = {
     "single prompt": "single_prompt",

@@ -43,18 +43,10 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_info import load_average, run_info  # noqa: E402  (a script: its sibling module is on the path above)
+from method_names import BENCHMARK_METHODS  # noqa: E402  (a script: its sibling module is on the path above)
+from run_info import load_average, run_info  # noqa: E402
 
-# Benchmark name -> method of peft_puma.training.methods.METHODS (None: the bare frozen backbone, zero-shot).
-METHODS: dict[str, str | None] = {
-    "frozen": None,
-    "linear": "linear",
-    "prompt": "single_prompt",
-    "lora": "lora",
-    "static_adapter": "static_adapter",
-    "puma": "puma",
-    "full_ft": "full_finetune",
-}
+METHODS = BENCHMARK_METHODS
 # PUMA with one of its two parts removed: their extra cost over the frozen model splits PUMA's overhead by part.
 COMPONENTS: dict[str, str] = {"prompts_only": "conditional_prompt", "adapters_only": "stochastic_adapter"}
 PAPER_TRAIN_CLASSES = 15_952  # proxies of CurricularFace on the full 8-dataset union (docs/data.md)
