@@ -40,6 +40,12 @@ def _positive(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+def _non_negative(value: float) -> bool:
+    """Memory rises on a CPU are measured on the resident set: at the tiny test shape a step can fit in pages the
+    heap already holds, so zero is a true measurement there (the ViT-S/16 shape always rises)."""
+    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
 def _training_fixtures():
     """The training tests' tiny backbone and dataset builders (tests/training/fixtures.py), loaded by path."""
     path = os.path.join(REPO, "tests", "training", "fixtures.py")
@@ -65,17 +71,18 @@ def cost(tmp_path_factory) -> tuple[dict, str]:
         return json.load(handle), figure
 
 
-def test_cost_reports_every_method_with_finite_positive_numbers(cost) -> None:
+def test_cost_reports_every_method_with_finite_numbers_of_the_right_sign(cost) -> None:
     result, _ = cost
     assert tuple(result["methods"]) == COST_METHODS
     for name, entry in result["methods"].items():
         trained = name != "frozen"
         for key in ("trainable_params", "adapter_mb"):
             assert _positive(entry[key]) if trained else entry[key] == 0, (name, key, entry[key])
-        for key in ("train_step_s", "train_peak_mb"):
-            assert _positive(entry[key]) if trained else entry[key] is None, (name, key, entry[key])
-        for key in ("infer_s", "infer_images_per_s", "infer_peak_mb", "rss_at_rest_mb"):
+        assert _positive(entry["train_step_s"]) if trained else entry["train_step_s"] is None, (name, entry)
+        assert _non_negative(entry["train_peak_mb"]) if trained else entry["train_peak_mb"] is None, (name, entry)
+        for key in ("infer_s", "infer_images_per_s", "rss_at_rest_mb"):
             assert _positive(entry[key]), (name, key, entry[key])
+        assert _non_negative(entry["infer_peak_mb"]), (name, entry["infer_peak_mb"])
 
 
 def test_cost_ratios_are_computed_from_the_reported_measurements(cost) -> None:
@@ -88,9 +95,8 @@ def test_cost_ratios_are_computed_from_the_reported_measurements(cost) -> None:
             assert ratios[name]["train_step_vs_full_ft"] == pytest.approx(
                 methods[name]["train_step_s"] / full_ft["train_step_s"]
             )
-            assert ratios[name]["train_peak_vs_full_ft"] == pytest.approx(
-                methods[name]["train_peak_mb"] / full_ft["train_peak_mb"]
-            )
+            peak, base = methods[name]["train_peak_mb"], full_ft["train_peak_mb"]
+            assert ratios[name]["train_peak_vs_full_ft"] == (pytest.approx(peak / base) if base else None)
     assert ratios["frozen"]["infer_vs_frozen"] == pytest.approx(1.0)
     assert ratios["full_ft"]["train_step_vs_full_ft"] == pytest.approx(1.0)
 
@@ -119,7 +125,8 @@ def test_cost_reports_overhead_shares_scaling_targets_and_where_it_ran(cost) -> 
         "puma_train_peak_vs_full_ft",
         "puma_adapter_mb",
     }
-    assert all(isinstance(target["met"], bool) for target in result["targets"].values())
+    for target in result["targets"].values():  # no verdict only where nothing could be measured (a zero rise)
+        assert isinstance(target["met"], bool) or (target["met"] is None and target["value"] is None), target
     assert result["versions"]["torch"] and result["machine"]["cpu"] and len(result["load_average_end"]) == 3
     assert os.path.getsize(figure) > 0
 
