@@ -125,6 +125,14 @@ class TrainingConfig(DataConfig):
     lora_target_modules: list[str] | str = field(
         default="all-linear", metadata={"help": "LoRA targets (PEFT syntax); default every attention/MLP linear."}
     )
+    activation_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute each transformer block in backward instead of keeping its activations: much less "
+            "training memory for about one more forward pass of compute; same gradients (the gates' random state "
+            "is replayed)."
+        },
+    )
     # --- loss ---
     loss: str = field(default="curricularface", metadata={"help": "Loss name of peft_puma.losses.make_loss."})
     loss_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "Loss constructor overrides."})
@@ -275,6 +283,7 @@ RUN_CONTROL_KEYS: frozenset[str] = frozenset(
         "dataset_roots",
         "uml_mini_dir",
         "check_images",
+        "activation_checkpointing",
     }
 )
 

@@ -159,7 +159,12 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         process_index=accelerator.process_index,
         num_workers=config.num_workers,
     )
-    model = build_model(config.method, backbone, MethodOptions.from_config(config))
+    model = build_model(
+        config.method,
+        backbone,
+        MethodOptions.from_config(config),
+        activation_checkpointing=config.activation_checkpointing,
+    )
     embedding_size = model.peft_config["default"].embedding_size
     loss = make_loss(config.loss, num_classes=batches.num_classes, embedding_size=embedding_size, **config.loss_options)
     objective = RetrievalObjective(model, loss)

@@ -27,7 +27,7 @@ from peft import set_peft_model_state_dict as _set_lora_state
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import IncompatibleCheckpointError
+from ..errors import IncompatibleCheckpointError, InvalidConfigError
 from ..tuners.puma.config import PUMA_PRESETS, PUMAConfig
 
 LORA_ADAPTER = "lora"
@@ -115,9 +115,34 @@ METHODS: dict[str, Method] = {
 }
 
 
-def build_model(method: str, backbone: nn.Module, options: MethodOptions) -> PeftModel:
-    """The trainable model of ``method`` on ``backbone`` (modified in place)."""
-    return METHODS[method].build(backbone, options)
+def build_model(
+    method: str, backbone: nn.Module, options: MethodOptions, *, activation_checkpointing: bool = False
+) -> PeftModel:
+    """The trainable model of ``method`` on ``backbone`` (modified in place), its blocks recomputed in backward when
+    ``activation_checkpointing`` is set (:func:`enable_activation_checkpointing`)."""
+    model = METHODS[method].build(backbone, options)
+    if activation_checkpointing:
+        enable_activation_checkpointing(model)
+    return model
+
+
+def enable_activation_checkpointing(model: PeftModel) -> PeftModel:
+    """Recompute every transformer block of the backbone in backward instead of keeping its activations.
+
+    Every method here backpropagates through the whole backbone (prompts enter at the input, adapters sit in every
+    block), so the activations kept for backward dominate training memory; checkpointing keeps only each block's
+    input. The non-reentrant variant is used: it gives gradients to adapters and prompts although the backbone's own
+    inputs and weights need none, and it replays the random state, so PUMA's Bernoulli gates draw the same values
+    again when a block is recomputed (same gradients as without checkpointing).
+    """
+    backbone = model.get_base_model()
+    if not getattr(backbone, "supports_gradient_checkpointing", False):
+        raise InvalidConfigError(
+            f"activation_checkpointing: {type(backbone).__name__} does not support activation checkpointing in "
+            "transformers; set activation_checkpointing: false for this backbone."
+        )
+    backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def lora_rank_for_budget(backbone: nn.Module, options: MethodOptions) -> int:

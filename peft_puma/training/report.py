@@ -73,7 +73,8 @@ def start_up_summary(info: RunInfo) -> str:
         f"  schedule    {info.steps_per_epoch} steps/epoch, {config.epochs} epochs, {info.total_steps} steps; "
         f"lr {config.learning_rate:g} x {_multipliers(info)}, x{config.lr_gamma:g} every {config.lr_step_epochs} "
         f"epochs; clamp {config.grad_clamp}",
-        f"  precision   {info.precision} on {info.device}, seed {config.seed}",
+        f"  precision   {info.precision} on {info.device}, seed {config.seed}"
+        + (", activation checkpointing" if config.activation_checkpointing else ""),
         f"  output      {os.path.abspath(config.output_dir)}",
     ]
     return "\n".join(lines)

@@ -131,3 +131,13 @@ def test_resume_refuses_a_checkpoint_of_another_process_count(tiny_values, monke
 
     with pytest.raises(IncompatibleCheckpointError, match="written by 2 process"):
         train(load_config(None, {**tiny_values, "resume": True}))
+
+
+def test_activation_checkpointing_trains_the_same_steps(tiny_values, tmp_path):
+    """Recomputing the blocks in backward (gates replayed) gives the same losses as keeping the activations."""
+    runs = {}
+    for switch in (False, True):
+        values = {**tiny_values, "output_dir": str(tmp_path / f"run_{switch}"), "max_steps": 3, "save_every_steps": 0}
+        runs[switch] = train(load_config(None, {**values, "activation_checkpointing": switch}))
+    assert runs[True].global_step == 3
+    torch.testing.assert_close(torch.tensor(runs[True].losses), torch.tensor(runs[False].losses), rtol=1e-5, atol=1e-6)
