@@ -239,3 +239,23 @@ def test_adapters_on_a_subset_of_layers():
     vit = model.base_model.model
     assert not isinstance(vit.layers[0].attention, StochasticAdapter)
     assert isinstance(vit.layers[1].attention, StochasticAdapter) and isinstance(vit.layers[1].mlp, StochasticAdapter)
+
+
+@pytest.mark.parametrize("train_scale", [False, True])
+def test_adapter_keeps_only_its_input_and_bottleneck_for_backward(train_scale):
+    """Training memory: of the activations, an adapter saves for backward only x (B, T, d) and relu(x @ down)
+    (B, T, r), whether or not its scale is trained: no scaled or gated copy of the token sequence."""
+    model = get_peft_model(make_vit(), peft_puma.PUMAConfig(**SMALL, train_scale=train_scale)).train()
+    adapter = model.base_model.model.layers[0].mlp
+    branch_input = torch.randn(4, 7, HIDDEN)
+    saved: dict[int, tuple[int, ...]] = {}
+
+    def pack(tensor):
+        saved[tensor.data_ptr()] = tuple(tensor.shape)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        adapter.adapter_output(branch_input, "default").sum().backward()
+    tokens = 4 * 7  # matmuls may save a (B * T, n) view of a (B, T, n) tensor
+    activations = sorted(math.prod(shape) // tokens for shape in saved.values() if math.prod(shape) % tokens == 0)
+    assert activations == [SMALL["r"], HIDDEN]

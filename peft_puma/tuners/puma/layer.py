@@ -131,12 +131,17 @@ class StochasticAdapter(PUMAWrapper):
         return torch.bernoulli(keep) / keep_prob
 
     def adapter_output(self, branch_input: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        """``g * s * relu(x @ down) @ up`` for the branch input ``x = LN(h)``."""
+        """``g * s * relu(x @ down) @ up`` for the branch input ``x = LN(h)``.
+
+        The order of the products keeps training memory low: the scale multiplies the small ``r x d`` matrix ``up``
+        (so its gradient needs no activation), and the gate, which needs no gradient, multiplies the output; backward
+        then keeps only ``x`` and the ReLU output, not a scaled copy of the bottleneck activations.
+        """
         down, up = self.puma_down[adapter_name], self.puma_up[adapter_name]
         scale = self.puma_scale[adapter_name] if adapter_name in self.puma_scale else self.scale[adapter_name]
         hidden = torch.relu(branch_input.to(down.dtype) @ down)
         gate = self.gate(branch_input.shape[0], adapter_name, branch_input.device)
-        return (hidden * (gate * scale)) @ up
+        return (hidden @ (up * scale)) * gate
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         output = self.base_layer(*args, **kwargs)
