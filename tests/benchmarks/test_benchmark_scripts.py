@@ -111,6 +111,26 @@ def test_cost_trainable_parameters_are_those_of_the_trainer(cost) -> None:
     assert result["components"]["adapters_only"]["trainable_params"] == params["static_adapter"]
 
 
+def test_cost_measures_puma_and_full_ft_with_activation_checkpointing(cost) -> None:
+    """Two more training rows: the same methods with the trainer's activation_checkpointing switch on, their
+    parameters unchanged, and the like-for-like memory ratio computed from them."""
+    result, _ = cost
+    rows = result["activation_checkpointing"]
+    assert set(rows) == {"puma_checkpointed", "full_ft_checkpointed"}
+    for name, plain in (("puma_checkpointed", "puma"), ("full_ft_checkpointed", "full_ft")):
+        assert rows[name]["activation_checkpointing"] and not result["methods"][plain]["activation_checkpointing"]
+        assert rows[name]["trainable_params"] == result["methods"][plain]["trainable_params"]
+        assert _positive(rows[name]["train_step_s"]) and _non_negative(rows[name]["train_peak_mb"])
+    ratios = result["checkpointing_ratios"]
+    assert ratios["both_checkpointed_train_step_puma_vs_full_ft"] == pytest.approx(
+        rows["puma_checkpointed"]["train_step_s"] / rows["full_ft_checkpointed"]["train_step_s"]
+    )
+    assert (
+        result["targets"]["both_checkpointed_train_peak_puma_vs_full_ft"]["value"]
+        == (ratios["both_checkpointed_train_peak_puma_vs_full_ft"])
+    )
+
+
 def test_cost_reports_overhead_shares_scaling_targets_and_where_it_ran(cost) -> None:
     result, figure = cost
     for phase in ("inference", "training"):
@@ -123,6 +143,7 @@ def test_cost_reports_overhead_shares_scaling_targets_and_where_it_ran(cost) -> 
         "puma_infer_vs_frozen",
         "puma_train_step_vs_full_ft",
         "puma_train_peak_vs_full_ft",
+        "both_checkpointed_train_peak_puma_vs_full_ft",
         "puma_adapter_mb",
     }
     for target in result["targets"].values():  # no verdict only where nothing could be measured (a zero rise)
