@@ -49,7 +49,7 @@ class MiniViTRecipe:
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
-    epochs: int = 5
+    epochs: int = 20
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 0.05

@@ -87,5 +87,8 @@ def test_committed_backbone_loads_and_its_features_beat_the_untrained_vit():
     assert record["recipe"] == {**asdict(MiniViTRecipe()), "seed": record["recipe"]["seed"]}
     zero_shot = record["zero_shot_recall_at_1"]
     assert set(zero_shot["pretrained"]) >= {domain.name for domain in DOMAINS}
-    # What pretraining demonstrably bought. It does NOT yet beat raw pixels on most domains (docs/data.md, UML-mini).
-    assert zero_shot["pretrained"]["unified"] > 1.5 * zero_shot["untrained"]["unified"]
+    # What pretraining demonstrably bought: general features (3x the untrained ViT, unified and harmonic; above raw
+    # pixels on emoji). It does NOT beat raw pixels on the glyph domains (docs/data.md, UML-mini).
+    pretrained, untrained = zero_shot["pretrained"], zero_shot["untrained"]
+    assert pretrained["unified"] > 3 * untrained["unified"] and pretrained["harmonic"] > 3 * untrained["harmonic"]
+    assert pretrained["emoji"] > zero_shot["raw pixels"]["emoji"]
