@@ -141,7 +141,8 @@ class StochasticAdapter(PUMAWrapper):
         scale = self.puma_scale[adapter_name] if adapter_name in self.puma_scale else self.scale[adapter_name]
         hidden = torch.relu(branch_input.to(down.dtype) @ down)
         gate = self.gate(branch_input.shape[0], adapter_name, branch_input.device)
-        return (hidden @ (up * scale)) * gate
+        output = hidden @ (up * scale)
+        return output if isinstance(gate, float) else output * gate  # the gate is the float 1 at eval and p = 1
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         output = self.base_layer(*args, **kwargs)
