@@ -55,6 +55,7 @@ COMPONENTS: dict[str, str] = {"prompts_only": "conditional_prompt", "adapters_on
 CHECKPOINTED: dict[str, str] = {"puma_checkpointed": "puma", "full_ft_checkpointed": "full_ft"}
 PAPER_TRAIN_CLASSES = 15_952  # proxies of CurricularFace on the full 8-dataset union (docs/data.md)
 MB = 1e6
+MMAP_THRESHOLD = 128 * 1024  # bytes; see memory_by_method
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -280,7 +281,9 @@ def _peak_rise_mb(work: Callable[[], Any], runtime: Runtime) -> float:
     _reset_peak_rss()
     before = _proc_status_kib("VmRSS")
     work()
-    return (_proc_status_kib("VmHWM") - before) * 1024 / MB
+    # The kernel updates VmRSS and VmHWM from per-thread counters with a small lag: a rise of zero can read as a few
+    # hundred KB below zero.
+    return max(0.0, (_proc_status_kib("VmHWM") - before) * 1024 / MB)
 
 
 def _in_use_mb(runtime: Runtime) -> float:
@@ -325,6 +328,11 @@ def memory_by_method(names: Sequence[str], settings: dict[str, Any]) -> dict[str
         results = {name: probe_memory({**settings, "method": name}) for name in names}
         torch.cuda.empty_cache()
         return results
+    # glibc raises its mmap threshold each time a large block is freed, after which freed tensors stay in the heap and
+    # the peak RSS depends on what ran before (measured: +-100 MB between identical runs). A fixed threshold gives every
+    # tensor of 128 KiB or more its own mapping, returned on free, so the RSS follows the live tensors (reproducible to
+    # 1 MB). Set in the environment the forkserver, and so every probe process, starts with.
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["torch", "transformers", "peft", "peft_puma.training", "peft_puma.losses"])
     results = {}
@@ -717,7 +725,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rise of torch.cuda.max_memory_allocated over the allocated bytes at rest, per method in this process"
             if torch.device(args.device).type == "cuda"
             else "rise of peak RSS (VmHWM, reset via /proc/self/clear_refs) over the model at rest, "
-            "fresh forkserver process per method"
+            f"fresh forkserver process per method, glibc MALLOC_MMAP_THRESHOLD_="
+            f"{os.environ.get('MALLOC_MMAP_THRESHOLD_', MMAP_THRESHOLD)}"
         ),
         "units": "seconds; MB = 1e6 bytes; infer_s per image; train_step_s per step of train_batch_size images",
     }
