@@ -255,7 +255,27 @@ def test_adapter_keeps_only_its_input_and_bottleneck_for_backward(train_scale):
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        adapter.adapter_output(branch_input, "default").sum().backward()
+        adapter.add_adapter_output(torch.zeros(4, 7, HIDDEN), branch_input, "default").sum().backward()
     tokens = 4 * 7  # matmuls may save a (B * T, n) view of a (B, T, n) tensor
     activations = sorted(math.prod(shape) // tokens for shape in saved.values() if math.prod(shape) % tokens == 0)
     assert activations == [SMALL["r"], HIDDEN]
+
+
+@pytest.mark.parametrize(("keep_prob", "training"), [(0.5, False), (1.0, True), (1.0, False)])
+def test_fused_add_equals_branch_output_plus_adapter_output(keep_prob, training):
+    """Without a gate (eval, p = 1) the adapter adds its up projection onto the branch output in one addmm: same values
+    and same gradients as adding its output."""
+    model = get_peft_model(make_vit(), peft_puma.PUMAConfig(**SMALL, keep_prob=keep_prob, train_scale=True))
+    randomize_adapters(model)
+    adapter = model.base_model.model.layers[0].mlp.train(training)
+    branch_output = torch.randn(4, 7, HIDDEN, requires_grad=True)
+    branch_input = torch.randn(4, 7, HIDDEN, requires_grad=True)
+    fused = adapter.add_adapter_output(branch_output, branch_input, "default")
+    plain = branch_output + adapter.adapter_output(branch_input, "default")
+    torch.testing.assert_close(fused, plain)
+    weights = torch.randn_like(fused)
+    inputs = [branch_output, branch_input, *(p for p in adapter.parameters() if p.requires_grad)]
+    fused_grads = torch.autograd.grad((fused * weights).sum(), inputs)
+    plain_grads = torch.autograd.grad((plain * weights).sum(), inputs)
+    for got, expected in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected)

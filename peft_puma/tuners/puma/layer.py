@@ -137,12 +137,33 @@ class StochasticAdapter(PUMAWrapper):
         (so its gradient needs no activation), and the gate, which needs no gradient, multiplies the output; backward
         then keeps only ``x`` and the ReLU output, not a scaled copy of the bottleneck activations.
         """
+        hidden, weight, gate = self._bottleneck(branch_input, adapter_name)
+        output = hidden @ weight
+        return output if isinstance(gate, float) else output * gate  # the gate is the float 1 at eval and p = 1
+
+    def add_adapter_output(
+        self, branch_output: torch.Tensor, branch_input: torch.Tensor, adapter_name: str
+    ) -> torch.Tensor:
+        """``branch_output + adapter_output(branch_input)``. Where no gate applies (eval, ``p = 1``) and the dtypes
+        agree, one ``addmm`` adds the up projection straight onto the branch output: no adapter-sized temporary."""
+        hidden, weight, gate = self._bottleneck(branch_input, adapter_name)
+        if isinstance(gate, float) and branch_output.dtype == hidden.dtype == weight.dtype:
+            width = branch_output.shape[-1]
+            flat = torch.addmm(branch_output.reshape(-1, width), hidden.reshape(-1, hidden.shape[-1]), weight)
+            return flat.view(branch_output.shape)
+        output = hidden @ weight
+        output = output if isinstance(gate, float) else output * gate
+        return branch_output + output.to(branch_output.dtype)
+
+    def _bottleneck(
+        self, branch_input: torch.Tensor, adapter_name: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+        """``relu(x @ down)``, the scaled up matrix ``s * up`` and the gate."""
         down, up = self.puma_down[adapter_name], self.puma_up[adapter_name]
         scale = self.puma_scale[adapter_name] if adapter_name in self.puma_scale else self.scale[adapter_name]
-        hidden = torch.relu(branch_input.to(down.dtype) @ down)
+        hidden = torch.relu_(branch_input.to(down.dtype) @ down)  # in place: the product is a fresh temporary
         gate = self.gate(branch_input.shape[0], adapter_name, branch_input.device)
-        output = hidden @ (up * scale)
-        return output if isinstance(gate, float) else output * gate  # the gate is the float 1 at eval and p = 1
+        return hidden, up * scale, gate
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         output = self.base_layer(*args, **kwargs)
@@ -156,6 +177,5 @@ class StochasticAdapter(PUMAWrapper):
                 "block (or the model), not the wrapped branch module on its own."
             )
         if isinstance(output, tuple):  # attention modules return (hidden_states, attention_weights)
-            hidden = output[0]
-            return (hidden + self.adapter_output(branch_input, adapter_name).to(hidden.dtype), *output[1:])
-        return output + self.adapter_output(branch_input, adapter_name).to(output.dtype)
+            return (self.add_adapter_output(output[0], branch_input, adapter_name), *output[1:])
+        return self.add_adapter_output(output, branch_input, adapter_name)
