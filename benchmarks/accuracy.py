@@ -7,6 +7,9 @@ Every method is trained by the trainer itself (``peft_puma.training.train``) fro
 for the sweep, ``puma.keep_prob`` change between runs. Runs that several tables share (``puma`` is Table 2's last row,
 Table 3's last row and the sweep's p = 0.5) are trained once. The zero-shot row evaluates the frozen backbone with
 ``peft_puma.evaluate.evaluate_adapter(zero_shot=True)``. Model selection is the final epoch, as in the trainer.
+With ``--reuse-finished`` a run whose folder (``--runs-dir``/NAME, e.g. ``puma_seed0``) already holds the trainer's
+``results.json`` and a run file with the same recipe is read instead of trained: an interrupted benchmark continues,
+and runs trained elsewhere (each under ``accelerate launch`` on several GPUs) are assembled into the tables.
 
 Outputs: a JSON file with every run's per-domain R@1, unified and harmonic R@1, trainable parameters and wall time;
 the Markdown tables printed (Table 2 shape, Table 3 shape, the sweep against domain size); with ``--figure-dir`` two
@@ -32,6 +35,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from method_names import BENCHMARK_METHODS  # noqa: E402  (a script: its sibling module is on the path above)
 from run_info import load_average, run_info  # noqa: E402
+
+from peft_puma.training.config import RUN_CONTROL_KEYS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,16 +117,22 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def train_run(spec: RunSpec, args: argparse.Namespace, runs_dir: str) -> dict[str, Any]:
-    """Train one run with the trainer and return its scores (and the trained model, for the prompt-weight figure)."""
-    from peft_puma.training import load_config, train
+def run_config(spec: RunSpec, args: argparse.Namespace, runs_dir: str) -> Any:
+    """The trainer config of one run: the benchmark's frozen config file, its common overrides, method and seed."""
+    from peft_puma.training import load_config
 
-    output_dir = os.path.join(runs_dir, spec.name)
-    shutil.rmtree(output_dir, ignore_errors=True)  # this benchmark's own run folder: start clean
-    overrides = {**base_overrides(args), "output_dir": output_dir, "method": spec.method, "seed": spec.seed}
+    overrides = {**base_overrides(args), "output_dir": os.path.join(runs_dir, spec.name), "method": spec.method}
+    overrides["seed"] = spec.seed
     if spec.keep_prob is not None:
         overrides["puma.keep_prob"] = spec.keep_prob
-    config = load_config(args.config, overrides)
+    return load_config(args.config, overrides)
+
+
+def train_run(spec: RunSpec, config: Any) -> dict[str, Any]:
+    """Train one run with the trainer and return its scores (and the trained model, for the prompt-weight figure)."""
+    from peft_puma.training import train
+
+    shutil.rmtree(config.output_dir, ignore_errors=True)  # this benchmark's own run folder: start clean
     start = time.perf_counter()
     result = train(config)
     seconds = time.perf_counter() - start
@@ -136,6 +147,85 @@ def train_run(spec: RunSpec, args: argparse.Namespace, runs_dir: str) -> dict[st
         "_model": result.model,
         "_config": config,
     }
+
+
+# Keys in which a finished run may differ from the one this benchmark would train and still be that run: how it was
+# steered, logged and where its data lay, not what it learnt. The per-process batch is compared as the global batch
+# (per process x processes) instead, so that runs trained under ``accelerate launch`` on several GPUs count.
+_NOT_RECIPE = (RUN_CONTROL_KEYS - {"epochs", "max_steps"}) | {"per_device_batch_size"}
+
+
+def finished_run(spec: RunSpec, config: Any) -> dict[str, Any] | None:
+    """The scores of a run that its folder already holds (trained earlier, here or elsewhere), or None.
+
+    A folder that holds a finished run with another recipe stops the benchmark with the differences: training over it
+    would destroy that run, and counting it would put another recipe in the table.
+    """
+    from peft_puma.training.report import RESULTS_FILE, read_run_file
+
+    directory = config.output_dir
+    run = read_run_file(directory)
+    results_path = os.path.join(directory, RESULTS_FILE)
+    if run is None or not os.path.isfile(results_path):
+        return None
+    saved, wanted = run["config"], json.loads(json.dumps(config.to_dict()))
+    differences = {
+        key: (saved.get(key), wanted.get(key))
+        for key in sorted(set(saved) | set(wanted))
+        if key not in _NOT_RECIPE and saved.get(key) != wanted.get(key)
+    }
+    saved_batch = (saved.get("per_device_batch_size") or 0) * run.get("num_processes", 1)
+    if saved_batch != wanted["per_device_batch_size"]:
+        differences["global batch"] = (saved_batch, wanted["per_device_batch_size"])
+    if differences:
+        details = "; ".join(f"{key}: {old!r} there, {new!r} here" for key, old, new in _flat(differences))
+        raise SystemExit(
+            f"--reuse-finished: {directory} holds a finished {spec.name} run with another recipe ({details}). "
+            "Move that folder away (or pass another --runs-dir), or rerun with the settings it was trained with."
+        )
+    with open(results_path, encoding="utf-8") as handle:
+        results = json.load(handle)
+    if "recall@1" not in results.get("unified", {}) or "per_dataset" not in results:
+        raise SystemExit(
+            f"--reuse-finished: {results_path} has no per-dataset Recall@1 (evaluated with eval_ks without 1, or "
+            "without dataset ids); evaluate that adapter again with `python -m peft_puma.evaluate --adapter "
+            f"{directory} ... --output {results_path}`, or move the folder away to retrain it."
+        )
+    trainable = run.get("trainable_params")
+    if trainable is None:  # run files written before the count was recorded
+        model = untrained_model(config)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "spec": spec.__dict__,
+        "trainable_params": trainable,
+        "steps": None,
+        "final_loss": None,
+        "wall_s": None,
+        "reused_from": directory,
+        **scores(results),
+        "_config": config,
+    }
+
+
+def _flat(differences: dict[str, tuple[Any, Any]]) -> list[tuple[str, Any, Any]]:
+    """Nested config sections (``puma``) reported key by key, so that the message names the one that differs."""
+    flat = []
+    for key, (old, new) in differences.items():
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            flat += [(f"{key}.{k}", old.get(k), new.get(k)) for k in keys]
+        else:
+            flat.append((key, old, new))
+    return flat
+
+
+def trained_model(run: dict[str, Any]) -> torch.nn.Module:
+    """The run's model: kept from training, or loaded from the folder of a reused run."""
+    if "_model" in run:
+        return run["_model"]
+    from peft_puma.training.inference import load_for_inference
+
+    return load_for_inference(run["reused_from"])[0]
 
 
 def zero_shot(args: argparse.Namespace) -> dict[str, Any]:
@@ -240,7 +330,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "recall_at_1": {d: stats([run["recall_at_1"][d] for run in runs]) for d in domains},
         "unified": stats([run["unified"] for run in runs]),
         "harmonic": stats([run["harmonic"] for run in runs]),
-        "wall_s": stats([run["wall_s"] for run in runs]),
+        "wall_s": stats(walls) if (walls := [run["wall_s"] for run in runs if run["wall_s"] is not None]) else None,
     }
 
 
@@ -377,6 +467,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backbone", help="override the config's backbone")
     parser.add_argument("--uml-mini-dir", help="override the config's uml_mini_dir")
     parser.add_argument("--dataset-path", help="use this saved DatasetDict instead of UML-mini (smoke tests)")
+    parser.add_argument(
+        "--reuse-finished",
+        action="store_true",
+        help="read the results of runs whose folder in --runs-dir already holds them with this recipe (an interrupted "
+        "benchmark, or runs trained elsewhere, e.g. under accelerate launch) instead of training them again",
+    )
     return parser.parse_args(argv)
 
 
@@ -410,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "keep_probs": args.keep_probs,
         "runs": [spec.name for spec in plan.runs],
         "model_selection": "final epoch",
+        "reuse_finished": args.reuse_finished,
     }
     output["domain_sizes"] = sizes
     start = time.perf_counter()
@@ -420,9 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"[{index}/{len(plan.runs)}] {spec.name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True
         )
-        runs[spec] = train_run(spec, args, args.runs_dir)
+        config = run_config(spec, args, args.runs_dir)
+        reused = finished_run(spec, config) if args.reuse_finished else None
+        runs[spec] = reused or train_run(spec, config)
         print(
-            f"    unified {runs[spec]['unified']:.1f} harmonic {runs[spec]['harmonic']:.1f}",
+            f"    unified {runs[spec]['unified']:.1f} harmonic {runs[spec]['harmonic']:.1f}"
+            + (f" (reused {config.output_dir})" if reused else ""),
             file=sys.stderr,
             flush=True,
         )
@@ -439,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{p:g}": aggregate([runs[Plan.sweep_spec(p, seed)] for seed in args.seeds]) for p in args.keep_probs
     }
     puma_run = runs[RunSpec("puma", args.seeds[0])]
-    output["prompt_weights"] = prompt_weights_by_domain(puma_run["_model"], puma_run["_config"])
+    output["prompt_weights"] = prompt_weights_by_domain(trained_model(puma_run), puma_run["_config"])
     output["prompt_preference"] = prompt_preference_summary(output["prompt_weights"])
     # Control: an untrained pool already weighs domains differently (its keys are random and the query is image
     # statistics); what training adds to that is the question of the paper's Fig. 3.

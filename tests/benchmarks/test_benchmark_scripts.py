@@ -12,8 +12,10 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -170,6 +172,11 @@ def accuracy(tmp_path_factory) -> tuple[dict, str]:
         return json.load(handle), figures
 
 
+def _accuracy_folder(accuracy) -> Path:
+    """The smoke run's folder (its backbone, data and run folders), from where its figures went."""
+    return Path(accuracy[1]).parent
+
+
 def test_accuracy_has_every_row_of_tables_2_and_3_and_the_sweep(accuracy) -> None:
     result, _ = accuracy
     domains = list(result["domain_sizes"])
@@ -200,3 +207,62 @@ def test_accuracy_reports_prompt_weights_per_domain_and_figures(accuracy) -> Non
     assert "| frozen |" in result["markdown"]
     for name in ("keep_prob_sweep.png", "prompt_weights.png"):
         assert os.path.getsize(os.path.join(figures, name)) > 0
+
+
+def _accuracy_args(folder, runs_dir: str, output: str) -> list[str]:
+    """The smoke fixture's arguments, for a second run on the same tiny backbone and data."""
+    return [
+        *("--output", output, "--runs-dir", runs_dir),
+        *("--backbone", str(folder / "vit"), "--dataset-path", str(folder / "data"), "--epochs", "1"),
+        *("--max-steps", "1", "--batch-size", "16", "--keep-probs", "0.5", "1.0", "--reuse-finished"),
+    ]
+
+
+def _edit_run_file(path: str, **changes) -> None:
+    with open(path, encoding="utf-8") as handle:
+        run = json.load(handle)
+    for key, value in changes.items():
+        if key in run:
+            run[key] = value
+        else:
+            run["config"][key] = value
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(run, handle)
+
+
+def test_accuracy_reuse_finished_assembles_the_tables_from_run_folders(accuracy, tmp_path) -> None:
+    """Finished runs are read, not retrained (same scores, folders untouched), and a run trained by 2 processes with
+    half the per-process batch counts as the same recipe (the ``accelerate launch`` route)."""
+    first, _ = accuracy
+    folder = _accuracy_folder(accuracy)
+    runs = tmp_path / "runs"
+    shutil.copytree(folder / "runs", runs)
+    _edit_run_file(str(runs / "lora_seed0" / "peft_puma_training.json"), per_device_batch_size=8, num_processes=2)
+    adapter = runs / "puma_seed0" / "adapter_model.safetensors"
+    stamp = os.stat(adapter).st_mtime_ns
+    output = str(tmp_path / "again.json")
+    _run_script("accuracy.py", *_accuracy_args(folder, str(runs), output))
+    with open(output, encoding="utf-8") as handle:
+        again = json.load(handle)
+    assert all(run["reused_from"] == str(runs / name) for name, run in again["runs"].items())
+    for table in ("table2", "table3", "keep_prob_sweep"):
+        for name, row in first[table].items():  # same scores and parameter counts; no training time for reused runs
+            assert {**again[table][name], "wall_s": None} == {**row, "wall_s": None}, (table, name)
+            assert again[table][name]["wall_s"] is None or name == "frozen"
+    assert again["prompt_weights"] == pytest.approx(first["prompt_weights"])
+    assert os.stat(adapter).st_mtime_ns == stamp
+
+
+def test_accuracy_reuse_finished_refuses_a_run_of_another_recipe(accuracy, tmp_path) -> None:
+    folder = _accuracy_folder(accuracy)
+    runs = tmp_path / "runs"
+    shutil.copytree(folder / "runs", runs)
+    _edit_run_file(str(runs / "puma_seed0" / "peft_puma_training.json"), learning_rate=0.123)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, os.path.join(REPO, "benchmarks", "accuracy.py")]
+    command += _accuracy_args(folder, str(runs), str(tmp_path / "x.json"))
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "puma_seed0" in done.stderr and "learning_rate: 0.123 there" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert os.path.isfile(runs / "puma_seed0" / "results.json")  # nothing of that run was touched
