@@ -68,6 +68,7 @@ def cost(tmp_path_factory) -> tuple[dict, str]:
         *("--train-batch-size", "2", "--infer-batch-size", "2", "--warmup", "1", "--repeats", "2"),
         *("--scale-image-sizes", "32", "--scale-infer-batch-sizes", "1", "--scale-train-batch-sizes", "2"),
         *("--scale-repeats", "1", "--memory-steps", "1"),
+        *("--compile-methods", "frozen", "puma", "--compile-backend", "aot_eager"),
     )
     with open(output, encoding="utf-8") as handle:
         return json.load(handle), figure
@@ -152,6 +153,20 @@ def test_cost_reports_overhead_shares_scaling_targets_and_where_it_ran(cost) -> 
         assert isinstance(target["met"], bool) or (target["met"] is None and target["value"] is None), target
     assert result["versions"]["torch"] and result["machine"]["cpu"] and len(result["load_average_end"]) == 3
     assert os.path.getsize(figure) > 0
+
+
+def test_cost_times_compiled_inference_beside_eager(cost) -> None:
+    result, _ = cost
+    compiled = result["compiled_inference"]
+    assert list(compiled) == ["frozen", "puma"]
+    for name, entry in compiled.items():
+        assert entry["backend"] == "aot_eager"
+        for key in ("compile_s", "eager_infer_s", "compiled_infer_s", "compiled_speedup"):
+            assert _positive(entry[key]), (name, key, entry[key])
+        assert entry["compiled_speedup"] == pytest.approx(entry["eager_infer_s"] / entry["compiled_infer_s"])
+        assert entry["compiled_vs_frozen_compiled"] == pytest.approx(
+            entry["compiled_infer_s"] / compiled["frozen"]["compiled_infer_s"]
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- accuracy
