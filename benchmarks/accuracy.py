@@ -128,11 +128,18 @@ def run_config(spec: RunSpec, args: argparse.Namespace, runs_dir: str) -> Any:
     return load_config(args.config, overrides)
 
 
-def train_run(spec: RunSpec, config: Any) -> dict[str, Any]:
-    """Train one run with the trainer and return its scores (and the trained model, for the prompt-weight figure)."""
+def train_run(spec: RunSpec, config: Any, keep_folder: bool = False) -> dict[str, Any]:
+    """Train one run with the trainer and return its scores (and the trained model, for the prompt-weight figure).
+
+    By default the run's folder is emptied first (the benchmark's own folder); with ``keep_folder`` the trainer resumes
+    from the folder's newest complete checkpoint, or starts afresh where there is none, and deletes nothing.
+    """
     from peft_puma.training import train
 
-    shutil.rmtree(config.output_dir, ignore_errors=True)  # this benchmark's own run folder: start clean
+    if keep_folder:
+        config.resume = True
+    else:
+        shutil.rmtree(config.output_dir, ignore_errors=True)
     start = time.perf_counter()
     result = train(config)
     seconds = time.perf_counter() - start
@@ -471,7 +478,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--reuse-finished",
         action="store_true",
         help="read the results of runs whose folder in --runs-dir already holds them with this recipe (an interrupted "
-        "benchmark, or runs trained elsewhere, e.g. under accelerate launch) instead of training them again",
+        "benchmark, or runs trained elsewhere, e.g. under accelerate launch) instead of training them again; "
+        "unfinished runs resume from their newest checkpoint, and no folder is emptied",
     )
     return parser.parse_args(argv)
 
@@ -519,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         config = run_config(spec, args, args.runs_dir)
         reused = finished_run(spec, config) if args.reuse_finished else None
-        runs[spec] = reused or train_run(spec, config)
+        runs[spec] = reused or train_run(spec, config, keep_folder=args.reuse_finished)
         print(
             f"    unified {runs[spec]['unified']:.1f} harmonic {runs[spec]['harmonic']:.1f}"
             + (f" (reused {config.output_dir})" if reused else ""),

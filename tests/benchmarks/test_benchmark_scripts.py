@@ -246,24 +246,28 @@ def _edit_run_file(path: str, **changes) -> None:
 
 
 def test_accuracy_reuse_finished_assembles_the_tables_from_run_folders(accuracy, tmp_path) -> None:
-    """Finished runs are read, not retrained (same scores, folders untouched), and a run trained by 2 processes with
-    half the per-process batch counts as the same recipe (the ``accelerate launch`` route)."""
+    """Finished runs are read, not retrained (same scores, folders untouched); a run trained by 2 processes with half
+    the per-process batch counts as the same recipe (the ``accelerate launch`` route); an unfinished run resumes."""
     first, _ = accuracy
     folder = _accuracy_folder(accuracy)
     runs = tmp_path / "runs"
     shutil.copytree(folder / "runs", runs)
     _edit_run_file(str(runs / "lora_seed0" / "peft_puma_training.json"), per_device_batch_size=8, num_processes=2)
+    os.remove(runs / "linear_seed0" / "results.json")  # unfinished: its final checkpoint is there, its results not
     adapter = runs / "puma_seed0" / "adapter_model.safetensors"
     stamp = os.stat(adapter).st_mtime_ns
     output = str(tmp_path / "again.json")
     _run_script("accuracy.py", *_accuracy_args(folder, str(runs), output))
     with open(output, encoding="utf-8") as handle:
         again = json.load(handle)
-    assert all(run["reused_from"] == str(runs / name) for name, run in again["runs"].items())
+    for name, run in again["runs"].items():
+        assert run.get("reused_from") == (None if name == "linear_seed0" else str(runs / name)), name
+    assert again["runs"]["linear_seed0"]["steps"] == 1  # resumed from its checkpoint, not deleted and retrained
+    assert os.path.isdir(runs / "linear_seed0" / "checkpoints")
     for table in ("table2", "table3", "keep_prob_sweep"):
         for name, row in first[table].items():  # same scores and parameter counts; no training time for reused runs
             assert {**again[table][name], "wall_s": None} == {**row, "wall_s": None}, (table, name)
-            assert again[table][name]["wall_s"] is None or name == "frozen"
+            assert (again[table][name]["wall_s"] is None) == (name not in ("frozen", "linear")), (table, name)
     assert again["prompt_weights"] == pytest.approx(first["prompt_weights"])
     assert os.stat(adapter).st_mtime_ns == stamp
 
