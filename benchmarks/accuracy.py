@@ -134,6 +134,7 @@ def train_run(spec: RunSpec, config: Any, keep_folder: bool = False) -> dict[str
     By default the run's folder is emptied first (the benchmark's own folder); with ``keep_folder`` the trainer resumes
     from the folder's newest complete checkpoint, or starts afresh where there is none, and deletes nothing.
     """
+    from peft_puma.errors import IncompatibleCheckpointError
     from peft_puma.training import train
 
     if keep_folder:
@@ -141,7 +142,13 @@ def train_run(spec: RunSpec, config: Any, keep_folder: bool = False) -> dict[str
     else:
         shutil.rmtree(config.output_dir, ignore_errors=True)
     start = time.perf_counter()
-    result = train(config)
+    try:
+        result = train(config)
+    except IncompatibleCheckpointError as error:  # an unfinished run of another recipe or process count
+        raise SystemExit(
+            f"--reuse-finished: cannot continue the unfinished run in {config.output_dir}: {error} Move that folder "
+            "away (or pass another --runs-dir) to train this run afresh."
+        ) from None
     seconds = time.perf_counter() - start
     trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
     return {
@@ -162,7 +169,7 @@ def train_run(spec: RunSpec, config: Any, keep_folder: bool = False) -> dict[str
 _NOT_RECIPE = (RUN_CONTROL_KEYS - {"epochs", "max_steps"}) | {"per_device_batch_size"}
 
 
-def finished_run(spec: RunSpec, config: Any) -> dict[str, Any] | None:
+def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -> dict[str, Any] | None:
     """The scores of a run that its folder already holds (trained earlier, here or elsewhere), or None.
 
     A folder that holds a finished run with another recipe stops the benchmark with the differences: training over it
@@ -184,6 +191,9 @@ def finished_run(spec: RunSpec, config: Any) -> dict[str, Any] | None:
     saved_batch = (saved.get("per_device_batch_size") or 0) * run.get("num_processes", 1)
     if saved_batch != wanted["per_device_batch_size"]:
         differences["global batch"] = (saved_batch, wanted["per_device_batch_size"])
+    # The data paths may differ between machines; the data may not: its images and classes per dataset must agree.
+    if run.get("data_sizes") != sizes:
+        differences["data_sizes"] = (run.get("data_sizes"), sizes)
     if differences:
         details = "; ".join(f"{key}: {old!r} there, {new!r} here" for key, old, new in _flat(differences))
         raise SystemExit(
@@ -479,7 +489,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="read the results of runs whose folder in --runs-dir already holds them with this recipe (an interrupted "
         "benchmark, or runs trained elsewhere, e.g. under accelerate launch) instead of training them again; "
-        "unfinished runs resume from their newest checkpoint, and no folder is emptied",
+        "unfinished runs resume from their newest complete checkpoint (or start afresh where there is none), and no "
+        "folder is emptied",
     )
     return parser.parse_args(argv)
 
@@ -526,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"[{index}/{len(plan.runs)}] {spec.name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True
         )
         config = run_config(spec, args, args.runs_dir)
-        reused = finished_run(spec, config) if args.reuse_finished else None
+        reused = finished_run(spec, config, sizes) if args.reuse_finished else None
         runs[spec] = reused or train_run(spec, config, keep_folder=args.reuse_finished)
         print(
             f"    unified {runs[spec]['unified']:.1f} harmonic {runs[spec]['harmonic']:.1f}"

@@ -3,7 +3,8 @@
 The output folder holds the adapter as PEFT saves it (``adapter_config.json``, ``adapter_model.safetensors``,
 ``README.md`` model card with the results table), ``lora/`` or ``backbone/`` for the baselines that train them,
 ``results.json`` (the mapping of :func:`peft_puma.evaluation.evaluate_retrieval` for the final epoch) and
-``peft_puma_training.json`` (the method, the backbone, the whole config and the number of processes, so that
+``peft_puma_training.json`` (the method, the backbone, the whole config, the number of processes and the images and
+classes per dataset, so that
 ``peft_puma.evaluate`` and ``peft_puma.embed`` can rebuild the model from the folder alone, and
 ``benchmarks/accuracy.py --reuse-finished`` can tell which recipe a finished run followed).
 """
@@ -113,7 +114,7 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
         os.path.join(directory, RUN_FILE),
         {"method": config.method, "backbone": config.backbone, "backbone_format": config.backbone_format,
          "image_size": info.image_size, "trainable_params": info.saved_parameters,
-         "num_processes": info.num_processes, "config": config.to_dict()},
+         "num_processes": info.num_processes, "data_sizes": info.sizes, "config": config.to_dict()},
     )  # fmt: skip
     if config.push_to_hub:
         push_folder(directory, config.hub_model_id)

@@ -262,8 +262,9 @@ def test_accuracy_reuse_finished_assembles_the_tables_from_run_folders(accuracy,
         again = json.load(handle)
     for name, run in again["runs"].items():
         assert run.get("reused_from") == (None if name == "linear_seed0" else str(runs / name)), name
-    assert again["runs"]["linear_seed0"]["steps"] == 1  # resumed from its checkpoint, not deleted and retrained
-    assert os.path.isdir(runs / "linear_seed0" / "checkpoints")
+    resumed = again["runs"]["linear_seed0"]
+    # Resumed from its final checkpoint: at step 1 of 1 with no step run again (retrained, it would have a loss).
+    assert resumed["steps"] == 1 and resumed["final_loss"] is None
     for table in ("table2", "table3", "keep_prob_sweep"):
         for name, row in first[table].items():  # same scores and parameter counts; no training time for reused runs
             assert {**again[table][name], "wall_s": None} == {**row, "wall_s": None}, (table, name)
@@ -272,16 +273,24 @@ def test_accuracy_reuse_finished_assembles_the_tables_from_run_folders(accuracy,
     assert os.stat(adapter).st_mtime_ns == stamp
 
 
-def test_accuracy_reuse_finished_refuses_a_run_of_another_recipe(accuracy, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"learning_rate": 0.123}, "learning_rate: 0.123 there"),
+        ({"data_sizes": {"other": {"train_images": 9}}}, "data_sizes.other: {'train_images': 9} there, None here"),
+    ],
+    ids=["recipe", "data"],
+)
+def test_accuracy_reuse_finished_refuses_a_run_of_another_recipe_or_data(accuracy, tmp_path, change, message) -> None:
     folder = _accuracy_folder(accuracy)
     runs = tmp_path / "runs"
     shutil.copytree(folder / "runs", runs)
-    _edit_run_file(str(runs / "puma_seed0" / "peft_puma_training.json"), learning_rate=0.123)
+    _edit_run_file(str(runs / "puma_seed0" / "peft_puma_training.json"), **change)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, os.path.join(REPO, "benchmarks", "accuracy.py")]
     command += _accuracy_args(folder, str(runs), str(tmp_path / "x.json"))
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
-    assert "puma_seed0" in done.stderr and "learning_rate: 0.123 there" in done.stderr, done.stderr[-2000:]
+    assert "puma_seed0" in done.stderr and message in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert os.path.isfile(runs / "puma_seed0" / "results.json")  # nothing of that run was touched

@@ -279,3 +279,12 @@ def test_fused_add_equals_branch_output_plus_adapter_output(keep_prob, training)
     plain_grads = torch.autograd.grad((plain * weights).sum(), inputs)
     for got, expected in zip(fused_grads, plain_grads, strict=True):
         torch.testing.assert_close(got, expected)
+
+
+def test_fused_add_never_pairs_rows_of_differently_laid_out_tensors():
+    """A branch output whose leading dimensions differ from the input's (e.g. sequence-first) must not be silently
+    reshaped into the adapter's rows: it fails as the plain sum would."""
+    model = get_peft_model(make_vit(), peft_puma.PUMAConfig(**SMALL)).eval()
+    adapter = model.base_model.model.layers[0].mlp
+    with pytest.raises(RuntimeError):
+        adapter.add_adapter_output(torch.randn(7, 4, HIDDEN), torch.randn(4, 7, HIDDEN), "default")

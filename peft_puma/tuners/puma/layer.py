@@ -144,10 +144,12 @@ class StochasticAdapter(PUMAWrapper):
     def add_adapter_output(
         self, branch_output: torch.Tensor, branch_input: torch.Tensor, adapter_name: str
     ) -> torch.Tensor:
-        """``branch_output + adapter_output(branch_input)``. Where no gate applies (eval, ``p = 1``) and the dtypes
-        agree, one ``addmm`` adds the up projection straight onto the branch output: no adapter-sized temporary."""
+        """``branch_output + adapter_output(branch_input)``. Where no gate applies (eval, ``p = 1``) and shapes and
+        dtypes agree (not under autocast, where the fp32 ``up`` meets low-precision activations), one ``addmm`` adds
+        the up projection straight onto the branch output: no adapter-sized temporary."""
         hidden, weight, gate = self._bottleneck(branch_input, adapter_name)
-        if isinstance(gate, float) and branch_output.dtype == hidden.dtype == weight.dtype:
+        fusable = branch_output.shape[:-1] == hidden.shape[:-1] and branch_output.dtype == hidden.dtype == weight.dtype
+        if isinstance(gate, float) and fusable:
             width = branch_output.shape[-1]
             flat = torch.addmm(branch_output.reshape(-1, width), hidden.reshape(-1, hidden.shape[-1]), weight)
             return flat.view(branch_output.shape)
