@@ -4,9 +4,8 @@ The output folder holds the adapter as PEFT saves it (``adapter_config.json``, `
 ``README.md`` model card with the results table), ``lora/`` or ``backbone/`` for the baselines that train them,
 ``results.json`` (the mapping of :func:`peft_puma.evaluation.evaluate_retrieval` for the final epoch) and
 ``peft_puma_training.json`` (the method, the backbone, the whole config, the number of processes and the images and
-classes per dataset, so that
-``peft_puma.evaluate`` and ``peft_puma.embed`` can rebuild the model from the folder alone, and
-``benchmarks/accuracy.py --reuse-finished`` can tell which recipe a finished run followed).
+classes per dataset, so that ``peft_puma.evaluate`` and ``peft_puma.embed`` can rebuild the model from the folder
+alone, and ``benchmarks/accuracy.py --reuse-finished`` can tell which recipe and data a finished run had).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Original layout (the benchmark's ``Eval/`` and ``Img/`` folders)::
     In-shop/                     (or list_eval_partition.txt under Eval/ and img/ under Img/)
         list_eval_partition.txt  line 1: number of images; line 2: "image_name item_id evaluation_status"; then
                                  "img/WOMEN/Dresses/id_00000002/02_1_front.jpg id_00000002 train" (train|query|gallery)
-        img/MEN|WOMEN/<category>/id_XXXXXXXX/*.jpg
+        img/MEN|WOMEN/<category>/id_<8 digits>/*.jpg
 
 Split: the official partition: 3,997 training items (25,882 images); the 3,985 test items keep their roles, 14,218
 query and 12,612 gallery images. Queries are searched in the gallery only (method.md section 7).

@@ -137,9 +137,7 @@ class StochasticAdapter(PUMAWrapper):
         (so its gradient needs no activation), and the gate, which needs no gradient, multiplies the output; backward
         then keeps only ``x`` and the ReLU output, not a scaled copy of the bottleneck activations.
         """
-        hidden, weight, gate = self._bottleneck(branch_input, adapter_name)
-        output = hidden @ weight
-        return output if isinstance(gate, float) else output * gate  # the gate is the float 1 at eval and p = 1
+        return self._up_projection(*self._bottleneck(branch_input, adapter_name))
 
     def add_adapter_output(
         self, branch_output: torch.Tensor, branch_input: torch.Tensor, adapter_name: str
@@ -153,9 +151,7 @@ class StochasticAdapter(PUMAWrapper):
             width = branch_output.shape[-1]
             flat = torch.addmm(branch_output.reshape(-1, width), hidden.reshape(-1, hidden.shape[-1]), weight)
             return flat.view(branch_output.shape)
-        output = hidden @ weight
-        output = output if isinstance(gate, float) else output * gate
-        return branch_output + output.to(branch_output.dtype)
+        return branch_output + self._up_projection(hidden, weight, gate).to(branch_output.dtype)
 
     def _bottleneck(
         self, branch_input: torch.Tensor, adapter_name: str
@@ -166,6 +162,11 @@ class StochasticAdapter(PUMAWrapper):
         hidden = torch.relu_(branch_input.to(down.dtype) @ down)  # in place: the product is a fresh temporary
         gate = self.gate(branch_input.shape[0], adapter_name, branch_input.device)
         return hidden, up * scale, gate
+
+    @staticmethod
+    def _up_projection(hidden: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | float) -> torch.Tensor:
+        output = hidden @ weight
+        return output if isinstance(gate, float) else output * gate  # the gate is the float 1 at eval and p = 1
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         output = self.base_layer(*args, **kwargs)
