@@ -269,7 +269,9 @@ def test_accuracy_reuse_finished_assembles_the_tables_from_run_folders(accuracy,
         for name, row in first[table].items():  # same scores and parameter counts; no training time for reused runs
             assert {**again[table][name], "wall_s": None} == {**row, "wall_s": None}, (table, name)
             assert (again[table][name]["wall_s"] is None) == (name not in ("frozen", "linear")), (table, name)
-    assert again["prompt_weights"] == pytest.approx(first["prompt_weights"])
+    assert again["prompt_weights"].keys() == first["prompt_weights"].keys()
+    for domain, weights in first["prompt_weights"].items():  # approx compares flat sequences only (pytest >= 9.2)
+        assert again["prompt_weights"][domain] == pytest.approx(weights), domain
     assert os.stat(adapter).st_mtime_ns == stamp
 
 
