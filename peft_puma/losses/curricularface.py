@@ -1,21 +1,24 @@
-"""CurricularFace, PUMA's default loss, exactly as method.md section 5 gives it.
+"""CurricularFace, PUMA's default loss, as the PUMA authors' published code computes it (arXiv 2309.08944).
 
 Huang et al., "CurricularFace: Adaptive Curriculum Learning Loss for Deep Face Recognition" (CVPR 2020), with the
-per-class curriculum statistic of the PUMA authors' code. For an embedding ``x`` of class ``y`` and proxies ``W``
-(one per class), with ``c_j = cos(x, W_j)`` and ``cos(theta) = c_y``:
+per-class curriculum statistic and the update order of the PUMA code. For an embedding ``x`` of class ``y`` and proxies
+``W`` (one per class), with ``c_j = cos(x, W_j)`` and ``cos(theta) = c_y``:
 
 - target logit: ``cos(theta + m)`` where ``cos(theta) > cos(pi - m)``, else ``cos(theta) - m * sin(pi - m)``
   (the fallback keeps the logit monotonic in ``theta`` when ``theta + m`` would pass ``pi``);
-- hard negatives: a negative with ``c_j > cos(theta + m)`` becomes ``c_j * (c_j + t)``: as ``t`` grows with
-  training, hard negatives weigh more (the curriculum); other negatives stay ``c_j``;
+- hard negatives: a negative with ``c_j`` above the target logit *as finally used* (after the fallback) becomes
+  ``c_j * (c_j + t)``: as ``t`` grows with training, hard negatives weigh more (the curriculum); other negatives stay
+  ``c_j``;
 - ``t``: per class (default), the EMA with momentum 0.99 of the class's mean target cosine in the batch, starting at 0;
   a sample's hard negatives use the ``t`` of the sample's own class. Option ``t_mode="scalar"``: one ``t``, the EMA of
-  the batch's mean target cosine (the original CurricularFace paper). As in both published codes, ``t`` is updated
-  from the batch first and the updated value is used in the same forward; it is updated in training mode only;
+  the batch's mean target cosine (the original CurricularFace paper);
+- order (``t_update``): by default (``"after_loss"``, the PUMA code) a batch's logits use the ``t`` from before the
+  batch, and ``t`` is updated from the batch's target cosines afterwards; ``"before_loss"`` (Huang et al.'s code)
+  updates ``t`` first and uses the new value in the same forward. ``t`` changes in training mode only, so the first
+  training batch's loss equals the eval-mode loss on that batch under the default order;
 - loss: cross-entropy over ``s * logits`` with ``s = 32``, ``m = 0.3``.
 
-The hard-negative threshold is ``cos(theta + m)`` computed by the formula on both branches, as in the published code
-(also when the target logit took the fallback branch).
+See docs/losses.md.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from peft_puma.errors import InvalidConfigError, InvalidInputError
 
 TMode = Literal["per_class", "scalar"]
 T_MODES: tuple[str, ...] = ("per_class", "scalar")
+TUpdate = Literal["after_loss", "before_loss"]
+#: When a training forward updates ``t``: after computing the batch's logits (PUMA's code) or before (Huang et al.'s).
+T_UPDATES: tuple[str, ...] = ("after_loss", "before_loss")
 
 # sin(theta) = sqrt(1 - cos^2) has an infinite derivative at cos = +-1; the floor keeps gradients finite and moves the
 # target logit by at most sin(m) * 1e-6.
@@ -47,10 +53,12 @@ class CurricularFaceLoss(nn.Module):
         margin: ``m`` in radians (0.3).
         t_mode: ``"per_class"`` (default, the PUMA code) or ``"scalar"`` (the CurricularFace paper).
         t_momentum: EMA momentum of ``t`` (0.99: ``t <- 0.99 * t + 0.01 * batch mean``).
+        t_update: ``"after_loss"`` (default, the PUMA code: a batch's loss uses ``t`` from before the batch, then ``t``
+            is updated from it) or ``"before_loss"`` (Huang et al.'s code: update first, use the new ``t``).
 
     ``parameters()`` yields exactly the proxies ``W`` (``C x embedding_size``), so a trainer can give them their own
-    optimiser group (method.md section 6: lr x1e4). ``t`` is a buffer: saved with the state dict, never trained. The
-    loss is computed in float32 with autocast disabled, whatever the caller's precision (method.md section 5).
+    optimiser group (lr x1e4, docs/training.md). ``t`` is a buffer: saved with the state dict, never trained. The loss
+    is computed in float32 with autocast disabled, whatever the caller's precision.
     """
 
     def __init__(
@@ -62,12 +70,13 @@ class CurricularFaceLoss(nn.Module):
         margin: float = 0.3,
         t_mode: TMode = "per_class",
         t_momentum: float = 0.99,
+        t_update: TUpdate = "after_loss",
     ) -> None:
         super().__init__()
-        _check_config(num_classes, embedding_size, scale, margin, t_mode, t_momentum)
+        _check_config(num_classes, embedding_size, scale, margin, t_mode, t_momentum, t_update)
         self.num_classes, self.embedding_size = num_classes, embedding_size
         self.scale, self.margin = float(scale), float(margin)
-        self.t_mode, self.t_momentum = t_mode, float(t_momentum)
+        self.t_mode, self.t_momentum, self.t_update = t_mode, float(t_momentum), t_update
         self.proxies = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.kaiming_uniform_(self.proxies, mode="fan_out")
         self.register_buffer("t", torch.zeros(num_classes if t_mode == "per_class" else ()))
@@ -78,22 +87,27 @@ class CurricularFaceLoss(nn.Module):
             return F.cross_entropy(self.scale * self.logits(embeddings, labels), labels.long())
 
     def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Modulated cosine logits, ``(B, C)`` float32, before the scale ``s``; updates ``t`` in training mode."""
+        """Modulated cosine logits, ``(B, C)`` float32, before the scale ``s``.
+
+        In training mode this also updates ``t`` from the batch's target cosines, after the logits are computed
+        (``t_update="after_loss"``) or before (``"before_loss"``); in eval mode ``t`` is only read.
+        """
         labels = _check_inputs(embeddings, labels, self.num_classes, self.embedding_size)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             cosine = self.cosine(embeddings)
             target_cosine = cosine.gather(1, labels.unsqueeze(1))
-            margin_cosine = self._cos_theta_plus_m(target_cosine)
             target_logit = torch.where(
                 target_cosine > math.cos(math.pi - self.margin),
-                margin_cosine,
+                self._cos_theta_plus_m(target_cosine),
                 target_cosine - self.margin * math.sin(math.pi - self.margin),
             )
-            if self.training:
+            if self.training and self.t_update == "before_loss":
                 self._update_t(target_cosine.detach().squeeze(1), labels)
             t = self.t[labels].unsqueeze(1) if self.t_mode == "per_class" else self.t
-            hard = cosine > margin_cosine
+            hard = cosine > target_logit  # the threshold is the target logit as used, fallback included
             logits = torch.where(hard, cosine * (cosine + t), cosine)
+            if self.training and self.t_update == "after_loss":
+                self._update_t(target_cosine.detach().squeeze(1), labels)
             return logits.scatter(1, labels.unsqueeze(1), target_logit)
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -121,12 +135,18 @@ class CurricularFaceLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, embedding_size={self.embedding_size}, scale={self.scale}, "
-            f"margin={self.margin}, t_mode={self.t_mode!r}, t_momentum={self.t_momentum}"
+            f"margin={self.margin}, t_mode={self.t_mode!r}, t_momentum={self.t_momentum}, t_update={self.t_update!r}"
         )
 
 
 def _check_config(
-    num_classes: int, embedding_size: int, scale: float, margin: float, t_mode: str, t_momentum: float
+    num_classes: int,
+    embedding_size: int,
+    scale: float,
+    margin: float,
+    t_mode: str,
+    t_momentum: float,
+    t_update: str,
 ) -> None:
     for name, value in (("num_classes", num_classes), ("embedding_size", embedding_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -141,6 +161,10 @@ def _check_config(
         )
     if not 0 <= t_momentum <= 1:
         raise InvalidConfigError(f"CurricularFace t_momentum must be in [0, 1]; got {t_momentum!r}.")
+    if t_update not in T_UPDATES:
+        raise InvalidConfigError(
+            f"CurricularFace t_update must be one of {', '.join(map(repr, T_UPDATES))}; got {t_update!r}."
+        )
 
 
 def _check_inputs(

@@ -1,7 +1,8 @@
-"""CurricularFace against a direct hand computation (method.md section 5).
+"""CurricularFace against a direct hand computation (PUMA, arXiv 2309.08944; the specification is docs/losses.md).
 
-Embeddings and proxies live in 2-D at chosen angles, so every cosine is ``cos(angle difference)`` and each expected
-logit can be written from the formulas of method.md with ``math`` alone.
+Embeddings and proxies mostly live in 2-D at chosen angles, so every cosine is ``cos(angle difference)`` and each
+expected logit can be written from the formulas of docs/losses.md with ``math`` alone. The update-order tests replay
+two random batches through ``naive_batch``, a plain-Python, element-by-element recomputation of the loss and of ``t``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from peft_puma.errors import InvalidConfigError, InvalidInputError
-from peft_puma.losses import CurricularFaceLoss
+from peft_puma.losses import CurricularFaceLoss, make_loss
 
 M = 0.3
 S = 32.0
@@ -30,9 +31,64 @@ def loss_with_proxies(proxy_angles: list[float], **kwargs) -> CurricularFaceLoss
     return loss
 
 
+def naive_batch(
+    proxies: list[list[float]],
+    embeddings: list[list[float]],
+    labels: list[int],
+    t: list[float] | float,
+    *,
+    t_mode: str,
+    t_update: str,
+    momentum: float,
+) -> tuple[float, list[float] | float]:
+    """One training batch recomputed step by step: ``(mean loss, t after the batch)``."""
+
+    def normalised(v: list[float]) -> list[float]:
+        norm = math.sqrt(sum(x * x for x in v))
+        return [x / norm for x in v]
+
+    proxies, embeddings = [normalised(w) for w in proxies], [normalised(x) for x in embeddings]
+    cosines = [[max(-1.0, min(1.0, sum(a * b for a, b in zip(x, w)))) for w in proxies] for x in embeddings]
+    targets = [row[y] for row, y in zip(cosines, labels)]
+
+    # t after the batch: EMA of the mean target cosine, per class present in the batch or over the whole batch.
+    if t_mode == "per_class":
+        t_after = list(t)
+        for c in set(labels):
+            of_class = [tc for tc, y in zip(targets, labels) if y == c]
+            t_after[c] = momentum * t[c] + (1 - momentum) * sum(of_class) / len(of_class)
+    else:
+        t_after = momentum * t + (1 - momentum) * sum(targets) / len(targets)
+    t_used = t_after if t_update == "before_loss" else t
+
+    losses = []
+    for row, y, target in zip(cosines, labels, targets):
+        if target > math.cos(math.pi - M):
+            target_logit = math.cos(math.acos(target) + M)
+        else:
+            target_logit = target - M * math.sin(math.pi - M)
+        t_row = t_used[y] if t_mode == "per_class" else t_used
+        logits = [target_logit if j == y else (c * (c + t_row) if c > target_logit else c) for j, c in enumerate(row)]
+        top = max(S * z for z in logits)
+        log_sum_exp = top + math.log(sum(math.exp(S * z - top) for z in logits))
+        losses.append(log_sum_exp - S * target_logit)
+    return sum(losses) / len(losses), t_after
+
+
+def random_batches(embedding_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Two seeded batches of labelled embeddings for 4 classes; class 2 appears in the first only."""
+    generator = torch.Generator().manual_seed(1)
+    first_labels = torch.tensor([0, 0, 1, 2, 2, 3])
+    first = torch.randn(6, embedding_size, generator=generator)
+    second_labels = torch.tensor([0, 1, 1, 3, 0])  # class 2 absent: its t must not move
+    second = torch.randn(5, embedding_size, generator=generator)
+    return [(first, first_labels), (second, second_labels)]
+
+
 def test_curricularface_defaults_are_the_published_ones() -> None:
     loss = CurricularFaceLoss(num_classes=5)
     assert (loss.scale, loss.margin, loss.t_mode, loss.t_momentum) == (32.0, 0.3, "per_class", 0.99)
+    assert loss.t_update == "after_loss"
     assert loss.proxies.shape == (5, 128) and loss.t.shape == (5,)
     assert torch.equal(loss.t, torch.zeros(5))
 
@@ -65,6 +121,22 @@ def test_curricularface_target_falls_back_beyond_cos_pi_minus_m() -> None:
     loss = loss_with_proxies([theta, 1.0]).eval()
     logits = loss.logits(torch.tensor([unit(0.0)]), torch.tensor([0]))
     assert logits[0, 0].item() == pytest.approx(math.cos(theta) - M * math.sin(math.pi - M), abs=1e-6)
+
+
+def test_curricularface_hard_negative_threshold_is_the_target_logit_after_the_fallback() -> None:
+    # Target at theta = 3.0 > pi - m: the target logit is the fallback cos(3.0) - m sin(pi - m) = -1.079, below the raw
+    # cos(theta + m) = cos(3.3) = -0.988. The negative at 3.1 rad (cosine -0.999) lies between the two: it is hard only
+    # against the fallback logit actually used, so it must be reweighted.
+    theta = 3.0
+    loss = loss_with_proxies([theta, -3.1, 1.0]).eval()
+    loss.t.copy_(torch.tensor([0.4, 0.0, 0.0]))
+    logits = loss.logits(torch.tensor([unit(0.0)]), torch.tensor([0]))
+
+    fallback = math.cos(theta) - M * math.sin(math.pi - M)
+    between, far_above = math.cos(3.1), math.cos(1.0)
+    assert fallback < between < math.cos(theta + M)
+    expected = [fallback, between * (between + 0.4), far_above * (far_above + 0.4)]
+    assert logits[0].tolist() == pytest.approx(expected, abs=1e-6)
 
 
 def test_curricularface_hard_negative_is_reweighted_by_its_samples_class_t() -> None:
@@ -103,20 +175,83 @@ def test_curricularface_per_class_t_is_an_ema_of_the_class_mean_target_cosine() 
 
 
 def test_curricularface_scalar_t_is_an_ema_of_the_batch_mean_and_is_used_for_every_row() -> None:
-    loss = loss_with_proxies([1.2, 0.2], t_mode="scalar").train()
+    loss = loss_with_proxies([1.2, 0.2], t_mode="scalar").eval()
     assert loss.t.shape == ()
-    embeddings = torch.tensor([unit(0.0), unit(0.1)])
+    loss.t.fill_(0.25)
+    embeddings = torch.tensor([unit(0.0), unit(1.0)])  # targets 1.2 and 0.8 rad away; negatives 0.2 rad away
     logits = loss.logits(embeddings, torch.tensor([0, 1]))
-    t = 0.01 * (math.cos(1.2) + math.cos(0.1)) / 2
-    assert loss.t.item() == pytest.approx(t, abs=1e-7)
-    hard = math.cos(0.2)  # updated t is used in the same forward, as in the published code
-    assert logits[0, 1].item() == pytest.approx(hard * (hard + t), abs=1e-6)
+    hard = math.cos(0.2)
+    assert hard > math.cos(1.2 + M) and hard > math.cos(0.8 + M)  # each row's negative is hard
+    assert logits[:, [1, 0]].diagonal().tolist() == pytest.approx([hard * (hard + 0.25)] * 2, abs=1e-6)
+
+    loss.train().logits(embeddings, torch.tensor([0, 1]))
+    expected = 0.99 * 0.25 + 0.01 * (math.cos(1.2) + math.cos(0.8)) / 2
+    assert loss.t.item() == pytest.approx(expected, abs=1e-7)
 
 
-def test_curricularface_eval_mode_leaves_t_unchanged() -> None:
-    loss = loss_with_proxies([0.0, 1.5]).eval()
-    loss(torch.tensor([unit(0.3)]), torch.tensor([0]))
-    assert torch.equal(loss.t, torch.zeros(2))
+@pytest.mark.parametrize("t_mode", ["per_class", "scalar"])
+@pytest.mark.parametrize("t_update", ["after_loss", "before_loss"])
+def test_curricularface_two_training_batches_match_a_naive_computation_in_either_t_update_order(
+    t_update: str, t_mode: str
+) -> None:
+    # Momentum 0.5 (not 0.99) so that t moves enough for the two orders to give clearly different losses.
+    torch.manual_seed(0)
+    num_classes, embedding_size, momentum = 4, 8, 0.5
+    loss = CurricularFaceLoss(num_classes, embedding_size, t_mode=t_mode, t_momentum=momentum, t_update=t_update)
+    loss.train()
+    proxies = loss.proxies.detach().tolist()
+    batches = random_batches(embedding_size)
+    batches[0][0][2] = -loss.proxies.detach()[1]  # target cosine -1 < cos(pi - m): the fallback branch
+
+    t = [0.0] * num_classes if t_mode == "per_class" else 0.0
+    history = [t]
+    other_order = "before_loss" if t_update == "after_loss" else "after_loss"
+    for embeddings, labels in batches:
+        args = (proxies, embeddings.tolist(), labels.tolist(), t)
+        expected, t_next = naive_batch(*args, t_mode=t_mode, t_update=t_update, momentum=momentum)
+        other, _ = naive_batch(*args, t_mode=t_mode, t_update=other_order, momentum=momentum)
+        assert abs(expected - other) > 1e-3  # the batch discriminates the two orders
+
+        assert loss(embeddings, labels).item() == pytest.approx(expected, rel=1e-5)
+        t = t_next
+        history.append(t)
+        assert (loss.t.tolist() if t_mode == "per_class" else loss.t.item()) == pytest.approx(t, abs=1e-6)
+    if t_mode == "per_class":  # class 2, absent from the second batch, kept its value from the first
+        assert history[1][2] == history[2][2] != 0.0
+
+
+def test_curricularface_first_training_batch_loss_equals_the_eval_loss_by_default() -> None:
+    # PUMA's order: the first batch is computed with t = 0, exactly as in eval mode, and only then is t updated.
+    torch.manual_seed(0)
+    loss = CurricularFaceLoss(num_classes=4, embedding_size=8)
+    embeddings, labels = random_batches(8)[0]
+    eval_loss = loss.eval()(embeddings, labels)
+    train_loss = loss.train()(embeddings, labels)
+    assert torch.equal(train_loss, eval_loss)
+    assert loss.t.abs().sum() > 0  # t did move, after the loss
+
+
+def test_curricularface_before_loss_order_uses_the_updated_t_on_the_first_batch() -> None:
+    torch.manual_seed(0)
+    loss = CurricularFaceLoss(num_classes=4, embedding_size=8, t_update="before_loss")
+    embeddings, labels = random_batches(8)[0]
+    eval_loss = loss.eval()(embeddings, labels).item()
+    train_loss = loss.train()(embeddings, labels).item()
+    assert train_loss != pytest.approx(eval_loss, rel=1e-7, abs=0)
+
+
+@pytest.mark.parametrize("t_mode", ["per_class", "scalar"])
+@pytest.mark.parametrize("t_update", ["after_loss", "before_loss"])
+def test_curricularface_eval_mode_leaves_t_unchanged(t_update: str, t_mode: str) -> None:
+    torch.manual_seed(0)
+    loss = CurricularFaceLoss(num_classes=4, embedding_size=8, t_mode=t_mode, t_update=t_update).eval()
+    loss.t.copy_(torch.tensor([0.3, -0.1, 0.2, 0.05]) if t_mode == "per_class" else torch.tensor(0.3))
+    before = loss.t.clone()
+    embeddings, labels = random_batches(8)[0]
+    first = loss(embeddings, labels)
+    second = loss(embeddings, labels)
+    assert torch.equal(loss.t, before)
+    assert torch.equal(first, second)
 
 
 def test_curricularface_loss_is_cross_entropy_of_scaled_logits() -> None:
@@ -178,11 +313,25 @@ def test_curricularface_training_on_separable_embeddings_reduces_the_loss() -> N
         {"num_classes": 3, "scale": 0.0},
         {"num_classes": 3, "t_mode": "global"},
         {"num_classes": 3, "t_momentum": 1.5},
+        {"num_classes": 3, "t_update": "first"},
     ],
 )
 def test_curricularface_rejects_invalid_settings(kwargs: dict) -> None:
     with pytest.raises(InvalidConfigError):
         CurricularFaceLoss(**kwargs)
+
+
+def test_curricularface_t_update_error_names_the_accepted_orders() -> None:
+    with pytest.raises(InvalidConfigError, match="'after_loss', 'before_loss'"):
+        CurricularFaceLoss(num_classes=3, t_update="before")
+
+
+def test_curricularface_t_update_passes_through_make_loss() -> None:
+    assert make_loss("curricularface", num_classes=3, embedding_size=4).t_update == "after_loss"
+    loss = make_loss("curricularface", num_classes=3, embedding_size=4, t_update="before_loss")
+    assert loss.t_update == "before_loss"
+    with pytest.raises(InvalidConfigError, match="t_update"):
+        make_loss("curricularface", num_classes=3, embedding_size=4, t_update="later")
 
 
 def test_curricularface_rejects_labels_outside_its_classes_and_wrong_shapes() -> None:
