@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from method_names import BENCHMARK_METHODS  # noqa: E402  (a script: its sibling module is on the path above)
 from run_info import load_average, run_info  # noqa: E402
 
+from peft_puma.cpu_threads import configure_torch_threads  # noqa: E402
 from peft_puma.training.config import RUN_CONTROL_KEYS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +102,7 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "save_every_steps": 0,  # one checkpoint at the end: the benchmark never resumes
         "eval_every_epochs": 0,
         "eval_ks": [1],
+        "cpu_threads": args.threads,
     }
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
@@ -131,16 +132,21 @@ def run_config(spec: RunSpec, args: argparse.Namespace, runs_dir: str) -> Any:
 def train_run(spec: RunSpec, config: Any, keep_folder: bool = False) -> dict[str, Any]:
     """Train one run with the trainer and return its scores (and the trained model, for the prompt-weight figure).
 
-    By default the run's folder is emptied first (the benchmark's own folder); with ``keep_folder`` the trainer resumes
+    By default the run's folder is removed first when it holds a run the trainer wrote (a folder with anything else
+    stops the benchmark, untouched); with ``keep_folder`` the trainer resumes
     from the folder's newest complete checkpoint, or starts afresh where there is none, and deletes nothing.
     """
-    from peft_puma.errors import IncompatibleCheckpointError
+    from peft_puma.errors import ForeignContentError, IncompatibleCheckpointError
     from peft_puma.training import train
+    from peft_puma.training.report import RUN_LAYOUT
 
     if keep_folder:
         config.resume = True
     else:
-        shutil.rmtree(config.output_dir, ignore_errors=True)
+        try:
+            RUN_LAYOUT.remove(config.output_dir)  # only a run folder the trainer wrote; never anything else
+        except ForeignContentError as error:
+            raise SystemExit(f"error: {error}") from None
     start = time.perf_counter()
     try:
         result = train(config)
@@ -479,7 +485,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, help="stop every run after this many steps (smoke runs)")
     parser.add_argument("--batch-size", type=int, help="override per_device_batch_size of the config")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: the cores this process may use)"
+    )
     parser.add_argument("--keep-probs", type=float, nargs="+", default=list(KEEP_PROBS))
     parser.add_argument("--backbone", help="override the config's backbone")
     parser.add_argument("--uml-mini-dir", help="override the config's uml_mini_dir")
@@ -498,6 +506,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args.threads = args.threads or configure_torch_threads()
     torch.set_num_threads(args.threads)
     from peft_puma.training import load_config
     from peft_puma.training.data import dataset_sizes, load_unified

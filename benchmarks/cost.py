@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peft_puma.cpu_threads import configure_torch_threads
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from method_names import BENCHMARK_METHODS  # noqa: E402  (a script: its sibling module is on the path above)
 from run_info import load_average, run_info  # noqa: E402
@@ -748,7 +750,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale-infer-batch-sizes", type=int, nargs="*", default=[1, 8, 32])
     parser.add_argument("--scale-train-batch-sizes", type=int, nargs="*", default=[4, 8, 16])
     parser.add_argument("--scale-repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: the cores this process may use)"
+    )
     parser.add_argument(
         "--device", default="cpu", help="cpu or cuda (GPU: timings synchronise, memory from the allocator)"
     )
@@ -771,6 +775,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.threads = args.threads or configure_torch_threads()
     torch.set_num_threads(args.threads)
     shape = SHAPES[args.shape]
     result: dict[str, Any] = {"benchmark": "cost", **run_info(args.threads)}

@@ -29,3 +29,7 @@ class InvalidInputError(PUMAError):
 
 class DatasetLayoutError(PUMAError):
     """A dataset folder does not have the layout, files or contents its spec expects."""
+
+
+class ForeignContentError(PUMAError):
+    """An output path holds something peft_puma did not write: nothing there is deleted or overwritten."""

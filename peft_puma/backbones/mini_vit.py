@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from transformers import ViTConfig, ViTImageProcessorPil, ViTModel
 
 from ..data.uml_mini_pretrain import PoolSize, PretrainingPool, build_pretraining_pool
-from ..errors import InvalidConfigError
+from ..errors import ForeignContentError, InvalidConfigError
+from ..owned_paths import OwnedLayout, discard_staging, make_staging_folder, move_into_place
 
 IMAGE_SIZE, PATCH_SIZE = 32, 4
 
@@ -275,15 +276,30 @@ def _readme(metadata: dict) -> str:
     return "\n".join(lines)
 
 
+# The folder save_backbone writes; its pretraining record marks it, so only such a folder is ever replaced.
+BACKBONE_LAYOUT = OwnedLayout.of(
+    "a mini ViT backbone", signature=["pretraining.json"],
+    others=["config.json", "model.safetensors", "preprocessor_config.json", "README.md"],
+)  # fmt: skip
+
+
 def save_backbone(out: str, model: ViTModel, processor: ViTImageProcessorPil, metadata: dict) -> None:
-    """Write the HF folder (config, safetensors weights, processor) plus ``pretraining.json`` and ``README.md``."""
-    os.makedirs(out, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    with open(os.path.join(out, "pretraining.json"), "w", encoding="utf-8") as handle:
-        json.dump(metadata, handle, indent=1, ensure_ascii=False)
-    with open(os.path.join(out, "README.md"), "w", encoding="utf-8") as handle:
-        handle.write(_readme(metadata))
+    """Write the HF folder (config, safetensors weights, processor) plus ``pretraining.json`` and ``README.md``.
+
+    Written beside ``out`` and moved into place: ``out`` may be new, empty or an earlier backbone of this command.
+    """
+    staging = make_staging_folder(out)
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        with open(os.path.join(staging, "pretraining.json"), "w", encoding="utf-8") as handle:
+            json.dump(metadata, handle, indent=1, ensure_ascii=False)
+        with open(os.path.join(staging, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write(_readme(metadata))
+        move_into_place(staging, out, BACKBONE_LAYOUT)
+    except BaseException:
+        discard_staging(staging)
+        raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -297,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--uml-mini", default=".cache/uml_mini", help="UML-mini build folder (built there if absent)")
     parser.add_argument("--no-eval", action="store_true", help="skip the zero-shot evaluation on UML-mini")
     args = parser.parse_args(argv)
+    try:
+        BACKBONE_LAYOUT.is_owned(args.out)  # refuse someone else's folder before an hour of pretraining
+    except ForeignContentError as error:
+        parser.exit(2, f"error: {error}\n")
     recipe = MiniViTRecipe(seed=args.seed, epochs=args.epochs, max_steps=args.max_steps, pool_scale=args.pool_scale)
     start = time.perf_counter()
     pool = build_pretraining_pool(recipe.seed, PoolSize().scaled(recipe.pool_scale))
@@ -312,9 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pretraining": record,
     }
     if not args.no_eval:
-        from ..data.uml_mini import load_or_build_uml_mini
+        from ..data.uml_mini import open_uml_mini
 
-        test_split = load_or_build_uml_mini(args.uml_mini)[0]["test"]
+        test_split = open_uml_mini(args.uml_mini)[0]["test"]
         metadata["zero_shot_recall_at_1"] = zero_shot_recall(model, processor, test_split)
     save_backbone(args.out, model, processor, metadata)
     print(_readme(metadata))

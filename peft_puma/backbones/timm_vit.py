@@ -34,7 +34,14 @@ from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import PILImageResampling
 from transformers.utils import is_torchvision_available
 
-from ..errors import IncompatibleCheckpointError, InvalidConfigError, UnsupportedModelError
+from ..errors import (
+    ForeignContentError,
+    IncompatibleCheckpointError,
+    InvalidConfigError,
+    PUMAError,
+    UnsupportedModelError,
+)
+from ..owned_paths import OwnedLayout, discard_staging, make_staging_folder, move_into_place
 
 __all__ = [
     "TimmCheckpoint",
@@ -598,14 +605,38 @@ def convert_timm_vit_checkpoint(
     Why: afterwards the backbone and its statistics load with plain transformers calls, offline and without this
     module: ``ViTModel.from_pretrained(out_dir, add_pooling_layer=False)`` and ``AutoImageProcessor.from_pretrained``.
     """
+    out = Path(out_dir)
+    _refuse_foreign_folder(str(out))
     model, processor = load_timm_vit_with_processor(
         source, model_class=model_class, num_attention_heads=num_attention_heads, **hub_kwargs
     )
     model.config.timm_source = str(source)  # provenance, kept in config.json
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    staging = make_staging_folder(str(out))
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        move_into_place(staging, str(out), CONVERTED_LAYOUT)
+    except BaseException:
+        discard_staging(staging)
+        raise
     return out
+
+
+# A converted folder: an HF model folder whose config.json records the timm source it was converted from.
+CONVERTED_LAYOUT = OwnedLayout.of(
+    "a converted timm ViT", signature=["config.json"], others=["model.safetensors", "preprocessor_config.json"]
+)
+
+
+def _refuse_foreign_folder(out: str) -> None:
+    """Only a folder this converter wrote (its config.json names a ``timm_source``) is ever replaced."""
+    if CONVERTED_LAYOUT.is_owned(out):
+        with open(os.path.join(out, "config.json"), encoding="utf-8") as handle:
+            if "timm_source" not in json.load(handle):
+                raise ForeignContentError(
+                    f"{out} holds a model folder that this converter did not write (its config.json has no "
+                    "timm_source). Nothing was touched: choose another --out."
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -618,13 +649,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--revision", default=None, help="Hub revision")
     args = parser.parse_args(argv)
     hub_kwargs = {"revision": args.revision} if args.revision else {}
-    out = convert_timm_vit_checkpoint(
-        args.source,
-        args.out,
-        model_class=ViTForImageClassification if args.with_head else ViTModel,
-        num_attention_heads=args.num_heads,
-        **hub_kwargs,
-    )
+    try:
+        out = convert_timm_vit_checkpoint(
+            args.source,
+            args.out,
+            model_class=ViTForImageClassification if args.with_head else ViTModel,
+            num_attention_heads=args.num_heads,
+            **hub_kwargs,
+        )
+    except PUMAError as error:
+        parser.exit(2, f"error: {error}\n")
     print(out)
     return 0
 

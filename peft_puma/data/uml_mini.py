@@ -10,7 +10,8 @@ method must be exercised end to end. UML-mini keeps the two challenges of unifie
 - strong imbalance: the largest domain has more than 10x the training images of the smallest;
 - class-disjoint train/test splits with at least 20 test classes per domain.
 
-Build: ``python -m peft_puma.data.uml_mini --out DIR`` (cached in DIR; ``--force`` rebuilds). The output is a
+Build: ``python -m peft_puma.data.uml_mini --out DIR`` (cached in DIR; ``--force`` rebuilds a build there; a folder
+holding anything else is never touched). The output is a
 ``datasets.DatasetDict`` with the row schema of :mod:`peft_puma.data.schema`. Sources and licences: docs/data.md.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from collections import Counter
@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass
 import datasets
 import numpy as np
 
-from ..errors import DatasetLayoutError, InvalidConfigError
+from ..errors import DatasetLayoutError, ForeignContentError, InvalidConfigError, PUMAError
+from ..owned_paths import OwnedLayout, discard_staging, make_staging_folder, move_into_place
 from .schema import (
     DATASET_COLUMN,
     IMAGE_COLUMN,
@@ -273,14 +274,36 @@ def _manifest(config: UMLMiniConfig, plans: Sequence[ClassPlan]) -> dict:
     }
 
 
-def _cached(out: str, config: UMLMiniConfig) -> bool:
+UML_MINI_LAYOUT = OwnedLayout.of(
+    "a UML-mini build", signature=[MANIFEST], others=["dataset_dict.json", TRAIN_SPLIT, TEST_SPLIT]
+)
+
+
+def read_manifest(folder: str) -> dict | None:
+    """The manifest of the UML-mini build in ``folder``; ``None`` where there is none or it cannot be read."""
     try:
-        with open(os.path.join(out, MANIFEST), encoding="utf-8") as handle:
+        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as handle:
             manifest = json.load(handle)
     except (OSError, ValueError):
-        return False
-    same = manifest.get("builder_version") == BUILDER_VERSION and manifest.get("config") == asdict(config)
-    return same and os.path.isfile(os.path.join(out, "dataset_dict.json"))
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def build_command(folder: str, config: UMLMiniConfig = UMLMiniConfig(), force: bool = False) -> str:
+    """The command line that (re)builds ``folder`` with ``config``."""
+    options = "".join(
+        f" --{name} {value}" for name, value in asdict(config).items() if value != getattr(UMLMiniConfig(), name)
+    )
+    return f"python -m peft_puma.data.uml_mini --out {folder}{options}{' --force' if force else ''}"
+
+
+def _is_complete(folder: str, manifest: dict | None) -> bool:
+    return manifest is not None and os.path.isfile(os.path.join(folder, "dataset_dict.json"))
+
+
+def _describe(manifest: dict) -> str:
+    config = manifest.get("config") or {}
+    return f"seed {config.get('seed')}, scale {config.get('scale')}, builder version {manifest.get('builder_version')}"
 
 
 def load_or_build_uml_mini(
@@ -290,24 +313,68 @@ def load_or_build_uml_mini(
     root: str = "/",
     install_missing: bool = False,
 ) -> tuple[datasets.DatasetDict, dict, bool]:
-    """The benchmark saved in ``out``: loaded when a build with the same config and builder version is there.
+    """The benchmark of ``config`` in ``out``: loaded when ``out`` holds that build, else built there.
 
-    Returns ``(dataset, manifest, was_cached)``. A fresh build is written next to ``out`` and renamed into place, so
-    an interrupted build never leaves a folder that looks complete.
+    Returns ``(dataset, manifest, was_cached)``. ``out`` may be new, empty, or hold a UML-mini build; a build of
+    another seed, scale or builder version is replaced only with ``force`` (an incomplete one always). Anything else
+    in ``out`` is refused (:class:`~peft_puma.errors.ForeignContentError`) before any work. A fresh build is written
+    beside ``out`` and moved into place, so an interrupted build never removes the previous complete one.
     """
-    if not force and _cached(out, config):
-        with open(os.path.join(out, MANIFEST), encoding="utf-8") as handle:
-            return datasets.load_from_disk(out), json.load(handle), True
+    owned = UML_MINI_LAYOUT.is_owned(out)
+    manifest = read_manifest(out) if owned else None
+    if owned and _is_complete(out, manifest) and not force:
+        wanted = {"builder_version": BUILDER_VERSION, "config": asdict(config)}
+        if {key: manifest.get(key) for key in wanted} == wanted:
+            return datasets.load_from_disk(out), manifest, True
+        raise ForeignContentError(
+            f"{out} holds a UML-mini build of {_describe(manifest)}, not the one asked for (seed {config.seed}, scale "
+            f"{config.scale}, builder version {BUILDER_VERSION}). Nothing was touched: replace it with "
+            f"`{build_command(out, config, force=True)}`, or choose another --out."
+        )
     dataset, plans = build_uml_mini(config, root, install_missing)
     manifest = _manifest(config, plans)
-    staging = f"{os.path.abspath(out)}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    dataset.save_to_disk(staging)
-    with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=1, ensure_ascii=False)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)
+    staging = make_staging_folder(out)
+    try:
+        dataset.save_to_disk(staging)
+        with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=1, ensure_ascii=False)
+        move_into_place(staging, out, UML_MINI_LAYOUT)
+    except BaseException:
+        discard_staging(staging)
+        raise
     return datasets.load_from_disk(out), manifest, False
+
+
+def open_uml_mini(folder: str, **build_options) -> tuple[datasets.DatasetDict, dict]:
+    """UML-mini as built in ``folder``, whatever its seed and scale (``manifest["config"]`` says which); where
+    ``folder`` does not exist or is empty, the default build is made there first.
+
+    Used by training, evaluation and embedding, which must describe the data the user built. A build of an older
+    builder version, an incomplete build, or a folder that holds no build is an error that names the command
+    rebuilding it; nothing is deleted.
+    """
+    if not UML_MINI_LAYOUT.is_owned(folder):
+        dataset, manifest, _ = load_or_build_uml_mini(folder, **build_options)
+        return dataset, manifest
+    manifest = read_manifest(folder)
+    if not _is_complete(folder, manifest):
+        raise DatasetLayoutError(
+            f"{folder} holds an incomplete UML-mini build (its {MANIFEST} or dataset_dict.json is missing or "
+            f"unreadable). Rebuild it with `{build_command(folder, force=True)}` (add the --seed and --scale it had)."
+        )
+    config = UMLMiniConfig(**manifest.get("config", {}))
+    if manifest.get("builder_version") != BUILDER_VERSION:
+        raise DatasetLayoutError(
+            f"{folder} holds a UML-mini build of builder version {manifest.get('builder_version')}; this version of "
+            f"peft_puma reads version {BUILDER_VERSION}, whose images differ. Rebuild it with "
+            f"`{build_command(folder, config, force=True)}`."
+        )
+    return datasets.load_from_disk(folder), manifest
+
+
+def provenance(folder: str, manifest: dict) -> dict:
+    """What a run records about the UML-mini build it used."""
+    return {"uml_mini_dir": folder, "builder_version": manifest.get("builder_version"), **manifest.get("config", {})}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,7 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder to write the DatasetDict to (reused when up to date)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the class splits and of every image (default 0)")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of each domain's classes (default 1.0)")
-    parser.add_argument("--force", action="store_true", help="rebuild even when --out holds an up-to-date build")
+    parser.add_argument(
+        "--force", action="store_true", help="rebuild when --out holds a UML-mini build (of any seed, scale or version)"
+    )
     parser.add_argument("--install-missing", action="store_true", help="apt-get install missing Debian sources (root)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -325,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset, manifest, cached = load_or_build_uml_mini(
             args.out, config, args.force, install_missing=args.install_missing
         )
-    except (DatasetLayoutError, InvalidConfigError) as error:
+    except PUMAError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     what = "reused cached build in" if cached else "built"

@@ -24,13 +24,18 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import IncompatibleCheckpointError
+from ..errors import ForeignContentError, IncompatibleCheckpointError
 
 CHECKPOINTS = "checkpoints"
 MARKER = "checkpoint_complete.json"
 TRAINER_STATE = "trainer_state.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+_STAGING_NAME = re.compile(r"^\.checkpoint-(\d+)\.tmp$")
 _MODEL_FILE = "model.safetensors"
+
+
+class CorruptCheckpointError(IncompatibleCheckpointError):
+    """A complete checkpoint whose files cannot be read (truncated or damaged on disk)."""
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -63,7 +68,10 @@ def load_trainable_state(module: nn.Module, path: str) -> None:
     expected = trainable_state(module)
     if not os.path.isfile(path):
         raise IncompatibleCheckpointError(f"The checkpoint has no {os.path.basename(path)} ({path}).")
-    saved = load_file(path)
+    try:
+        saved = load_file(path)
+    except Exception as error:  # safetensors raises its own SafetensorError for truncated or damaged files
+        raise CorruptCheckpointError(f"The checkpoint file {path} cannot be read ({error}).") from None
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     wrong = [k for k in set(expected) & set(saved) if saved[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
@@ -102,6 +110,8 @@ def save_checkpoint(accelerator: Any, output_dir: str, step: int, trainer_state:
         _write_json(os.path.join(staging, MARKER), {"step": step})
         _fsync_dir(staging)
         if os.path.isdir(final):  # the same step saved before (a resumed run ending where it started)
+            if not os.path.isfile(os.path.join(final, MARKER)):
+                raise ForeignContentError(f"{final} exists but is no checkpoint peft_puma wrote; move it away.")
             shutil.rmtree(final)
         os.replace(staging, final)
         _fsync_dir(os.path.dirname(final))
@@ -124,6 +134,25 @@ def complete_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def load_checkpoint(accelerator: Any, path: str) -> None:
+    """``accelerator.load_state(path)``; a file that cannot be read raises :class:`CorruptCheckpointError`.
+
+    Every file is read before anything is restored, so a corrupt checkpoint changes no weight or state.
+    """
+    for name in sorted(os.listdir(path)):
+        file = os.path.join(path, name)
+        try:
+            if name.endswith(".safetensors"):
+                load_file(file)
+            elif name.endswith((".bin", ".pkl", ".pt")):
+                torch.load(file, map_location="cpu", weights_only=False)
+        except Exception as error:  # truncated pickles and safetensors fail with many exception types
+            raise CorruptCheckpointError(
+                f"The checkpoint file {file} cannot be read ({type(error).__name__}: {error})."
+            ) from None
+    accelerator.load_state(path)
+
+
 def latest_checkpoint(output_dir: str) -> str | None:
     found = complete_checkpoints(output_dir)
     return found[-1][1] if found else None
@@ -139,19 +168,31 @@ def remove_partial_checkpoints(output_dir: str) -> list[str]:
     root = os.path.join(output_dir, CHECKPOINTS)
     if not os.path.isdir(root):
         return []
-    partial = [name for name in os.listdir(root) if name.endswith(".tmp")]
+    partial = [
+        name for name in os.listdir(root) if _STAGING_NAME.match(name) and os.path.isdir(os.path.join(root, name))
+    ]
     for name in partial:
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     return partial
 
 
 def read_trainer_state(checkpoint: str) -> dict[str, Any]:
+    if not os.path.isdir(checkpoint):
+        raise IncompatibleCheckpointError(
+            f"{checkpoint} does not exist or is not a folder; --resume takes true (the newest complete checkpoint of "
+            "output_dir) or the path of a checkpoint folder (output_dir/checkpoints/checkpoint-<step>)."
+        )
     if not os.path.isfile(os.path.join(checkpoint, MARKER)):
         raise IncompatibleCheckpointError(
             f"{checkpoint} is not a complete checkpoint (no {MARKER}): it was interrupted while being written."
         )
-    with open(os.path.join(checkpoint, TRAINER_STATE), encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(os.path.join(checkpoint, TRAINER_STATE), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        raise CorruptCheckpointError(
+            f"The checkpoint's {TRAINER_STATE} in {checkpoint} cannot be read ({error})."
+        ) from None
 
 
 def _write_json(path: str, value: Any) -> None:

@@ -9,6 +9,8 @@ data is loaded. The keys are documented in docs/training.md.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,6 +167,13 @@ class TrainingConfig(DataConfig):
     )
     samples_per_class: int = field(default=4, metadata={"help": "Images per class in a batch for m_per_class."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch threads per process on the CPU; null: the cores this process may use (CPU affinity and "
+            "cgroup quota) shared among the processes on the machine, or OMP_NUM_THREADS when set."
+        },
+    )
     # --- evaluation, logging, checkpoints ---
     eval_every_epochs: int = field(default=0, metadata={"help": "Also evaluate every N epochs (0: only at the end)."})
     eval_batch_size: int = field(default=256, metadata={"help": "Batch per process when embedding test images."})
@@ -199,11 +208,17 @@ class TrainingConfig(DataConfig):
             if getattr(self, name) < 0:
                 raise InvalidConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
         _positive_or_none("max_steps", self.max_steps)
+        _positive_or_none("cpu_threads", self.cpu_threads)
         _positive("save_total_limit", self.save_total_limit)
         self._validate_optimiser()
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
         if not self.eval_ks or any(k < 1 for k in self.eval_ks):
             raise InvalidConfigError(f"eval_ks must be a non-empty list of positive integers, got {self.eval_ks!r}.")
+        if isinstance(self.resume, str) and not os.path.isdir(self.resume):
+            raise InvalidConfigError(
+                f"resume: {self.resume} does not exist or is not a folder; resume takes true (the newest complete "
+                "checkpoint of output_dir) or the path of a checkpoint folder (output_dir/checkpoints/checkpoint-N)."
+            )
         if self.push_to_hub and not self.hub_model_id:
             raise InvalidConfigError("push_to_hub needs hub_model_id (the Hub repository to upload to).")
         return self
@@ -269,6 +284,7 @@ RUN_CONTROL_KEYS: frozenset[str] = frozenset(
         "epochs",
         "max_steps",
         "num_workers",
+        "cpu_threads",
         "eval_every_epochs",
         "eval_batch_size",
         "eval_ks",
@@ -297,7 +313,21 @@ def check_types(config: Any) -> None:
     from .parsing import coerce  # the parser imports this module
 
     for name, f in config_fields(type(config)).items():
-        setattr(config, name, coerce(name, getattr(config, name), f.type))
+        value = coerce(name, getattr(config, name), f.type)
+        _refuse_non_finite(name, value)
+        setattr(config, name, value)
+
+
+def _refuse_non_finite(name: str, value: Any) -> None:
+    """NaN and infinity pass every ``<`` / ``>`` check, then wreck training far from the cause: stop them here."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidConfigError(f"{name} must be a finite number, got {value!r}.")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(f"{name}.{key}", item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _refuse_non_finite(name, item)
 
 
 def _choice(name: str, value: Any, choices: Sequence[str]) -> None:

@@ -35,9 +35,9 @@ def load_unified(config: DataConfig) -> datasets.DatasetDict:
                 f"dataset_path {config.dataset_path!r} holds no dataset saved with save_to_disk ({error})."
             ) from None
     elif config.uml_mini_dir is not None:
-        from ..data.uml_mini import load_or_build_uml_mini
+        from ..data.uml_mini import open_uml_mini
 
-        data, _, _ = load_or_build_uml_mini(config.uml_mini_dir)
+        data, _ = open_uml_mini(config.uml_mini_dir)
     else:
         from ..data.builder import build_unified_dataset
 
@@ -51,6 +51,17 @@ def load_unified(config: DataConfig) -> datasets.DatasetDict:
     if missing:
         raise DatasetLayoutError(f"The data source lacks column(s) {sorted(missing)} of the row schema (docs/data.md).")
     return select_datasets(data, config.datasets)
+
+
+def describe_source(config: DataConfig) -> dict[str, Any]:
+    """What a run records about its data source: for UML-mini the build's seed, scale and builder version."""
+    if config.uml_mini_dir is not None:
+        from ..data.uml_mini import provenance, read_manifest
+
+        return provenance(config.uml_mini_dir, read_manifest(config.uml_mini_dir) or {})
+    if config.dataset_path is not None:
+        return {"dataset_path": config.dataset_path}
+    return {"dataset_roots": dict(config.dataset_roots or {})}
 
 
 def column(dataset: datasets.Dataset, name: str) -> list[Any]:

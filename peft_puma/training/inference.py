@@ -7,6 +7,7 @@ process ends with the same ``(N, D)`` tensor.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -137,6 +138,35 @@ class AdaptersOff(nn.Module):
             return self.model(pixel_values=pixel_values)
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def check_adapter_source(adapter: str) -> None:
+    """Refuse at once an adapter path that cannot be loaded, rather than after the Hub's retries.
+
+    A local folder must hold the adapter's files; a path that is clearly local (it exists, or its parent folder does,
+    or it starts with ``.``, ``/`` or ``~``) but is missing is an error; anything else is taken as a Hub id.
+    """
+    from ..errors import IncompatibleCheckpointError
+
+    if os.path.isdir(adapter):
+        missing = [name for name in ADAPTER_FILES if not os.path.isfile(os.path.join(adapter, name))]
+        if missing:
+            raise IncompatibleCheckpointError(
+                f"{adapter} holds no complete adapter (missing {', '.join(missing)}); give the output_dir of a "
+                "finished training run or a folder written by save_pretrained."
+            )
+        return
+    if os.path.exists(adapter):
+        raise IncompatibleCheckpointError(f"{adapter} is a file; give the adapter's folder (the training output_dir).")
+    parent = os.path.dirname(os.path.normpath(adapter))
+    if adapter.startswith((".", "/", "~")) or (parent and os.path.isdir(parent)):
+        raise IncompatibleCheckpointError(
+            f"The adapter folder {adapter} does not exist; give the output_dir of a finished training run "
+            "(or a Hub repository id)."
+        )
+
+
 def load_for_inference(
     adapter: str | None = None,
     backbone: str | None = None,
@@ -152,12 +182,14 @@ def load_for_inference(
     """
     from peft import get_peft_model
 
-    from ..errors import InvalidConfigError
+    from ..errors import IncompatibleCheckpointError, InvalidConfigError, PUMAError
     from ..tuners.puma.config import PUMAConfig
     from .backbone import load_backbone
     from .methods import load_trained
     from .report import read_run_file
 
+    if adapter is not None:
+        check_adapter_source(adapter)
     run = read_run_file(adapter) if adapter else None
     image_size = run.get("image_size") if run else None
     if backbone is None and run is not None:
@@ -172,7 +204,15 @@ def load_for_inference(
             raise InvalidConfigError("Give an adapter folder, or ask for the zero-shot backbone (--zero_shot).")
         model: nn.Module = get_peft_model(network, PUMAConfig.from_preset("linear"))
     else:
-        model = load_trained(network, adapter)
+        try:
+            model = load_trained(network, adapter)
+        except PUMAError:
+            raise
+        except Exception as error:  # safetensors' SafetensorError for a truncated or damaged weights file, ...
+            raise IncompatibleCheckpointError(
+                f"The adapter in {adapter} cannot be loaded ({type(error).__name__}: {error}); its files are damaged "
+                "or incomplete. Save or train it again."
+            ) from None
     if zero_shot:
         model = AdaptersOff(model)
     return model.eval(), processor, image_size

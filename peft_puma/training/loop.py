@@ -25,23 +25,34 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..cpu_threads import configure_torch_threads
 from ..data.schema import TEST_SPLIT, TRAIN_SPLIT
-from ..errors import IncompatibleCheckpointError
+from ..errors import IncompatibleCheckpointError, PUMAError
 from . import checkpoint as ckpt
 from .config import RUN_CONTROL_KEYS, TrainingConfig
 from .faults import maybe_exit_after_step, maybe_poison_loss
 from .gather import gather_keep_local_grad, gather_labels
 from .inference import evaluate_split, results_markdown
-from .report import RunInfo, start_up_summary, write_outputs
+from .report import (
+    RESULTS_FILE,
+    RUN_LAYOUT,
+    TRAIN_LOG,
+    RunInfo,
+    push_folder,
+    start_up_summary,
+    write_outputs,
+    write_run_file,
+)
 
 logger = logging.getLogger(__name__)
 
 
-TRAIN_LOG = "train_log.jsonl"
-
-
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: the run stopped before the bad step changed any weight."""
+
+
+class PushToHubError(PUMAError):
+    """The run finished and its outputs are saved, but uploading them to the Hub failed."""
 
 
 @dataclass
@@ -102,13 +113,18 @@ def train(config: TrainingConfig) -> TrainResult:
     config.validate()
     from accelerate.utils import set_seed
 
-    accelerator = make_accelerator(config)
-    os.makedirs(config.output_dir, exist_ok=True)
+    RUN_LAYOUT.is_owned(config.output_dir)  # a file, or a folder of someone else's files: refused, untouched
     if not config.resume:
         _refuse_existing_run(config)
+    accelerator = make_accelerator(config)
+    _set_cpu_threads(config, accelerator)
+    os.makedirs(config.output_dir, exist_ok=True)
     set_seed(config.seed)
     run = _set_up(config, accelerator)
     start = _resume(config, accelerator, run) if config.resume else _Position()
+    if accelerator.is_main_process:
+        write_run_file(config, run.info)
+        _trim_log(config, start.step)
     accelerator.print(start_up_summary(run.info))
     if accelerator.log_with:
         accelerator.init_trackers("peft_puma", config=_tracker_config(config))
@@ -117,6 +133,15 @@ def train(config: TrainingConfig) -> TrainResult:
 
 
 # ------------------------------------------------------------------------------------------------------------ set-up
+def _set_cpu_threads(config: TrainingConfig, accelerator: Any) -> None:
+    if accelerator.device.type != "cpu":
+        return
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
+    else:
+        configure_torch_threads(int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes)))
+
+
 @dataclass
 class _Run:
     objective: nn.Module
@@ -139,7 +164,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
     from ..data.transforms import make_eval_transform, make_train_transform
     from ..losses import make_loss
     from .backbone import load_backbone
-    from .data import dataset_sizes, load_unified, make_train_batches
+    from .data import dataset_sizes, describe_source, load_unified, make_train_batches
     from .methods import MethodOptions, build_model, parameter_groups
     from .optim import build_optimizer, build_scheduler
 
@@ -197,6 +222,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         groups={name: sum(p.numel() for p in params) for name, params in groups.items()},
         frozen=sum(p.numel() for p in model.parameters() if not p.requires_grad),
         sizes=dataset_sizes(data),
+        data_source=describe_source(config),
         num_processes=accelerator.num_processes,
         steps_per_epoch=steps_per_epoch,
         total_steps=min(total, config.max_steps or total),
@@ -215,13 +241,37 @@ class _Position:
 
 
 def _refuse_existing_run(config: TrainingConfig) -> None:
-    """A fresh start must not mix its checkpoints with those of another run in the same folder."""
+    """A fresh start must not mix its checkpoints with those of another run, nor overwrite a finished run."""
     existing = ckpt.complete_checkpoints(config.output_dir)
     if existing:
         raise IncompatibleCheckpointError(
             f"{config.output_dir} already holds checkpoints (newest: {existing[-1][1]}); pass --resume to continue "
             "that run, or choose another output_dir."
         )
+    if os.path.isfile(os.path.join(config.output_dir, RESULTS_FILE)):
+        raise IncompatibleCheckpointError(
+            f"{config.output_dir} already holds a finished run ({RESULTS_FILE}); choose another output_dir."
+        )
+
+
+def _trim_log(config: TrainingConfig, step: int) -> None:
+    """Keep the lines of ``train_log.jsonl`` up to ``step``: a resumed run logs the later steps again."""
+    path = os.path.join(config.output_dir, TRAIN_LOG)
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) < len(lines):
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(kept)
+
+
+def _logged_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")  # a line cut by a crash
 
 
 def _resume(config: TrainingConfig, accelerator: Any, run: _Run) -> _Position:
@@ -230,21 +280,38 @@ def _resume(config: TrainingConfig, accelerator: Any, run: _Run) -> _Position:
         if removed:
             accelerator.print(f"Removed checkpoint(s) interrupted while being written: {', '.join(removed)}")
     accelerator.wait_for_everyone()
-    path = config.resume if isinstance(config.resume, str) else ckpt.latest_checkpoint(config.output_dir)
-    if path is None:
-        accelerator.print(f"--resume: no complete checkpoint in {config.output_dir}/checkpoints; starting afresh.")
-        return _Position()
-    state = ckpt.read_trainer_state(path)
-    _check_same_run(config, state.get("config", {}), path)
-    if state.get("num_processes", accelerator.num_processes) != accelerator.num_processes:
-        raise IncompatibleCheckpointError(
-            f"The checkpoint {path} was written by {state['num_processes']} process(es), this run has "
-            f"{accelerator.num_processes}: the global batch, hence the data order, would change. Resume with the same "
-            "number of processes."
-        )
-    accelerator.load_state(path)
-    accelerator.print(f"Resumed from {path} (step {state['step']}, epoch {state['epoch'] + 1}).")
-    return _Position(state["step"], state["epoch"], state["batch_in_epoch"])
+    if isinstance(config.resume, str):
+        candidates = [config.resume]  # the user's choice: no fall-back to another checkpoint
+    else:
+        candidates = [path for _, path in reversed(ckpt.complete_checkpoints(config.output_dir))]
+        if not candidates:
+            accelerator.print(f"--resume: no complete checkpoint in {config.output_dir}/checkpoints; starting afresh.")
+            return _Position()
+    for index, path in enumerate(candidates):
+        try:
+            state = ckpt.read_trainer_state(path)
+            _check_same_run(config, state.get("config", {}), path)
+            if state.get("num_processes", accelerator.num_processes) != accelerator.num_processes:
+                raise IncompatibleCheckpointError(
+                    f"The checkpoint {path} was written by {state['num_processes']} process(es), this run has "
+                    f"{accelerator.num_processes}: the global batch, hence the data order, would change. Resume with "
+                    "the same number of processes."
+                )
+            ckpt.load_checkpoint(accelerator, path)
+        except ckpt.CorruptCheckpointError as error:
+            if index + 1 == len(candidates):
+                raise
+            accelerator.print(f"{error} Falling back to the previous complete checkpoint, {candidates[index + 1]}.")
+            continue
+        accelerator.print(f"Resumed from {path}: {_progress(state, run)}.")
+        return _Position(state["step"], state["epoch"], state["batch_in_epoch"])
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _progress(state: dict[str, Any], run: _Run) -> str:
+    if state["step"] >= run.total_steps:
+        return f"step {state['step']}, the run had finished all its {run.total_steps} steps"
+    return f"step {state['step']} of {run.total_steps}, epoch {state['epoch'] + 1} batch {state['batch_in_epoch'] + 1}"
 
 
 def _check_same_run(config: TrainingConfig, saved: dict[str, Any], path: str) -> None:
@@ -406,8 +473,24 @@ def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Posi
         accelerator.print(f"\n{table}\n\nAdapter saved to {os.path.abspath(config.output_dir)}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if config.push_to_hub and accelerator.is_main_process:
+        _push(config)
     model = accelerator.unwrap_model(run.objective).model.eval()
     return TrainResult(config.output_dir, result, position.step, table, model, run.losses)
+
+
+def _push(config: TrainingConfig) -> None:
+    """Upload the saved run; any failure (offline, no token, no rights) leaves everything saved and says so."""
+    try:
+        url = push_folder(config.output_dir, config.hub_model_id)
+    except Exception as error:  # huggingface_hub raises HTTP, connection, auth and validation errors alike
+        reason = (str(error).splitlines() or [""])[0]
+        raise PushToHubError(
+            f"The run is saved in {os.path.abspath(config.output_dir)}, but pushing it to the Hub repository "
+            f"{config.hub_model_id!r} failed ({type(error).__name__}: {reason}). Upload it later with "
+            f"`hf upload {config.hub_model_id} {config.output_dir} --exclude 'checkpoints/*' --exclude 'logs/*'`."
+        ) from None
+    print(f"Pushed to {url}")
 
 
 def _tracker_config(config: TrainingConfig) -> dict[str, Any]:

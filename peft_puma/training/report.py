@@ -15,10 +15,26 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
+
+from ..owned_paths import OwnedLayout
+from .checkpoint import CHECKPOINTS
+from .methods import BACKBONE_FOLDER, LORA_FOLDER, save_trained
 
 RESULTS_FILE = "results.json"
 RUN_FILE = "peft_puma_training.json"
+TRAIN_LOG = "train_log.jsonl"
+
+# What the trainer writes in its output folder; the run file (written at start-up) and the log mark it as a run folder.
+RUN_LAYOUT = OwnedLayout.of(
+    "a peft_puma training run",
+    signature=[RUN_FILE, TRAIN_LOG, CHECKPOINTS],
+    others=[
+        "adapter_config.json", "adapter_model.safetensors", "README.md", RESULTS_FILE, "logs", LORA_FOLDER,
+        BACKBONE_FOLDER,
+    ],
+)  # fmt: skip
 
 
 @dataclass
@@ -31,6 +47,7 @@ class RunInfo:
     groups: dict[str, int]  # trainable parameters per learning-rate group
     frozen: int
     sizes: dict[str, dict[str, int]]
+    data_source: dict[str, Any]  # where the data came from; for UML-mini its seed, scale and builder version
     num_processes: int
     steps_per_epoch: int
     total_steps: int
@@ -56,7 +73,8 @@ def start_up_summary(info: RunInfo) -> str:
         f"  method      {config.method}: {info.saved_parameters:,} trainable parameters saved in the adapter",
         f"              by group: {groups}",
         f"  loss        {config.loss}" + (f" {config.loss_options}" if config.loss_options else ""),
-        "  data        dataset      train images / classes   test images / classes",
+        f"  data        {_source(info.data_source)}",
+        "              dataset      train images / classes   test images / classes",
     ]
     for name, size in info.sizes.items():
         lines.append(
@@ -74,11 +92,15 @@ def start_up_summary(info: RunInfo) -> str:
         f"  schedule    {info.steps_per_epoch} steps/epoch, {config.epochs} epochs, {info.total_steps} steps; "
         f"lr {config.learning_rate:g} x {_multipliers(info)}, x{config.lr_gamma:g} every {config.lr_step_epochs} "
         f"epochs; clamp {config.grad_clamp}",
-        f"  precision   {info.precision} on {info.device}, seed {config.seed}"
+        f"  precision   {info.precision} on {info.device} ({torch.get_num_threads()} CPU threads), seed {config.seed}"
         + (", activation checkpointing" if config.activation_checkpointing else ""),
         f"  output      {os.path.abspath(config.output_dir)}",
     ]
     return "\n".join(lines)
+
+
+def _source(source: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in source.items())
 
 
 def _multipliers(info: RunInfo) -> str:
@@ -86,9 +108,8 @@ def _multipliers(info: RunInfo) -> str:
 
 
 def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: str, info: RunInfo) -> None:
-    """Save the adapter (``save_pretrained``) with its model card, ``results.json`` and the run file; push if asked."""
+    """Save the adapter (``save_pretrained``) with its model card, ``results.json`` and the run file."""
     from ..tuners.puma.model_card import update_model_card
-    from .methods import save_trained
 
     directory = config.output_dir
     save_trained(model, directory)
@@ -99,7 +120,7 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
             f"- method: `{config.method}`, loss: `{config.loss}`, {config.epochs} epochs, global batch "
             f"{config.per_device_batch_size * info.num_processes}, seed {config.seed}",
             f"- trained parameters (adapter): {info.saved_parameters:,}",
-            f"- datasets: {', '.join(info.sizes)}",
+            f"- datasets: {', '.join(info.sizes)} ({_source(info.data_source)})",
             "- model selection: the final epoch (never a test-set pick)",
             "",
             "### Results",
@@ -108,15 +129,22 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
         ]
     )
     update_model_card(directory, model.peft_config["default"], extra=card)
-    _write_json(os.path.join(directory, RESULTS_FILE), result)
+    _write_json(os.path.join(directory, RESULTS_FILE), {**result, "data_source": info.data_source})
+    write_run_file(config, info)
+
+
+def write_run_file(config: Any, info: RunInfo) -> None:
+    """The run file: method, backbone, data and the whole config, so that the folder alone rebuilds the model.
+
+    Written at start-up (marking the folder as a run's) and again with the outputs.
+    """
     _write_json(
-        os.path.join(directory, RUN_FILE),
+        os.path.join(config.output_dir, RUN_FILE),
         {"method": config.method, "backbone": config.backbone, "backbone_format": config.backbone_format,
          "image_size": info.image_size, "trainable_params": info.saved_parameters,
-         "num_processes": info.num_processes, "data_sizes": info.sizes, "config": config.to_dict()},
+         "num_processes": info.num_processes, "data_sizes": info.sizes, "data_source": info.data_source,
+         "config": config.to_dict()},
     )  # fmt: skip
-    if config.push_to_hub:
-        push_folder(directory, config.hub_model_id)
 
 
 def push_folder(directory: str, repo_id: str) -> str:

@@ -26,7 +26,7 @@ from peft_puma.data.uml_mini import (
 )
 from peft_puma.data.uml_mini_render import IMAGE_SIZE, emoji_bitmap
 from peft_puma.data.uml_mini_sources import SOURCES, digit_pools, faces_drawing, install_command, missing_packages
-from peft_puma.errors import DatasetLayoutError, InvalidConfigError
+from peft_puma.errors import DatasetLayoutError, ForeignContentError, InvalidConfigError
 
 TINY = UMLMiniConfig(seed=3, scale=0.05)
 
@@ -139,7 +139,7 @@ def test_build_is_deterministic_in_the_seed(tiny):
     assert not other["test"].data.equals(dataset["test"].data)
 
 
-def test_cache_is_reused_for_the_same_config_and_redone_for_another(tiny):
+def test_cache_is_reused_for_the_same_config_and_redone_for_another_only_when_forced(tiny):
     _, _, out = tiny
     stamp = os.path.getmtime(out / MANIFEST)
     _, _, cached = load_or_build_uml_mini(str(out), TINY)
@@ -148,7 +148,9 @@ def test_cache_is_reused_for_the_same_config_and_redone_for_another(tiny):
     _, manifest, cached = load_or_build_uml_mini(str(copy), TINY)
     assert not cached
     (copy / MANIFEST).write_text(json.dumps({**manifest, "config": {"seed": 99, "scale": TINY.scale}}))
-    _, _, cached = load_or_build_uml_mini(str(copy), TINY)
+    with pytest.raises(ForeignContentError, match="seed 99"):
+        load_or_build_uml_mini(str(copy), TINY)
+    _, _, cached = load_or_build_uml_mini(str(copy), TINY, force=True)
     assert not cached and json.loads((copy / MANIFEST).read_text())["config"]["seed"] == TINY.seed
 
 

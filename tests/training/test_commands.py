@@ -21,7 +21,8 @@ def test_evaluate_command_reproduces_the_training_results(finished_run, tmp_path
     printed = capsys.readouterr().out
     assert "| stripes | colours | shop | Unified | Harmonic |" in printed
     with open(output) as handle:
-        assert json.load(handle) == json.loads(json.dumps(result.results))
+        saved = json.load(handle)
+    assert saved == json.loads(json.dumps({**result.results, "data_source": {"dataset_path": config.dataset_path}}))
 
 
 def test_evaluate_from_python_zero_shot_and_a_dataset_subset(finished_run, tiny_assets):

@@ -27,8 +27,8 @@ def test_outputs_are_the_adapter_results_and_logs(finished_run):
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "results.json"} <= files
     with open(os.path.join(config.output_dir, "results.json")) as handle:
         saved = json.load(handle)
-    assert saved == json.loads(json.dumps(result.results))
-    assert set(saved) == {"unified", "per_dataset", "harmonic"}
+    assert saved == json.loads(json.dumps({**result.results, "data_source": {"dataset_path": config.dataset_path}}))
+    assert set(saved) == {"unified", "per_dataset", "harmonic", "data_source"}
     assert list(saved["per_dataset"]) == ["stripes", "colours", "shop"]
     card = open(os.path.join(config.output_dir, "README.md")).read()
     assert "| stripes | colours | shop | Unified | Harmonic |" in card and "final epoch" in card

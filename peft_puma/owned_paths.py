@@ -1,0 +1,125 @@
+"""What peft_puma may delete or overwrite: only files and folders it wrote itself (docs/safety.md).
+
+Every command that writes a folder (a UML-mini build, a training run, a converted or pretrained backbone, a benchmark's
+run folders) describes it with an :class:`OwnedLayout`: the names it writes there and the files whose presence proves
+that peft_puma wrote the folder. Before writing into an existing folder, or removing one, the command checks it
+against its layout: a folder holding anything else is refused with :class:`~peft_puma.errors.ForeignContentError` and
+left untouched. New folders are built beside their destination in a staging folder and moved into place, so an
+interrupted build never deletes the complete one it was to replace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .errors import ForeignContentError
+
+STAGING_MARKER = ".peft_puma_staging"  # written first into every staging folder: proves peft_puma made it
+_SHOWN = 5  # foreign names listed in an error
+
+
+@dataclass(frozen=True)
+class OwnedLayout:
+    """The entries a peft_puma command writes directly inside its output folder.
+
+    ``signature``: entries whose presence shows that the folder was written by that command (a manifest, a run file).
+    ``entries``: every name the command may write there; anything else in the folder belongs to someone else.
+    """
+
+    what: str
+    signature: frozenset[str]
+    entries: frozenset[str]
+
+    @classmethod
+    def of(cls, what: str, signature: Iterable[str], others: Iterable[str] = ()) -> OwnedLayout:
+        signature = frozenset(signature)
+        return cls(what, signature, signature | frozenset(others))
+
+    def is_owned(self, folder: str) -> bool:
+        """``True`` when ``folder`` holds this command's output and nothing else, ``False`` when it does not exist
+        or is empty; :class:`ForeignContentError` (naming what is foreign) in every other case."""
+        if not os.path.lexists(folder):
+            return False
+        if not os.path.isdir(folder):
+            raise ForeignContentError(f"{folder} is a file, not a folder: give a folder for {self.what}.")
+        names = set(os.listdir(folder))
+        if not names:
+            return False
+        if not names & self.signature:
+            raise ForeignContentError(
+                f"{folder} is not empty and does not hold {self.what} (no {' or '.join(sorted(self.signature))}); "
+                "peft_puma writes only into a new or empty folder or one it wrote itself. Nothing was touched: "
+                "choose another folder."
+            )
+        foreign = sorted(names - self.entries)
+        if foreign:
+            raise ForeignContentError(
+                f"{folder} holds {self.what} and also files peft_puma did not write ({', '.join(foreign[:_SHOWN])}"
+                f"{', ...' if len(foreign) > _SHOWN else ''}). Nothing was touched: move them out or choose "
+                "another folder."
+            )
+        return True
+
+    def remove(self, folder: str) -> None:
+        """Delete ``folder`` if it holds only this command's output (nothing when it does not exist)."""
+        if self.is_owned(folder):
+            shutil.rmtree(folder)
+        elif os.path.isdir(folder):
+            os.rmdir(folder)  # empty
+
+
+def make_staging_folder(final: str) -> str:
+    """A new, uniquely named, hidden folder beside ``final`` to build its replacement in (same file system, so the
+    move into place is a rename). Stale staging folders of earlier interrupted builds of ``final`` are removed."""
+    parent, name = os.path.split(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_staging(final)
+    staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    open(os.path.join(staging, STAGING_MARKER), "w").close()
+    return staging
+
+
+def remove_stale_staging(final: str) -> list[str]:
+    """Remove the staging folders of ``final`` left by a crash: only folders of that name pattern that carry the
+    marker peft_puma writes into them first. Returns their paths."""
+    parent, name = os.path.split(os.path.abspath(final))
+    removed = []
+    if not os.path.isdir(parent):
+        return removed
+    for entry in os.listdir(parent):
+        path = os.path.join(parent, entry)
+        if entry.startswith(f".{name}.partial-") and os.path.isfile(os.path.join(path, STAGING_MARKER)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def discard_staging(staging: str) -> None:
+    """Remove a staging folder this process made (after a failed build)."""
+    if os.path.isfile(os.path.join(staging, STAGING_MARKER)):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def move_into_place(staging: str, final: str, layout: OwnedLayout) -> None:
+    """Replace ``final`` by the finished ``staging`` folder; a previous ``final`` must be ``layout``'s own output.
+
+    The previous folder is renamed aside before the new one moves in and deleted only afterwards: a crash at any
+    point leaves a complete folder under ``final`` or under the aside name, never nothing.
+    """
+    os.remove(os.path.join(staging, STAGING_MARKER))
+    if layout.is_owned(final):
+        aside = os.path.join(
+            os.path.dirname(os.path.abspath(final)), f".{os.path.basename(final)}.old-{uuid.uuid4().hex[:8]}"
+        )
+        os.replace(final, aside)
+        os.replace(staging, final)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    if os.path.isdir(final):
+        os.rmdir(final)  # empty: os.replace cannot move a folder onto a non-empty one, nor onto an empty one portably
+    os.replace(staging, final)
