@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
-from peft import PeftModel, get_peft_model
+from peft import PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel, Dinov2Backbone, Dinov2Config, Dinov2ForImageClassification
 
@@ -206,3 +208,64 @@ def test_installed_peft_is_in_the_supported_range():
     from packaging.version import Version
 
     assert Version(peft.__version__) in SpecifierSet(peft_puma.SUPPORTED_PEFT_VERSIONS)
+
+
+def _edit_saved_config(folder, **changes) -> None:
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+UNKNOWN_FIELDS = r"Unknown PUMAConfig fields \['prompt_depth', 'rank'\]; accepted fields: \[.*'embedding_size'.*'r'.*\]"
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        lambda folder: PeftModel.from_pretrained(make_vit(), folder),
+        lambda folder: PeftConfig.from_pretrained(str(folder)),  # the route of transformers' load_adapter
+        lambda folder: peft_puma.PUMAConfig.from_pretrained(str(folder)),
+        lambda folder: peft_puma.PUMAConfig.from_any(folder),
+        lambda folder: peft_puma.PUMAConfig.from_any(folder / "adapter_config.json"),
+    ],
+    ids=[
+        "PeftModel.from_pretrained",
+        "PeftConfig.from_pretrained",
+        "PUMAConfig.from_pretrained",
+        "from_any-folder",
+        "from_any-file",
+    ],
+)
+def test_unknown_fields_in_a_saved_config_are_refused_on_every_path(saved, load):
+    _edit_saved_config(saved, rank=4, prompt_depth=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PEFT's own handling would only warn ("upgrade PEFT") and drop the keys
+        with pytest.raises(InvalidConfigError, match=UNKNOWN_FIELDS):
+            load(saved)
+
+
+def test_unknown_fields_are_refused_when_building_a_config():
+    with pytest.raises(InvalidConfigError, match=r"Unknown PUMAConfig fields \['rank'\]; accepted fields"):
+        peft_puma.PUMAConfig(rank=4)
+    assert peft_puma.PUMAConfig(r=4, peft_type="PUMA", inference_mode=True).r == 4  # PEFT's own fields are fields
+
+
+def test_saved_peft_type_says_how_to_get_peft_puma_truthfully(saved):
+    saved_type = json.loads((saved / "adapter_config.json").read_text())["peft_type"]
+    assert saved_type.startswith("PUMA") and "import peft_puma" in saved_type
+    assert "pip install" not in saved_type and "source repository" in saved_type
+
+
+def test_adapters_saved_with_the_old_peft_type_text_still_load(saved, pixels):
+    from peft_puma.tuners.puma.registration import LEGACY_SAVED_PEFT_TYPES
+
+    expected = PeftModel.from_pretrained(make_vit(), saved).eval()(pixel_values=pixels).embeddings
+    old = "PUMA (a peft_puma adapter: `pip install peft_puma` and `import peft_puma` before loading it)"
+    assert old in LEGACY_SAVED_PEFT_TYPES
+    _edit_saved_config(saved, peft_type=old)
+    model = PeftModel.from_pretrained(make_vit(), saved).eval()
+    assert model.peft_config["default"].peft_type == "PUMA"
+    torch.testing.assert_close(model(pixel_values=pixels).embeddings, expected, atol=0, rtol=0)
+    model.save_pretrained(saved)  # re-saving writes the current text
+    assert json.loads((saved / "adapter_config.json").read_text())["peft_type"] != old

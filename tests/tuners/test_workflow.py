@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
+import peft
 import pytest
 import torch
 from peft import PeftModel, get_peft_model
@@ -164,11 +166,101 @@ def test_push_to_hub_uploads_the_adapter_and_a_model_card(trained, monkeypatch, 
     assert json.loads(files["adapter_config.json"])["r"] == 8
 
 
-def test_model_card_section_is_replaced_not_repeated(trained, tmp_path):
+def read_card(folder):
+    from huggingface_hub import ModelCard
+
+    return ModelCard.load(folder / "README.md")
+
+
+def card_code(text: str) -> str:
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_saved_model_card_is_our_own_card_without_template_placeholders(trained, backbone_dir, tmp_path):
     trained.save_pretrained(tmp_path / "adapter")
+    card = read_card(tmp_path / "adapter")
+    assert "[More Information Needed]" not in str(card)
+    assert card.data.library_name == "peft" and card.data.base_model == str(backbone_dir)
+    assert {"puma", "peft_puma", "transformers", f"base_model:adapter:{backbone_dir}"} <= set(card.data.tags)
+    text = card.text
+    assert f"# PUMA adapter for `{backbone_dir}`" in text
+    assert "arXiv 2309.08944" in text and "install peft_puma from its source repository" in text
+    assert "import peft_puma" in card_code(text) and "PeftModel.from_pretrained" in card_code(text)
+    assert "r = 8, s = 0.1" in text and "conditional prompt pool, M = 4, L = 3" in text and "Linear(d, 16)" in text
+    assert f"- PEFT {peft.__version__}" in text and f"- peft_puma {peft_puma.__version__}" in text
+
+
+def test_model_card_code_loads_the_adapter(trained, tmp_path, pixels):
     trained.save_pretrained(tmp_path / "adapter")
-    card = (tmp_path / "adapter" / "README.md").read_text()
-    assert card.count("## PUMA adapter") == 1
+    code = card_code(read_card(tmp_path / "adapter").text).replace(
+        '"<this repo or folder>"', repr(str(tmp_path / "adapter"))
+    )
+    namespace = {"pixel_values": pixels}
+    exec(code, namespace)  # the card's own snippet, as a Hub visitor would paste it
+    torch.testing.assert_close(namespace["embeddings"], trained(pixel_values=pixels).embeddings)
+
+
+def test_model_card_is_rewritten_not_repeated_and_keeps_extra_and_user_text(trained, tmp_path):
+    from peft_puma.tuners.puma.model_card import update_model_card
+
+    folder = tmp_path / "adapter"
+    trained.save_pretrained(folder)
+    update_model_card(str(folder), trained.peft_config["default"], extra="### Results\n\n| R@1 |\n|---|\n| 0.5 |")
+    readme = folder / "README.md"
+    readme.write_text(readme.read_text() + "\n## Notes from the author\n\nTrained on my photos.\n")
+    card = readme.read_text()
+    order = [card.index(part) for part in ("## Configuration", "## Details\n\n### Results", "## Framework versions")]
+    assert order == sorted(order)
+    trained.save_pretrained(folder)
+    card = readme.read_text()
+    assert card.count("# PUMA adapter") == 1 and card.count("## Framework versions") == 1
+    assert "Trained on my photos." in card  # the user's text outside the card's markers stays
+
+
+def test_model_card_of_an_older_save_loses_the_generic_template(trained, tmp_path):
+    from huggingface_hub import ModelCard, ModelCardData
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    old = ModelCard.from_template(ModelCardData(library_name="peft"))  # what PEFT's save_pretrained wrote
+    (folder / "README.md").write_text(str(old) + "\n### Framework versions\n\n- PEFT 0.21.0\n")
+    assert "[More Information Needed]" in (folder / "README.md").read_text()
+    trained.save_pretrained(folder)
+    card = (folder / "README.md").read_text()
+    assert "[More Information Needed]" not in card and "# PUMA adapter" in card and "PEFT 0.21.0" not in card
+
+
+def test_model_card_of_a_named_adapter_points_to_its_subfolder(trained, backbone_dir, tmp_path, pixels):
+    trained.add_adapter("shop", peft_puma.PUMAConfig(**{**SMALL, "embedding_size": 8}))
+    trained.set_adapter("shop")
+    trained.save_pretrained(tmp_path / "out", selected_adapters=["shop"])
+    for folder in (tmp_path / "out", tmp_path / "out" / "shop"):
+        assert "[More Information Needed]" not in (folder / "README.md").read_text()
+    code = card_code(read_card(tmp_path / "out").text)
+    assert "subfolder='shop'" in code
+    namespace = {"pixel_values": pixels}
+    exec(code.replace('"<this repo or folder>"', repr(str(tmp_path / "out"))), namespace)
+    torch.testing.assert_close(namespace["embeddings"], trained(pixel_values=pixels).embeddings)
+
+
+def test_building_saving_and_loading_print_no_gradient_checkpointing_warning(backbone_dir, tmp_path):
+    """PEFT 0.21 reads transformers 5's deprecated `is_gradient_checkpointing`; peft_puma silences exactly that."""
+    message = "is_gradient_checkpointing"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # undo pyproject's filter, which hides the warning from every other test
+        load_backbone(backbone_dir).is_gradient_checkpointing  # noqa: B018 - the warning is real here
+        assert [w for w in caught if message in str(w.message)]
+        caught.clear()
+        model = get_peft_model(load_backbone(backbone_dir), peft_puma.PUMAConfig(**SMALL))
+        model.add_adapter("second", peft_puma.PUMAConfig(**SMALL))
+        model.save_pretrained(tmp_path / "adapter")
+        PeftModel.from_pretrained(load_backbone(backbone_dir), tmp_path / "adapter")
+        PeftModel.from_pretrained(load_backbone(backbone_dir), tmp_path / "adapter", is_trainable=True)
+    assert not [w for w in caught if issubclass(w.category, FutureWarning) and message in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_backbone(backbone_dir).is_gradient_checkpointing  # noqa: B018 - the filter did not outlive the call
+    assert [w for w in caught if message in str(w.message)]
 
 
 def test_output_keeps_the_backbone_output_and_reads_through_to_it(pixels):

@@ -8,6 +8,7 @@ from .model import PUMAModel
 from .output import PUMAOutput
 from .prompt_pool import ConditionalPromptPool
 from .registration import PEFT_TYPE, SUPPORTED_PEFT_VERSIONS, register
+from .transformers_integration import TransformersIntegrationError
 
 register()
 
@@ -23,4 +24,5 @@ __all__ = [
     "PUMAModel",
     "PUMAOutput",
     "StochasticAdapter",
+    "TransformersIntegrationError",
 ]

@@ -1,11 +1,11 @@
-"""Configuration of the PUMA tuner (method.md sections 2-4) and the published variants as presets."""
+"""Configuration of the PUMA tuner (arXiv 2309.08944) and the published variants as presets."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from peft.config import PeftConfig
@@ -22,13 +22,13 @@ _PICKLE_WEIGHTS_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model
 class PUMAConfig(PeftConfig):
     """Configuration of a PUMA adapter: stochastic adapters, a conditional prompt pool and an embedding head.
 
-    Every default is the published method (``../shared/docs/method.md``), so ``PUMAConfig()`` on a ViT-S/16 gives
+    Every default is the published method (arXiv 2309.08944), so ``PUMAConfig()`` on a ViT-S/16 gives
     exactly 2,485,376 trainable parameters. The ablations of the paper's Table 3 are field changes: ``keep_prob=1.0``
     is the static adapter, ``num_prompts=1`` the single (unconditional) prompt, ``use_prompts=False`` /
     ``use_adapters=False`` remove a part; see :data:`PUMA_PRESETS` for them by name.
     """
 
-    # --- stochastic adapters (method.md section 2) ---
+    # --- stochastic adapters (arXiv 2309.08944) ---
     use_adapters: bool = field(
         default=True,
         metadata={"help": "Add a bottleneck adapter in parallel with every attention and MLP block. Default: True."},
@@ -54,7 +54,7 @@ class PUMAConfig(PeftConfig):
         default=None,
         metadata={"help": "Indices of the transformer layers that get adapters; None means all. Default: None."},
     )
-    # --- conditional prompt pool (method.md section 3) ---
+    # --- conditional prompt pool (arXiv 2309.08944) ---
     use_prompts: bool = field(
         default=True,
         metadata={"help": "Insert prompt tokens after the prefix (CLS) tokens at the input layer. Default: True."},
@@ -74,7 +74,7 @@ class PUMAConfig(PeftConfig):
             "`regularization_loss()` returns for the training loop to add. Default: 1.0."
         },
     )
-    # --- embedding head (method.md section 4) ---
+    # --- embedding head (arXiv 2309.08944) ---
     embedding_size: int = field(
         default=128, metadata={"help": "Output size of the Linear embedding head (L2-normalised). Default: 128."}
     )
@@ -88,6 +88,13 @@ class PUMAConfig(PeftConfig):
             "Default: None (record on first use)."
         },
     )
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PUMAConfig:
+        # Every way of building a config passes here first: PUMAConfig(...), from_any, and PEFT's loaders
+        # (PeftModel.from_pretrained, PeftConfig.from_pretrained), which catch the TypeError of an unknown keyword,
+        # drop the key and only warn. An InvalidConfigError is not a TypeError, so it reaches the user.
+        _refuse_unknown_fields(cls, kwargs)
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         if self.task_type is None:
@@ -154,7 +161,13 @@ class PUMAConfig(PeftConfig):
     def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs: Any):
         """Load the config and make sure the adapter beside it is safetensors: PUMA never unpickles weights."""
         _require_safetensors_weights(pretrained_model_name_or_path, subfolder, kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        except InvalidConfigError as error:
+            where = (
+                os.path.join(pretrained_model_name_or_path, subfolder) if subfolder else pretrained_model_name_or_path
+            )
+            raise InvalidConfigError(f"The adapter_config.json of {where}: {error}") from None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PUMAConfig:
@@ -185,12 +198,21 @@ class PUMAConfig(PeftConfig):
 
 def _init_fields(values: dict[str, Any]) -> dict[str, Any]:
     """Keep the fields a PUMAConfig is built from; unknown keys are an error, not silently dropped."""
-    names = set(PUMAConfig.__dataclass_fields__)
     values = {k: v for k, v in values.items() if k not in {"peft_type", "auto_mapping"}}
+    _refuse_unknown_fields(PUMAConfig, values)
+    return values
+
+
+def _refuse_unknown_fields(cls: type, values: dict[str, Any]) -> None:
+    """Refuse keys that are no field of ``cls``: a typo or a config written by another version is an error."""
+    names = {f.name for f in fields(cls) if f.init}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise InvalidConfigError(f"Unknown PUMAConfig fields {unknown}; accepted fields: {sorted(names)}.")
-    return values
+        raise InvalidConfigError(
+            f"Unknown {cls.__name__} fields {unknown}; accepted fields: {sorted(names)}. If they come from a saved "
+            "adapter_config.json, it was not written by this version of peft_puma: remove them, or load it with the "
+            "version that wrote it."
+        )
 
 
 def _require_safetensors_weights(path_or_id: str, subfolder: str | None, kwargs: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""What PUMA needs to know about each supported backbone family, in one table (method.md section 1).
+"""What PUMA needs to know about each supported backbone family, in one table (arXiv 2309.08944).
 
 PUMA touches five places of a pre-norm ViT: the patch projection (the prompt query reads it), the embeddings module
 (prompts are inserted into its output), the two branches of every block (an adapter reads the branch's LayerNorm output

@@ -1,4 +1,4 @@
-"""The embedding head (method.md section 4), wrapped around the backbone's final LayerNorm."""
+"""The embedding head (arXiv 2309.08944), wrapped around the backbone's final LayerNorm."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PUMA's tuner layers: the shared mixin and the stochastic adapter (method.md section 2).
+"""PUMA's tuner layers: the shared mixin and the stochastic adapter (arXiv 2309.08944).
 
 Each PUMA layer wraps one module of the frozen backbone, keeps its trainable tensors per adapter name in
 ``ParameterDict``/``ModuleDict`` containers (the PEFT convention, so ``add_adapter``/``set_adapter``/``delete_adapter``
@@ -84,7 +84,7 @@ NOT_MERGEABLE = (
 class StochasticAdapter(PUMAWrapper):
     """A bottleneck adapter in parallel with one branch (attention or MLP) of a transformer block.
 
-    ``h = x + Branch(LN(x)) + g * s * relu(LN(x) @ down) @ up`` (method.md section 2). The adapter reads the output of
+    ``h = x + Branch(LN(x)) + g * s * relu(LN(x) @ down) @ up`` (arXiv 2309.08944). The adapter reads the output of
     the branch's own LayerNorm (captured by a forward hook on that LayerNorm, which also fires when gradient
     checkpointing recomputes the block) and adds to the output of the module that ends the branch. ``g`` is a
     per-sample Bernoulli(keep_prob) gate divided by keep_prob in training, and 1 in eval.

@@ -25,6 +25,7 @@ from .head import EmbeddingHead
 from .layer import NOT_MERGEABLE, PUMALayer, StochasticAdapter
 from .output import PUMAOutput
 from .prompt_pool import ConditionalPromptPool
+from .transformers_integration import TransformersIntegrationError, refusal_message
 
 # Which part of PUMA each trainable tensor belongs to; the recipe gives each part its own learning rate.
 PARAMETER_GROUPS: dict[str, str] = {
@@ -56,6 +57,14 @@ class PUMAModel(BaseTuner):
     prefix: str = "puma_"
     tuner_layer_cls = PUMALayer
     target_module_mapping: dict[str, list[str]] = {}
+
+    def __init__(self, model, peft_config, adapter_name, low_cpu_mem_usage: bool = False, state_dict=None) -> None:
+        if not isinstance(peft_config, dict):
+            # A PeftModel (get_peft_model, PeftModel.from_pretrained) hands its tuner {adapter name: config}; a bare
+            # config comes from peft.inject_adapter_in_model, the route of transformers' load_adapter and
+            # from_pretrained(<adapter folder>), which would leave PUMA's weights untrained. Refuse before any change.
+            raise TransformersIntegrationError(refusal_message(peft_config))
+        super().__init__(model, peft_config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
 
     # ------------------------------------------------------------------ injection
     @staticmethod
@@ -126,7 +135,7 @@ class PUMAModel(BaseTuner):
             ]
 
     def _share_initial_down_projections(self, adapter_name: str) -> None:
-        """In the published code both adapters of a block start from the same ``down`` matrix (method.md section 2)."""
+        """Both adapters of a block start from the same ``down`` matrix (the code released with arXiv 2309.08944)."""
         adapters = {m.puma_site: m for m in self.model.modules() if isinstance(m, StochasticAdapter)}
         with torch.no_grad():
             for site, module in adapters.items():
@@ -168,7 +177,7 @@ class PUMAModel(BaseTuner):
         return self.model.get_submodule(self._sites.final_norm)
 
     def regularization_loss(self) -> torch.Tensor:
-        """The weighted orthogonality regulariser of the active adapter's prompt pool (method.md section 3, step 6),
+        """The weighted orthogonality regulariser of the active adapter's prompt pool (arXiv 2309.08944),
         for the training loop to add to its loss; zero when the adapter has no prompt pool."""
         adapter_name = self._single_active_adapter()
         pool = self.model.get_submodule(self._sites.embeddings)
@@ -178,7 +187,7 @@ class PUMAModel(BaseTuner):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """The trainable tensors of the active adapter by part (``adapters``, ``prompts``, ``head``), so a training
-        loop can give each part its learning rate (method.md section 6) without knowing internal names."""
+        loop can give each part its learning rate (arXiv 2309.08944) without knowing internal names."""
         adapter_name = self._single_active_adapter()
         groups: dict[str, list[nn.Parameter]] = {"adapters": [], "prompts": [], "head": []}
         for module in self.model.modules():

@@ -1,4 +1,4 @@
-"""The conditional prompt pool (method.md section 3), wrapped around the backbone's embeddings module."""
+"""The conditional prompt pool (arXiv 2309.08944), wrapped around the backbone's embeddings module."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class ConditionalPromptPool(PUMAWrapper):
         return torch.einsum("bm,mld->bld", weights.to(prompts.dtype), prompts)
 
     def cls_position(self) -> torch.Tensor:
-        """The CLS token's position embedding, which every prompt token receives (method.md section 3, step 5)."""
+        """The CLS token's position embedding, which every prompt token receives (arXiv 2309.08944)."""
         return self._cls_position(self.base_layer)
 
     def orthogonality_loss(self, adapter_name: str) -> torch.Tensor:

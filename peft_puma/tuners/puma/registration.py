@@ -1,18 +1,28 @@
 """Making PUMA a PEFT method: a ``PeftType`` member and the entries of PEFT's method mappings.
 
 PEFT has no plugin entry points and ``register_peft_method`` accepts only names that are already members of its closed
-``PeftType`` enum (ecosystem-notes.md). So we add the member ``PUMA`` to the enum first, the way ``enum`` itself adds
-members, and then register through PEFT's public function. Registration is idempotent.
+``PeftType`` enum. So we add the member ``PUMA`` to the enum first, the way ``enum`` itself adds members, and then
+register through PEFT's public function. Registration is idempotent.
 
 Saved configs carry :data:`SAVED_PEFT_TYPE` rather than the bare ``"PUMA"``: PEFT looks the saved value up in its
 mapping, and without ``import peft_puma`` the resulting ``KeyError`` then prints a message that says what to do.
+Adapters saved by earlier versions carry one of :data:`LEGACY_SAVED_PEFT_TYPES`; those load too.
+
+Registering also makes transformers' own adapter API refuse PUMA configs with advice (transformers_integration.py).
 """
 
 from __future__ import annotations
 
 from peft.utils.peft_types import PeftType, TaskType
 
-SAVED_PEFT_TYPE = "PUMA (a peft_puma adapter: `pip install peft_puma` and `import peft_puma` before loading it)"
+SAVED_PEFT_TYPE = (
+    "PUMA (an adapter made with the peft_puma library: install peft_puma from its source repository and run "
+    "`import peft_puma` before loading it with peft.PeftModel.from_pretrained)"
+)
+# Earlier values of SAVED_PEFT_TYPE, still found in saved adapters; each resolves to the same classes.
+LEGACY_SAVED_PEFT_TYPES: tuple[str, ...] = (
+    "PUMA (a peft_puma adapter: `pip install peft_puma` and `import peft_puma` before loading it)",
+)
 
 # Versions of PEFT whose registration and save/load hooks this module is written against and tested with.
 SUPPORTED_PEFT_VERSIONS = ">=0.21,<0.22"
@@ -40,7 +50,8 @@ TASK_TYPE = _add_enum_member(TaskType, "IMAGE_EMBEDDING", "IMAGE_EMBEDDING")
 
 
 def register() -> None:
-    """Register PUMA with PEFT (idempotent): config, tuner, prefix, PeftModel class, and the saved-name alias."""
+    """Register PUMA with PEFT (idempotent): config, tuner, prefix, PeftModel class, the saved-name aliases, and the
+    guard that makes transformers' ``add_adapter`` refuse PUMA configs with advice."""
     from peft.auto import MODEL_TYPE_TO_PEFT_MODEL_MAPPING
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
     from peft.utils import register_peft_method
@@ -48,11 +59,14 @@ def register() -> None:
     from .config import PUMAConfig
     from .model import PUMAModel
     from .peft_model import PeftModelForImageEmbedding
+    from .transformers_integration import install_transformers_guard
 
     if PEFT_TYPE not in PEFT_TYPE_TO_CONFIG_MAPPING:
         register_peft_method(name="puma", config_cls=PUMAConfig, model_cls=PUMAModel, prefix=PUMAModel.prefix)
     MODEL_TYPE_TO_PEFT_MODEL_MAPPING.setdefault(TASK_TYPE, PeftModelForImageEmbedding)
-    # The alias under which configs are saved resolves to the same classes.
-    PEFT_TYPE_TO_CONFIG_MAPPING.setdefault(SAVED_PEFT_TYPE, PUMAConfig)
-    PEFT_TYPE_TO_TUNER_MAPPING.setdefault(SAVED_PEFT_TYPE, PUMAModel)
-    PEFT_TYPE_TO_PREFIX_MAPPING.setdefault(SAVED_PEFT_TYPE, PUMAModel.prefix)
+    # The aliases under which configs are saved (now and by earlier versions) resolve to the same classes.
+    for alias in (SAVED_PEFT_TYPE, *LEGACY_SAVED_PEFT_TYPES):
+        PEFT_TYPE_TO_CONFIG_MAPPING.setdefault(alias, PUMAConfig)
+        PEFT_TYPE_TO_TUNER_MAPPING.setdefault(alias, PUMAModel)
+        PEFT_TYPE_TO_PREFIX_MAPPING.setdefault(alias, PUMAModel.prefix)
+    install_transformers_guard()
