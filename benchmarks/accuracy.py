@@ -36,6 +36,8 @@ from method_names import BENCHMARK_METHODS  # noqa: E402  (a script: its sibling
 from run_info import load_average, run_info  # noqa: E402
 
 from peft_puma.cpu_threads import configure_torch_threads  # noqa: E402
+from peft_puma.errors import ForeignContentError  # noqa: E402
+from peft_puma.owned_paths import check_json_output, write_json_atomically  # noqa: E402
 from peft_puma.training.config import RUN_CONTROL_KEYS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -506,6 +508,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    try:
+        check_json_output(args.output, "benchmark", "a benchmark result")  # before hours of training
+    except ForeignContentError as error:
+        raise SystemExit(f"error: {error}") from None
     args.threads = args.threads or configure_torch_threads()
     torch.set_num_threads(args.threads)
     from peft_puma.training import load_config
@@ -605,9 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"end {output['load_average_end']}",
     ]
     output["markdown"] = "\n".join(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w", encoding="utf-8") as handle:
-        json.dump(output, handle, indent=1)
+    write_json_atomically(args.output, output)
     if args.figure_dir:
         os.makedirs(args.figure_dir, exist_ok=True)
         length = f"{args.max_steps} steps" if args.max_steps else f"{args.epochs} epochs"

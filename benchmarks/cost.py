@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import multiprocessing
 import os
@@ -44,6 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from peft_puma.cpu_threads import configure_torch_threads
+from peft_puma.errors import ForeignContentError
+from peft_puma.owned_paths import check_json_output, write_json_atomically
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from method_names import BENCHMARK_METHODS  # noqa: E402  (a script: its sibling module is on the path above)
@@ -775,6 +776,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    try:
+        check_json_output(args.output, "benchmark", "a benchmark result")  # before minutes of measuring
+    except ForeignContentError as error:
+        raise SystemExit(f"error: {error}") from None
     args.threads = args.threads or configure_torch_threads()
     torch.set_num_threads(args.threads)
     shape = SHAPES[args.shape]
@@ -818,9 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["scaling"] = scaling(args, shape)
     result["load_average_end"] = load_average()
     result["elapsed_s"] = time.perf_counter() - start
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=1, default=_json_default)
+    write_json_atomically(args.output, result, default=_json_default)
     if args.figure:
         plot(result, args.figure)
     print(markdown_table(result))

@@ -14,16 +14,14 @@ mapping of :func:`peft_puma.evaluation.evaluate_retrieval` with ``--output``. Fr
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .errors import ForeignContentError, InvalidInputError, PUMAError
+from .errors import PUMAError
+from .owned_paths import check_json_output, write_json_atomically
 
 
 def evaluate_adapter(
@@ -68,36 +66,6 @@ def evaluate_adapter(
     )
 
 
-def check_results_path(path: str) -> None:
-    """``--output`` may be new or a results file of ours; never a folder or someone else's file."""
-    if os.path.isdir(path):
-        raise ForeignContentError(f"--output {path} is a folder; give the path of a .json file to write.")
-    if os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                ours = "unified" in json.load(handle)
-        except (OSError, ValueError, TypeError):
-            ours = False
-        if not ours:
-            raise ForeignContentError(
-                f"--output {path} exists and is not a results file of peft_puma; nothing was written: choose another "
-                "path."
-            )
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise InvalidInputError(f"--output {path}: the folder {parent} does not exist.")
-
-
-def write_results(path: str, result: dict[str, Any]) -> None:
-    """Write atomically: a crash leaves the previous file or the complete new one."""
-    descriptor, partial = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(os.path.abspath(path))
-    )
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=1)
-    os.replace(partial, path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m peft_puma.evaluate",
@@ -120,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.output:
-            check_results_path(args.output)
+            check_json_output(args.output, "unified", "a results file")
         data = load_config(None, data_overrides, cls=DataConfig)
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
         result = evaluate_adapter(
@@ -142,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output:
             from .training.data import describe_source
 
-            write_results(args.output, {**result, "data_source": describe_source(data)})
+            write_json_atomically(args.output, {**result, "data_source": describe_source(data)})
             print(f"results written to {args.output}")
     return 0
 

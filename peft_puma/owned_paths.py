@@ -10,12 +10,14 @@ interrupted build never deletes the complete one it was to replace.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ForeignContentError
 
@@ -71,6 +73,41 @@ class OwnedLayout:
             shutil.rmtree(folder)
         elif os.path.isdir(folder):
             os.rmdir(folder)  # empty
+
+
+def check_json_output(path: str, key: str, what: str) -> None:
+    """A JSON file may be written at ``path`` when nothing is there or when it is ``what`` of peft_puma (a JSON
+    object with ``key``); a folder, someone else's file or a missing parent folder is refused before any work."""
+    if os.path.isdir(path):
+        raise ForeignContentError(f"{path} is a folder; give the path of a .json file for {what}.")
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                ours = key in json.load(handle)
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise ForeignContentError(
+                f"{path} exists and is not {what} written by peft_puma; nothing was written: choose another path."
+            )
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ForeignContentError(f"{path}: the folder {parent} does not exist.")
+
+
+def write_json_atomically(path: str, value: object, default: Callable[[Any], Any] | None = None) -> None:
+    """Write through a uniquely named temporary file beside ``path``: a crash leaves the old file or the new one."""
+    descriptor, partial = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(os.path.abspath(path))
+    )
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=1, default=default)
+            handle.write("\n")
+        os.replace(partial, path)
+    except BaseException:
+        os.remove(partial)
+        raise
 
 
 def make_staging_folder(final: str) -> str:

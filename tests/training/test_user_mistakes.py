@@ -147,5 +147,5 @@ def test_evaluate_output_never_overwrites_a_user_file(finished_run, tmp_path, ca
     mine.write_text('{"mine": 1}')
     argv = ["--adapter", config.output_dir, "--dataset_path", config.dataset_path, "--output", str(mine)]
     assert evaluate.main(argv) == 2
-    assert "is not a results file of peft_puma" in _one_line_error(capsys.readouterr())
+    assert "is not a results file written by peft_puma" in _one_line_error(capsys.readouterr())
     assert mine.read_text() == '{"mine": 1}'
