@@ -102,9 +102,6 @@ def save_checkpoint(accelerator: Any, output_dir: str, step: int, trainer_state:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json(os.path.join(staging, TRAINER_STATE), trainer_state)
-        from .faults import maybe_crash_in_save
-
-        maybe_crash_in_save(step)
         for name in os.listdir(staging):
             _fsync_file(os.path.join(staging, name))
         _write_json(os.path.join(staging, MARKER), {"step": step})

@@ -30,7 +30,6 @@ from ..data.schema import TEST_SPLIT, TRAIN_SPLIT
 from ..errors import IncompatibleCheckpointError, PUMAError
 from . import checkpoint as ckpt
 from .config import RUN_CONTROL_KEYS, TrainingConfig
-from .faults import maybe_exit_after_step, maybe_poison_loss
 from .gather import gather_keep_local_grad, gather_labels
 from .inference import evaluate_split, results_markdown
 from .report import (
@@ -345,7 +344,7 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
             labels = batch["labels"].to(accelerator.device)
             with accelerator.autocast():
                 metric_loss, regulariser = objective(pixel_values, labels)
-            loss = maybe_poison_loss(metric_loss.float() + regulariser.float(), position.step + 1)
+            loss = metric_loss.float() + regulariser.float()
             _stop_if_not_finite(loss, accelerator, config, position)
             accelerator.backward(loss)
             if config.grad_clamp is not None:
@@ -371,7 +370,6 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
                 window_start, window_steps = time.perf_counter(), 0
             if config.save_every_steps and position.step % config.save_every_steps == 0:
                 _save(config, accelerator, run, position)
-            maybe_exit_after_step(position.step)
             if position.batch_in_epoch == 0:
                 _maybe_evaluate_epoch(config, accelerator, run, position)
             if position.step >= run.total_steps:

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from . import fault_runner
 from .fixtures import make_backbone, make_dataset, tiny_config, write_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -42,8 +43,13 @@ def run_module(args: list[str], env: dict[str, str] | None = None, timeout: floa
     return subprocess.run(args, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def train_in_subprocess(config_path: str, *extra: str, env: dict[str, str] | None = None):
-    return run_module([sys.executable, "-m", "peft_puma.train", "--config", config_path, *extra], env=env)
+def train_in_subprocess(config_path: str, *extra: str, faults: str | None = None, env: dict[str, str] | None = None):
+    """``python -m peft_puma.train --config config_path *extra``; with ``faults`` (``"kind:K"``), the same run under
+    ``tests/training/fault_runner.py``, which injects those faults in the child process."""
+    train_args = ["--config", config_path, *extra]
+    if faults is None:
+        return run_module([sys.executable, "-m", "peft_puma.train", *train_args], env=env)
+    return run_module(fault_runner.command(faults, *train_args), env=env)
 
 
 __all__ = ["run_module", "train_in_subprocess", "tiny_config", "write_config"]

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from peft_puma import embed, evaluate, train
-from peft_puma.training.faults import FAULT_ENV
+from peft_puma.training.checkpoint import complete_checkpoints
+
+from .conftest import train_in_subprocess, write_config
 
 
 def test_evaluate_command_reproduces_the_training_results(finished_run, tmp_path, capsys):
@@ -59,13 +61,15 @@ def test_embed_a_folder_from_python(finished_run, tmp_path):
     assert embeddings.shape == (2, 16)
 
 
-def test_train_command_exit_codes(tiny_values, tmp_path, monkeypatch, capsys):
+def test_train_command_exit_codes(tiny_values, tmp_path, capsys):
     argv = [f"--{key}={json.dumps(value)}" for key, value in tiny_values.items()]
     assert train.main([*argv, "--loss=hinge"]) == train.EXIT_INVALID
     assert "Unknown loss 'hinge'" in capsys.readouterr().err
-    monkeypatch.setenv(FAULT_ENV, "nan_at_step:2")
-    assert train.main(argv) == train.EXIT_NON_FINITE
-    assert "The loss became nan at step 2" in capsys.readouterr().err
+    # The exit status of the real process, with the loss of step 6 made NaN in it (tests/training/fault_runner.py).
+    stopped = train_in_subprocess(write_config(str(tmp_path / "config.yaml"), tiny_values), faults="nan_at_step:6")
+    assert stopped.returncode == train.EXIT_NON_FINITE, stopped.stderr[-2000:]
+    assert "The loss became nan at step 6" in stopped.stderr and "checkpoint-4" in stopped.stderr
+    assert [step for step, _ in complete_checkpoints(tiny_values["output_dir"])] == [4]
 
 
 def test_push_to_hub_uploads_the_adapter_folder_without_checkpoints(finished_run, monkeypatch):

@@ -13,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from peft_puma.errors import IncompatibleCheckpointError
 from peft_puma.training import load_config, train
-from peft_puma.training.checkpoint import complete_checkpoints
-from peft_puma.training.faults import EXIT_CODE, FAULT_ENV
+from peft_puma.training.checkpoint import complete_checkpoints, read_trainer_state
 
+from . import fault_runner
 from .conftest import REPO, train_in_subprocess
 from .fixtures import tiny_config, write_config
 
@@ -50,8 +51,8 @@ def _resume_and_compare(config_path: str, output_dir: str, reference: dict[str, 
 
 def test_killed_run_resumes_to_the_uninterrupted_adapter(run_config, reference):
     config_path, output_dir = run_config
-    killed = train_in_subprocess(config_path, env={FAULT_ENV: "exit_after_step:10"})  # mid-epoch 2
-    assert killed.returncode == EXIT_CODE, killed.stderr[-2000:]
+    killed = train_in_subprocess(config_path, faults="exit_after_step:10")  # mid-epoch 2
+    assert killed.returncode == fault_runner.EXIT_CODE, killed.stderr[-2000:]
     assert [step for step, _ in complete_checkpoints(output_dir)] == [4, 8]
     assert not os.path.exists(os.path.join(output_dir, "adapter_model.safetensors"))
     _resume_and_compare(config_path, output_dir, reference)
@@ -59,13 +60,35 @@ def test_killed_run_resumes_to_the_uninterrupted_adapter(run_config, reference):
 
 def test_a_crash_while_saving_leaves_no_loadable_checkpoint(run_config, reference):
     config_path, output_dir = run_config
-    crashed = train_in_subprocess(config_path, env={FAULT_ENV: "exit_in_save:12"})
-    assert crashed.returncode == EXIT_CODE, crashed.stderr[-2000:]
-    leftovers = os.listdir(os.path.join(output_dir, "checkpoints"))
-    assert ".checkpoint-12.tmp" in leftovers  # written, never renamed into place
+    crashed = train_in_subprocess(config_path, faults="exit_in_save:12")
+    assert crashed.returncode == fault_runner.EXIT_CODE, crashed.stderr[-2000:]
+    staging = os.path.join(output_dir, "checkpoints", ".checkpoint-12.tmp")
+    assert {"model.safetensors", "trainer_state.json"} <= set(os.listdir(staging))  # written, never renamed into place
     assert [step for step, _ in complete_checkpoints(output_dir)] == [4, 8]
+    with pytest.raises(IncompatibleCheckpointError, match="not a complete checkpoint"):
+        read_trainer_state(staging)  # even named explicitly, the half-written folder is refused
     _resume_and_compare(config_path, output_dir, reference)  # from checkpoint-8
     assert ".checkpoint-12.tmp" not in os.listdir(os.path.join(output_dir, "checkpoints"))
+
+
+def test_a_failing_save_leaves_no_loadable_checkpoint(run_config, reference, monkeypatch):
+    """In-process: the disk fills up while checkpoint 12 is fsynced; the error propagates, 8 stays the newest."""
+    from peft_puma.training import checkpoint
+
+    config_path, output_dir = run_config
+    fsync_file = checkpoint._fsync_file
+
+    def disk_full_at_12(path: str) -> None:
+        if os.path.basename(os.path.dirname(path)) == ".checkpoint-12.tmp":
+            raise OSError(28, "No space left on device")
+        fsync_file(path)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "_fsync_file", disk_full_at_12)
+        with pytest.raises(OSError, match="No space left"):
+            train(load_config(config_path, []))
+    assert [step for step, _ in complete_checkpoints(output_dir)] == [4, 8]
+    _resume_and_compare(config_path, output_dir, reference)
 
 
 def test_sigkill_at_any_moment_then_resume(run_config, reference):

@@ -11,7 +11,8 @@ import torch
 from peft_puma.training import NonFiniteLossError, load_config, load_trained, train
 from peft_puma.training.backbone import load_backbone
 from peft_puma.training.checkpoint import complete_checkpoints
-from peft_puma.training.faults import FAULT_ENV
+
+from .fault_runner import nan_loss_at_step
 
 
 def test_training_loss_falls(finished_run):
@@ -61,9 +62,8 @@ def test_reloaded_adapter_gives_the_same_embeddings(finished_run, tiny_assets):
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_values, monkeypatch):
-    monkeypatch.setenv(FAULT_ENV, "nan_at_step:7")
     config = load_config(None, tiny_values)
-    with pytest.raises(NonFiniteLossError) as error:
+    with nan_loss_at_step(monkeypatch, 7), pytest.raises(NonFiniteLossError) as error:
         train(config)
     message = str(error.value)
     assert "nan at step 7" in message and "checkpoint-4" in message and "--resume" in message
@@ -72,10 +72,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny
 
 
 def test_starting_over_an_existing_run_needs_resume(tiny_values, monkeypatch):
-    monkeypatch.setenv(FAULT_ENV, "nan_at_step:5")
-    with pytest.raises(NonFiniteLossError):
+    with nan_loss_at_step(monkeypatch, 5), pytest.raises(NonFiniteLossError):
         train(load_config(None, tiny_values))
-    monkeypatch.delenv(FAULT_ENV)
     from peft_puma.errors import IncompatibleCheckpointError
 
     with pytest.raises(IncompatibleCheckpointError, match="pass --resume"):
@@ -117,10 +115,8 @@ def test_evaluation_every_n_epochs_is_logged(finished_run):
 
 
 def test_resume_refuses_a_checkpoint_of_another_process_count(tiny_values, monkeypatch):
-    monkeypatch.setenv(FAULT_ENV, "nan_at_step:5")
-    with pytest.raises(NonFiniteLossError):
+    with nan_loss_at_step(monkeypatch, 5), pytest.raises(NonFiniteLossError):
         train(load_config(None, tiny_values))
-    monkeypatch.delenv(FAULT_ENV)
     ((_, checkpoint),) = complete_checkpoints(tiny_values["output_dir"])
     path = os.path.join(checkpoint, "trainer_state.json")
     with open(path) as handle:
