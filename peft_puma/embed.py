@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             dataset = _load_split(args.dataset, args.split)
             embeddings = embed_dataset(model, dataset, transform, batch_size=args.batch_size, accelerator=accelerator)
-            from .training.data import column
+            from .data.schema import column_values as column
 
             columns = set(dataset.column_names)
             labels = column(dataset, "label") if "label" in columns else None

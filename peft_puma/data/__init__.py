@@ -1,4 +1,4 @@
-"""Data layer of peft_puma: the eight paper datasets unified into one retrieval benchmark (method.md sections 6-7).
+"""Data layer of peft_puma: the eight paper datasets unified into one retrieval benchmark (arXiv 2309.08944, Sec. 4).
 
 Public API (imported lazily, so ``import peft_puma.data`` stays cheap):
 
@@ -6,9 +6,10 @@ Public API (imported lazily, so ``import peft_puma.data`` stays cheap):
   ``dogs``, ``flowers``, ``aircraft``).
 - :func:`build_unified_dataset` / :func:`build_unified_dataset_with_report`: any subset into a ``DatasetDict`` with
   ``"train"`` and ``"test"`` splits of columns ``image``, ``label``, ``dataset``, ``role`` (see :mod:`.schema`).
-- :func:`make_train_transform` / :func:`make_eval_transform`: the transforms of method.md section 6, for
-  ``Dataset.with_transform``.
-- :class:`ShuffleSampler` (published), :class:`DatasetBalancedSampler` (option), :func:`make_train_loader`.
+- :func:`make_train_transform` / :func:`make_eval_transform`: the transforms of the published recipe (train: seeded
+  per sample by (seed, epoch, position); eval: for ``Dataset.with_transform``).
+- :func:`make_train_loader`: the training batches of one process, reproducible across processes, workers and resumes;
+  its epoch orders :class:`ShuffleSampler` (published), :class:`DatasetBalancedSampler`, :class:`MPerClassSampler`.
 - :func:`row_features` (the schema), :func:`column_values` (a column as a plain list, fast).
 
 See docs/data.md.
@@ -32,7 +33,10 @@ _EXPORTS = {
     "make_eval_transform": ".transforms",
     "ShuffleSampler": ".samplers",
     "DatasetBalancedSampler": ".samplers",
-    "make_train_loader": ".samplers",
+    "MPerClassSampler": ".samplers",
+    "GlobalBatchSampler": ".samplers",
+    "make_train_loader": ".loader",
+    "TrainLoader": ".loader",
     "column_values": ".schema",
     "row_features": ".schema",
     "BadImage": ".images",

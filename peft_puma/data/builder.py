@@ -1,7 +1,7 @@
-"""Union of any subset of the paper datasets into one ``datasets.Dataset`` per split (method.md section 7).
+"""Union of any subset of the paper datasets into one ``datasets.Dataset`` per split (docs/data.md).
 
-Labels are made globally unique here (the published code lets test labels of different datasets collide; method.md
-section 7 says not to reproduce that): training classes of all datasets are numbered ``0 .. T-1`` in registry order
+Labels are made globally unique here (the published code lets test labels of different datasets collide; we do not
+reproduce that): training classes of all datasets are numbered ``0 .. T-1`` in registry order
 (CUB, Cars, SOP, In-shop, NABirds, Dogs, Flowers, Aircraft, then any custom spec), so a training label indexes the loss
 proxies directly; test classes continue at ``T``. See :mod:`peft_puma.data.schema` for the row schema.
 """
@@ -173,7 +173,7 @@ def build_unified_dataset(
     num_threads: int | None = None,
     specs: Mapping[str, DatasetSpec] | None = None,
 ) -> datasets.DatasetDict:
-    """Build the unified benchmark of method.md section 7 from any subset of its datasets.
+    """Build the unified benchmark (docs/data.md) from any subset of its datasets.
 
     ``roots`` maps a dataset name of :data:`DATASET_SPECS` to the folder of its original download, to a Hub dataset id
     (``"owner/name"``), or to ``"hub"`` for the documented Hub copy. Returns ``{"train", "test"}`` with the columns of

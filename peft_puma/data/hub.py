@@ -1,7 +1,7 @@
 """Reading a dataset from a maintained copy on the HF Hub instead of its original download.
 
 The Hub copies (ids in each spec's ``hub_id`` and in docs/data.md) carry the classification splits of the datasets,
-not the class-disjoint retrieval split of method.md section 7: all their splits are merged here and re-split by class
+not the class-disjoint retrieval split of docs/data.md: all their splits are merged here and re-split by class
 with the same rule as the original folders. Their integer labels must follow the original class numbering
 (``hub_class_order = "index"``) or their class names must be the original ones (``"name"``, Aircraft); the class
 counts are checked, since the copies cannot be inspected from an offline machine. SOP, In-shop and NABirds have no
@@ -49,7 +49,7 @@ def load_hub_table(spec: DatasetSpec, hub_id: str) -> datasets.Dataset:
 
 
 def parse_hub(spec: DatasetSpec, hub_id: str, options: ParseOptions | None = None) -> ParsedDataset:
-    """Read and split a Hub copy of ``spec``'s dataset by the class rule of method.md section 7."""
+    """Read and split a Hub copy of ``spec``'s dataset by the class rule of docs/data.md."""
     options = options or ParseOptions()
     if spec.hub_class_order is None:
         raise spec.error(

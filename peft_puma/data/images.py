@@ -1,7 +1,7 @@
 """Checking image files before they enter a dataset, so that a bad file fails at build time with its name.
 
 A broken JPEG inside a 150K-image union otherwise surfaces hours into training as an opaque PIL error in a data-loader
-worker. :func:`find_bad_images` opens every listed file once (method.md section 7 datasets are downloaded archives
+worker. :func:`find_bad_images` opens every listed file once (the benchmark's datasets are downloaded archives
 that are often partially extracted) and reports what is wrong with each bad one; the builder then raises, or skips and
 counts them when the user asks for it. Nothing is dropped silently.
 """

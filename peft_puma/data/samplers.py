@@ -1,70 +1,62 @@
-"""Training-row samplers: the published plain shuffle and the dataset-balanced option (method.md section 6).
+"""The order of training rows: one epoch is a pure function of ``(seed, epoch)``, cut into global batches.
 
-The paper samples a plain shuffle over the concatenation of all training sets, so large datasets (SOP, In-shop) dominate
-batches; that imbalance is part of the published method. :class:`DatasetBalancedSampler` is the option that draws every
-dataset equally often instead.
+Three epoch orders (docs/data.md, "Samplers and the training loader"), each a ``Sampler[int]`` that reshuffles
+through ``set_epoch(epoch)``:
 
-Both samplers are seeded, reshuffle per epoch through ``set_epoch(epoch)`` (as ``DistributedSampler``) and can hand each
-of ``num_replicas`` processes a disjoint, equally long share of the epoch (``rank``). Under Accelerate leave
-``num_replicas=1``: ``accelerator.prepare`` shards the batches itself and forwards ``set_epoch``.
+- :class:`ShuffleSampler`: the published plain shuffle over the union of all training sets, so large datasets (SOP,
+  In-shop) dominate batches as in the paper (arXiv 2309.08944);
+- :class:`DatasetBalancedSampler`: every dataset of the union drawn equally often;
+- :class:`MPerClassSampler`: batches of ``batch_size / m`` classes with ``m`` rows each, for pair losses.
+
+:class:`GlobalBatchSampler` cuts an epoch's order into global batches (``per-process batch x processes`` rows) of
+``(row, epoch, position)`` keys and can start at any batch of any epoch (exact resumption). It knows nothing about
+processes: Accelerate's ``BatchSamplerShard`` (``split_batches=True``, see :func:`peft_puma.data.make_train_loader`)
+gives process ``r`` the ``r``-th slice of every global batch, so the gathered batch is the same on any number of
+processes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 from ..errors import InvalidConfigError, InvalidInputError
-from .schema import DATASET_COLUMN, column_values
+
+_MIX = 1_000_003  # odd constant that spreads (seed, epoch) over the seed space (MPerClassSampler)
 
 
-def _check_replicas(num_replicas: int, rank: int) -> None:
-    if num_replicas < 1 or not 0 <= rank < num_replicas:
-        raise InvalidConfigError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas}, {rank}")
+class _EpochSampler(Sampler[int]):
+    """A seeded order of row indices, a new one per epoch (``set_epoch``, as ``DistributedSampler``)."""
 
-
-def _shard(indices: list[int], num_replicas: int, rank: int) -> list[int]:
-    """This rank's share; the epoch is padded by wrapping around so every rank gets the same number of rows."""
-    if num_replicas == 1:
-        return indices
-    total = -(-len(indices) // num_replicas) * num_replicas
-    padded = list(indices)
-    while len(padded) < total:
-        padded += indices[: total - len(padded)]
-    return padded[rank::num_replicas]
-
-
-class ShuffleSampler(Sampler[int]):
-    """Plain shuffle over all rows, a new permutation every epoch (the published sampling, method.md section 6)."""
-
-    def __init__(self, num_rows: int, *, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
-        if num_rows < 1:
-            raise InvalidInputError(f"cannot sample from {num_rows} rows")
-        _check_replicas(num_replicas, rank)
-        self.num_rows = num_rows
-        self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
+    seed: int
+    epoch: int = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of ``epoch`` (call before each epoch, as with ``DistributedSampler``)."""
+        """Select the order of ``epoch`` (a pure function of ``(seed, epoch)``)."""
         self.epoch = epoch
 
+
+class ShuffleSampler(_EpochSampler):
+    """Plain shuffle over all rows, a new permutation every epoch (the published sampling)."""
+
+    def __init__(self, num_rows: int, *, seed: int = 0) -> None:
+        if num_rows < 1:
+            raise InvalidInputError(f"cannot sample from {num_rows} rows")
+        self.num_rows = num_rows
+        self.seed = seed
+
     def __len__(self) -> int:
-        return -(-self.num_rows // self.num_replicas)
+        return self.num_rows
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.num_rows, generator=generator).tolist()
-        return iter(_shard(order, self.num_replicas, self.rank))
+        return iter(torch.randperm(self.num_rows, generator=generator).tolist())
 
 
-class DatasetBalancedSampler(Sampler[int]):
-    """Draw every dataset of the union equally often (the "balanced" option of method.md section 6).
+class DatasetBalancedSampler(_EpochSampler):
+    """Draw every dataset of the union equally often (the ``balanced`` option).
 
     ``dataset_names[i]`` is the origin of row ``i`` (the ``dataset`` column). An epoch has ``num_samples`` draws
     (default: the number of rows), split as evenly as possible between the datasets and shuffled; within a dataset the
@@ -72,18 +64,9 @@ class DatasetBalancedSampler(Sampler[int]):
     row of a small dataset is seen before any repeats and large datasets are subsampled.
     """
 
-    def __init__(
-        self,
-        dataset_names: Sequence[str],
-        *,
-        num_samples: int | None = None,
-        seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-    ) -> None:
+    def __init__(self, dataset_names: Sequence[str], *, num_samples: int | None = None, seed: int = 0) -> None:
         if len(dataset_names) == 0:
             raise InvalidInputError("cannot sample from an empty dataset")
-        _check_replicas(num_replicas, rank)
         groups: dict[str, list[int]] = {}
         for index, name in enumerate(dataset_names):
             groups.setdefault(name, []).append(index)
@@ -92,21 +75,9 @@ class DatasetBalancedSampler(Sampler[int]):
         if self.num_samples < 1:
             raise InvalidConfigError(f"num_samples must be positive, got {num_samples}")
         self.seed = seed
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
-
-    @classmethod
-    def from_dataset(cls, dataset: Any, **kwargs: Any) -> DatasetBalancedSampler:
-        """Build from a unified ``datasets.Dataset`` (its ``dataset`` column), ignoring any transform set on it."""
-        return cls(_column(dataset, DATASET_COLUMN), **kwargs)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the draws of ``epoch`` (call before each epoch)."""
-        self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.num_samples // self.num_replicas)
+        return self.num_samples
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -114,12 +85,8 @@ class DatasetBalancedSampler(Sampler[int]):
         base, extra = divmod(self.num_samples, len(names))
         # Which datasets get the `extra` leftover draws is itself random, so no dataset is favoured across epochs.
         lucky = set(torch.randperm(len(names), generator=generator)[:extra].tolist())
-        picks: list[torch.Tensor] = []
-        for position, name in enumerate(names):
-            count = base + (position in lucky)
-            picks.append(self._draw(self.groups[name], count, generator))
-        order = torch.cat(picks)[torch.randperm(self.num_samples, generator=generator)]
-        return iter(_shard(order.tolist(), self.num_replicas, self.rank))
+        picks = [self._draw(self.groups[name], base + (k in lucky), generator) for k, name in enumerate(names)]
+        return iter(torch.cat(picks)[torch.randperm(self.num_samples, generator=generator)].tolist())
 
     @staticmethod
     def _draw(rows: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -127,44 +94,77 @@ class DatasetBalancedSampler(Sampler[int]):
         return torch.cat(passes)[:count] if passes else rows[:0]
 
 
-def _column(dataset: Any, name: str) -> list[Any]:
-    if name not in getattr(dataset, "column_names", ()):
-        raise InvalidInputError(f"dataset has no {name!r} column; build it with build_unified_dataset")
-    return column_values(dataset, name)
+class MPerClassSampler(_EpochSampler):
+    """``len(labels) // batch_size`` batches, each ``batch_size / m`` distinct classes with ``m`` rows each.
 
-
-def make_train_loader(
-    dataset: Any,
-    batch_size: int,
-    *,
-    balanced: bool = False,
-    seed: int = 0,
-    num_workers: int = 0,
-    drop_last: bool = True,
-    num_replicas: int = 1,
-    rank: int = 0,
-    **loader_kwargs: Any,
-) -> DataLoader:
-    """A DataLoader over training rows: plain shuffle (published, default) or dataset-balanced (``balanced=True``).
-
-    ``dataset`` is the ``"train"`` split of :func:`build_unified_dataset` with a transform set (``with_transform``).
-    The sampler is reachable as ``loader.sampler``; call ``loader.sampler.set_epoch(epoch)`` before each epoch. Worker
-    seeds derive from ``seed`` too, so crops are reproducible.
+    Pair losses need this: a class contributes to them only with a positive in the batch. Rows of a class are drawn
+    without replacement while it has enough (a small class repeats rows rather than being left out). We keep this one
+    instead of pytorch-metric-learning's ``MPerClassSampler``, which takes no seed: it draws from the process-global
+    numpy RNG and shuffles its label list in place, so its epoch depends on every earlier draw in the process rather
+    than on ``(seed, epoch)``, and a resumed run could not replay it (tests/data/test_samplers.py shows this).
     """
-    if batch_size < 1:
-        raise InvalidConfigError(f"batch_size must be positive, got {batch_size}")
-    if balanced:
-        sampler: Sampler[int] = DatasetBalancedSampler.from_dataset(
-            dataset, seed=seed, num_replicas=num_replicas, rank=rank
-        )
-    else:
-        sampler = ShuffleSampler(len(dataset), seed=seed, num_replicas=num_replicas, rank=rank)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        generator=torch.Generator().manual_seed(seed),
-        **loader_kwargs,
-    )
+
+    def __init__(self, labels: Sequence[int], *, batch_size: int, m: int, seed: int = 0) -> None:
+        if m < 1 or batch_size < 1 or batch_size % m:
+            raise InvalidConfigError(f"The global batch ({batch_size}) must be a multiple of samples_per_class ({m}).")
+        by_class: dict[int, list[int]] = {}
+        for index, label in enumerate(labels):
+            by_class.setdefault(int(label), []).append(index)
+        self.rows_of = [by_class[label] for label in sorted(by_class)]
+        self.classes_per_batch = batch_size // m
+        if self.classes_per_batch > len(self.rows_of):
+            raise InvalidConfigError(
+                f"A batch of {batch_size} with samples_per_class {m} needs {self.classes_per_batch} classes; the "
+                f"training set has {len(self.rows_of)}."
+            )
+        self.batch_size, self.m, self.seed = batch_size, m, seed
+        self.num_batches = len(labels) // batch_size
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * _MIX + self.epoch)
+        order: list[int] = []
+        for _ in range(self.num_batches):
+            for k in torch.randperm(len(self.rows_of), generator=generator)[: self.classes_per_batch].tolist():
+                rows = self.rows_of[k]
+                picks = torch.randperm(len(rows), generator=generator).tolist()
+                while len(picks) < self.m:
+                    picks += torch.randperm(len(rows), generator=generator).tolist()
+                order.extend(rows[i] for i in picks[: self.m])
+        return iter(order)
+
+
+class GlobalBatchSampler(Sampler[list[tuple[int, int, int]]]):
+    """The global batches of an epoch, as ``(row, epoch, position in the epoch's order)`` keys.
+
+    ``order`` is one of the epoch samplers above; the incomplete last batch is dropped, so every process runs the same
+    number of equally large steps. ``set_position(epoch, batch)`` selects where the next iteration starts. (There is
+    deliberately no ``set_epoch``: Accelerate's loader would call it with its own count of iterations, which restarts
+    at 0 after a resume.)
+    """
+
+    drop_last = True  # read by Accelerate's BatchSamplerShard
+
+    def __init__(self, order: _EpochSampler, batch_size: int) -> None:
+        if batch_size < 1:
+            raise InvalidConfigError(f"batch_size must be positive, got {batch_size}")
+        self.order, self.batch_size = order, batch_size
+        self.epoch, self.start_batch = 0, 0
+
+    def batches_per_epoch(self) -> int:
+        return len(self.order) // self.batch_size
+
+    def set_position(self, epoch: int, start_batch: int = 0) -> None:
+        """Start the next iteration at batch ``start_batch`` of ``epoch``."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return max(self.batches_per_epoch() - self.start_batch, 0)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        self.order.set_epoch(self.epoch)
+        rows, epoch, size = list(self.order), self.epoch, self.batch_size
+        for batch in range(self.start_batch, len(rows) // size):
+            yield [(rows[p], epoch, p) for p in range(batch * size, (batch + 1) * size)]

@@ -1,11 +1,11 @@
-"""The row schema shared by every dataset of the unified benchmark (method.md section 7).
+"""The row schema shared by every dataset of the unified benchmark (docs/data.md).
 
 This is a contract other parts of peft_puma code against (training, evaluation, UML-mini): one ``datasets.Dataset`` per
 split with exactly these columns.
 
 - ``image``: ``datasets.Image()``; rows built from folders hold the file path and decode lazily.
 - ``label``: int64, globally unique across all datasets and both splits of one union. Training labels are contiguous
-  ``0 .. T-1`` (``T`` = training classes of the union, so they index the loss proxies of method.md section 5 directly);
+  ``0 .. T-1`` (``T`` = training classes of the union, so they index the loss proxies directly, docs/losses.md);
   test labels follow as ``T .. T+S-1``. Within each split, datasets take consecutive blocks in the order of
   :data:`peft_puma.data.DATASET_SPECS` (see :func:`peft_puma.data.builder.union_parsed`).
 - ``dataset``: the short name of the dataset the row comes from (``"cub"``, ``"cars"``, ...).

@@ -1,17 +1,18 @@
-"""Train and eval image transforms of the published recipe (method.md section 6), in torch + PIL.
+"""Train and eval image transforms of the published recipe (arXiv 2309.08944; docs/data.md), in torch + PIL.
 
 - Train: RandomResizedCrop(size, scale 0.2-1.0, ratio 3/4-4/3, bicubic), horizontal flip (p = 0.5), normalise.
 - Eval: Resize(shorter side to ``size * 256 / 224``, bicubic), CenterCrop(size), normalise.
 
 Both follow torchvision's definitions (torchvision cannot be installed beside our torch build) and normalise with the
-backbone's own image-processor statistics (AugReg ViT: mean = std = 0.5). They are callables for
-``datasets.Dataset.with_transform``: they take a batch of rows and return ``pixel_values`` (float32, ``B x 3 x H x W``)
-with the other columns passed through.
+backbone's own image-processor statistics (AugReg ViT: mean = std = 0.5). They are batch callables: they take a batch
+of rows and return ``pixel_values`` (float32, ``B x 3 x H x W``) with the other columns passed through; the eval
+transform suits ``datasets.Dataset.with_transform``.
 
-Randomness comes from a ``torch.Generator`` seeded from ``seed``. In the main process the stream continues across
-epochs; inside a DataLoader worker the generator is re-seeded from ``seed`` and the worker's own seed, which the
-DataLoader derives from the main process's RNG (or its ``generator=``) every epoch: so workers never repeat each
-other's crops, epochs differ, and a seeded run is reproducible.
+Seeding: the crop and flip of a training sample are drawn from a generator seeded by :func:`sample_seed` of the
+transform's ``seed``, the epoch and the sample's position in that epoch's order (the ``epoch`` and ``position`` columns
+of the batch, which :func:`peft_puma.data.make_train_loader` supplies). So a sample's augmentation depends on nothing
+else: not on the DataLoader worker that loads it, the number of workers or processes, nor on what was drawn before,
+and a resumed run replays exactly the crops of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ TRAIN_CROP_SCALE: tuple[float, float] = (0.2, 1.0)
 TRAIN_CROP_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
 EVAL_RESIZE_RATIO = 256 / 224  # "Resize(256), CenterCrop(224)", kept proportional at other sizes
 _RANDOM_CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 times, then falls back to a centre crop
+_MIX = 1_000_003  # odd constant that spreads (seed, epoch, position) over the 63-bit seed space
+EPOCH_COLUMN: Final = "epoch"  # batch columns the training transform seeds each row's crop and flip from
+POSITION_COLUMN: Final = "position"
 
 
 def processor_statistics(image_processor: Any) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
@@ -101,19 +105,29 @@ class _BatchTransform(ABC):
         self.image_column = image_column
 
     @abstractmethod
-    def transform_image(self, image: Image.Image) -> torch.Tensor:
-        """One image to a normalised (C, H, W) tensor."""
+    def _transform_images(self, images: list[Image.Image], batch: dict[str, list[Any]]) -> list[torch.Tensor]:
+        """The batch's RGB images to normalised (C, H, W) tensors."""
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
         if self.image_column not in batch:
             raise InvalidInputError(f"batch has no {self.image_column!r} column (columns: {sorted(batch)})")
         out = {name: values for name, values in batch.items() if name != self.image_column}
-        out[PIXEL_VALUES] = torch.stack([self.transform_image(_to_rgb(image)) for image in batch[self.image_column]])
+        images = [_to_rgb(image) for image in batch[self.image_column]]
+        out[PIXEL_VALUES] = torch.stack(self._transform_images(images, batch))
         return out
 
 
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """The seed of the augmentation of the sample at ``position`` of ``epoch``'s order in a run seeded by ``seed``."""
+    return ((seed * _MIX + epoch) * _MIX + position) % (2**63)
+
+
 class TrainTransform(_BatchTransform):
-    """RandomResizedCrop(size, scale 0.2-1.0, bicubic) + horizontal flip + normalise (method.md section 6)."""
+    """RandomResizedCrop(size, scale 0.2-1.0, bicubic) + horizontal flip + normalise, seeded per sample.
+
+    The batch needs ``epoch`` and ``position`` columns besides the image: each row's crop and flip come from
+    :meth:`generator` ``(epoch, position)`` (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -134,42 +148,35 @@ class TrainTransform(_BatchTransform):
         self.scale = scale
         self.ratio = ratio
         self.seed = int(seed)
-        self._generator: torch.Generator | None = None
-        self._stream: int | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        # A generator copied into DataLoader workers would give every worker the same crops: re-create it there.
-        state = dict(self.__dict__)
-        state["_generator"] = None
-        state["_stream"] = None
-        return state
+    def generator(self, epoch: int, position: int) -> torch.Generator:
+        """A fresh generator for the sample at ``position`` of ``epoch``'s order: seeded by :func:`sample_seed`."""
+        return torch.Generator().manual_seed(sample_seed(self.seed, int(epoch), int(position)))
 
-    @property
-    def generator(self) -> torch.Generator:
-        """The generator of this process, re-seeded when a new DataLoader worker (new worker seed) uses it."""
-        info = torch.utils.data.get_worker_info()
-        stream = None if info is None else int(info.seed)
-        if self._generator is None or stream != self._stream:
-            seed = self.seed if stream is None else (self.seed * 1_000_003 + stream) % (2**63)
-            self._generator = torch.Generator().manual_seed(seed)
-            self._stream = stream
-        return self._generator
+    def _transform_images(self, images: list[Image.Image], batch: dict[str, list[Any]]) -> list[torch.Tensor]:
+        missing = [name for name in (EPOCH_COLUMN, POSITION_COLUMN) if name not in batch]
+        if missing:
+            raise InvalidInputError(
+                f"the training transform seeds each row's crop and flip by (seed, epoch, position); the batch lacks "
+                f"{missing} (columns: {sorted(batch)}). make_train_loader supplies them."
+            )
+        places = zip(batch[EPOCH_COLUMN], batch[POSITION_COLUMN], strict=True)
+        return [
+            self.transform_image(image, self.generator(*place)) for image, place in zip(images, places, strict=True)
+        ]
 
-    def _uniform(self, low: float, high: float) -> float:
-        return low + (high - low) * torch.rand(1, generator=self.generator).item()
-
-    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+    def crop_box(self, width: int, height: int, generator: torch.Generator) -> tuple[int, int, int, int]:
         """``(left, top, crop_width, crop_height)`` drawn as torchvision's ``RandomResizedCrop.get_params``."""
         area = width * height
         log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         for _ in range(_RANDOM_CROP_ATTEMPTS):
-            target_area = area * self._uniform(*self.scale)
-            aspect = math.exp(self._uniform(*log_ratio))
+            target_area = area * _uniform(*self.scale, generator)
+            aspect = math.exp(_uniform(*log_ratio, generator))
             crop_w = int(round(math.sqrt(target_area * aspect)))
             crop_h = int(round(math.sqrt(target_area / aspect)))
             if 0 < crop_w <= width and 0 < crop_h <= height:
-                top = int(torch.randint(0, height - crop_h + 1, (1,), generator=self.generator).item())
-                left = int(torch.randint(0, width - crop_w + 1, (1,), generator=self.generator).item())
+                top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator).item())
+                left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator).item())
                 return left, top, crop_w, crop_h
         in_ratio = width / height
         if in_ratio < self.ratio[0]:
@@ -180,24 +187,33 @@ class TrainTransform(_BatchTransform):
             crop_w, crop_h = width, height
         return (width - crop_w) // 2, (height - crop_h) // 2, crop_w, crop_h
 
-    def transform_image(self, image: Image.Image) -> torch.Tensor:
-        left, top, crop_w, crop_h = self.crop_box(*image.size)
+    def transform_image(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
+        """One RGB image to a normalised (C, H, W) tensor, its crop and flip drawn from ``generator``."""
+        left, top, crop_w, crop_h = self.crop_box(*image.size, generator)
         size = (self.image_size, self.image_size)
         image = image.resize(size, Image.Resampling.BICUBIC, box=(left, top, left + crop_w, top + crop_h))
-        if torch.rand(1, generator=self.generator).item() < 0.5:
+        if torch.rand(1, generator=generator).item() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return _normalise(image, self.mean, self.std)
 
 
+def _uniform(low: float, high: float, generator: torch.Generator) -> float:
+    return low + (high - low) * torch.rand(1, generator=generator).item()
+
+
 class EvalTransform(_BatchTransform):
-    """Resize(shorter side ``size * 256 / 224``, bicubic) + CenterCrop(size) + normalise (method.md section 6)."""
+    """Resize(shorter side ``size * 256 / 224``, bicubic) + CenterCrop(size) + normalise (deterministic)."""
 
     @property
     def resize_size(self) -> int:
         """Shorter side after resizing: 256 for 224, proportionally for other sizes."""
         return int(math.floor(self.image_size * EVAL_RESIZE_RATIO + 1e-9))
 
+    def _transform_images(self, images: list[Image.Image], batch: dict[str, list[Any]]) -> list[torch.Tensor]:
+        return [self.transform_image(image) for image in images]
+
     def transform_image(self, image: Image.Image) -> torch.Tensor:
+        """One RGB image to a normalised (C, H, W) tensor."""
         width, height = image.size
         short, long = min(width, height), max(width, height)
         new_short, new_long = self.resize_size, int(self.resize_size * long / short)  # torchvision's rounding
@@ -219,10 +235,11 @@ def make_train_transform(
     seed: int = 0,
     image_column: str = IMAGE_COLUMN,
 ) -> TrainTransform:
-    """The training transform of method.md section 6, for ``Dataset.with_transform``.
+    """The training transform of the published recipe, for :func:`peft_puma.data.make_train_loader`.
 
     Give ``image_size``, ``mean`` and ``std``, or a transformers ``image_processor`` (its crop size and statistics are
-    used; explicit arguments win). ``seed`` seeds the crop/flip generator (see the module docstring for workers).
+    used; explicit arguments win). ``seed`` is the run seed each sample's crop/flip seed derives from (with the epoch
+    and the sample's position, :func:`sample_seed`).
     """
     size, mean_t, std_t = _resolve(image_size, mean, std, image_processor)
     return TrainTransform(size, mean_t, std_t, scale=scale, seed=seed, image_column=image_column)
@@ -236,6 +253,6 @@ def make_eval_transform(
     image_processor: Any = None,
     image_column: str = IMAGE_COLUMN,
 ) -> EvalTransform:
-    """The deterministic evaluation transform of method.md section 6, for ``Dataset.with_transform``."""
+    """The deterministic evaluation transform of the published recipe, for ``Dataset.with_transform``."""
     size, mean_t, std_t = _resolve(image_size, mean, std, image_processor)
     return EvalTransform(size, mean_t, std_t, image_column)

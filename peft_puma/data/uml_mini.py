@@ -386,7 +386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--force", action="store_true", help="rebuild when --out holds a UML-mini build (of any seed, scale or version)"
     )
-    parser.add_argument("--install-missing", action="store_true", help="apt-get install missing Debian sources (root)")
+    parser.add_argument(
+        "--install_missing",
+        "--install-missing",
+        action="store_true",
+        help="apt-get install missing Debian sources (root)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:

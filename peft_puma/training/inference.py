@@ -93,7 +93,7 @@ def evaluate_split(
         progress=progress,
         description="evaluating",
     )
-    from .data import column
+    from ..data.schema import column_values as column
 
     return evaluate_retrieval(
         embeddings,

@@ -1,9 +1,9 @@
-"""The train and eval transforms of method.md section 6: geometry, normalisation, seeding, processor statistics."""
+"""The train and eval transforms of the published recipe (docs/data.md): geometry, normalisation, per-sample seeding,
+processor statistics."""
 
 from __future__ import annotations
 
 import pickle
-from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -61,11 +61,16 @@ def test_eval_is_deterministic_and_converts_greyscale_to_rgb() -> None:
     torch.testing.assert_close(first[0, 0], first[0, 2], rtol=0, atol=0)
 
 
+def _places(*positions: int, epoch: int = 0) -> dict[str, list[int]]:
+    return {"epoch": [epoch] * len(positions), "position": list(positions)}
+
+
 def test_train_crop_area_and_aspect_follow_scale_and_ratio() -> None:
     transform = make_train_transform(8, HALF, HALF, seed=0)
+    generator = torch.Generator().manual_seed(0)
     areas, ratios = [], []
     for _ in range(300):
-        left, top, width, height = transform.crop_box(200, 150)
+        left, top, width, height = transform.crop_box(200, 150, generator)
         assert 0 <= left and left + width <= 200 and 0 <= top and top + height <= 150
         areas.append(width * height / (200 * 150))
         ratios.append(width / height)
@@ -75,55 +80,38 @@ def test_train_crop_area_and_aspect_follow_scale_and_ratio() -> None:
 
 def test_train_crop_falls_back_to_a_centre_crop_like_torchvision() -> None:
     transform = make_train_transform(8, HALF, HALF, seed=0)
-    assert transform.crop_box(1000, 10) == (493, 0, 13, 10)  # too wide for any drawn box: centre, ratio clamped
+    box = transform.crop_box(1000, 10, torch.Generator().manual_seed(0))
+    assert box == (493, 0, 13, 10)  # too wide for any drawn box: centre, ratio clamped
 
 
-def test_train_flips_about_half_the_time() -> None:
+def test_train_flips_about_half_the_samples() -> None:
     transform = make_train_transform(32, HALF, HALF, scale=(1.0, 1.0), seed=0)
-    left_columns = torch.stack(
-        [transform(_batch(_halves(32, 32)))["pixel_values"][0, 0, :, :8].mean() for _ in range(60)]
-    )
+    pixels = transform({**_batch(*[_halves(32, 32)] * 60), **_places(*range(60))})["pixel_values"]
+    left_columns = pixels[:, 0, :, :8].mean(dim=(1, 2))
     flipped = (left_columns > 0).sum().item()  # white on the left: flipped
     assert 15 <= flipped <= 45 and ((left_columns < -0.9) | (left_columns > 0.9)).all()
 
 
-def test_train_is_reproducible_with_a_seed_and_varies_between_calls() -> None:
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8))
-    a, b, c = (make_train_transform(16, HALF, HALF, seed=s) for s in (3, 3, 4))
-    first_a, first_b = a(_batch(image))["pixel_values"], b(_batch(image))["pixel_values"]
-    torch.testing.assert_close(first_a, first_b, rtol=0, atol=0)
-    assert not torch.equal(first_a, c(_batch(image))["pixel_values"])
-    assert not torch.equal(first_a, a(_batch(image))["pixel_values"])  # the stream continues
+def test_a_sample_is_augmented_by_its_seed_epoch_and_position_only() -> None:
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)) for _ in range(3)]
+    transform = make_train_transform(16, HALF, HALF, seed=3)
+    batch = transform({**_batch(*images), **_places(4, 5, 6, epoch=2)})["pixel_values"]
+    alone = transform({**_batch(images[1]), **_places(5, epoch=2)})["pixel_values"][0]
+    torch.testing.assert_close(alone, batch[1], rtol=0, atol=0)  # not on the batch, nor on what was drawn before
+    copy = pickle.loads(pickle.dumps(transform))  # what a DataLoader worker holds
+    torch.testing.assert_close(copy({**_batch(images[1]), **_places(5, epoch=2)})["pixel_values"][0], alone)
+    same = make_train_transform(16, HALF, HALF, seed=3)({**_batch(images[1]), **_places(5, epoch=2)})
+    torch.testing.assert_close(same["pixel_values"][0], alone, rtol=0, atol=0)
+    for seed, epoch, position in ((4, 2, 5), (3, 3, 5), (3, 2, 6)):
+        other = make_train_transform(16, HALF, HALF, seed=seed)({**_batch(images[1]), **_places(position, epoch=epoch)})
+        assert not torch.equal(other["pixel_values"][0], alone)
 
 
-def test_each_dataloader_worker_gets_its_own_stream(monkeypatch: pytest.MonkeyPatch) -> None:
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8))
-    copy = pickle.loads(pickle.dumps(make_train_transform(16, HALF, HALF, seed=0)))
-    outputs = {}
-    for worker_seed in (100, 101, 100):
-        info = SimpleNamespace(seed=worker_seed, id=worker_seed - 100)
-        monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda info=info: info)
-        outputs.setdefault(worker_seed, []).append(copy(_batch(image))["pixel_values"])
-    assert not torch.equal(outputs[100][0], outputs[101][0])
-    torch.testing.assert_close(outputs[100][0], outputs[100][1], rtol=0, atol=0)  # a new worker seed re-seeds
-
-
-def test_real_dataloader_workers_differ_and_runs_repeat() -> None:
-    image = Image.fromarray(np.random.default_rng(2).integers(0, 255, (40, 50, 3), dtype=np.uint8))
-    rows = datasets.Dataset.from_dict({"image": [image] * 4, "label": [0, 1, 2, 3]})
-    rows = rows.cast_column("image", datasets.Image())
-    train = rows.with_transform(make_train_transform(16, HALF, HALF, seed=0))
-
-    def run() -> list[torch.Tensor]:
-        loader = torch.utils.data.DataLoader(
-            train, batch_size=2, num_workers=2, generator=torch.Generator().manual_seed(0)
-        )
-        return [batch["pixel_values"] for batch in loader]
-
-    first, second = run(), run()
-    assert not torch.equal(first[0], first[1])  # batch 0 from worker 0, batch 1 from worker 1: same images
-    for a, b in zip(first, second):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+def test_the_train_transform_needs_each_rows_place() -> None:
+    transform = make_train_transform(8, HALF, HALF)
+    with pytest.raises(InvalidInputError, match=r"lacks \['epoch', 'position'\]"):
+        transform(_batch(Image.new("RGB", (8, 8))))
 
 
 def test_with_transform_rows_get_pixel_values() -> None:

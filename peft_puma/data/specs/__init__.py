@@ -1,7 +1,7 @@
-"""Specs of the eight datasets of the unified benchmark (method.md section 7), one module per dataset.
+"""Specs of the eight datasets of the unified benchmark (docs/data.md), one module per dataset.
 
-:data:`DATASET_SPECS` maps each short name to its spec, in the order of the method.md table; that order also sets the
-label blocks of a union (:func:`peft_puma.data.builder.union_parsed`).
+:data:`DATASET_SPECS` maps each short name to its spec, in the order of the table in docs/data.md; that order also sets
+the label blocks of a union (:func:`peft_puma.data.builder.union_parsed`).
 """
 
 from __future__ import annotations

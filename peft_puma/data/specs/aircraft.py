@@ -1,4 +1,4 @@
-"""FGVC-Aircraft (2013b): 100 aircraft variants, 10,000 images (method.md section 7).
+"""FGVC-Aircraft (2013b): 100 aircraft variants, 10,000 images (docs/data.md).
 
 Original layout (``fgvc-aircraft-2013b.tar.gz``)::
 

@@ -1,4 +1,4 @@
-"""What every dataset spec shares: locating the root, reading list files, and the split rules of method.md section 7.
+"""What every dataset spec shares: locating the root, reading list files, and the split rules of docs/data.md.
 
 A spec reads a dataset's ORIGINAL released layout into :class:`Entry` rows (image path, original class id, the list
 line it came from, and the official partition where the dataset has one). Everything after that is common and lives
@@ -87,7 +87,7 @@ class DatasetSpec(ABC):
     title: ClassVar[str]
     num_train_classes: ClassVar[int]
     num_test_classes: ClassVar[int]
-    split_rule: ClassVar[str]  # in words, as in method.md section 7
+    split_rule: ClassVar[str]  # in words, as in the table of docs/data.md
     marker: ClassVar[str]  # a file (relative to the dataset root) that only the right folder contains
     root_candidates: ClassVar[tuple[str, ...]] = ("",)  # sub-folders users commonly point above the root
     layout: ClassVar[str]  # the expected layout in words, for messages
@@ -223,7 +223,7 @@ class DatasetSpec(ABC):
         expected = self.num_train_classes + self.num_test_classes
         if len(ordered) != expected:
             raise self.error(
-                f"found {len(ordered)} classes with images, but method.md section 7 splits it into "
+                f"found {len(ordered)} classes with images, but the unified benchmark (docs/data.md) splits it into "
                 f"{self.num_train_classes} train + {self.num_test_classes} test = {expected} classes "
                 f"({self.split_rule}). Check that the whole dataset is extracted."
             )
@@ -252,8 +252,9 @@ class DatasetSpec(ABC):
         ):
             if found != expected:
                 raise self.error(
-                    f"the official lists give {found} {side} classes, method.md section 7 expects {expected} "
-                    f"({self.split_rule}). The list files are incomplete or not the original ones; re-download them."
+                    f"the official lists give {found} {side} classes, the unified benchmark (docs/data.md) expects "
+                    f"{expected} ({self.split_rule}). The list files are incomplete or not the original ones; "
+                    "re-download them."
                 )
         return (
             _SplitPlan.of(keys, sorted(train_keys), lambda i: roles[partitions[i]]),

@@ -1,4 +1,4 @@
-"""Stanford Cars (Cars-196): 196 car models, 16,185 images (method.md section 7).
+"""Stanford Cars (Cars-196): 196 car models, 16,185 images (docs/data.md).
 
 Two released layouts are read:
 
@@ -68,7 +68,7 @@ class CarsSpec(DatasetSpec):
         if test_annos is None:
             raise self.error(
                 f"missing file {root / _TEST_WITH_LABELS[0]}: the devkit's cars_test_annos.mat has no classes, and the "
-                "split of method.md section 7 needs the classes of the test images too. Download "
+                "class split (docs/data.md) needs the classes of the test images too. Download "
                 "cars_test_annos_withlabels.mat (released separately) into the dataset folder."
             )
         entries = []

@@ -1,4 +1,4 @@
-"""CUB-200-2011 (Caltech-UCSD Birds): 200 bird species, 11,788 images (method.md section 7).
+"""CUB-200-2011 (Caltech-UCSD Birds): 200 bird species, 11,788 images (docs/data.md).
 
 Original layout (``CUB_200_2011.tgz``)::
 

@@ -1,4 +1,4 @@
-"""Stanford Dogs: 120 breeds, 20,580 images (method.md section 7).
+"""Stanford Dogs: 120 breeds, 20,580 images (docs/data.md).
 
 Original layout (``images.tar``)::
 

@@ -1,4 +1,4 @@
-"""Oxford Flowers-102: 102 flower species, 8,189 images (method.md section 7).
+"""Oxford Flowers-102: 102 flower species, 8,189 images (docs/data.md).
 
 Original layout::
 

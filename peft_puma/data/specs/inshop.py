@@ -1,4 +1,4 @@
-"""DeepFashion In-shop Clothes Retrieval: 7,982 items (classes), 52,712 images (method.md section 7).
+"""DeepFashion In-shop Clothes Retrieval: 7,982 items (classes), 52,712 images (docs/data.md).
 
 Original layout (the benchmark's ``Eval/`` and ``Img/`` folders)::
 
@@ -8,7 +8,7 @@ Original layout (the benchmark's ``Eval/`` and ``Img/`` folders)::
         img/MEN|WOMEN/<category>/id_<8 digits>/*.jpg
 
 Split: the official partition: 3,997 training items (25,882 images); the 3,985 test items keep their roles, 14,218
-query and 12,612 gallery images. Queries are searched in the gallery only (method.md section 7).
+query and 12,612 gallery images. Queries are searched in the gallery only (docs/data.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""NABirds (North American Birds): 555 visual categories (leaf classes), 48,562 images (method.md section 7).
+"""NABirds (North American Birds): 555 visual categories (leaf classes), 48,562 images (docs/data.md).
 
 Original layout (``nabirds.tar.gz``)::
 

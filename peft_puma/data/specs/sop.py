@@ -1,4 +1,4 @@
-"""Stanford Online Products: 22,634 products (classes), 120,053 images (method.md section 7).
+"""Stanford Online Products: 22,634 products (classes), 120,053 images (docs/data.md).
 
 Original layout (``Stanford_Online_Products.zip``)::
 
