@@ -30,7 +30,6 @@ from ..data.schema import TEST_SPLIT, TRAIN_SPLIT
 from ..errors import IncompatibleCheckpointError, PUMAError
 from . import checkpoint as ckpt
 from .config import RUN_CONTROL_KEYS, TrainingConfig
-from .gather import gather_keep_local_grad, gather_labels
 from .inference import evaluate_split, results_markdown
 from .report import (
     RESULTS_FILE,
@@ -42,6 +41,7 @@ from .report import (
     write_outputs,
     write_run_file,
 )
+from .step import StepLosses, TrainingStep, build_training_step
 
 logger = logging.getLogger(__name__)
 
@@ -64,25 +64,6 @@ class TrainResult:
     table: str
     model: nn.Module  # the trained PeftModel, in eval mode
     losses: list[float]  # the training loss of every step this call ran (after a resume: from the checkpoint on)
-
-
-class RetrievalObjective(nn.Module):
-    """The model and the loss in one module, so that one DDP wrapper synchronises every gradient, proxies included.
-
-    ``forward`` returns ``(metric loss, regulariser)``; the metric loss sees the gathered global batch.
-    """
-
-    def __init__(self, model: nn.Module, loss: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.loss = loss
-        self.accelerator: Any = None
-
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embeddings = self.model(pixel_values=pixel_values).embeddings
-        all_embeddings = gather_keep_local_grad(embeddings, self.accelerator)
-        all_labels = gather_labels(labels, self.accelerator)
-        return self.loss(all_embeddings, all_labels), self.model.regularization_loss()
 
 
 def make_accelerator(config: TrainingConfig):
@@ -143,16 +124,17 @@ def _set_cpu_threads(config: TrainingConfig, accelerator: Any) -> None:
 
 @dataclass
 class _Run:
-    objective: nn.Module
-    optimizer: Any
-    scheduler: Any
+    step: TrainingStep
     batches: Any
     data: Any
     eval_transform: Any
     info: RunInfo
     steps_per_epoch: int
-    trainable: list[nn.Parameter]
     losses: list[float] = field(default_factory=list)
+
+    @property
+    def objective(self) -> nn.Module:
+        return self.step.objective
 
     @property
     def total_steps(self) -> int:
@@ -164,8 +146,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
     from ..losses import make_loss
     from .backbone import load_backbone
     from .data import dataset_sizes, describe_source, load_unified, make_train_batches
-    from .methods import MethodOptions, build_model, parameter_groups
-    from .optim import build_optimizer, build_scheduler
+    from .methods import MethodOptions, build_model
 
     with accelerator.main_process_first():  # UML-mini is built and Hub files are downloaded once, by the main process
         data = load_unified(config)
@@ -191,34 +172,15 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
     )
     embedding_size = model.peft_config["default"].embedding_size
     loss = make_loss(config.loss, num_classes=batches.num_classes, embedding_size=embedding_size, **config.loss_options)
-    objective = RetrievalObjective(model, loss)
-    groups = parameter_groups(model)
-    proxies = [p for p in loss.parameters() if p.requires_grad]
-    if proxies:
-        groups["proxies"] = proxies
-    optimizer = build_optimizer(
-        groups,
-        learning_rate=config.learning_rate,
-        lr_multipliers=config.lr_multipliers,
-        weight_decay=config.weight_decay,
-        betas=config.adam_betas,
-        eps=config.adam_eps,
-    )
     steps_per_epoch = batches.sampler.batches_per_epoch()
-    scheduler = build_scheduler(
-        optimizer, steps_per_epoch=steps_per_epoch, step_epochs=config.lr_step_epochs, gamma=config.lr_gamma
-    )
-    objective, optimizer = accelerator.prepare(objective, optimizer)
-    accelerator.unwrap_model(objective).accelerator = accelerator
-    # The scheduler is stepped by hand, once per optimiser step (a prepared one steps num_processes times).
-    accelerator.register_for_checkpointing(scheduler)
-    ckpt.register_trainable_state_hooks(accelerator, objective)
+    step = build_training_step(model, loss, config, accelerator, steps_per_epoch)
+    ckpt.register_trainable_state_hooks(accelerator, step.objective)
     total = config.epochs * steps_per_epoch
     info = RunInfo(
         config=config,
         backbone=backbone,
         image_size=train_transform.image_size,
-        groups={name: sum(p.numel() for p in params) for name, params in groups.items()},
+        groups=step.groups,
         frozen=sum(p.numel() for p in model.parameters() if not p.requires_grad),
         sizes=dataset_sizes(data),
         data_source=describe_source(config),
@@ -228,8 +190,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         precision=accelerator.mixed_precision,
         device=str(accelerator.device),
     )
-    trainable = [p for params in groups.values() for p in params]
-    return _Run(objective, optimizer, scheduler, batches, data, eval_transform, info, steps_per_epoch, trainable)
+    return _Run(step, batches, data, eval_transform, info, steps_per_epoch)
 
 
 @dataclass
@@ -326,7 +287,6 @@ def _check_same_run(config: TrainingConfig, saved: dict[str, Any], path: str) ->
 
 # -------------------------------------------------------------------------------------------------------------- loop
 def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> _Position:
-    objective, optimizer, scheduler = run.objective, run.optimizer, run.scheduler
     progress = tqdm(
         total=run.total_steps,
         initial=position.step,
@@ -334,7 +294,7 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
         unit="step",
         disable=not (config.progress_bar and accelerator.is_local_main_process),
     )
-    objective.train()
+    run.objective.train()
     global_batch = config.per_device_batch_size * accelerator.num_processes
     window_start, window_steps, images_per_second = time.perf_counter(), 0, 0.0
     while position.step < run.total_steps:
@@ -342,17 +302,10 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
         for batch in run.batches.loader:
             pixel_values = batch["pixel_values"].to(accelerator.device)
             labels = batch["labels"].to(accelerator.device)
-            with accelerator.autocast():
-                metric_loss, regulariser = objective(pixel_values, labels)
-            loss = metric_loss.float() + regulariser.float()
-            _stop_if_not_finite(loss, accelerator, config, position)
-            accelerator.backward(loss)
-            if config.grad_clamp is not None:
-                accelerator.clip_grad_value_(run.trainable, config.grad_clamp)  # element-wise, model and proxies
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            run.losses.append(loss.item())
+            losses = run.step.forward(pixel_values, labels)
+            _stop_if_not_finite(losses.total, accelerator, config, position)
+            run.step.update(losses)
+            run.losses.append(losses.total.item())
             progress.set_postfix(
                 loss=f"{run.losses[-1]:.4f}", img_s=f"{images_per_second:.0f}", epoch=position.epoch + 1
             )
@@ -364,9 +317,7 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
             images_per_second = window_steps * global_batch / max(time.perf_counter() - window_start, 1e-9)
             progress.update(1)
             if position.step % config.log_every_steps == 0:
-                _log_step(
-                    config, accelerator, optimizer, position.step, loss, metric_loss, regulariser, images_per_second
-                )
+                _log_step(config, accelerator, run.step.optimizer, position.step, losses, images_per_second)
                 window_start, window_steps = time.perf_counter(), 0
             if config.save_every_steps and position.step % config.save_every_steps == 0:
                 _save(config, accelerator, run, position)
@@ -395,12 +346,14 @@ def _stop_if_not_finite(loss: torch.Tensor, accelerator: Any, config: TrainingCo
     )
 
 
-def _log_step(config, accelerator, optimizer, step, loss, metric_loss, regulariser, images_per_second) -> None:
+def _log_step(
+    config: TrainingConfig, accelerator: Any, optimizer: Any, step: int, losses: StepLosses, images_per_second: float
+) -> None:
     """To the trackers, and as one JSON line of ``train_log.jsonl`` (main process) for scripts and tests."""
     values = {
-        "train/loss": loss.item(),
-        "train/metric_loss": metric_loss.item(),
-        "train/regularization": regulariser.item(),
+        "train/loss": losses.total.item(),
+        "train/metric_loss": losses.metric.item(),
+        "train/regularization": losses.regulariser.item(),
         "train/images_per_second": images_per_second,
     }
     values.update({f"lr/{group['name']}": group["lr"] for group in optimizer.param_groups})

@@ -59,7 +59,7 @@ def _on_forward_call(patcher: Any, hook: Callable[[Any, int, tuple], tuple | Non
     ``hook(objective, step, outputs_or_None)`` is called before the forward (outputs ``None``) and after it; a
     returned tuple replaces the outputs. Steps are counted per objective, so from 1 in every ``train`` call.
     """
-    from peft_puma.training.loop import RetrievalObjective
+    from peft_puma.training.step import RetrievalObjective
 
     original = RetrievalObjective.forward
     calls: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
