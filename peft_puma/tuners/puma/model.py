@@ -185,6 +185,20 @@ class PUMAModel(BaseTuner):
             return self._head().puma_projection[adapter_name].weight.new_zeros(())
         return self.peft_config[adapter_name].regularization_weight * pool.orthogonality_loss(adapter_name)
 
+    @torch.no_grad()
+    def prompt_weights(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The conditional prompt pool's weights ``w_m`` for each image, shape (B, M) (arXiv 2309.08944, Sec. 3;
+        docs/method.md section 3, step 3): which prompts an image draws on, as in the paper's Fig. 3. Only the
+        backbone's embeddings run."""
+        adapter_name = self._single_active_adapter()
+        pool = self.model.get_submodule(self._sites.embeddings)
+        if not isinstance(pool, ConditionalPromptPool) or adapter_name not in pool.puma_keys:
+            raise InvalidConfigError(
+                f"Adapter {adapter_name!r} has no conditional prompt pool (a single prompt or none), so its images "
+                "have no prompt weights."
+            )
+        return pool.image_prompt_weights(pixel_values, adapter_name)
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """The trainable tensors of the active adapter by part (``adapters``, ``prompts``, ``head``), so a training
         loop can give each part its learning rate (arXiv 2309.08944) without knowing internal names."""

@@ -84,6 +84,12 @@ class ConditionalPromptPool(PUMAWrapper):
         attended = query.to(keys.dtype).unsqueeze(1) * attention.softmax(dim=-1).unsqueeze(0)  # (B, M, d)
         return F.cosine_similarity(attended, keys.unsqueeze(0), dim=-1)
 
+    def image_prompt_weights(self, pixel_values: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        """``w_m`` of each image, shape (B, M), running only the wrapped embeddings (to record ``E``)."""
+        self.base_layer(pixel_values)
+        patch_tokens, self._patch_tokens = self._patch_tokens, None
+        return self.prompt_weights(self.query(patch_tokens), adapter_name)
+
     def prompts_for(self, patch_tokens: torch.Tensor, adapter_name: str) -> torch.Tensor:
         """The prompt tokens ``p(x)`` of every image, shape (B, L, d)."""
         prompts = self.puma_prompts[adapter_name]
