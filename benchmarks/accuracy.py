@@ -1,18 +1,18 @@
 """Accuracy benchmark on UML-mini: PUMA, its baselines (Table 2), its ablations (Table 3) and a keep-probability sweep.
 
-    python benchmarks/accuracy.py --output benchmarks/results/accuracy_uml_mini.json --figure-dir docs/figures
+    python benchmarks/accuracy.py --output benchmarks/results/accuracy_uml_mini.json --figure_dir docs/figures
 
 Every method is trained by the trainer itself (``peft_puma.training.train``) from one config file
 (``configs/uml_mini.yaml`` by default: backbone, data, recipe) with the same epochs and seed(s); only ``method`` and,
 for the sweep, ``puma.keep_prob`` change between runs. Runs that several tables share (``puma`` is Table 2's last row,
 Table 3's last row and the sweep's p = 0.5) are trained once. The zero-shot row evaluates the frozen backbone with
 ``peft_puma.evaluate.evaluate_adapter(zero_shot=True)``. Model selection is the final epoch, as in the trainer.
-With ``--reuse-finished`` a run whose folder (``--runs-dir``/NAME, e.g. ``puma_seed0``) already holds the trainer's
+With ``--reuse_finished`` a run whose folder (``--runs_dir``/NAME, e.g. ``puma_seed0``) already holds the trainer's
 ``results.json`` and a run file with the same recipe is read instead of trained: an interrupted benchmark continues,
 and runs trained elsewhere (each under ``accelerate launch`` on several GPUs) are assembled into the tables.
 
 Outputs: a JSON file with every run's per-domain R@1, unified and harmonic R@1, trainable parameters and wall time;
-the Markdown tables printed (Table 2 shape, Table 3 shape, the sweep against domain size); with ``--figure-dir`` two
+the Markdown tables printed (Table 2 shape, Table 3 shape, the sweep against domain size); with ``--figure_dir`` two
 PNGs: R@1 per domain against the keep probability (domains ordered by training-set size), and the prompt-pool weights
 of the trained PUMA averaged per domain over the test images (the paper's Fig. 3).
 """
@@ -154,8 +154,8 @@ def train_run(spec: RunSpec, config: Any, keep_folder: bool = False) -> dict[str
         result = train(config)
     except IncompatibleCheckpointError as error:  # an unfinished run of another recipe or process count
         raise SystemExit(
-            f"--reuse-finished: cannot continue the unfinished run in {config.output_dir}: {error} Move that folder "
-            "away (or pass another --runs-dir) to train this run afresh."
+            f"--reuse_finished: cannot continue the unfinished run in {config.output_dir}: {error} Move that folder "
+            "away (or pass another --runs_dir) to train this run afresh."
         ) from None
     seconds = time.perf_counter() - start
     trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
@@ -205,14 +205,14 @@ def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -
     if differences:
         details = "; ".join(f"{key}: {old!r} there, {new!r} here" for key, old, new in _flat(differences))
         raise SystemExit(
-            f"--reuse-finished: {directory} holds a finished {spec.name} run with another recipe ({details}). "
-            "Move that folder away (or pass another --runs-dir), or rerun with the settings it was trained with."
+            f"--reuse_finished: {directory} holds a finished {spec.name} run with another recipe ({details}). "
+            "Move that folder away (or pass another --runs_dir), or rerun with the settings it was trained with."
         )
     with open(results_path, encoding="utf-8") as handle:
         results = json.load(handle)
     if "recall@1" not in results.get("unified", {}) or "per_dataset" not in results:
         raise SystemExit(
-            f"--reuse-finished: {results_path} has no per-dataset Recall@1 (evaluated with eval_ks without 1, or "
+            f"--reuse_finished: {results_path} has no per-dataset Recall@1 (evaluated with eval_ks without 1, or "
             "without dataset ids); evaluate that adapter again with `python -m peft_puma.evaluate --adapter "
             f"{directory} ... --output {results_path}`, or move the folder away to retrain it."
         )
@@ -293,9 +293,10 @@ def prompt_weights_by_domain(model: torch.nn.Module, config: Any, batch_size: in
     the images; the weights are then the pool's own ``prompt_weights`` of that query.
     """
     from peft_puma.data.schema import DATASET_COLUMN, TEST_SPLIT
+    from peft_puma.data.schema import column_values as column
     from peft_puma.data.transforms import make_eval_transform
     from peft_puma.training.backbone import load_backbone
-    from peft_puma.training.data import column, load_unified
+    from peft_puma.training.data import load_unified
     from peft_puma.training.inference import dataset_batch_loader
     from peft_puma.tuners.puma.families import resolve_sites
     from peft_puma.tuners.puma.prompt_pool import ConditionalPromptPool
@@ -479,25 +480,34 @@ def prompt_preference_summary(weights: dict[str, list[float]]) -> dict[str, Any]
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="JSON file to write")
-    parser.add_argument("--figure-dir", help="folder for the sweep and prompt-weight PNGs")
+    # Flags are spelled with underscores like the trainer's keys; the hyphenated spellings work too.
+    parser.add_argument("--figure_dir", "--figure-dir", help="folder for the sweep and prompt-weight PNGs")
     parser.add_argument("--config", default=os.path.join(REPO, "configs", "uml_mini.yaml"), help="trainer config")
-    parser.add_argument("--runs-dir", default=os.path.join(REPO, "runs", "benchmark_accuracy"), help="run folders")
+    runs_dir = os.path.join(REPO, "runs", "benchmark_accuracy")
+    parser.add_argument("--runs_dir", "--runs-dir", default=runs_dir, help="run folders")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of every run (same for all methods)")
-    parser.add_argument("--lr-step-epochs", type=int, help="lr x0.5 every this many epochs (default: epochs // 2)")
-    parser.add_argument("--max-steps", type=int, help="stop every run after this many steps (smoke runs)")
-    parser.add_argument("--batch-size", type=int, help="override per_device_batch_size of the config")
+    parser.add_argument(
+        "--lr_step_epochs", "--lr-step-epochs", type=int, help="lr x0.5 every this many epochs (default: epochs // 2)"
+    )
+    parser.add_argument(
+        "--max_steps", "--max-steps", type=int, help="stop every run after this many steps (smoke runs)"
+    )
+    parser.add_argument("--batch_size", "--batch-size", type=int, help="override per_device_batch_size of the config")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: the cores this process may use)"
     )
-    parser.add_argument("--keep-probs", type=float, nargs="+", default=list(KEEP_PROBS))
+    parser.add_argument("--keep_probs", "--keep-probs", type=float, nargs="+", default=list(KEEP_PROBS))
     parser.add_argument("--backbone", help="override the config's backbone")
-    parser.add_argument("--uml-mini-dir", help="override the config's uml_mini_dir")
-    parser.add_argument("--dataset-path", help="use this saved DatasetDict instead of UML-mini (smoke tests)")
+    parser.add_argument("--uml_mini_dir", "--uml-mini-dir", help="override the config's uml_mini_dir")
     parser.add_argument(
+        "--dataset_path", "--dataset-path", help="use this saved DatasetDict instead of UML-mini (smoke tests)"
+    )
+    parser.add_argument(
+        "--reuse_finished",
         "--reuse-finished",
         action="store_true",
-        help="read the results of runs whose folder in --runs-dir already holds them with this recipe (an interrupted "
+        help="read the results of runs whose folder in --runs_dir already holds them with this recipe (an interrupted "
         "benchmark, or runs trained elsewhere, e.g. under accelerate launch) instead of training them again; "
         "unfinished runs resume from their newest complete checkpoint (or start afresh where there is none), and no "
         "folder is emptied",

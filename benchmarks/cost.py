@@ -8,10 +8,10 @@ random weights (cost depends on shapes, not on weight values):
 - ``trainable_params``: tensors the trainer's optimiser updates (loss proxies excluded, as in the paper);
 - ``adapter_mb``: bytes of the safetensors files the trainer saves for the method (MB = 10^6 bytes);
 - ``train_step_s``: one training step of the trainer (forward, CurricularFace + regulariser, backward, element-wise
-  gradient clamp, AdamW step) at ``--train-batch-size`` images; also per image;
+  gradient clamp, AdamW step) at ``--train_batch_size`` images; also per image;
 - ``train_peak_mb``: how far the process's resident memory rises above the model at rest during training steps, in a
   fresh process per method (see :func:`probe_memory`); also per image;
-- ``infer_s``: eval-mode forward (embeddings) per image at ``--infer-batch-size``.
+- ``infer_s``: eval-mode forward (embeddings) per image at ``--infer_batch_size``.
 
 Every model is built by the training package's methods table (``peft_puma.training.methods``), so the benchmark
 measures what ``python -m peft_puma.train --method NAME`` trains. Timings are medians over ``--repeats`` rounds after
@@ -19,7 +19,7 @@ measures what ``python -m peft_puma.train --method NAME`` trains. Timings are me
 shared cores hits every method alike instead of the one that happened to run then. The output JSON also holds the
 ratios to the frozen forward and to full fine-tuning, the share of PUMA's overhead due to its prompts and to its
 adapters, how the cost grows with image size and batch size, the machine, the versions and the load average. With
-``--compile-methods`` it also times those methods' inference under ``torch.compile`` beside their eager forms.
+``--compile_methods`` it also times those methods' inference under ``torch.compile`` beside their eager forms.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ class TrainStep:
     def __init__(self, model: nn.Module, num_classes: int, runtime: Runtime = Runtime()) -> None:
         from peft_puma.losses import make_loss
         from peft_puma.training.config import TrainingConfig
-        from peft_puma.training.loop import RetrievalObjective
+        from peft_puma.training.step import RetrievalObjective
         from peft_puma.training.methods import parameter_groups
         from peft_puma.training.optim import build_optimizer
 
@@ -348,7 +348,7 @@ def memory_by_method(names: Sequence[str], settings: dict[str, Any]) -> dict[str
 
 # ---------------------------------------------------------------------------------------------------- the run
 def measure_methods(args: argparse.Namespace, shape: BackboneShape) -> dict[str, Any]:
-    """Every measurement at the main setting (``--image-size``, batch sizes): all methods and PUMA's components."""
+    """Every measurement at the main setting (``--image_size``, batch sizes): all methods and PUMA's components."""
     rt = Runtime(args.device, args.precision)
     inferred = list(METHODS) + list(COMPONENTS)  # activation checkpointing changes training only
     names = inferred + list(CHECKPOINTED)
@@ -538,7 +538,7 @@ def scaling(args: argparse.Namespace, shape: BackboneShape) -> dict[str, list[di
 
 
 def compiled_inference(args: argparse.Namespace, shape: BackboneShape) -> dict[str, dict[str, Any]]:
-    """Inference of ``--compile-methods`` under ``torch.compile`` (``--compile-backend``), timed in the same rounds as
+    """Inference of ``--compile_methods`` under ``torch.compile`` (``--compile_backend``), timed in the same rounds as
     their eager forms: what compiling buys each method, and PUMA's ratio to the frozen model when both are compiled.
     The first call compiles (after a reset of dynamo's caches, so that nothing compiled before is reused); its time is
     ``compile_s``, the first-call time, not part of the timed rounds."""
@@ -737,20 +737,31 @@ def plot(result: dict[str, Any], path: str) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="JSON file to write")
+    # Flags are spelled with underscores like the trainer's keys; the hyphenated spellings work too.
     parser.add_argument("--figure", help="PNG to draw the ratios and the scaling into")
     parser.add_argument("--shape", default="vit_s16", choices=sorted(SHAPES), help="backbone shape (tiny: CI)")
-    parser.add_argument("--image-size", type=int, help="default: the shape's (224 for vit_s16)")
-    parser.add_argument("--train-batch-size", type=int, default=8)
-    parser.add_argument("--infer-batch-size", type=int, default=8)
-    parser.add_argument("--num-classes", type=int, default=PAPER_TRAIN_CLASSES, help="loss proxies (paper: 15,952)")
+    parser.add_argument("--image_size", "--image-size", type=int, help="default: the shape's (224 for vit_s16)")
+    parser.add_argument("--train_batch_size", "--train-batch-size", type=int, default=8)
+    parser.add_argument("--infer_batch_size", "--infer-batch-size", type=int, default=8)
+    parser.add_argument(
+        "--num_classes", "--num-classes", type=int, default=PAPER_TRAIN_CLASSES, help="loss proxies (paper: 15,952)"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="rounds dropped before the timed ones")
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (medians are reported)")
-    parser.add_argument("--memory-steps", type=int, default=2, help="training steps of each memory probe")
-    parser.add_argument("--no-memory", action="store_true", help="skip the per-method peak-memory processes")
-    parser.add_argument("--scale-image-sizes", type=int, nargs="*", default=[160, 224, 288])
-    parser.add_argument("--scale-infer-batch-sizes", type=int, nargs="*", default=[1, 8, 32])
-    parser.add_argument("--scale-train-batch-sizes", type=int, nargs="*", default=[4, 8, 16])
-    parser.add_argument("--scale-repeats", type=int, default=3)
+    parser.add_argument(
+        "--memory_steps", "--memory-steps", type=int, default=2, help="training steps of each memory probe"
+    )
+    parser.add_argument(
+        "--no_memory", "--no-memory", action="store_true", help="skip the per-method peak-memory processes"
+    )
+    parser.add_argument("--scale_image_sizes", "--scale-image-sizes", type=int, nargs="*", default=[160, 224, 288])
+    parser.add_argument(
+        "--scale_infer_batch_sizes", "--scale-infer-batch-sizes", type=int, nargs="*", default=[1, 8, 32]
+    )
+    parser.add_argument(
+        "--scale_train_batch_sizes", "--scale-train-batch-sizes", type=int, nargs="*", default=[4, 8, 16]
+    )
+    parser.add_argument("--scale_repeats", "--scale-repeats", type=int, default=3)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads (default: the cores this process may use)"
     )
@@ -759,13 +770,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--precision", choices=sorted(PRECISIONS), help="autocast; default fp32 on CPU, bf16 on GPU")
     parser.add_argument(
+        "--compile_methods",
         "--compile-methods",
         nargs="*",
         default=[],
         choices=[*METHODS, *COMPONENTS],
         help="also time these methods' inference under torch.compile, beside their eager forms (e.g. frozen puma)",
     )
-    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: no compiler)")
+    parser.add_argument(
+        "--compile_backend",
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend (aot_eager: no compiler)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.image_size = args.image_size or SHAPES[args.shape].image_size

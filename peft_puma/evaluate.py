@@ -13,7 +13,6 @@ mapping of :func:`peft_puma.evaluation.evaluate_retrieval` with ``--output``. Fr
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -67,7 +66,11 @@ def evaluate_adapter(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from .training.config import DataConfig
+    from .training.parsing import ConfigArgumentParser
+
+    parser = ConfigArgumentParser(
+        DataConfig,
         prog="python -m peft_puma.evaluate",
         description=__doc__.split("\n\n")[0],
         epilog="Data: --dataset_path DIR | --uml_mini_dir DIR | --dataset_roots.NAME PATH ...; --datasets '[a, b]'.",
@@ -79,14 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="k of Recall@k (default 1 2 4 8)")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--output", help="write the results mapping here (JSON)")
-    args, data_overrides = parser.parse_known_args(argv)
     from accelerate import Accelerator
 
-    from .training.config import DataConfig
     from .training.inference import results_markdown
     from .training.parsing import load_config
 
     try:
+        data_overrides, args = parser.parse_config_args(argv)  # unknown keys: one-line error, exit 2
         if args.output:
             check_json_output(args.output, "unified", "a results file")
         data = load_config(None, data_overrides, cls=DataConfig)

@@ -4,14 +4,13 @@
     accelerate launch --multi_gpu --num_processes 4 -m peft_puma.train --config configs/puma_uml8_vits16.yaml
     python -m peft_puma.train --config configs/uml_mini.yaml --output_dir runs/uml_mini --resume
 
-Every key of the config (docs/training.md) can be overridden as ``--key value`` (``--puma.keep_prob 1.0`` for a key of
-a mapping). Exit status: 0 done, 2 invalid configuration or data, 3 the loss became NaN/inf (the last good checkpoint
-is kept).
+Every key of the config (docs/training.md; ``--help`` lists them with their defaults) can be given as ``--key value``,
+replacing the file's value (``--puma.keep_prob 1.0`` for one entry of a mapping key). Exit status: 0 done, 2 invalid
+configuration or data, 3 the loss became NaN/inf (the last good checkpoint is kept).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -22,33 +21,37 @@ EXIT_INVALID = 2
 EXIT_NON_FINITE = 3
 
 
+def build_parser():
+    """The command line: ``--config FILE`` and one option per config key (HfArgumentParser, :mod:`.training.parsing`);
+    ``--help`` lists every key with its help and default."""
+    from .training.config import TrainingConfig
+    from .training.parsing import ConfigArgumentParser
+
+    parser = ConfigArgumentParser(
+        TrainingConfig,
+        prog="python -m peft_puma.train",
+        usage="%(prog)s [--config FILE] [--KEY VALUE ...] [--MAPPING.KEY VALUE ...]",
+        description="Train PUMA (or a baseline) with the published recipe (docs/training.md).",
+        epilog=EPILOG,
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML file of config keys (configs/*.yaml); the keys given here replace them"
+    )
+    return parser
+
+
+EPILOG = """values are read as YAML: --eval_ks "[1, 4]", --max_steps null, --progress_bar false, --report_to "[]";
+a key without a value is true (--resume, --push_to_hub). One entry of a mapping key: --puma.keep_prob 1.0,
+--lr_multipliers.head 1, --dataset_roots.cub /data/CUB_200_2011.
+exit status: 0 done, 2 invalid configuration or data, 3 the loss became NaN/inf (the last good checkpoint is kept)."""
+
+
 def parse_args(argv: Sequence[str] | None = None):
-    """The config (file + overrides), validated."""
+    """The config (file + command-line keys), validated."""
     from .training.parsing import load_config
 
-    parser = argparse.ArgumentParser(
-        prog="python -m peft_puma.train",
-        description="Train PUMA (or a baseline) with the published recipe (docs/training.md).",
-        epilog=keys_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--config", help="YAML file of config keys (configs/*.yaml)")
-    args, overrides = parser.parse_known_args(argv)
+    overrides, args = build_parser().parse_config_args(argv)
     return load_config(args.config, overrides)
-
-
-def keys_help() -> str:
-    """Every config key with its default and meaning, for ``--help``."""
-    import dataclasses
-
-    from .training.config import TrainingConfig
-
-    lines = ["config keys (YAML file, or --key VALUE / --mapping.key VALUE on the command line):"]
-    for field in dataclasses.fields(TrainingConfig):
-        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-        lines.append(f"  --{field.name} (default {default!r})")
-        lines.append(f"      {field.metadata.get('help', '')}")
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

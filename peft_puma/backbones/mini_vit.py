@@ -308,10 +308,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for config.json, model.safetensors, processor, README")
     parser.add_argument("--seed", type=int, default=MiniViTRecipe.seed)
     parser.add_argument("--epochs", type=int, default=MiniViTRecipe.epochs)
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (quick checks)")
-    parser.add_argument("--pool-scale", type=float, default=1.0, help="shrink the pretraining pool (quick checks)")
-    parser.add_argument("--uml-mini", default=".cache/uml_mini", help="UML-mini build folder (built there if absent)")
-    parser.add_argument("--no-eval", action="store_true", help="skip the zero-shot evaluation on UML-mini")
+    parser.add_argument(
+        "--max_steps", "--max-steps", type=int, default=None, help="stop after this many steps (quick checks)"
+    )
+    parser.add_argument(
+        "--pool_scale", "--pool-scale", type=float, default=1.0, help="shrink the pretraining pool (quick checks)"
+    )
+    parser.add_argument(
+        "--uml_mini", "--uml-mini", default=".cache/uml_mini", help="UML-mini build folder (built there if absent)"
+    )
+    parser.add_argument("--no_eval", "--no-eval", action="store_true", help="skip the zero-shot evaluation on UML-mini")
     args = parser.parse_args(argv)
     try:
         BACKBONE_LAYOUT.is_owned(args.out)  # refuse someone else's folder before an hour of pretraining

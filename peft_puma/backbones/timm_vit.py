@@ -640,12 +640,16 @@ def _refuse_foreign_folder(out: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m peft_puma.backbones.timm_vit SOURCE --out DIR [--with-head] [--num-heads N]``."""
+    """CLI: ``python -m peft_puma.backbones.timm_vit SOURCE --out DIR [--with_head] [--num_heads N]``."""
     parser = argparse.ArgumentParser(description="Convert a timm ViT checkpoint (safetensors) to an HF ViT folder.")
     parser.add_argument("source", help="Hub id (timm/...), folder with model.safetensors, or a .safetensors file")
     parser.add_argument("--out", required=True, help="output folder for config.json, model.safetensors, preprocessor")
-    parser.add_argument("--with-head", action="store_true", help="write ViTForImageClassification (timm head)")
-    parser.add_argument("--num-heads", type=int, default=None, help="attention heads, for non-standard widths")
+    parser.add_argument(
+        "--with_head", "--with-head", action="store_true", help="write ViTForImageClassification (timm head)"
+    )
+    parser.add_argument(
+        "--num_heads", "--num-heads", type=int, default=None, help="attention heads, for non-standard widths"
+    )
     parser.add_argument("--revision", default=None, help="Hub revision")
     args = parser.parse_args(argv)
     hub_kwargs = {"revision": args.revision} if args.revision else {}

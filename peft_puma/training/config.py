@@ -1,17 +1,24 @@
-"""The training configuration: one flat dataclass whose defaults are the published recipe (method.md section 6).
+"""The training configuration: the keys of a run and their checks; the defaults are the published recipe of the
+paper (arXiv 2309.08944), listed in docs/training.md ("Config keys").
 
-A run is described by a YAML file of these keys, overridden from the command line (:func:`.parsing.load_config`);
-:meth:`TrainingConfig.validate` turns every user mistake into an
-:class:`~peft_puma.errors.InvalidConfigError` that names the key, the value and what is accepted, before any model or
-data is loaded. The keys are documented in docs/training.md.
+Two dataclasses, parsed together by ``transformers.HfArgumentParser`` (:mod:`.parsing`): :class:`DataConfig`, where
+the data comes from (shared with ``python -m peft_puma.evaluate``), and :class:`TrainingConfig`, everything else. A
+:class:`TrainingConfig` holds its :class:`DataConfig` in ``data`` and reads and sets the data keys on itself as well
+(``config.uml_mini_dir``), so a run stays one flat set of keys: in YAML files, on the command line and in
+:meth:`TrainingConfig.to_dict` (the ``config`` of the run file). Each field's ``help`` is its ``--help`` text.
+
+``validate()`` checks each key's type against its annotation (numbers given as strings become numbers), then its
+value, and turns every user mistake into an :class:`~peft_puma.errors.InvalidConfigError` that names the key, the value
+and what is accepted, before any model or data is loaded.
 """
 
-from __future__ import annotations
-
 import dataclasses
+import functools
 import math
 import os
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +29,8 @@ SAMPLER_CHOICES: tuple[str, ...] = ("shuffle", "balanced", "m_per_class")
 BACKBONE_FORMATS: tuple[str, ...] = ("auto", "transformers", "timm")
 CHECK_IMAGES_CHOICES: tuple[str, ...] = ("full", "header", "exists")
 
-# Learning-rate multipliers of method.md section 6 (prompt pool, adapters, head x10; proxies x1e4). `lora` and
-# `backbone` are the groups of the LoRA and full fine-tuning baselines (backbone: base lr 1e-4, as the paper's full FT).
+# The paper's learning-rate multipliers (prompt pool, adapters, head x10; proxies x1e4). `lora` and `backbone` are
+# the groups of the LoRA and full fine-tuning baselines (backbone: base lr 1e-4, as the paper's full fine-tuning).
 DEFAULT_LR_MULTIPLIERS: dict[str, float] = {
     "prompts": 10.0,
     "adapters": 10.0,
@@ -38,8 +45,10 @@ DEFAULT_LR_MULTIPLIERS: dict[str, float] = {
 class DataConfig:
     """Where the unified benchmark comes from (exactly one source) and which of its datasets to use.
 
-    Shared by training and ``python -m peft_puma.evaluate``.
+    Shared by training (``TrainingConfig.data``) and ``python -m peft_puma.evaluate``.
     """
+
+    _argument_group_name = "data keys"  # the --help section of HfArgumentParser (not a field)
 
     dataset_path: str | None = field(
         default=None,
@@ -70,13 +79,14 @@ class DataConfig:
         keys = ("dataset_path", "dataset_roots", "uml_mini_dir")
         return {key: getattr(self, key) for key in keys if getattr(self, key) is not None}
 
-    def validate(self) -> DataConfig:
+    def validate(self) -> "DataConfig":
         """Check every key; raise :class:`InvalidConfigError` naming the first mistake. Returns ``self``."""
         check_types(self)
         self.validate_data()
         return self
 
     def validate_data(self) -> None:
+        """The checks of the data keys' values (their types: :func:`check_types`)."""
         sources = self.data_sources()
         if len(sources) != 1:
             raise InvalidConfigError(
@@ -97,10 +107,32 @@ class DataConfig:
         _choice("check_images", self.check_images, CHECK_IMAGES_CHOICES)
         _positive_or_none("image_size", self.image_size)
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _DataKey:
+    """A key of ``TrainingConfig.data``, read and set on the config itself (``config.uml_mini_dir``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, config: Any, owner: type | None = None) -> Any:
+        return self if config is None else getattr(config.data, self.name)
+
+    def __set__(self, config: Any, value: Any) -> None:
+        setattr(config.data, self.name, value)
+
 
 @dataclass
-class TrainingConfig(DataConfig):
-    """Every knob of a training run; the defaults are the published recipe of method.md section 6."""
+class TrainingConfig:
+    """Every knob of a training run; the defaults are the published recipe (arXiv 2309.08944, docs/training.md)."""
+
+    _argument_group_name = "training keys"  # the --help section of HfArgumentParser (not a field)
+
+    data: DataConfig = field(
+        default_factory=DataConfig, metadata={"help": "The data keys (a DataConfig); each is also set on the config."}
+    )
 
     output_dir: str | None = field(
         default=None, metadata={"help": "Run folder: adapter, results.json, checkpoints/, logs/. Required."}
@@ -138,7 +170,7 @@ class TrainingConfig(DataConfig):
     # --- loss ---
     loss: str = field(default="curricularface", metadata={"help": "Loss name of peft_puma.losses.make_loss."})
     loss_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "Loss constructor overrides."})
-    # --- optimisation (method.md section 6) ---
+    # --- optimisation (the paper's recipe) ---
     epochs: int = field(default=100, metadata={"help": "Training epochs (100)."})
     max_steps: int | None = field(
         default=None, metadata={"help": "Stop after this many optimiser steps (smoke runs); null: all epochs."}
@@ -191,14 +223,23 @@ class TrainingConfig(DataConfig):
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the final adapter folder to the Hub."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repository for push_to_hub."})
 
-    def validate(self) -> TrainingConfig:
+    # The data keys, on the config itself (loop.py, data.py and the benchmarks read `config.uml_mini_dir`).
+    dataset_path = _DataKey()
+    dataset_roots = _DataKey()
+    uml_mini_dir = _DataKey()
+    datasets = _DataKey()
+    check_images = _DataKey()
+    image_size = _DataKey()
+
+    def validate(self) -> "TrainingConfig":
         """Check every key; raise :class:`InvalidConfigError` naming the first mistake. Returns ``self``."""
+        check_types(self.data)
         check_types(self)
         if not self.output_dir:
             raise InvalidConfigError("output_dir is required (the run folder: adapter, results, checkpoints).")
         if not self.backbone:
             raise InvalidConfigError("backbone is required (a transformers folder or Hub id, or a timm ViT).")
-        self.validate_data()
+        self.data.validate_data()
         _choice("backbone_format", self.backbone_format, BACKBONE_FORMATS)
         self._validate_method()
         self._validate_loss_and_batches()
@@ -273,7 +314,9 @@ class TrainingConfig(DataConfig):
             raise InvalidConfigError(f"grad_clamp must be positive or null (off), got {self.grad_clamp!r}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The run's flat keys, data keys first: the ``config`` of the run file, compared at ``resume``."""
+        values = dataclasses.asdict(self)
+        return {**values.pop("data"), **values}
 
 
 # Keys that may change between a checkpoint and its resumption: they steer the run, not what is learnt so far.
@@ -304,18 +347,114 @@ RUN_CONTROL_KEYS: frozenset[str] = frozenset(
 )
 
 
-def config_fields(cls: type = TrainingConfig) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
+def config_sections(cls: type = TrainingConfig) -> tuple[type, ...]:
+    """The dataclasses whose fields are the keys of a ``cls`` config, data first (what HfArgumentParser parses)."""
+    return (cls,) if issubclass(cls, DataConfig) else (DataConfig, cls)
+
+
+@functools.cache
+def key_types(cls: type = TrainingConfig) -> dict[str, Any]:
+    """Every key of a ``cls`` config -> its annotation, data keys first (``typing.get_type_hints``)."""
+    keys: dict[str, Any] = {}
+    for section in config_sections(cls):
+        hints = typing.get_type_hints(section)
+        keys.update({f.name: hints[f.name] for f in dataclasses.fields(section) if not _is_section(hints[f.name])})
+    return keys
+
+
+def key_default(cls: type, key: str) -> Any:
+    """The default of ``key`` in a ``cls`` config (a fresh copy for list and mapping keys)."""
+    for section in config_sections(cls):
+        for f in dataclasses.fields(section):
+            if f.name == key:
+                return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    raise KeyError(key)
+
+
+def is_mapping_type(hint: Any) -> bool:
+    """Whether a key of this type is a mapping (``--key.name VALUE`` sets one of its entries)."""
+    return any(typing.get_origin(option) is dict for option in _options(hint))
 
 
 def check_types(config: Any) -> None:
-    """Coerce and check every field's type (a config built in Python bypasses the parser's checks)."""
-    from .parsing import coerce  # the parser imports this module
+    """Coerce and check the type of every key of one dataclass (a config built in Python bypasses the parser)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        if _is_section(hints[f.name]):
+            continue
+        value = coerce(f.name, getattr(config, f.name), hints[f.name])
+        _refuse_non_finite(f.name, value)
+        setattr(config, f.name, value)
 
-    for name, f in config_fields(type(config)).items():
-        value = coerce(name, getattr(config, name), f.type)
-        _refuse_non_finite(name, value)
-        setattr(config, name, value)
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """``value`` as the key's type: numbers given as strings (``1e-4`` reads as a string in YAML 1.1) become
+    numbers, ints become floats where a float is expected; anything else of the wrong type is an error."""
+    for option in _options(hint):
+        try:
+            return _coerce_one(value, option)
+        except (TypeError, ValueError):
+            continue
+    raise InvalidConfigError(f"Config key {key!r}: {value!r} is not a valid {type_name(hint)}.")
+
+
+def type_name(hint: Any, separator: str = " or ") -> str:
+    """``int | None`` -> ``"int or null"``: the accepted types, as they are written in YAML."""
+    names = []
+    for option in _options(hint):
+        origin = typing.get_origin(option)
+        if option is type(None):
+            names.append("null")
+        elif origin is list or origin is dict:
+            names.append("list" if origin is list else "mapping")
+        else:
+            names.append(getattr(option, "__name__", str(option)))
+    return separator.join(names)
+
+
+def _is_section(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+def _options(hint: Any) -> tuple[Any, ...]:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _coerce_one(value: Any, option: Any) -> Any:
+    origin = typing.get_origin(option)
+    if option is type(None):
+        if value is None:
+            return None
+        raise TypeError("not null")
+    if option is Any:
+        return value
+    if option is bool or option is str:
+        if isinstance(value, option):
+            return value
+        raise TypeError(f"not a {option.__name__}")
+    if option is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise TypeError("not an int")
+    if option is float:
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            return float(value)
+        raise TypeError("not a float")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise TypeError("not a list")
+        (item,) = typing.get_args(option)
+        return [_coerce_one(v, item) for v in value]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise TypeError("not a mapping")
+        _, item = typing.get_args(option)
+        return {str(k): _coerce_one(v, item) for k, v in value.items()}
+    raise TypeError(f"unsupported annotation {option}")
 
 
 def _refuse_non_finite(name: str, value: Any) -> None:

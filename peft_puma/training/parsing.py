@@ -1,22 +1,29 @@
-"""Reading a config: a YAML file, command-line overrides, and type coercion with clear errors (docs/training.md).
+"""Reading a config: a YAML (or JSON) file of keys, then command-line overrides, through transformers'
+``HfArgumentParser`` (docs/training.md, "Config keys").
 
-``--key value``, ``--key=value`` and ``--mapping.key value`` override the file; values are YAML scalars or flow
-collections; numbers given as strings (YAML 1.1 reads ``1e-4`` as a string) become numbers.
+:class:`ConfigArgumentParser` is ``HfArgumentParser`` over the config's dataclasses (``DataConfig``, then
+``TrainingConfig``): one option per key, named as the key (``--output_dir``; ``--output-dir`` is accepted too), whose
+``--help`` line is the field's help and default. Values are read as YAML (``3``, ``1e-4``, ``null``, ``false``,
+``[1, 2]``, ``{r: 8}``), a key without a value is ``true`` (``--resume``), and ``--mapping.key VALUE`` sets one entry of
+a mapping key (``--puma.keep_prob 1.0``). :func:`load_config` starts from the file's keys, lets the given keys replace
+them and validates the result; the dataclasses check types and values themselves (:mod:`.config`).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import math
 import os
-import types
-import typing
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
+from transformers.hf_argparser import HfArgumentParser
 
 from ..errors import InvalidConfigError
-from .config import TrainingConfig, config_fields
+from .config import TrainingConfig, config_sections, is_mapping_type, key_default, key_types, type_name
 
 
 def load_config(
@@ -26,61 +33,126 @@ def load_config(
 ) -> Any:
     """A validated config from a YAML file (optional) updated by overrides.
 
-    ``overrides`` is a mapping of keys (dotted keys reach into mapping keys: ``{"puma.keep_prob": 1.0}``) or a list
-    of command-line tokens (``["--epochs", "3", "--puma.keep_prob=1.0"]``). Later values win.
+    ``overrides`` is a mapping of keys (a dotted key sets one entry of a mapping key: ``{"puma.keep_prob": 1.0}``) or
+    a list of command-line tokens (``["--epochs", "3", "--puma.keep_prob=1.0"]``); they replace the file's values.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        values = _read_yaml(path)
+    values = _read_config_file(path) if path is not None else {}
     if overrides is not None:
-        pairs = parse_cli_overrides(overrides) if _is_token_list(overrides) else dict(overrides)
-        for key, value in pairs.items():
-            _set_dotted(values, key, value, cls)
-    config = build_config(values, cls)
-    return config.validate()
+        given = parse_cli_overrides(overrides, cls) if _is_token_list(overrides) else dict(overrides)
+        for key, value in given.items():
+            _set_key(values, key, value, cls)
+    return build_config(values, cls).validate()
 
 
 def build_config(values: Mapping[str, Any], cls: type = TrainingConfig) -> Any:
-    """A config from a mapping of keys; unknown keys are an error naming the accepted ones."""
-    fields = config_fields(cls)
-    unknown = sorted(set(values) - set(fields))
+    """A config (not validated yet) from a mapping of its keys; unknown keys are an error naming the accepted ones."""
+    keys = key_types(cls)
+    unknown = sorted(set(values) - set(keys))
     if unknown:
-        raise InvalidConfigError(f"Unknown config key(s) {unknown}; accepted keys: {', '.join(fields)}.")
-    return cls(**{key: coerce(key, value, fields[key].type) for key, value in values.items()})
+        raise InvalidConfigError(f"Unknown config key(s) {unknown}; accepted keys: {', '.join(keys)}.")
+    sections = ConfigArgumentParser(cls, add_help=False).parse_dict(dict(values))
+    config = sections[-1]
+    if len(sections) > 1:
+        config.data = sections[0]
+    return config
 
 
-def parse_cli_overrides(tokens: Sequence[str]) -> dict[str, Any]:
-    """``["--key", "value", "--flag", "--a.b=c"]`` -> ``{"key": value, "flag": True, "a.b": value}``.
-
-    Values are read as YAML scalars or flow collections (``3``, ``true``, ``null``, ``[1, 2]``, ``{a: 1}``); a key
-    followed by another key or by nothing is ``true``; ``-`` and ``_`` are interchangeable in key names.
-    """
-    result: dict[str, Any] = {}
-    index = 0
-    tokens = list(tokens)
-    while index < len(tokens):
-        token = tokens[index]
-        if not token.startswith("--") or len(token) == 2:
-            raise InvalidConfigError(f"Expected a --key on the command line, got {token!r}.")
-        key, has_value, text = token[2:].partition("=")
-        if not has_value:
-            if index + 1 < len(tokens) and not tokens[index + 1].startswith("--"):
-                text, index = tokens[index + 1], index + 1
-            else:
-                text = "true"
-        result[key.replace("-", "_")] = _parse_scalar(text)
-        index += 1
-    return result
+def parse_cli_overrides(tokens: Sequence[str], cls: type = TrainingConfig) -> dict[str, Any]:
+    """``["--epochs", "3", "--resume", "--puma.r=8"]`` -> ``{"epochs": 3, "resume": True, "puma.r": 8}``."""
+    given, _ = ConfigArgumentParser(cls, add_help=False).parse_config_args(tokens)
+    return given
 
 
-def _parse_scalar(text: str) -> Any:
+def yaml_value(text: str) -> Any:
+    """A command-line value read as a YAML scalar or flow collection; text that is not YAML stays text."""
     try:
         return yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
 
 
-def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+class ConfigArgumentParser(HfArgumentParser):
+    """``HfArgumentParser`` over the dataclasses of a config class, whose options take YAML values.
+
+    A command adds its own options with ``add_argument``; :meth:`parse_config_args` returns the config keys given
+    (for :func:`load_config`) and the namespace of the other options.
+    """
+
+    def __init__(self, cls: type = TrainingConfig, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # --epoch is an unknown key, not --epochs
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)  # each key's help has its default
+        self.config_class = cls
+        keys = key_types(cls)
+        self.config_options = {f"--{key}" for key in keys} | {f"--{key.replace('_', '-')}" for key in keys}
+        super().__init__(config_sections(cls), **kwargs)
+
+    @staticmethod
+    def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+        """HfArgumentParser's hook for one field (``field.type`` is resolved by then): ``--key VALUE``, the value read
+        as YAML, ``true`` without one; a key not given stays out of the namespace, so a file's value stands."""
+        if dataclasses.is_dataclass(field.type):
+            return  # a section (TrainingConfig.data): its keys are the options of its own dataclass
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        text = field.metadata.get("help", "")
+        if is_mapping_type(field.type):
+            text += f" One entry: --{field.name}.KEY VALUE."
+        options = {
+            "dest": field.name,
+            "type": yaml_value,
+            "nargs": "?",
+            "const": True,
+            "default": argparse.SUPPRESS,
+            "metavar": type_name(field.type, "|").upper(),
+        }
+        parser.add_argument(f"--{field.name}", help=f"{text} (default: {_flow(default)})".replace("%", "%%"), **options)
+        if "_" in field.name:  # the hyphenated spelling works too; --help shows one
+            parser.add_argument(f"--{field.name.replace('_', '-')}", help=argparse.SUPPRESS, **options)
+
+    def parse_config_args(self, args: Sequence[str] | None = None) -> tuple[dict[str, Any], argparse.Namespace]:
+        """The config keys given in ``args`` (default ``sys.argv[1:]``), dotted ones included, and the namespace of
+        the parser's other options. Unknown keys and stray tokens raise :class:`InvalidConfigError`."""
+        tokens, dotted = self._pair_values(list(sys.argv[1:] if args is None else args))
+        namespace, rest = self.parse_known_args(tokens)
+        keys = key_types(self.config_class)
+        unknown = sorted({token[2:].partition("=")[0].replace("-", "_") for token in rest if token.startswith("--")})
+        if unknown:
+            raise InvalidConfigError(f"Unknown config key(s) {unknown}; accepted keys: {', '.join(keys)}.")
+        if rest:
+            raise InvalidConfigError(f"Expected a --key on the command line, got {rest[0]!r}.")
+        given = {key: value for key, value in vars(namespace).items() if key in keys}
+        others = argparse.Namespace(**{key: value for key, value in vars(namespace).items() if key not in keys})
+        return {**given, **dotted}, others
+
+    def _pair_values(self, tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
+        """``--key value`` of a config key becomes ``--key=value`` (a value may start with ``-``: ``-.inf``); the
+        ``--mapping.key`` ones, which argparse cannot name, are taken out as ``{"mapping.key": value}``."""
+        plain: list[str] = []
+        dotted: dict[str, Any] = {}
+        index = 0
+        while index < len(tokens):
+            token = tokens[index]
+            key, has_value, text = token[2:].partition("=")
+            if not token.startswith("--") or ("." not in key and token.partition("=")[0] not in self.config_options):
+                plain.append(token)
+                index += 1
+                continue
+            if not has_value and index + 1 < len(tokens) and not tokens[index + 1].startswith("--"):
+                has_value, text, index = True, tokens[index + 1], index + 1
+            if "." in key:
+                dotted[key.replace("-", "_")] = yaml_value(text) if has_value else True
+            else:
+                plain.append(f"--{key}={text}" if has_value else token)
+            index += 1
+        return plain, dotted
+
+
+def _flow(value: Any) -> str:
+    """A default as it is written in YAML: ``null``, ``true``, ``[0.9, 0.999]``, ``{}``."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=math.inf, sort_keys=False).strip()
+    return text.removesuffix("...").strip()
+
+
+def _read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             values = yaml.safe_load(handle)
@@ -99,108 +171,19 @@ def _is_token_list(overrides: Any) -> bool:
     return isinstance(overrides, Sequence) and not isinstance(overrides, str | bytes | Mapping)
 
 
-def _set_dotted(values: dict[str, Any], key: str, value: Any, cls: type) -> None:
-    head, dot, rest = key.partition(".")
+def _set_key(values: dict[str, Any], key: str, value: Any, cls: type) -> None:
+    """``values[key] = value``; a dotted key sets one entry of a mapping key, starting from its default."""
+    head, dot, entry = key.partition(".")
     if not dot:
         values[key] = value
         return
-    fields = config_fields(cls)
-    if head not in fields or not _is_mapping_type(fields[head].type):
-        mappings = [name for name, f in fields.items() if _is_mapping_type(f.type)]
+    types = key_types(cls)
+    if head not in types or not is_mapping_type(types[head]):
+        mappings = [name for name, hint in types.items() if is_mapping_type(hint)]
         raise InvalidConfigError(f"{key!r}: only mapping keys take dotted overrides ({', '.join(mappings)}).")
     current = values.get(head)
     if current is None:
-        default = fields[head].default_factory if fields[head].default_factory is not dataclasses.MISSING else dict
-        current = dict(default())
-    values[head] = {**current, rest: value}
-
-
-def _is_mapping_type(annotation: Any) -> bool:
-    hint = _resolve(annotation)
-    return any(typing.get_origin(option) is dict for option in _options(hint))
-
-
-# ---------------------------------------------------------------------------------------------------- type checking
-_HINTS: dict[str, Any] = {}
-
-
-def _resolve(annotation: Any) -> Any:
-    if isinstance(annotation, str):
-        if annotation not in _HINTS:
-            namespace = {"Any": Any, "dict": dict, "list": list, "str": str, "int": int, "float": float, "bool": bool}
-            _HINTS[annotation] = eval(annotation, namespace)  # noqa: S307 - our own dataclass annotations
-        return _HINTS[annotation]
-    return annotation
-
-
-def _options(hint: Any) -> tuple[Any, ...]:
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return typing.get_args(hint)
-    return (hint,)
-
-
-def coerce(key: str, value: Any, annotation: Any) -> Any:
-    """``value`` as the field's type: numbers given as strings (``1e-4`` reads as a string in YAML 1.1) become
-    numbers, ints become floats where a float is expected; anything else of the wrong type is an error."""
-    hint = _resolve(annotation)
-    for option in _options(hint):
-        try:
-            return _coerce_one(value, option)
-        except (TypeError, ValueError):
-            continue
-    raise InvalidConfigError(f"Config key {key!r}: {value!r} is not a valid {_describe(hint)}.")
-
-
-def _coerce_one(value: Any, option: Any) -> Any:
-    origin = typing.get_origin(option)
-    if option is type(None):
-        if value is None:
-            return None
-        raise TypeError("not null")
-    if option is Any:
-        return value
-    if option is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError("not a bool")
-    if option is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise TypeError("not an int")
-    if option is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            return float(value)
-        raise TypeError("not a float")
-    if option is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError("not a string")
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise TypeError("not a list")
-        (item,) = typing.get_args(option)
-        return [_coerce_one(v, item) for v in value]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise TypeError("not a mapping")
-        _, item = typing.get_args(option)
-        return {str(k): _coerce_one(v, item) for k, v in value.items()}
-    raise TypeError(f"unsupported annotation {option}")
-
-
-def _describe(hint: Any) -> str:
-    names = []
-    for option in _options(hint):
-        if option is type(None):
-            names.append("null")
-        elif typing.get_origin(option) is list:
-            names.append("list")
-        elif typing.get_origin(option) is dict:
-            names.append("mapping")
-        else:
-            names.append(getattr(option, "__name__", str(option)))
-    return " or ".join(names)
+        current = key_default(cls, head) or {}
+    if not isinstance(current, Mapping):
+        raise InvalidConfigError(f"{key!r}: {head} is {current!r}, not a mapping.")
+    values[head] = {**current, entry: value}

@@ -64,11 +64,11 @@ def cost(tmp_path_factory) -> tuple[dict, str]:
     output, figure = str(folder / "cost.json"), str(folder / "cost.png")
     _run_script(
         "cost.py",
-        *("--shape", "tiny", "--output", output, "--figure", figure, "--num-classes", "10"),
-        *("--train-batch-size", "2", "--infer-batch-size", "2", "--warmup", "1", "--repeats", "2"),
-        *("--scale-image-sizes", "32", "--scale-infer-batch-sizes", "1", "--scale-train-batch-sizes", "2"),
-        *("--scale-repeats", "1", "--memory-steps", "1"),
-        *("--compile-methods", "frozen", "puma", "--compile-backend", "aot_eager"),
+        *("--shape", "tiny", "--output", output, "--figure", figure, "--num_classes", "10"),
+        *("--train_batch_size", "2", "--infer_batch_size", "2", "--warmup", "1", "--repeats", "2"),
+        *("--scale_image_sizes", "32", "--scale_infer_batch_sizes", "1", "--scale_train_batch_sizes", "2"),
+        *("--scale_repeats", "1", "--memory_steps", "1"),
+        *("--compile_methods", "frozen", "puma", "--compile_backend", "aot_eager"),
     )
     with open(output, encoding="utf-8") as handle:
         return json.load(handle), figure
@@ -179,9 +179,9 @@ def accuracy(tmp_path_factory) -> tuple[dict, str]:
     output, figures = str(folder / "accuracy.json"), str(folder / "figures")
     _run_script(
         "accuracy.py",
-        *("--output", output, "--figure-dir", figures, "--runs-dir", str(folder / "runs")),
-        *("--backbone", backbone, "--dataset-path", dataset, "--epochs", "1", "--max-steps", "1"),
-        *("--batch-size", "16", "--keep-probs", "0.5", "1.0"),
+        *("--output", output, "--figure_dir", figures, "--runs_dir", str(folder / "runs")),
+        *("--backbone", backbone, "--dataset_path", dataset, "--epochs", "1", "--max_steps", "1"),
+        *("--batch_size", "16", "--keep_probs", "0.5", "1.0"),
     )
     with open(output, encoding="utf-8") as handle:
         return json.load(handle), figures
@@ -227,9 +227,9 @@ def test_accuracy_reports_prompt_weights_per_domain_and_figures(accuracy) -> Non
 def _accuracy_args(folder, runs_dir: str, output: str) -> list[str]:
     """The smoke fixture's arguments, for a second run on the same tiny backbone and data."""
     return [
-        *("--output", output, "--runs-dir", runs_dir),
-        *("--backbone", str(folder / "vit"), "--dataset-path", str(folder / "data"), "--epochs", "1"),
-        *("--max-steps", "1", "--batch-size", "16", "--keep-probs", "0.5", "1.0", "--reuse-finished"),
+        *("--output", output, "--runs_dir", runs_dir),
+        *("--backbone", str(folder / "vit"), "--dataset_path", str(folder / "data"), "--epochs", "1"),
+        *("--max_steps", "1", "--batch_size", "16", "--keep_probs", "0.5", "1.0", "--reuse_finished"),
     ]
 
 

@@ -1,11 +1,15 @@
-"""The training config: YAML + command-line overrides, defaults of the published recipe, clear validation errors."""
+"""The training config: YAML + command-line overrides (HfArgumentParser), defaults of the published recipe, clear
+validation errors."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from peft_puma import evaluate, train
 from peft_puma.errors import InvalidConfigError
-from peft_puma.training.config import DEFAULT_LR_MULTIPLIERS, TrainingConfig
+from peft_puma.training.config import DEFAULT_LR_MULTIPLIERS, DataConfig, TrainingConfig, key_types
 from peft_puma.training.parsing import load_config, parse_cli_overrides
 
 from .fixtures import write_config
@@ -31,7 +35,7 @@ def test_defaults_are_the_published_recipe():
 
 def test_yaml_file_then_command_line_overrides(tmp_path):
     path = write_config(str(tmp_path / "c.yaml"), {**BASE, "epochs": 7, "learning_rate": "1e-4", "puma": {"r": 16}})
-    tokens = ["--epochs", "3", "--puma.keep_prob=1.0", "--lr_multipliers.proxies", "100", "--push-to-hub"]
+    tokens = ["--epochs", "3", "--puma.keep_prob=1.0", "--lr_multipliers.proxies", "100", "--push_to_hub"]
     config = load_config(path, tokens + ["--hub_model_id", "me/puma"])
     assert config.epochs == 3 and config.learning_rate == 1e-4  # YAML 1.1 reads 1e-4 as a string: coerced
     assert config.puma == {"r": 16, "keep_prob": 1.0}
@@ -40,13 +44,61 @@ def test_yaml_file_then_command_line_overrides(tmp_path):
 
 
 def test_cli_tokens_parse_as_yaml_scalars():
-    assert parse_cli_overrides(["--a", "3", "--b=[1, 2]", "--c", "--d", "null", "--e-f", "x"]) == {
-        "a": 3,
-        "b": [1, 2],
-        "c": True,
-        "d": None,
-        "e_f": "x",
+    tokens = ["--epochs", "3", "--eval_ks=[1, 2]", "--resume", "--max_steps", "null", "--report_to", "[]"]
+    tokens += ["--progress_bar", "false", "--datasets", "[a, b]", "--learning_rate", "-.inf", "--puma.r", "8"]
+    assert parse_cli_overrides(tokens) == {
+        "epochs": 3,
+        "eval_ks": [1, 2],
+        "resume": True,
+        "max_steps": None,
+        "report_to": [],
+        "progress_bar": False,
+        "datasets": ["a", "b"],
+        "learning_rate": float("-inf"),
+        "puma.r": 8,
     }
+
+
+def test_hyphenated_spellings_are_accepted_and_json_values_read():
+    tokens = ["--output-dir", '"o"', "--backbone", '"some/vit"', "--dataset-path=data", "--push-to-hub"]
+    assert parse_cli_overrides(tokens) == {
+        "output_dir": "o",
+        "backbone": "some/vit",
+        "dataset_path": "data",
+        "push_to_hub": True,
+    }
+
+
+def test_dotted_keys_set_one_entry_of_a_mapping_key(tmp_path):
+    config = load_config(None, ["--output_dir", "o", "--backbone", "b", "--dataset_roots.cub", str(tmp_path)])
+    assert config.dataset_roots == {"cub": str(tmp_path)} and config.data.dataset_roots == {"cub": str(tmp_path)}
+    config = load_config(None, {**BASE, "lr_multipliers.head": 1})
+    assert config.lr_multipliers == {**DEFAULT_LR_MULTIPLIERS, "head": 1.0}
+    with pytest.raises(
+        InvalidConfigError, match=r"'epochs.x': only mapping keys take dotted overrides \(dataset_roots"
+    ):
+        load_config(None, {**BASE, "epochs.x": 1})
+
+
+def test_resume_takes_true_or_a_checkpoint_path(tmp_path):
+    assert load_config(None, {**BASE, "resume": True}).resume is True
+    tokens = [f"--{key}={value}" for key, value in BASE.items()]
+    assert load_config(None, [*tokens, "--resume", str(tmp_path)]).resume == str(tmp_path)
+    assert load_config(None, [*tokens, "--resume", "false"]).resume is False
+
+
+def test_unknown_keys_and_stray_tokens_name_the_accepted_keys():
+    for tokens, key in (
+        (["--batch", "4"], "batch"),
+        (["--epoch=3"], "epoch"),
+        (["--per-device-batch", "2"], "per_device_batch"),
+    ):
+        with pytest.raises(
+            InvalidConfigError, match=rf"Unknown config key\(s\) \['{key}'\]; accepted keys: dataset_path, "
+        ):
+            load_config(None, tokens)
+    with pytest.raises(InvalidConfigError, match="Unknown config key"):
+        load_config(None, {**BASE, "data": {"dataset_path": "x"}})  # the section's keys are given flat
 
 
 @pytest.mark.parametrize(
@@ -86,8 +138,65 @@ def test_pair_loss_with_class_balanced_batches_is_accepted():
 
 
 def test_a_config_built_in_python_is_checked_too():
+    data = DataConfig(dataset_path="data")
     with pytest.raises(InvalidConfigError, match="epochs"):
-        TrainingConfig(**BASE, epochs="3 epochs").validate()
+        TrainingConfig(output_dir="out", backbone="some/vit", data=data, epochs="3 epochs").validate()
+    with pytest.raises(InvalidConfigError, match="image_size"):
+        TrainingConfig(
+            output_dir="out", backbone="some/vit", data=DataConfig(dataset_path="d", image_size=0)
+        ).validate()
+
+
+def test_the_data_keys_are_a_section_and_flat_keys_of_the_config():
+    config = load_config(None, {**BASE, "datasets": ["shop"]})
+    assert isinstance(config.data, DataConfig) and config.datasets == ["shop"] == config.data.datasets
+    config.uml_mini_dir = "elsewhere"
+    assert config.data.uml_mini_dir == "elsewhere"
+    saved = config.to_dict()  # the run file's `config`: flat, data keys first, JSON as it is
+    assert list(saved) == list(key_types(TrainingConfig)) and "data" not in saved
+    assert list(saved)[:6] == [
+        "dataset_path",
+        "dataset_roots",
+        "uml_mini_dir",
+        "datasets",
+        "check_images",
+        "image_size",
+    ]
+    assert json.loads(json.dumps(saved))["uml_mini_dir"] == "elsewhere"
+    assert load_config(None, {"dataset_path": "d", "image_size": 32}, cls=DataConfig).to_dict()["image_size"] == 32
+
+
+def test_non_finite_numbers_in_a_yaml_file_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output_dir: o\nbackbone: b\ndataset_path: d\nlearning_rate: .nan\n")
+    with pytest.raises(InvalidConfigError, match="learning_rate must be a finite number, got nan"):
+        load_config(path)
+    with pytest.raises(InvalidConfigError, match="learning_rate must be a finite number, got -inf"):
+        load_config(path, ["--learning_rate", "-.inf"])
+
+
+def test_help_lists_every_key_with_its_help_and_default(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for key in key_types(TrainingConfig):
+        assert f"--{key} [" in text, key
+    assert "--output-dir" not in text  # the hyphenated spellings work but are not listed
+    assert "Base learning rate (1e-4). (default: 0.0001)" in text
+    assert "(default: [1, 2, 4, 8])" in text and "(default: {})" in text and "--puma.KEY VALUE" in text
+
+
+def test_command_line_mistakes_are_one_line_errors_with_status_2(capsys):
+    assert train.main(["--output_dir", "o", "--batch", "4"]) == train.EXIT_INVALID
+    assert capsys.readouterr().err.strip().startswith("error: Unknown config key(s) ['batch']; accepted keys: ")
+    assert train.main(["--config", "/nonexistent/c.yaml"]) == train.EXIT_INVALID
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: Cannot read config file '/nonexistent/c.yaml': No such file or directory."
+    )
+    assert evaluate.main(["--adapter", "a", "--uml_mini", "x"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: Unknown config key(s) ['uml_mini']; accepted keys: ")
 
 
 def test_unreadable_and_malformed_files_are_config_errors(tmp_path):
