@@ -1,8 +1,8 @@
 """A tiny HF ViT, honestly pretrained here, that stands in for the paper's ImageNet ViT on the UML-mini benchmark.
 
-PUMA freezes a pretrained backbone (method.md section 1) and only adds adapters, prompts and a head, so the benchmark
-means something only if the frozen features are general yet not trained on the test classes. No pretrained ViT can be
-downloaded on the project's machines, so this script makes one:
+PUMA freezes a pretrained backbone (docs/method.md section 1) and only adds adapters, prompts and a head, so the
+benchmark means something only if the frozen features are general yet not trained on the test classes. No pretrained
+ViT can be downloaded on the project's machines, so this script makes one:
 
 - architecture: ``transformers.ViTModel`` at 32x32 px, patch 4 (64 patches + CLS), pre-norm blocks with qkv bias and
   LayerNorm eps 1e-6 like the paper's ViT-S/16, only narrower and shallower (defaults: width 128, 4 layers, 4 heads);
@@ -11,8 +11,8 @@ downloaded on the project's machines, so this script makes one:
   categories on its ``t10k`` file, single handwritten digits;
 - objective: supervised classification with a cosine-softmax head (normalised CLS features against normalised class
   weights). Supervised pretraining is what the paper's ImageNet-21k backbone had; the cosine head makes the CLS
-  feature, which zero-shot retrieval and PUMA's head read (method.md section 4), the quantity being trained. The head is
-  thrown away; only the ViT is saved.
+  feature, which zero-shot retrieval and PUMA's head read (docs/method.md section 4), the quantity being trained. The
+  head is thrown away; only the ViT is saved.
 
 ``python -m peft_puma.backbones.mini_vit --out assets/uml_mini_vit`` writes ``config.json``, ``model.safetensors``,
 ``preprocessor_config.json`` (the pixel statistics used), ``pretraining.json`` and ``README.md``, and measures

@@ -1,7 +1,8 @@
 """UML-mini: a small unified-metric-learning benchmark that builds offline, from installable material, in seconds.
 
 The paper's eight datasets and its ImageNet-pretrained ViT cannot be downloaded on the project's machines, yet the
-method must be exercised end to end. UML-mini keeps the two challenges of unified metric learning (method.md section 7):
+method must be exercised end to end. UML-mini keeps the two challenges of unified metric learning (docs/method.md
+section 7):
 
 - heterogeneous domains whose discriminative cues differ: glyphs of three scripts in ~120 typefaces (shape is the class,
   colour is random nuisance), colour emoji (colour *is* the class: skin tones, coloured hearts, circles, squares),

@@ -1,4 +1,4 @@
-"""Real-world folders: every problem stops the build with a message naming the file and what to do (issue item 3)."""
+"""Real-world folders: every problem stops the build with a message naming the file and what to do."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from peft_puma.data.uml_mini import (
 from peft_puma.errors import DatasetLayoutError, ForeignContentError
 
 SEED_7 = UMLMiniConfig(seed=7, scale=0.03)
+DEFAULT = UMLMiniConfig()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def test_an_incomplete_build_is_an_error_not_a_silent_rebuild(tmp_path):
 def test_open_builds_the_default_where_the_folder_does_not_exist(tmp_path, monkeypatch):
     built = []
 
-    def fake_build(out, config=UMLMiniConfig(), **options):
+    def fake_build(out, config=DEFAULT, **options):
         built.append((out, config))
         return datasets.DatasetDict(), {"config": {"seed": config.seed, "scale": config.scale}}, False
 

@@ -1,4 +1,4 @@
-"""Canonical names of a PUMA adapter's tensors, and the check that a checkpoint fits a model (issue: portable saves).
+"""Canonical names of a PUMA adapter's tensors, and the check that a checkpoint fits a model.
 
 Saved keys name what a tensor *is*, not where a transformers version keeps it: ``puma.layers.3.mlp.down``,
 ``puma.prompt_pool.keys``, ``puma.head.projection.weight``. They never contain the adapter name, so a checkpoint
