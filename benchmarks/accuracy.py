@@ -38,7 +38,7 @@ from run_info import load_average, run_info  # noqa: E402
 from peft_puma.cpu_threads import configure_torch_threads  # noqa: E402
 from peft_puma.errors import ForeignContentError  # noqa: E402
 from peft_puma.owned_paths import check_json_output, write_json_atomically  # noqa: E402
-from peft_puma.training.config import RUN_CONTROL_KEYS  # noqa: E402
+from peft_puma.training.arguments import RUN_CONTROL_KEYS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -183,25 +183,26 @@ def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -
     A folder that holds a finished run with another recipe stops the benchmark with the differences: training over it
     would destroy that run, and counting it would put another recipe in the table.
     """
-    from peft_puma.training.report import RESULTS_FILE, read_run_file
+    from peft_puma.inference.run_file import read_run_file
+    from peft_puma.training.report import RESULTS_FILE
 
     directory = config.output_dir
     run = read_run_file(directory)
     results_path = os.path.join(directory, RESULTS_FILE)
     if run is None or not os.path.isfile(results_path):
         return None
-    saved, wanted = run["config"], json.loads(json.dumps(config.to_dict()))
+    saved, wanted = run.config, json.loads(json.dumps(config.to_dict()))
     differences = {
         key: (saved.get(key), wanted.get(key))
         for key in sorted(set(saved) | set(wanted))
         if key not in _NOT_RECIPE and saved.get(key) != wanted.get(key)
     }
-    saved_batch = (saved.get("per_device_batch_size") or 0) * run.get("num_processes", 1)
+    saved_batch = (saved.get("per_device_batch_size") or 0) * run.num_processes
     if saved_batch != wanted["per_device_batch_size"]:
         differences["global batch"] = (saved_batch, wanted["per_device_batch_size"])
     # The data paths may differ between machines; the data may not: its images and classes per dataset must agree.
-    if run.get("data_sizes") != sizes:
-        differences["data_sizes"] = (run.get("data_sizes"), sizes)
+    if run.data_sizes != sizes:
+        differences["data_sizes"] = (run.data_sizes, sizes)
     if differences:
         details = "; ".join(f"{key}: {old!r} there, {new!r} here" for key, old, new in _flat(differences))
         raise SystemExit(
@@ -216,7 +217,7 @@ def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -
             "without dataset ids); evaluate that adapter again with `python -m peft_puma.evaluate --adapter "
             f"{directory} ... --output {results_path}`, or move the folder away to retrain it."
         )
-    trainable = run.get("trainable_params")
+    trainable = run.trainable_params
     if trainable is None:  # run files written before the count was recorded
         model = untrained_model(config)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -248,7 +249,7 @@ def trained_model(run: dict[str, Any]) -> torch.nn.Module:
     """The run's model: kept from training, or loaded from the folder of a reused run."""
     if "_model" in run:
         return run["_model"]
-    from peft_puma.training.inference import load_for_inference
+    from peft_puma.inference.loading import load_for_inference
 
     return load_for_inference(run["reused_from"])[0]
 
@@ -292,12 +293,12 @@ def prompt_weights_by_domain(model: torch.nn.Module, config: Any, batch_size: in
     The query needs the patch-projection output, which a forward hook on that module records while the model embeds
     the images; the weights are then the pool's own ``prompt_weights`` of that query.
     """
+    from peft_puma.backbones.loading import load_backbone
     from peft_puma.data.schema import DATASET_COLUMN, TEST_SPLIT
     from peft_puma.data.schema import column_values as column
     from peft_puma.data.transforms import make_eval_transform
-    from peft_puma.training.backbone import load_backbone
-    from peft_puma.training.data import load_unified
-    from peft_puma.training.inference import dataset_batch_loader
+    from peft_puma.data.unified import load_unified
+    from peft_puma.inference.embedding import dataset_batch_loader
     from peft_puma.tuners.puma.families import resolve_sites
     from peft_puma.tuners.puma.prompt_pool import ConditionalPromptPool
 
@@ -329,7 +330,7 @@ def prompt_weights_by_domain(model: torch.nn.Module, config: Any, batch_size: in
 
 def untrained_model(config: Any) -> torch.nn.Module:
     """The run's method freshly initialised on its backbone (same builder and seed as the trainer), untrained."""
-    from peft_puma.training.backbone import load_backbone
+    from peft_puma.backbones.loading import load_backbone
     from peft_puma.training.methods import MethodOptions, build_model
 
     torch.manual_seed(config.seed)
@@ -525,8 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"error: {error}") from None
     args.threads = args.threads or configure_torch_threads()
     torch.set_num_threads(args.threads)
+    from peft_puma.data.unified import dataset_sizes, load_unified
     from peft_puma.training import load_config
-    from peft_puma.training.data import dataset_sizes, load_unified
 
     output: dict[str, Any] = {"benchmark": "accuracy", **run_info(args.threads)}
     # Every run reads one frozen copy of the config: the file may be edited while the benchmark runs, and a change

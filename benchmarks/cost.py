@@ -171,10 +171,10 @@ class TrainStep:
 
     def __init__(self, model: nn.Module, num_classes: int, runtime: Runtime = Runtime()) -> None:
         from peft_puma.losses import make_loss
-        from peft_puma.training.config import TrainingConfig
-        from peft_puma.training.step import RetrievalObjective
+        from peft_puma.training.arguments import TrainingConfig
         from peft_puma.training.methods import parameter_groups
         from peft_puma.training.optim import build_optimizer
+        from peft_puma.training.step import RetrievalObjective
 
         recipe = TrainingConfig()  # the published defaults of method.md section 6
         loss = make_loss(

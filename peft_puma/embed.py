@@ -32,10 +32,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import datasets
 import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from PIL import Image, UnidentifiedImageError
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
+from tqdm.auto import tqdm
 
+from .data.schema import column_values
+from .data.transforms import make_eval_transform
 from .errors import ForeignContentError, InvalidConfigError, InvalidInputError, PUMAError
+from .inference.embedding import dataset_batch_loader, embed_images
+from .inference.loading import load_for_inference
 
 _ROW_FIELDS = {"dataset": "datasets", "role": "roles"}  # dataset columns kept in the file's metadata
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -79,8 +90,6 @@ class ImageCheck(NamedTuple):
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
-    from PIL import Image
-
     # What PIL raises on a file it cannot open or decode: UnidentifiedImageError (an OSError) for a non-image,
     # OSError for truncated or broken data, ValueError / SyntaxError / EOFError / struct.error / IndexError /
     # TypeError from its format parsers on malformed headers, DecompressionBombError for absurd sizes.
@@ -97,8 +106,6 @@ def _read_errors() -> tuple[type[BaseException], ...]:
 
 
 def _reason(error: BaseException) -> str:
-    from PIL import UnidentifiedImageError
-
     if isinstance(error, UnidentifiedImageError):
         return "not an image file PIL can read (wrong extension or corrupt header)"
     if isinstance(error, OSError) and error.strerror:  # FileNotFoundError, PermissionError, ...: without the path
@@ -113,8 +120,6 @@ def image_problem(path: str) -> str | None:
 
     The whole image is decoded (a truncated JPEG opens fine and only fails there); truncated images are not accepted.
     """
-    from PIL import Image
-
     try:
         with Image.open(path) as image:
             image.load()
@@ -133,8 +138,6 @@ def check_images(folder: str, *, accelerator: Any = None, progress: bool = False
     paths = list_images(folder)  # every process: cheap, and a missing folder fails everywhere alike
     num_processes = accelerator.num_processes if accelerator is not None else 1
     if accelerator is None or accelerator.is_main_process:
-        from tqdm.auto import tqdm
-
         full = [os.path.join(folder, path) for path in paths]
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
             problems = list(
@@ -143,8 +146,6 @@ def check_images(folder: str, *, accelerator: Any = None, progress: bool = False
     else:
         problems = []
     if num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
         problems = broadcast_object_list([problems])[0]
     good = [path for path, problem in zip(paths, problems) if problem is None]
     bad = [UnreadableImage(path, problem) for path, problem in zip(paths, problems) if problem is not None]
@@ -202,10 +203,6 @@ def embed_folder(
     :func:`check_images` yourself and pass its result as ``checked`` (then the files are not decoded twice):
     ``checked.bad`` lists them.
     """
-    from PIL import Image
-
-    from .training.inference import embed_images
-
     check = checked if checked is not None else check_images(folder, accelerator=accelerator, progress=progress)
     paths = _require_readable(folder, check, on_error)
 
@@ -232,8 +229,6 @@ def embed_dataset(
     model: nn.Module, dataset: Any, transform: Any, *, batch_size: int = 256, accelerator: Any = None, progress=True
 ) -> torch.Tensor:
     """Embeddings of every row of a ``datasets.Dataset`` with an ``image`` column, in row order."""
-    from .training.inference import dataset_batch_loader, embed_images
-
     return embed_images(
         model,
         dataset.num_rows,
@@ -269,8 +264,6 @@ def check_output_path(path: str) -> None:
 
 def _is_embeddings_file(path: str) -> bool:
     """A safetensors file with an ``embeddings`` tensor: what :func:`save_embeddings` writes, so it may be replaced."""
-    from safetensors import safe_open
-
     try:
         with safe_open(path, framework="pt") as handle:
             return "embeddings" in handle.keys()
@@ -281,8 +274,6 @@ def _is_embeddings_file(path: str) -> bool:
 def save_embeddings(path: str, embeddings: torch.Tensor, labels: Any = None, **rows: Sequence[Any]) -> None:
     """Write ``embeddings`` (and integer ``labels``) with safetensors; ``rows`` (JSON-serialisable lists) go to the
     metadata. The file is written to a temporary name beside ``path`` and renamed: it is complete or absent."""
-    from safetensors.torch import save_file
-
     check_output_path(path)
     tensors = {"embeddings": embeddings.float().contiguous()}
     if labels is not None:
@@ -299,8 +290,6 @@ def save_embeddings(path: str, embeddings: torch.Tensor, labels: Any = None, **r
 
 def load_embeddings(path: str) -> dict[str, Any]:
     """``{"embeddings": tensor, "labels": tensor (if saved), <row field>: list, ...}`` of :func:`save_embeddings`."""
-    from safetensors import safe_open
-
     with safe_open(path, framework="pt") as handle:
         result: dict[str, Any] = {key: handle.get_tensor(key) for key in handle.keys()}
         for name, text in (handle.metadata() or {}).items():
@@ -309,8 +298,6 @@ def load_embeddings(path: str) -> dict[str, Any]:
 
 
 def _load_split(path: str, split: str) -> Any:
-    import datasets
-
     data = datasets.load_from_disk(path)
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
@@ -347,11 +334,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(embed the others, list the skipped files on stderr and in the output's 'skipped' metadata)",
     )
     args = parser.parse_args(argv)
-    from accelerate import Accelerator
-
-    from .data.transforms import make_eval_transform
-    from .training.inference import load_for_inference
-
     accelerator = None
     try:
         if args.dataset and args.on_error is not None:
@@ -385,11 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             dataset = _load_split(args.dataset, args.split)
             embeddings = embed_dataset(model, dataset, transform, batch_size=args.batch_size, accelerator=accelerator)
-            from .data.schema import column_values as column
-
             columns = set(dataset.column_names)
-            labels = column(dataset, "label") if "label" in columns else None
-            rows = {plural: column(dataset, name) for name, plural in _ROW_FIELDS.items() if name in columns}
+            labels = column_values(dataset, "label") if "label" in columns else None
+            rows = {plural: column_values(dataset, name) for name, plural in _ROW_FIELDS.items() if name in columns}
         if accelerator.is_main_process:
             save_embeddings(args.output, embeddings, labels, **rows)
             skipped = f" ({len(check.bad)} unreadable image(s) skipped, listed above)" if check and check.bad else ""

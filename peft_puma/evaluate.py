@@ -5,10 +5,10 @@
     python -m peft_puma.evaluate --adapter runs/paper --dataset_roots.cub /data/CUB_200_2011 --dataset_roots.cars ...
 
 Data keys are those of training (``--dataset_path``, ``--uml_mini_dir``, ``--dataset_roots``, ``--datasets``,
-``--image_size``). Prints Recall@1 per dataset, Unified and Harmonic (method.md section 7) and writes the full
+``--image_size``). Prints Recall@1 per dataset, Unified and Harmonic (docs/method.md section 7) and writes the full
 mapping of :func:`peft_puma.evaluation.evaluate_retrieval` with ``--output``. From Python: :func:`evaluate_adapter`.
 
-(This module's name shadows nothing: HuggingFace ``evaluate`` is imported absolutely, and only where used.)
+This module is the command (the name it is run by); the metrics are computed by the package :mod:`peft_puma.evaluation`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from accelerate import Accelerator
 
+from .data.schema import TEST_SPLIT
+from .data.transforms import make_eval_transform
+from .data.unified import describe_source, load_unified
 from .errors import PUMAError
+from .evaluation.table import results_markdown
+from .inference.embedding import evaluate_split
+from .inference.loading import load_for_inference
 from .owned_paths import check_json_output, write_json_atomically
+from .training.arguments import DataConfig
+from .training.parsing import ConfigArgumentParser, load_config
 
 
 def evaluate_adapter(
@@ -41,13 +50,6 @@ def evaluate_adapter(
     ``data``: a :class:`peft_puma.training.DataConfig`, a mapping of its keys, or the test ``datasets.Dataset``
     itself (row schema of docs/data.md). Returns the mapping of :func:`peft_puma.evaluation.evaluate_retrieval`.
     """
-    from .data.schema import TEST_SPLIT
-    from .data.transforms import make_eval_transform
-    from .training.config import DataConfig
-    from .training.data import load_unified
-    from .training.inference import evaluate_split, load_for_inference
-    from .training.parsing import load_config
-
     if isinstance(data, dict):
         data = load_config(None, data, cls=DataConfig)
     if isinstance(data, DataConfig):
@@ -66,9 +68,6 @@ def evaluate_adapter(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .training.config import DataConfig
-    from .training.parsing import ConfigArgumentParser
-
     parser = ConfigArgumentParser(
         DataConfig,
         prog="python -m peft_puma.evaluate",
@@ -82,11 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="k of Recall@k (default 1 2 4 8)")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--output", help="write the results mapping here (JSON)")
-    from accelerate import Accelerator
-
-    from .training.inference import results_markdown
-    from .training.parsing import load_config
-
     try:
         data_overrides, args = parser.parse_config_args(argv)  # unknown keys: one-line error, exit 2
         if args.output:
@@ -110,8 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = "zero-shot backbone" if args.zero_shot else args.adapter
         print(results_markdown(result, f"Evaluation of {what}"))
         if args.output:
-            from .training.data import describe_source
-
             write_json_atomically(args.output, {**result, "data_source": describe_source(data)})
             print(f"results written to {args.output}")
     return 0

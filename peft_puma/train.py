@@ -16,6 +16,9 @@ import sys
 from collections.abc import Sequence
 
 from .errors import PUMAError
+from .training import NonFiniteLossError, train
+from .training.arguments import TrainingConfig
+from .training.parsing import ConfigArgumentParser, load_config
 
 EXIT_INVALID = 2
 EXIT_NON_FINITE = 3
@@ -24,9 +27,6 @@ EXIT_NON_FINITE = 3
 def build_parser():
     """The command line: ``--config FILE`` and one option per config key (HfArgumentParser, :mod:`.training.parsing`);
     ``--help`` lists every key with its help and default."""
-    from .training.config import TrainingConfig
-    from .training.parsing import ConfigArgumentParser
-
     parser = ConfigArgumentParser(
         TrainingConfig,
         prog="python -m peft_puma.train",
@@ -48,16 +48,12 @@ exit status: 0 done, 2 invalid configuration or data, 3 the loss became NaN/inf 
 
 def parse_args(argv: Sequence[str] | None = None):
     """The config (file + command-line keys), validated."""
-    from .training.parsing import load_config
-
     overrides, args = build_parser().parse_config_args(argv)
     return load_config(args.config, overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from .training import NonFiniteLossError, train
-
     try:
         config = parse_args(argv)
         train(config)

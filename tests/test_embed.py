@@ -112,7 +112,7 @@ def test_a_folder_of_only_bad_images_exits_2_and_writes_nothing(backbone, tmp_pa
 
 def test_check_images_and_embed_folder_from_python(backbone, mixed):
     from peft_puma.data.transforms import make_eval_transform
-    from peft_puma.training.inference import load_for_inference
+    from peft_puma.inference.loading import load_for_inference
 
     good, bad = check = embed.check_images(str(mixed))
     assert good == GOOD
@@ -137,12 +137,10 @@ def test_a_decompression_bomb_is_an_unreadable_image(mixed, monkeypatch):
 
 
 def test_input_and_output_mistakes_exit_2_before_the_model_loads(backbone, mixed, tmp_path, capsys, monkeypatch):
-    import peft_puma.training.inference as inference
-
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(inference, "load_for_inference", no_model)
+    monkeypatch.setattr(embed, "load_for_inference", no_model)
     folder_output = tmp_path / "existing"
     folder_output.mkdir()
     blocker = tmp_path / "a_file"

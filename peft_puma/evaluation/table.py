@@ -1,4 +1,5 @@
-"""A result of ``evaluate_retrieval`` as one row of the paper's Table 2: per-dataset columns, Unified, Harmonic."""
+"""A result of ``evaluate_retrieval`` as one row of the paper's Table 2: per-dataset columns, Unified, Harmonic; and
+the results block the trainer and ``python -m peft_puma.evaluate`` print (:func:`results_markdown`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from peft_puma.errors import InvalidInputError
 def table_row(
     result: Mapping[str, Any], metric: str = "recall@1", datasets: Sequence[str] | None = None
 ) -> dict[str, float]:
-    """``{dataset: value, ..., "Unified": value, "Harmonic": value}`` in percent (the paper's unit, method.md 7).
+    """``{dataset: value, ..., "Unified": value, "Harmonic": value}`` in percent (the paper's unit, docs/method.md
+    section 7).
 
     ``datasets`` picks and orders the dataset columns (default: all, in the result's order).
     """
@@ -33,7 +35,29 @@ def format_table_row(
     result: Mapping[str, Any], metric: str = "recall@1", datasets: Sequence[str] | None = None, digits: int = 1
 ) -> str:
     """A two-line Markdown table (header and values) of :func:`table_row`."""
-    row = table_row(result, metric, datasets)
-    header = "| " + " | ".join(row) + " |"
-    values = "| " + " | ".join(f"{value:.{digits}f}" for value in row.values()) + " |"
+    header, _, values = _markdown_rows(table_row(result, metric, datasets), digits)
     return f"{header}\n{values}"
+
+
+def results_markdown(result: Mapping[str, Any], title: str = "") -> str:
+    """What the trainer and ``python -m peft_puma.evaluate`` print: Recall@1 per dataset, Unified and Harmonic (the
+    paper's Table 2 row) as a Markdown table, then the unified MAP@R and R-Precision."""
+    unified = result["unified"]
+    lines = [title, ""] if title else []
+    lines += [
+        "Recall@1 (%):",
+        "",
+        *_markdown_rows(table_row(result, "recall@1")),
+        "",
+        f"Unified MAP@R {100 * unified['map@r']:.1f} %, R-Precision {100 * unified['r_precision']:.1f} % "
+        f"({unified['num_queries']} queries, gallery of {unified['num_gallery']}).",
+    ]
+    return "\n".join(lines)
+
+
+def _markdown_rows(row: Mapping[str, float], digits: int = 1) -> tuple[str, str, str]:
+    """The header, separator and values lines of a one-row Markdown table."""
+    header = "| " + " | ".join(row) + " |"
+    separator = "|" + "---|" * len(row)
+    values = "| " + " | ".join(f"{value:.{digits}f}" for value in row.values()) + " |"
+    return header, separator, values

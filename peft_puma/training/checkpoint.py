@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints of the trainable state, and finding the one to resume from (issue: faults).
+"""Crash-safe checkpoints of the trainable state, and finding the one to resume from (docs/training.md, "Checkpoints").
 
 A checkpoint is ``<output_dir>/checkpoints/checkpoint-<step>``. It is written as ``.checkpoint-<step>.tmp`` by
 ``accelerator.save_state`` (every process: RNG states are per process), completed by the main process with the
@@ -7,9 +7,9 @@ folder is renamed into place with ``os.replace``. A crash or a kill at any momen
 ``checkpoint-<step>`` or a ``.tmp`` folder that is never loaded (and is removed at the next start). Resuming takes the
 newest folder that has the marker.
 
-Only the trainable state is saved: ``save_state`` would write the frozen backbone too (ecosystem-notes.md), so a
-save hook replaces the model's state dict by the trainable tensors and the loss's buffers (CurricularFace's ``t``),
-and a load hook restores exactly those, refusing a checkpoint whose tensors do not match.
+Only the trainable state is saved: ``save_state`` would write the frozen backbone too, so a save hook replaces the
+model's state dict by the trainable tensors and the loss's buffers (CurricularFace's ``t``), and a load hook restores
+exactly those, refusing a checkpoint whose tensors do not match.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training run: set-up, the loop of method.md section 6, checkpoints, final evaluation and the saved adapter.
+"""The training run: set-up, the loop of docs/method.md section 6, checkpoints, final evaluation and the saved adapter.
 
 ``train(config)`` is everything ``python -m peft_puma.train`` (or ``accelerate launch -m peft_puma.train``) does:
 
@@ -22,24 +22,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..backbones.loading import load_backbone
 from ..cpu_threads import configure_torch_threads
+from ..data.loader import make_train_loader
 from ..data.schema import TEST_SPLIT, TRAIN_SPLIT
+from ..data.transforms import make_eval_transform, make_train_transform
+from ..data.unified import dataset_sizes, describe_source, load_unified
 from ..errors import IncompatibleCheckpointError, PUMAError
+from ..evaluation.table import results_markdown
+from ..inference.embedding import evaluate_split
+from ..inference.run_file import write_run_file
+from ..losses import make_loss
 from . import checkpoint as ckpt
-from .config import RUN_CONTROL_KEYS, TrainingConfig
-from .inference import evaluate_split, results_markdown
+from .arguments import RUN_CONTROL_KEYS, TrainingConfig
+from .methods import MethodOptions, build_model
 from .report import (
     RESULTS_FILE,
     RUN_LAYOUT,
     TRAIN_LOG,
     RunInfo,
     push_folder,
+    run_record,
     start_up_summary,
     write_outputs,
-    write_run_file,
 )
 from .step import StepLosses, TrainingStep, build_training_step
 
@@ -66,10 +76,7 @@ class TrainResult:
     losses: list[float]  # the training loss of every step this call ran (after a resume: from the checkpoint on)
 
 
-def make_accelerator(config: TrainingConfig):
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
-
+def make_accelerator(config: TrainingConfig) -> Accelerator:
     has_gpu = torch.cuda.is_available()
     precision = config.mixed_precision
     if precision == "auto":
@@ -91,8 +98,6 @@ def make_accelerator(config: TrainingConfig):
 def train(config: TrainingConfig) -> TrainResult:
     """Run the training described by ``config`` (validated here) and return where its outputs are."""
     config.validate()
-    from accelerate.utils import set_seed
-
     RUN_LAYOUT.is_owned(config.output_dir)  # a file, or a folder of someone else's files: refused, untouched
     if not config.resume:
         _refuse_existing_run(config)
@@ -103,7 +108,7 @@ def train(config: TrainingConfig) -> TrainResult:
     run = _set_up(config, accelerator)
     start = _resume(config, accelerator, run) if config.resume else _Position()
     if accelerator.is_main_process:
-        write_run_file(config, run.info)
+        write_run_file(config.output_dir, run_record(config, run.info))
         _trim_log(config, start.step)
     accelerator.print(start_up_summary(run.info))
     if accelerator.log_with:
@@ -142,18 +147,12 @@ class _Run:
 
 
 def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
-    from ..data.transforms import make_eval_transform, make_train_transform
-    from ..losses import make_loss
-    from .backbone import load_backbone
-    from .data import dataset_sizes, describe_source, load_unified, make_train_batches
-    from .methods import MethodOptions, build_model
-
     with accelerator.main_process_first():  # UML-mini is built and Hub files are downloaded once, by the main process
         data = load_unified(config)
         backbone, processor = load_backbone(config.backbone, config.backbone_format)
     train_transform = make_train_transform(config.image_size, image_processor=processor, seed=config.seed)
     eval_transform = make_eval_transform(config.image_size, image_processor=processor)
-    batches = make_train_batches(
+    batches = make_train_loader(
         data[TRAIN_SPLIT],
         train_transform,
         sampler=config.sampler,

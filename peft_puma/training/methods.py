@@ -38,7 +38,7 @@ _WEIGHTS = "adapter_model.safetensors"
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """What a builder needs from the training config."""
+    """What a builder needs from the run's :class:`~peft_puma.training.TrainingConfig`."""
 
     puma: dict[str, Any]
     lora_r: int | None = None
@@ -200,7 +200,7 @@ def _plain_backbone_state(base: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_trained(backbone: nn.Module, directory: str, **kwargs: Any) -> PeftModel:
     """The model saved by :func:`save_trained` in ``directory``, rebuilt on ``backbone`` (a fresh, frozen copy of the
-    training backbone), in eval mode."""
+    backbone it was trained on), in eval mode."""
     backbone_folder = os.path.join(directory, BACKBONE_FOLDER)
     if os.path.isdir(backbone_folder):
         backbone = type(backbone).from_pretrained(backbone_folder)

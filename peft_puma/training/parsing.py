@@ -6,7 +6,7 @@
 ``--help`` line is the field's help and default. Values are read as YAML (``3``, ``1e-4``, ``null``, ``false``,
 ``[1, 2]``, ``{r: 8}``), a key without a value is ``true`` (``--resume``), and ``--mapping.key VALUE`` sets one entry of
 a mapping key (``--puma.keep_prob 1.0``). :func:`load_config` starts from the file's keys, lets the given keys replace
-them and validates the result; the dataclasses check types and values themselves (:mod:`.config`).
+them and validates the result; the dataclasses check types and values themselves (:mod:`.arguments`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import yaml
 from transformers.hf_argparser import HfArgumentParser
 
 from ..errors import InvalidConfigError
-from .config import TrainingConfig, config_sections, is_mapping_type, key_default, key_types, type_name
+from .arguments import TrainingConfig, config_sections, is_mapping_type, key_default, key_types, type_name
 
 
 def load_config(

@@ -3,9 +3,10 @@
 The output folder holds the adapter as PEFT saves it (``adapter_config.json``, ``adapter_model.safetensors``,
 ``README.md`` model card with the results table), ``lora/`` or ``backbone/`` for the baselines that train them,
 ``results.json`` (the mapping of :func:`peft_puma.evaluation.evaluate_retrieval` for the final epoch) and
-``peft_puma_training.json`` (the method, the backbone, the whole config, the number of processes and the images and
-classes per dataset, so that ``peft_puma.evaluate`` and ``peft_puma.embed`` can rebuild the model from the folder
-alone, and ``benchmarks/accuracy.py --reuse-finished`` can tell which recipe and data a finished run had).
+the run file ``peft_puma_training.json`` (:mod:`peft_puma.inference.run_file`: the method, the backbone, the whole
+config, the number of processes and the images and classes per dataset, so that ``peft_puma.evaluate`` and
+``peft_puma.embed`` can rebuild the model from the folder alone, and ``benchmarks/accuracy.py --reuse_finished`` can
+tell which recipe and data a finished run had). This module says what goes into it (:func:`run_record`).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from huggingface_hub import HfApi
 from torch import nn
 
+from ..inference.run_file import RUN_FILE, RunRecord, write_run_file
 from ..owned_paths import OwnedLayout
+from ..tuners.puma.model_card import update_model_card
 from .checkpoint import CHECKPOINTS
 from .methods import BACKBONE_FOLDER, LORA_FOLDER, save_trained
 
 RESULTS_FILE = "results.json"
-RUN_FILE = "peft_puma_training.json"
 TRAIN_LOG = "train_log.jsonl"
 
 # What the trainer writes in its output folder; the run file (written at start-up) and the log mark it as a run folder.
@@ -109,8 +112,6 @@ def _multipliers(info: RunInfo) -> str:
 
 def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: str, info: RunInfo) -> None:
     """Save the adapter (``save_pretrained``) with its model card, ``results.json`` and the run file."""
-    from ..tuners.puma.model_card import update_model_card
-
     directory = config.output_dir
     save_trained(model, directory)
     card = "\n".join(
@@ -130,27 +131,27 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
     )
     update_model_card(directory, model.peft_config["default"], extra=card)
     _write_json(os.path.join(directory, RESULTS_FILE), {**result, "data_source": info.data_source})
-    write_run_file(config, info)
+    write_run_file(directory, run_record(config, info))
 
 
-def write_run_file(config: Any, info: RunInfo) -> None:
-    """The run file: method, backbone, data and the whole config, so that the folder alone rebuilds the model.
-
-    Written at start-up (marking the folder as a run's) and again with the outputs.
-    """
-    _write_json(
-        os.path.join(config.output_dir, RUN_FILE),
-        {"method": config.method, "backbone": config.backbone, "backbone_format": config.backbone_format,
-         "image_size": info.image_size, "trainable_params": info.saved_parameters,
-         "num_processes": info.num_processes, "data_sizes": info.sizes, "data_source": info.data_source,
-         "config": config.to_dict()},
-    )  # fmt: skip
+def run_record(config: Any, info: RunInfo) -> RunRecord:
+    """The run file's record of this run: method, backbone, data and the whole config, so that the folder alone
+    rebuilds the model. Written at start-up (marking the folder as a run's) and again with the outputs."""
+    return RunRecord(
+        method=config.method,
+        backbone=config.backbone,
+        backbone_format=config.backbone_format,
+        image_size=info.image_size,
+        trainable_params=info.saved_parameters,
+        num_processes=info.num_processes,
+        data_sizes=info.sizes,
+        data_source=info.data_source,
+        config=config.to_dict(),
+    )
 
 
 def push_folder(directory: str, repo_id: str) -> str:
     """Upload the adapter folder (without checkpoints and logs) to the Hub; returns the repository URL."""
-    from huggingface_hub import HfApi
-
     api = HfApi()
     url = api.create_repo(repo_id, exist_ok=True)
     api.upload_folder(
@@ -160,14 +161,6 @@ def push_folder(directory: str, repo_id: str) -> str:
         commit_message="PUMA adapter",
     )
     return str(url)
-
-
-def read_run_file(directory: str) -> dict[str, Any] | None:
-    path = os.path.join(directory, RUN_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def _write_json(path: str, value: Any) -> None:

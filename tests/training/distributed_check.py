@@ -14,8 +14,8 @@ import sys
 import torch
 from accelerate import Accelerator
 
+from peft_puma.inference.embedding import embed_images
 from peft_puma.training.gather import gather_keep_local_grad, gather_labels
-from peft_puma.training.inference import embed_images
 
 
 class _Output:

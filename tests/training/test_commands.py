@@ -53,7 +53,7 @@ def test_embed_a_folder_from_python(finished_run, tmp_path):
     Image.new("L", (16, 16), 90).save(folder / "sub" / "b.jpg")
     (folder / "notes.txt").write_text("not an image")
     from peft_puma.data.transforms import make_eval_transform
-    from peft_puma.training.inference import load_for_inference
+    from peft_puma.inference.loading import load_for_inference
 
     model, processor, size = load_for_inference(config.output_dir)
     embeddings, paths = embed.embed_folder(model, str(folder), make_eval_transform(size, image_processor=processor))
@@ -73,9 +73,7 @@ def test_train_command_exit_codes(tiny_values, tmp_path, capsys):
 
 
 def test_push_to_hub_uploads_the_adapter_folder_without_checkpoints(finished_run, monkeypatch):
-    import huggingface_hub
-
-    from peft_puma.training.report import push_folder
+    from peft_puma.training import report
 
     calls = []
 
@@ -87,9 +85,9 @@ def test_push_to_hub_uploads_the_adapter_folder_without_checkpoints(finished_run
         def upload_folder(self, **kwargs):
             calls.append(("upload", kwargs))
 
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(report, "HfApi", FakeApi)
     config, _ = finished_run
-    assert push_folder(config.output_dir, "me/puma-tiny") == "https://huggingface.co/me/puma-tiny"
+    assert report.push_folder(config.output_dir, "me/puma-tiny") == "https://huggingface.co/me/puma-tiny"
     assert calls[0] == ("create", "me/puma-tiny", True)
     upload = calls[1][1]
     assert upload["folder_path"] == config.output_dir and {"checkpoints/*", "logs/*"} <= set(upload["ignore_patterns"])

@@ -1,5 +1,5 @@
-"""The training config: YAML + command-line overrides (HfArgumentParser), defaults of the published recipe, clear
-validation errors."""
+"""The config of a training run: YAML + command-line overrides (HfArgumentParser), defaults of the published recipe,
+clear validation errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from peft_puma import evaluate, train
 from peft_puma.errors import InvalidConfigError
-from peft_puma.training.config import DEFAULT_LR_MULTIPLIERS, DataConfig, TrainingConfig, key_types
+from peft_puma.training.arguments import DEFAULT_LR_MULTIPLIERS, DataConfig, TrainingConfig, key_types
 from peft_puma.training.parsing import load_config, parse_cli_overrides
 
 from .fixtures import write_config

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from peft_puma.data.loader import make_train_loader
 from peft_puma.data.transforms import make_train_transform
-from peft_puma.training.data import make_train_batches
 
 LABELS = [100 + i // 5 for i in range(60)]  # 12 classes of 5 rows, labels not starting at 0
 NAMES = ["big"] * 45 + ["small"] * 15
@@ -28,7 +28,7 @@ def table() -> datasets.Dataset:
 
 
 def _batches(table, sampler: str, processes=1, rank=0, epoch=0, start=0, augment_seed=0, num_workers=0):
-    batches = make_train_batches(
+    batches = make_train_loader(
         table,
         make_train_transform(8, [0.5] * 3, [0.5] * 3, seed=augment_seed),
         sampler=sampler,
@@ -82,7 +82,7 @@ def test_labels_are_class_indices_and_m_per_class_batches_hold_m_rows_of_each_cl
 
 
 def test_balanced_sampling_draws_the_datasets_equally(table):
-    batches = make_train_batches(
+    batches = make_train_loader(
         table,
         make_train_transform(8, [0.5] * 3, [0.5] * 3),
         sampler="balanced",

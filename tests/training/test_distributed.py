@@ -16,7 +16,7 @@ from .conftest import run_module, write_config
 
 
 # On a CPU-only machine `--cpu --num_processes 2` starts one process; `--multi_gpu` starts two, and the scripts'
-# Accelerator(cpu=True) makes them a gloo group (ecosystem-notes.md).
+# Accelerator(cpu=True) makes them a gloo group (docs/training.md, "Commands").
 def _launch() -> list[str]:
     with socket.socket() as probe:  # a free port: other jobs on the machine may hold accelerate's default 29500
         probe.bind(("127.0.0.1", 0))

@@ -9,8 +9,8 @@ import torch
 from transformers import ViTConfig, ViTModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from peft_puma.backbones.loading import load_backbone
 from peft_puma.errors import InvalidConfigError
-from peft_puma.training.backbone import load_backbone
 from peft_puma.training.methods import (
     METHODS,
     MethodOptions,

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
+from peft_puma.backbones.loading import load_backbone
 from peft_puma.training import NonFiniteLossError, load_config, load_trained, train
-from peft_puma.training.backbone import load_backbone
 from peft_puma.training.checkpoint import complete_checkpoints
 
 from .fault_runner import nan_loss_at_step

@@ -1,31 +1,28 @@
-"""A run's data: the source its config names, what the run records about it, and its training loader.
+"""The unified dataset a config names: its ``{"train", "test"}`` splits, the datasets kept, what a run records of it.
 
-The loader and everything that makes it reproducible (epoch orders, global batches sliced per process, per-sample
-augmentation seeds) is :func:`peft_puma.data.make_train_loader`; this module only reads the config's source.
+One of three sources (docs/training.md, "Config keys"): a ``DatasetDict`` saved with ``save_to_disk``
+(``dataset_path``), a UML-mini build (``uml_mini_dir``) or the paper's datasets from their official folders
+(``dataset_roots``), each checked against the row schema of :mod:`.schema` (docs/data.md). Used by training,
+``python -m peft_puma.evaluate`` and the benchmarks, with a :class:`peft_puma.training.DataConfig` (or any object with
+its keys).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
-from ..data.loader import make_train_loader as make_train_batches
-from ..data.schema import (
-    DATASET_COLUMN,
-    IMAGE_COLUMN,
-    LABEL_COLUMN,
-    ROLE_COLUMN,
-    TEST_SPLIT,
-    TRAIN_SPLIT,
-    column_values,
-)
 from ..errors import DatasetLayoutError, InvalidConfigError
-from .config import DataConfig
+from .builder import build_unified_dataset
+from .schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, ROLE_COLUMN, TEST_SPLIT, TRAIN_SPLIT, column_values
+from .uml_mini import open_uml_mini, provenance, read_manifest
 
-column = column_values  # temporary alias, removed once every caller imports column_values from peft_puma.data.schema
-__all__ = ["column", "dataset_sizes", "describe_source", "load_unified", "make_train_batches", "select_datasets"]
+if TYPE_CHECKING:  # the data keys are defined beside the trainer's; data/ does not import training/ at run time
+    from ..training.arguments import DataConfig
+
+__all__ = ["dataset_sizes", "describe_source", "load_unified", "select_datasets"]
 
 
 def load_unified(config: DataConfig) -> datasets.DatasetDict:
@@ -38,12 +35,8 @@ def load_unified(config: DataConfig) -> datasets.DatasetDict:
                 f"dataset_path {config.dataset_path!r} holds no dataset saved with save_to_disk ({error})."
             ) from None
     elif config.uml_mini_dir is not None:
-        from ..data.uml_mini import open_uml_mini
-
         data, _ = open_uml_mini(config.uml_mini_dir)
     else:
-        from ..data.builder import build_unified_dataset
-
         data = build_unified_dataset(config.dataset_roots, check_images=config.check_images)
     if not isinstance(data, datasets.DatasetDict) or not {TRAIN_SPLIT, TEST_SPLIT} <= set(data):
         raise DatasetLayoutError(
@@ -59,8 +52,6 @@ def load_unified(config: DataConfig) -> datasets.DatasetDict:
 def describe_source(config: DataConfig) -> dict[str, Any]:
     """What a run records about its data source: for UML-mini the build's seed, scale and builder version."""
     if config.uml_mini_dir is not None:
-        from ..data.uml_mini import provenance, read_manifest
-
         return provenance(config.uml_mini_dir, read_manifest(config.uml_mini_dir) or {})
     if config.dataset_path is not None:
         return {"dataset_path": config.dataset_path}

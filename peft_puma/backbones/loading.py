@@ -1,9 +1,9 @@
-"""Loading the frozen backbone and its image processor by name (method.md section 1).
+"""Loading the frozen backbone and its image processor by name (docs/method.md section 1).
 
 Two kinds of source: a transformers model (folder or Hub id: ViT, DeiT, DINOv2, CLIP vision), or a timm ViT
 checkpoint (the paper's ``timm/vit_small_patch16_224.augreg_in21k_ft_in1k``), read into transformers' ``ViTModel``
 by :mod:`peft_puma.backbones.timm_vit` without timm. The processor supplies the resolution and the normalisation
-statistics of the transforms (method.md section 6).
+statistics of the transforms (docs/method.md section 6). Used by training, inference and the benchmarks.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import json
 import os
 from typing import Any
 
+import transformers
 from torch import nn
 
 from ..errors import InvalidConfigError, UnsupportedModelError
+from .timm_vit import load_timm_vit_with_processor
 
 _TIMM_PREFIXES = ("timm/", "hf-hub:timm/")
 
@@ -39,8 +41,6 @@ def load_backbone(source: str, backbone_format: str = "auto") -> tuple[nn.Module
     """``(backbone in eval mode, image processor)`` for a transformers or timm source (see the module docstring)."""
     kind = resolve_backbone_format(source, backbone_format)
     if kind == "timm":
-        from ..backbones.timm_vit import load_timm_vit_with_processor
-
         backbone, processor = load_timm_vit_with_processor(source)
         # PEFT records this in adapter_config.json as the base model; timm loads leave it empty.
         backbone.config._name_or_path = source
@@ -50,8 +50,6 @@ def load_backbone(source: str, backbone_format: str = "auto") -> tuple[nn.Module
 
 
 def _load_transformers(source: str) -> tuple[nn.Module, Any]:
-    import transformers
-
     try:
         config = transformers.AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:

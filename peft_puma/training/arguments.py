@@ -1,4 +1,4 @@
-"""The training configuration: the keys of a run and their checks; the defaults are the published recipe of the
+"""The arguments of a training run: its config keys and their checks; the defaults are the published recipe of the
 paper (arXiv 2309.08944), listed in docs/training.md ("Config keys").
 
 Two dataclasses, parsed together by ``transformers.HfArgumentParser`` (:mod:`.parsing`): :class:`DataConfig`, where
@@ -22,7 +22,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.specs import DATASET_SPECS
 from ..errors import InvalidConfigError
+from ..losses import PAIR_LOSSES, loss_spec
+from ..tuners.puma.config import PUMAConfig
+from .methods import METHODS
 
 MIXED_PRECISION_CHOICES: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
 SAMPLER_CHOICES: tuple[str, ...] = ("shuffle", "balanced", "m_per_class")
@@ -94,8 +98,6 @@ class DataConfig:
                 f"got {sorted(sources) or 'none'}."
             )
         if self.dataset_roots is not None:
-            from ..data.specs import DATASET_SPECS
-
             unknown = sorted(set(self.dataset_roots) - set(DATASET_SPECS))
             if unknown or not self.dataset_roots:
                 raise InvalidConfigError(
@@ -265,9 +267,6 @@ class TrainingConfig:
         return self
 
     def _validate_method(self) -> None:
-        from ..tuners.puma.config import PUMAConfig
-        from .methods import METHODS
-
         if self.method not in METHODS:
             raise InvalidConfigError(f"Unknown method {self.method!r}; accepted: {', '.join(METHODS)}.")
         if self.puma:
@@ -277,8 +276,6 @@ class TrainingConfig:
             raise InvalidConfigError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout!r}.")
 
     def _validate_loss_and_batches(self) -> None:
-        from ..losses import PAIR_LOSSES, loss_spec
-
         loss_spec(self.loss)  # unknown names raise InvalidConfigError listing the accepted ones
         _choice("sampler", self.sampler, SAMPLER_CHOICES)
         _positive("samples_per_class", self.samples_per_class)

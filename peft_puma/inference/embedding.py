@@ -1,0 +1,102 @@
+"""Embedding rows of images with a model across processes, and scoring a test split as the paper's table
+(docs/method.md section 7).
+
+Used at the end of training, by ``python -m peft_puma.embed``, ``python -m peft_puma.evaluate`` and
+``python -m peft_puma.search``. Under several processes each one embeds an equal share of the rows and the shares are
+gathered back into row order, so every process ends with the same ``(N, D)`` tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, PIXEL_VALUES, ROLE_COLUMN, column_values
+from ..evaluation.retrieval import evaluate_retrieval
+
+
+@torch.no_grad()
+def embed_images(
+    model: nn.Module,
+    num_rows: int,
+    load_batch: Callable[[list[int]], torch.Tensor],
+    *,
+    batch_size: int = 256,
+    accelerator: Any = None,
+    progress: bool = True,
+    description: str = "embedding",
+) -> torch.Tensor:
+    """``(num_rows, D)`` float32 embeddings in row order; ``load_batch(rows)`` returns their ``pixel_values``.
+
+    The model runs in eval mode (every stochastic gate on, docs/method.md section 2) and is put back in its former
+    mode.
+    """
+    num_processes = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    # Pad the row list (repeating the first rows) so that every process embeds equally many rows in equal batches.
+    share = -(-num_rows // num_processes)
+    padded = list(range(num_rows)) + list(range(share * num_processes - num_rows))
+    mine = padded[rank::num_processes]
+    was_training = model.training
+    model.eval()
+    pieces = []
+    show = progress and rank == 0
+    for start in tqdm(range(0, share, batch_size), desc=description, disable=not show, unit="batch"):
+        rows = mine[start : start + batch_size]
+        pixel_values = load_batch(rows).to(device)
+        embeddings = model(pixel_values=pixel_values).embeddings.float()
+        pieces.append(embeddings)
+    model.train(was_training)
+    local = torch.cat(pieces) if pieces else torch.zeros(0, 0, device=device)
+    if num_processes == 1:
+        return local.cpu()
+    gathered = accelerator.gather(local).cpu()  # (num_processes * share, D), process after process
+    order = torch.tensor(padded).view(share, num_processes).t().reshape(-1)  # row of each gathered line
+    result = torch.empty(num_rows, gathered.shape[1])
+    result[order] = gathered  # padded duplicates write the same row twice, with the same values
+    return result
+
+
+def dataset_batch_loader(dataset: Any, transform: Callable[[dict[str, list]], dict[str, Any]]):
+    """``load_batch`` for :func:`embed_images` over a ``datasets.Dataset`` with an ``image`` column."""
+    images = dataset.select_columns([IMAGE_COLUMN])
+
+    def load_batch(rows: list[int]) -> torch.Tensor:
+        return transform({IMAGE_COLUMN: images[rows][IMAGE_COLUMN]})[PIXEL_VALUES]
+
+    return load_batch
+
+
+def evaluate_split(
+    model: nn.Module,
+    test: Any,
+    transform: Callable[[dict[str, list]], dict[str, Any]],
+    *,
+    ks: Sequence[int] = (1, 2, 4, 8),
+    batch_size: int = 256,
+    accelerator: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The result mapping of :func:`peft_puma.evaluation.evaluate_retrieval` on the test rows of a unified dataset:
+    unified, per-dataset and harmonic Recall@k, MAP@R and R-Precision (fractions)."""
+    embeddings = embed_images(
+        model,
+        test.num_rows,
+        dataset_batch_loader(test, transform),
+        batch_size=batch_size,
+        accelerator=accelerator,
+        progress=progress,
+        description="evaluating",
+    )
+    return evaluate_retrieval(
+        embeddings,
+        column_values(test, LABEL_COLUMN),
+        domains=column_values(test, DATASET_COLUMN),
+        roles=column_values(test, ROLE_COLUMN),
+        ks=tuple(ks),
+    )

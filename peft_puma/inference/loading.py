@@ -1,0 +1,104 @@
+"""Loading a trained run (or the bare backbone) for inference: the model in eval mode and its image processor.
+
+A run's folder is what training writes (docs/training.md): the PUMA adapter as PEFT saves it, ``lora/`` or
+``backbone/`` for the baselines that train them, and the run file naming the backbone. The zero-shot baseline of the
+paper's Table 2 (docs/method.md section 7) is the frozen backbone's normalised CLS features: PUMA's linear head with
+the adapter switched off (:class:`AdaptersOff`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from peft import get_peft_model
+from torch import nn
+
+from ..backbones.loading import load_backbone
+from ..errors import IncompatibleCheckpointError, InvalidConfigError, PUMAError
+from ..training.methods import load_trained
+from ..tuners.puma.config import PUMAConfig
+from .run_file import read_run_file
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+class AdaptersOff(nn.Module):
+    """A PUMA model with its adapter disabled: the frozen backbone's normalised CLS features (the paper's zero-shot
+    baseline, docs/method.md section 7 table)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> Any:
+        with self.model.disable_adapter():
+            return self.model(pixel_values=pixel_values)
+
+
+def check_adapter_source(adapter: str) -> None:
+    """Refuse at once an adapter path that cannot be loaded, rather than after the Hub's retries.
+
+    A local folder must hold the adapter's files; a path that is clearly local (it exists, or its parent folder does,
+    or it starts with ``.``, ``/`` or ``~``) but is missing is an error; anything else is taken as a Hub id.
+    """
+    if os.path.isdir(adapter):
+        missing = [name for name in ADAPTER_FILES if not os.path.isfile(os.path.join(adapter, name))]
+        if missing:
+            raise IncompatibleCheckpointError(
+                f"{adapter} holds no complete adapter (missing {', '.join(missing)}); give the output_dir of a "
+                "finished training run or a folder written by save_pretrained."
+            )
+        return
+    if os.path.exists(adapter):
+        raise IncompatibleCheckpointError(f"{adapter} is a file; give the adapter's folder (the training output_dir).")
+    parent = os.path.dirname(os.path.normpath(adapter))
+    if adapter.startswith((".", "/", "~")) or (parent and os.path.isdir(parent)):
+        raise IncompatibleCheckpointError(
+            f"The adapter folder {adapter} does not exist; give the output_dir of a finished training run "
+            "(or a Hub repository id)."
+        )
+
+
+def load_for_inference(
+    adapter: str | None = None,
+    backbone: str | None = None,
+    backbone_format: str | None = None,
+    *,
+    zero_shot: bool = False,
+) -> tuple[nn.Module, Any, int | None]:
+    """``(model in eval mode, image processor, image size)`` for embedding images.
+
+    ``adapter``: a folder written by training (or by ``save_pretrained``); its backbone is read from the run file
+    (:mod:`peft_puma.inference.run_file`) or from ``adapter_config.json`` unless ``backbone`` is given. ``zero_shot``:
+    the frozen backbone alone (``adapter`` may then be omitted).
+    """
+    if adapter is not None:
+        check_adapter_source(adapter)
+    run = read_run_file(adapter) if adapter else None
+    image_size = run.image_size if run else None
+    if backbone is None and run is not None:
+        backbone, backbone_format = run.backbone, backbone_format or run.backbone_format
+    if backbone is None and adapter is not None:
+        backbone = PUMAConfig.from_pretrained(adapter).base_model_name_or_path
+    if not backbone:
+        raise InvalidConfigError("Give the backbone (--backbone): the adapter folder does not record it.")
+    network, processor = load_backbone(backbone, backbone_format or "auto")
+    if adapter is None:
+        if not zero_shot:
+            raise InvalidConfigError("Give an adapter folder, or ask for the zero-shot backbone (--zero_shot).")
+        model: nn.Module = get_peft_model(network, PUMAConfig.from_preset("linear"))
+    else:
+        try:
+            model = load_trained(network, adapter)
+        except PUMAError:
+            raise
+        except Exception as error:  # safetensors' SafetensorError for a truncated or damaged weights file, ...
+            raise IncompatibleCheckpointError(
+                f"The adapter in {adapter} cannot be loaded ({type(error).__name__}: {error}); its files are damaged "
+                "or incomplete. Save or train it again."
+            ) from None
+    if zero_shot:
+        model = AdaptersOff(model)
+    return model.eval(), processor, image_size
