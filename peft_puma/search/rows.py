@@ -1,0 +1,90 @@
+"""What each row of an index is: an image file of a folder, or a row of a saved dataset (docs/search.md).
+
+The manifest keeps the rows so that results can name them and the grid can show them: for a folder its absolute path
+and the images' paths relative to it (plus the files skipped as unreadable); for a dataset its absolute path, the
+split, and the ``label``, ``dataset`` and ``role`` columns where present (images are read back from the dataset).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image
+
+from ..data.schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, ROLE_COLUMN, column_values
+
+_DATASET_FIELDS = {LABEL_COLUMN: "labels", DATASET_COLUMN: "datasets", ROLE_COLUMN: "roles"}
+
+
+def folder_rows(folder: str, paths: Sequence[str], skipped: Sequence[dict[str, str]] = ()) -> dict[str, Any]:
+    """Rows of images under ``folder`` (``paths`` relative to it, in index order)."""
+    return {
+        "source": "images",
+        "folder": os.path.abspath(folder),
+        "num_rows": len(paths),
+        "paths": list(paths),
+        "skipped": list(skipped),
+    }
+
+
+def dataset_rows(path: str, split: str, dataset: Any) -> dict[str, Any]:
+    """Rows of a split of a saved dataset, in row order, with the columns the results report."""
+    rows: dict[str, Any] = {"source": "dataset", "dataset": os.path.abspath(path), "split": split}
+    rows["num_rows"] = dataset.num_rows
+    for name, plural in _DATASET_FIELDS.items():
+        rows[plural] = column_values(dataset, name) if name in dataset.column_names else None
+    return rows
+
+
+def describe_row(rows: dict[str, Any], row: int) -> dict[str, Any]:
+    """The JSON fields of one row: ``row`` and ``path`` (folder) or ``label``, ``dataset``, ``role`` (dataset)."""
+    described: dict[str, Any] = {"row": int(row)}
+    if rows["source"] == "images":
+        described["path"] = os.path.join(rows["folder"], rows["paths"][row])
+    else:
+        for name, plural in _DATASET_FIELDS.items():
+            if rows.get(plural) is not None:
+                described[name] = rows[plural][row]
+    return described
+
+
+def class_of(rows: dict[str, Any], row: int) -> tuple[Any, Any] | None:
+    """``(dataset, label)`` of a dataset row (labels are compared within a dataset), ``None`` where unknown."""
+    if rows["source"] != "dataset" or rows.get("labels") is None:
+        return None
+    names = rows.get("datasets")
+    return (names[row] if names is not None else None, rows["labels"][row])
+
+
+def load_split(path: str, split: str) -> Any:
+    """The ``split`` of a dataset saved with ``save_to_disk`` (a plain ``Dataset`` is its own only split)."""
+    from ..embed import _load_split
+    from ..errors import InvalidInputError
+
+    if not os.path.isdir(path):
+        raise InvalidInputError(f"The dataset folder {path!r} does not exist (give a folder saved with save_to_disk).")
+    try:
+        return _load_split(path, split)
+    except FileNotFoundError as error:  # a folder that is not a saved dataset
+        raise InvalidInputError(f"{path!r} is not a dataset saved with save_to_disk ({error}).") from None
+
+
+class RowImages:
+    """Opens the images of index rows for the grid (a missing file or dataset gives ``None``, not an error)."""
+
+    def __init__(self, rows: dict[str, Any]) -> None:
+        self.rows = rows
+        self._split: Any = None
+
+    def __call__(self, row: int) -> Image.Image | None:
+        try:
+            if self.rows["source"] == "images":
+                with Image.open(os.path.join(self.rows["folder"], self.rows["paths"][row])) as image:
+                    return image.convert("RGB")
+            if self._split is None:
+                self._split = load_split(self.rows["dataset"], self.rows["split"]).select_columns([IMAGE_COLUMN])
+            return self._split[int(row)][IMAGE_COLUMN].convert("RGB")
+        except (OSError, ValueError):  # moved or deleted since the index was built: the grid shows a blank tile
+            return None
