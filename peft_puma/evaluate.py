@@ -25,9 +25,11 @@ from .data.transforms import make_eval_transform
 from .data.unified import describe_source, load_unified
 from .errors import PUMAError
 from .evaluation.table import results_markdown
-from .inference.embedding import evaluate_split
+from .inference.embedding import embed_split, score_split
 from .inference.loading import load_for_inference
 from .owned_paths import check_json_output, write_json_atomically
+from .search.examples import write_retrieval_examples
+from .search.grid import check_grid_output
 from .training.arguments import DataConfig
 from .training.parsing import ConfigArgumentParser, load_config
 
@@ -44,11 +46,13 @@ def evaluate_adapter(
     image_size: int | None = None,
     accelerator: Any = None,
     progress: bool = True,
+    examples: str | None = None,
 ) -> dict[str, Any]:
     """The retrieval results of an adapter (or of the zero-shot backbone) on the test split.
 
     ``data``: a :class:`peft_puma.training.DataConfig`, a mapping of its keys, or the test ``datasets.Dataset``
     itself (row schema of docs/data.md). Returns the mapping of :func:`peft_puma.evaluation.evaluate_retrieval`.
+    ``examples``: also write the retrieval examples sheet there (:mod:`peft_puma.search.examples`).
     """
     if isinstance(data, dict):
         data = load_config(None, data, cls=DataConfig)
@@ -62,9 +66,10 @@ def evaluate_adapter(
     if accelerator is not None:
         model.to(accelerator.device)
     transform = make_eval_transform(image_size or trained_size, image_processor=processor)
-    return evaluate_split(
-        model, test, transform, ks=ks, batch_size=batch_size, accelerator=accelerator, progress=progress
-    )
+    embeddings = embed_split(model, test, transform, batch_size=batch_size, accelerator=accelerator, progress=progress)
+    if examples and (accelerator is None or accelerator.is_main_process):
+        write_retrieval_examples(examples, {"zero-shot" if zero_shot else "trained": embeddings}, test)
+    return score_split(embeddings, test, ks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,10 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="k of Recall@k (default 1 2 4 8)")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--output", help="write the results mapping here (JSON)")
+    parser.add_argument(
+        "--examples", help="write a PNG of retrieval examples here: seeded test queries per dataset and their top 5"
+    )
     try:
         data_overrides, args = parser.parse_config_args(argv)  # unknown keys: one-line error, exit 2
         if args.output:
             check_json_output(args.output, "unified", "a results file")
+        if args.examples:
+            check_grid_output(args.examples)
         data = load_config(None, data_overrides, cls=DataConfig)
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
         result = evaluate_adapter(
@@ -96,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ks=args.ks,
             batch_size=args.batch_size,
             accelerator=accelerator,
+            examples=args.examples,
         )
     except PUMAError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -106,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output:
             write_json_atomically(args.output, {**result, "data_source": describe_source(data)})
             print(f"results written to {args.output}")
+        if args.examples:
+            print(f"retrieval examples written to {args.examples}")
     return 0
 
 

@@ -84,7 +84,21 @@ def evaluate_split(
 ) -> dict[str, Any]:
     """The result mapping of :func:`peft_puma.evaluation.evaluate_retrieval` on the test rows of a unified dataset:
     unified, per-dataset and harmonic Recall@k, MAP@R and R-Precision (fractions)."""
-    embeddings = embed_images(
+    embeddings = embed_split(model, test, transform, batch_size=batch_size, accelerator=accelerator, progress=progress)
+    return score_split(embeddings, test, ks)
+
+
+def embed_split(
+    model: nn.Module,
+    test: Any,
+    transform: Callable[[dict[str, list]], dict[str, Any]],
+    *,
+    batch_size: int = 256,
+    accelerator: Any = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """``(N, D)`` embeddings of every row of a split, in row order (every process ends with all of them)."""
+    return embed_images(
         model,
         test.num_rows,
         dataset_batch_loader(test, transform),
@@ -93,6 +107,10 @@ def evaluate_split(
         progress=progress,
         description="evaluating",
     )
+
+
+def score_split(embeddings: torch.Tensor, test: Any, ks: Sequence[int] = (1, 2, 4, 8)) -> dict[str, Any]:
+    """:func:`peft_puma.evaluation.evaluate_retrieval` of a split's embeddings, with its labels, datasets, roles."""
     return evaluate_retrieval(
         embeddings,
         column_values(test, LABEL_COLUMN),

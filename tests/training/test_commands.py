@@ -91,3 +91,19 @@ def test_push_to_hub_uploads_the_adapter_folder_without_checkpoints(finished_run
     assert calls[0] == ("create", "me/puma-tiny", True)
     upload = calls[1][1]
     assert upload["folder_path"] == config.output_dir and {"checkpoints/*", "logs/*"} <= set(upload["ignore_patterns"])
+
+
+def test_evaluate_writes_retrieval_examples_and_never_over_a_foreign_file(finished_run, tmp_path, capsys):
+    from peft_puma.search.grid import DEFAULT_THUMBNAIL, grid_size
+
+    config, _ = finished_run
+    sheet = tmp_path / "examples.png"
+    argv = ["--adapter", config.output_dir, "--dataset_path", config.dataset_path, "--examples", str(sheet)]
+    assert evaluate.main(argv) == 0
+    assert f"retrieval examples written to {sheet}" in capsys.readouterr().out
+    with Image.open(sheet) as image:  # 2 queries for each of the 3 datasets, each with its top 5
+        assert image.size == grid_size(6, 6, DEFAULT_THUMBNAIL)
+    mine = tmp_path / "mine.png"
+    Image.new("RGB", (4, 4)).save(mine)
+    assert evaluate.main([*argv[:-1], str(mine)]) == 2
+    assert "is not a grid written by peft_puma" in capsys.readouterr().err
