@@ -20,6 +20,7 @@ of the trained PUMA averaged per domain over the test images (the paper's Fig. 3
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -32,13 +33,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from method_names import BENCHMARK_METHODS  # noqa: E402  (a script: its sibling module is on the path above)
-from run_info import load_average, run_info  # noqa: E402
+# Siblings of this script, importable from the folder put on the path above.
+from method_names import BENCHMARK_METHODS  # noqa: E402
+from run_info import check_output, load_average, run_info  # noqa: E402
+from script_options import add_option  # noqa: E402
 
 from peft_puma.cpu_threads import configure_torch_threads  # noqa: E402
-from peft_puma.errors import ForeignContentError  # noqa: E402
-from peft_puma.owned_paths import check_json_output, write_json_atomically  # noqa: E402
-from peft_puma.training.arguments import RUN_CONTROL_KEYS  # noqa: E402
+from peft_puma.owned_paths import write_json_atomically  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -171,16 +172,11 @@ def train_run(spec: RunSpec, config: Any, keep_folder: bool = False) -> dict[str
     }
 
 
-# Keys in which a finished run may differ from the one this benchmark would train and still be that run: how it was
-# steered, logged and where its data lay, not what it learnt. The per-process batch is compared as the global batch
-# (per process x processes) instead, so that runs trained under ``accelerate launch`` on several GPUs count.
-_NOT_RECIPE = (RUN_CONTROL_KEYS - {"epochs", "max_steps"}) | {"per_device_batch_size"}
-
-
 def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -> dict[str, Any] | None:
     """The scores of a run that its folder already holds (trained earlier, here or elsewhere), or None.
 
-    A folder that holds a finished run with another recipe stops the benchmark with the differences: training over it
+    A folder that holds a finished run of another recipe (the rule of ``peft_puma.training.same_run``, the trainer's
+    own for resuming, with the run's length compared too) stops the benchmark with the differences: training over it
     would destroy that run, and counting it would put another recipe in the table.
     """
     from peft_puma.inference.run_file import read_run_file
@@ -191,32 +187,8 @@ def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -
     results_path = os.path.join(directory, RESULTS_FILE)
     if run is None or not os.path.isfile(results_path):
         return None
-    saved, wanted = run.config, json.loads(json.dumps(config.to_dict()))
-    differences = {
-        key: (saved.get(key), wanted.get(key))
-        for key in sorted(set(saved) | set(wanted))
-        if key not in _NOT_RECIPE and saved.get(key) != wanted.get(key)
-    }
-    saved_batch = (saved.get("per_device_batch_size") or 0) * run.num_processes
-    if saved_batch != wanted["per_device_batch_size"]:
-        differences["global batch"] = (saved_batch, wanted["per_device_batch_size"])
-    # The data paths may differ between machines; the data may not: its images and classes per dataset must agree.
-    if run.data_sizes != sizes:
-        differences["data_sizes"] = (run.data_sizes, sizes)
-    if differences:
-        details = "; ".join(f"{key}: {old!r} there, {new!r} here" for key, old, new in _flat(differences))
-        raise SystemExit(
-            f"--reuse_finished: {directory} holds a finished {spec.name} run with another recipe ({details}). "
-            "Move that folder away (or pass another --runs_dir), or rerun with the settings it was trained with."
-        )
-    with open(results_path, encoding="utf-8") as handle:
-        results = json.load(handle)
-    if "recall@1" not in results.get("unified", {}) or "per_dataset" not in results:
-        raise SystemExit(
-            f"--reuse_finished: {results_path} has no per-dataset Recall@1 (evaluated with eval_ks without 1, or "
-            "without dataset ids); evaluate that adapter again with `python -m peft_puma.evaluate --adapter "
-            f"{directory} ... --output {results_path}`, or move the folder away to retrain it."
-        )
+    _refuse_another_recipe(spec, run, config, sizes)
+    results = _read_results(results_path, directory)
     trainable = run.trainable_params
     if trainable is None:  # run files written before the count was recorded
         model = untrained_model(config)
@@ -233,16 +205,32 @@ def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -
     }
 
 
-def _flat(differences: dict[str, tuple[Any, Any]]) -> list[tuple[str, Any, Any]]:
-    """Nested config sections (``puma``) reported key by key, so that the message names the one that differs."""
-    flat = []
-    for key, (old, new) in differences.items():
-        if isinstance(old, dict) and isinstance(new, dict):
-            keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            flat += [(f"{key}.{k}", old.get(k), new.get(k)) for k in keys]
-        else:
-            flat.append((key, old, new))
-    return flat
+def _refuse_another_recipe(spec: RunSpec, run: Any, config: Any, sizes: dict[str, dict[str, int]]) -> None:
+    """Stop when the finished run in ``config.output_dir`` is not the run this benchmark would train (in one
+    process, on the data it loaded)."""
+    from peft_puma.training.same_run import RunIdentity, run_differences
+
+    saved = RunIdentity(run.config, run.num_processes, run.data_sizes)
+    differences = run_differences(saved, RunIdentity(config.to_dict(), 1, sizes), finished=True)
+    if differences:
+        details = "; ".join(f"{d.key}: {d.saved!r} there, {d.wanted!r} here" for d in differences)
+        raise SystemExit(
+            f"--reuse_finished: {config.output_dir} holds a finished {spec.name} run with another recipe ({details}). "
+            "Move that folder away (or pass another --runs_dir), or rerun with the settings it was trained with."
+        )
+
+
+def _read_results(results_path: str, directory: str) -> dict[str, Any]:
+    """A finished run's ``results.json``, which must hold per-dataset Recall@1 for the tables."""
+    with open(results_path, encoding="utf-8") as handle:
+        results = json.load(handle)
+    if "recall@1" not in results.get("unified", {}) or "per_dataset" not in results:
+        raise SystemExit(
+            f"--reuse_finished: {results_path} has no per-dataset Recall@1 (evaluated with eval_ks without 1, or "
+            "without dataset ids); evaluate that adapter again with `python -m peft_puma.evaluate --adapter "
+            f"{directory} ... --output {results_path}`, or move the folder away to retrain it."
+        )
+    return results
 
 
 def trained_model(run: dict[str, Any]) -> torch.nn.Module:
@@ -288,43 +276,29 @@ def scores(result: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------- prompt weights
 @torch.no_grad()
 def prompt_weights_by_domain(model: torch.nn.Module, config: Any, batch_size: int = 256) -> dict[str, list[float]]:
-    """Mean prompt-pool weights ``w_m`` (method.md section 3, step 3) of the test images of each domain.
-
-    The query needs the patch-projection output, which a forward hook on that module records while the model embeds
-    the images; the weights are then the pool's own ``prompt_weights`` of that query.
-    """
+    """Mean prompt-pool weights ``w_m`` (docs/method.md section 3, step 3) of the test images of each domain, from
+    the pool's own ``prompt_weights`` (PUMA's model API; only the backbone's embeddings run)."""
     from peft_puma.backbones.loading import load_backbone
     from peft_puma.data.schema import DATASET_COLUMN, TEST_SPLIT
     from peft_puma.data.schema import column_values as column
     from peft_puma.data.transforms import make_eval_transform
     from peft_puma.data.unified import load_unified
     from peft_puma.inference.embedding import dataset_batch_loader
-    from peft_puma.tuners.puma.families import resolve_sites
-    from peft_puma.tuners.puma.prompt_pool import ConditionalPromptPool
 
     test = load_unified(config)[TEST_SPLIT]
     _, processor = load_backbone(config.backbone, config.backbone_format)
     load_batch = dataset_batch_loader(test, make_eval_transform(config.image_size, image_processor=processor))
-    base = model.get_base_model()
-    pool = next(m for m in base.modules() if isinstance(m, ConditionalPromptPool))
-    projection = base.get_submodule(resolve_sites(base).patch_projection)
-    captured: list[torch.Tensor] = []
-    handle = projection.register_forward_hook(lambda module, args, output: captured.append(output))
+    device = next(model.parameters()).device
     model.eval()
-    weights = []
-    try:
-        for start in range(0, test.num_rows, batch_size):
-            captured.clear()
-            model(pixel_values=load_batch(list(range(start, min(start + batch_size, test.num_rows)))))
-            weights.append(pool.prompt_weights(pool.query(captured[-1]), "default"))
-    finally:
-        handle.remove()
-    weights_all = torch.cat(weights)
+    batches = (
+        list(range(start, min(start + batch_size, test.num_rows))) for start in range(0, test.num_rows, batch_size)
+    )
+    weights = torch.cat([model.prompt_weights(load_batch(rows).to(device)).cpu() for rows in batches])
     domains = column(test, DATASET_COLUMN)
     result = {}
     for domain in dict.fromkeys(domains):
         rows = torch.tensor([i for i, d in enumerate(domains) if d == domain])
-        result[domain] = weights_all[rows].mean(dim=0).tolist()
+        result[domain] = weights[rows].mean(dim=0).tolist()
     return result
 
 
@@ -480,33 +454,23 @@ def prompt_preference_summary(weights: dict[str, list[float]]) -> dict[str, Any]
 # ---------------------------------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", required=True, help="JSON file to write")
-    # Flags are spelled with underscores like the trainer's keys; the hyphenated spellings work too.
-    parser.add_argument("--figure_dir", "--figure-dir", help="folder for the sweep and prompt-weight PNGs")
-    parser.add_argument("--config", default=os.path.join(REPO, "configs", "uml_mini.yaml"), help="trainer config")
-    runs_dir = os.path.join(REPO, "runs", "benchmark_accuracy")
-    parser.add_argument("--runs_dir", "--runs-dir", default=runs_dir, help="run folders")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of every run (same for all methods)")
-    parser.add_argument(
-        "--lr_step_epochs", "--lr-step-epochs", type=int, help="lr x0.5 every this many epochs (default: epochs // 2)"
-    )
-    parser.add_argument(
-        "--max_steps", "--max-steps", type=int, help="stop every run after this many steps (smoke runs)"
-    )
-    parser.add_argument("--batch_size", "--batch-size", type=int, help="override per_device_batch_size of the config")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads (default: the cores this process may use)"
-    )
-    parser.add_argument("--keep_probs", "--keep-probs", type=float, nargs="+", default=list(KEEP_PROBS))
-    parser.add_argument("--backbone", help="override the config's backbone")
-    parser.add_argument("--uml_mini_dir", "--uml-mini-dir", help="override the config's uml_mini_dir")
-    parser.add_argument(
-        "--dataset_path", "--dataset-path", help="use this saved DatasetDict instead of UML-mini (smoke tests)"
-    )
-    parser.add_argument(
+    option = functools.partial(add_option, parser)
+    option("--output", required=True, help="JSON file to write")
+    option("--figure_dir", help="folder for the sweep and prompt-weight PNGs")
+    option("--config", default=os.path.join(REPO, "configs", "uml_mini.yaml"), help="trainer config")
+    option("--runs_dir", default=os.path.join(REPO, "runs", "benchmark_accuracy"), help="run folders")
+    option("--epochs", type=int, default=2, help="epochs of every run (same for all methods)")
+    option("--lr_step_epochs", type=int, help="lr x0.5 every this many epochs (default: epochs // 2)")
+    option("--max_steps", type=int, help="stop every run after this many steps (smoke runs)")
+    option("--batch_size", type=int, help="override per_device_batch_size of the config")
+    option("--seeds", type=int, nargs="+", default=[0])
+    option("--threads", type=int, help="torch intra-op threads (default: the cores this process may use)")
+    option("--keep_probs", type=float, nargs="+", default=list(KEEP_PROBS))
+    option("--backbone", help="override the config's backbone")
+    option("--uml_mini_dir", help="override the config's uml_mini_dir")
+    option("--dataset_path", help="use this saved DatasetDict instead of UML-mini (smoke tests)")
+    option(
         "--reuse_finished",
-        "--reuse-finished",
         action="store_true",
         help="read the results of runs whose folder in --runs_dir already holds them with this recipe (an interrupted "
         "benchmark, or runs trained elsewhere, e.g. under accelerate launch) instead of training them again; "
@@ -516,22 +480,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    try:
-        check_json_output(args.output, "benchmark", "a benchmark result")  # before hours of training
-    except ForeignContentError as error:
-        raise SystemExit(f"error: {error}") from None
-    args.threads = args.threads or configure_torch_threads()
-    torch.set_num_threads(args.threads)
+@dataclass
+class Setup:
+    """What every step of the benchmark reads: the arguments, the config (frozen into ``--runs_dir``), the data sizes
+    it loads and the plan of runs."""
+
+    args: argparse.Namespace
+    config_source: str  # the config file given; ``args.config`` is its frozen copy
+    config_text: str
+    base_config: Any
+    sizes: dict[str, dict[str, int]]
+    plan: Plan
+
+
+def set_up(args: argparse.Namespace) -> Setup:
+    """Every run reads one frozen copy of the config: the file may be edited while the benchmark runs, and a change
+    half-way would give the methods different recipes. ``args.config`` is pointed at that copy."""
     from peft_puma.data.unified import dataset_sizes, load_unified
     from peft_puma.training import load_config
 
-    output: dict[str, Any] = {"benchmark": "accuracy", **run_info(args.threads)}
-    # Every run reads one frozen copy of the config: the file may be edited while the benchmark runs, and a change
-    # half-way would give the methods different recipes.
     config_source = args.config
     with open(config_source, encoding="utf-8") as handle:
         config_text = handle.read()
@@ -541,64 +508,87 @@ def main(argv: Sequence[str] | None = None) -> int:
         handle.write(config_text)
     base_config = load_config(args.config, {**base_overrides(args), "output_dir": args.runs_dir})
     sizes = dataset_sizes(load_unified(base_config))
-    plan = Plan(args.seeds, args.keep_probs)
-    output["settings"] = {
-        "config": os.path.relpath(config_source, REPO),
-        "config_text": config_text,
+    return Setup(args, config_source, config_text, base_config, sizes, Plan(args.seeds, args.keep_probs))
+
+
+def settings(setup: Setup) -> dict[str, Any]:
+    """The result's ``settings``: the config as given and as overridden, the data, seeds and runs."""
+    args, config = setup.args, setup.base_config
+    return {
+        "config": os.path.relpath(setup.config_source, REPO),
+        "config_text": setup.config_text,
         "overrides": base_overrides(args),
-        "backbone": base_config.backbone,
-        "data": base_config.uml_mini_dir or base_config.dataset_path,
+        "backbone": config.backbone,
+        "data": config.uml_mini_dir or config.dataset_path,
         "seeds": args.seeds,
         "keep_probs": args.keep_probs,
-        "runs": [spec.name for spec in plan.runs],
+        "runs": [spec.name for spec in setup.plan.runs],
         "model_selection": "final epoch",
         "reuse_finished": args.reuse_finished,
     }
-    output["domain_sizes"] = sizes
-    start = time.perf_counter()
-    print(f"zero-shot evaluation, then {len(plan.runs)} training runs", file=sys.stderr, flush=True)
+
+
+def run_all(setup: Setup, start: float) -> dict[RunSpec, dict[str, Any]]:
+    """Every run of the plan, trained, or read where ``--reuse_finished`` finds it finished."""
     runs: dict[RunSpec, dict[str, Any]] = {}
-    frozen = zero_shot(args)
-    for index, spec in enumerate(plan.runs, 1):
-        print(
-            f"[{index}/{len(plan.runs)}] {spec.name} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True
-        )
-        config = run_config(spec, args, args.runs_dir)
-        reused = finished_run(spec, config, sizes) if args.reuse_finished else None
-        runs[spec] = reused or train_run(spec, config, keep_folder=args.reuse_finished)
-        print(
-            f"    unified {runs[spec]['unified']:.1f} harmonic {runs[spec]['harmonic']:.1f}"
-            + (f" (reused {config.output_dir})" if reused else ""),
-            file=sys.stderr,
-            flush=True,
-        )
+    total = len(setup.plan.runs)
+    for index, spec in enumerate(setup.plan.runs, 1):
+        _progress(f"[{index}/{total}] {spec.name} ({time.perf_counter() - start:.0f} s)")
+        runs[spec] = run_or_reuse(spec, setup)
+        reused = f" (reused {runs[spec]['reused_from']})" if "reused_from" in runs[spec] else ""
+        _progress(f"    unified {runs[spec]['unified']:.1f} harmonic {runs[spec]['harmonic']:.1f}{reused}")
+    return runs
 
-    def rows_for(method: str | None, keep_prob: float | None = None) -> dict[str, Any]:
-        if method is None:
-            return aggregate([frozen])
-        return aggregate([runs[RunSpec(method, seed, keep_prob)] for seed in args.seeds])
 
-    domains = list(frozen["recall_at_1"])
-    output["table2"] = {name: rows_for(method) for name, method in TABLE2.items()}
-    output["table3"] = {name: rows_for(method) for name, method in TABLE3.items()}
-    output["keep_prob_sweep"] = {
-        f"{p:g}": aggregate([runs[Plan.sweep_spec(p, seed)] for seed in args.seeds]) for p in args.keep_probs
+def run_or_reuse(spec: RunSpec, setup: Setup) -> dict[str, Any]:
+    args = setup.args
+    config = run_config(spec, args, args.runs_dir)
+    reused = finished_run(spec, config, setup.sizes) if args.reuse_finished else None
+    return reused or train_run(spec, config, keep_folder=args.reuse_finished)
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def tables(setup: Setup, runs: dict[RunSpec, dict[str, Any]], frozen: dict[str, Any]) -> dict[str, Any]:
+    """Table 2 and Table 3 rows and the keep-probability sweep, each aggregated over the seeds."""
+    seeds = setup.args.seeds
+
+    def row(method: str | None) -> dict[str, Any]:
+        return aggregate([frozen] if method is None else [runs[RunSpec(method, seed)] for seed in seeds])
+
+    return {
+        "table2": {name: row(method) for name, method in TABLE2.items()},
+        "table3": {name: row(method) for name, method in TABLE3.items()},
+        "keep_prob_sweep": {
+            f"{p:g}": aggregate([runs[Plan.sweep_spec(p, seed)] for seed in seeds]) for p in setup.args.keep_probs
+        },
     }
-    puma_run = runs[RunSpec("puma", args.seeds[0])]
-    output["prompt_weights"] = prompt_weights_by_domain(trained_model(puma_run), puma_run["_config"])
-    output["prompt_preference"] = prompt_preference_summary(output["prompt_weights"])
-    # Control: an untrained pool already weighs domains differently (its keys are random and the query is image
-    # statistics); what training adds to that is the question of the paper's Fig. 3.
-    output["prompt_weights_at_init"] = prompt_weights_by_domain(
-        untrained_model(puma_run["_config"]), puma_run["_config"]
-    )
-    output["prompt_preference_at_init"] = prompt_preference_summary(output["prompt_weights_at_init"])
-    output["runs"] = {spec.name: {k: v for k, v in run.items() if not k.startswith("_")} for spec, run in runs.items()}
-    output["zero_shot_run"] = frozen
-    output["elapsed_s"] = time.perf_counter() - start
-    output["load_average_end"] = load_average()
 
+
+def prompt_weight_results(setup: Setup, runs: dict[RunSpec, dict[str, Any]]) -> dict[str, Any]:
+    """The first seed's trained PUMA: its prompt weights per domain and their summary, beside the same for its
+    untrained pool. Control: an untrained pool already weighs domains differently (its keys are random and the query
+    is image statistics); what training adds to that is the question of the paper's Fig. 3."""
+    puma_run = runs[RunSpec("puma", setup.args.seeds[0])]
+    config = puma_run["_config"]
+    trained = prompt_weights_by_domain(trained_model(puma_run), config)
+    at_init = prompt_weights_by_domain(untrained_model(config), config)
+    return {
+        "prompt_weights": trained,
+        "prompt_preference": prompt_preference_summary(trained),
+        "prompt_weights_at_init": at_init,
+        "prompt_preference_at_init": prompt_preference_summary(at_init),
+    }
+
+
+def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
+    """What the script prints: the three tables, the prompt-weight summary and the load."""
+    args, sizes = setup.args, setup.sizes
+    domains = list(output["zero_shot_run"]["recall_at_1"])
     spread = len(args.seeds) > 1
+    preference, at_init = output["prompt_preference"], output["prompt_preference_at_init"]
     text = [
         f"Table 2 shape: R@1 (%) on UML-mini, {args.epochs} epochs, seeds {args.seeds}"
         + (" (mean ± std)" if spread else ""),
@@ -614,28 +604,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep_table(output["keep_prob_sweep"], domains, sizes),
         "",
         "Prompt-pool weights (Fig. 3): top prompt per domain "
-        + ", ".join(f"{d} {m}" for d, m in output["prompt_preference"]["top_prompt"].items())
+        + ", ".join(f"{d} {m}" for d, m in preference["top_prompt"].items())
         + "; between-domain std of the mean weights, averaged over prompts: trained "
-        f"{output['prompt_preference']['between_domain_std_mean']:.4f}, untrained pool "
-        f"{output['prompt_preference_at_init']['between_domain_std_mean']:.4f}.",
+        f"{preference['between_domain_std_mean']:.4f}, untrained pool {at_init['between_domain_std_mean']:.4f}.",
         "",
         f"elapsed {output['elapsed_s']:.0f} s, load average start {output['load_average_start']}, "
         f"end {output['load_average_end']}",
     ]
-    output["markdown"] = "\n".join(text)
+    return "\n".join(text)
+
+
+def write_figures(setup: Setup, output: dict[str, Any]) -> None:
+    """The keep-probability sweep and the prompt-weight heat maps, into ``--figure_dir``."""
+    args, config = setup.args, setup.base_config
+    os.makedirs(args.figure_dir, exist_ok=True)
+    length = f"{args.max_steps} steps" if args.max_steps else f"{args.epochs} epochs"
+    note = f"{os.path.basename(config.uml_mini_dir or config.dataset_path or '')}, {length}, "
+    note += f"seeds {args.seeds}, {output['date'][:10]}"
+    plot_sweep(output["keep_prob_sweep"], setup.sizes, os.path.join(args.figure_dir, "keep_prob_sweep.png"), note)
+    plot_prompt_weights(
+        output["prompt_weights"],
+        output["prompt_weights_at_init"],
+        os.path.join(args.figure_dir, "prompt_weights.png"),
+        f"PUMA seed {args.seeds[0]}, {note}",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    check_output(args.output)  # before hours of training
+    args.threads = args.threads or configure_torch_threads()
+    torch.set_num_threads(args.threads)
+    output: dict[str, Any] = {"benchmark": "accuracy", **run_info(args.threads)}
+    setup = set_up(args)
+    output["settings"] = settings(setup)
+    output["domain_sizes"] = setup.sizes
+    start = time.perf_counter()
+    _progress(f"zero-shot evaluation, then {len(setup.plan.runs)} training runs")
+    frozen = zero_shot(args)
+    runs = run_all(setup, start)
+    output.update(tables(setup, runs, frozen))
+    output.update(prompt_weight_results(setup, runs))
+    output["runs"] = {spec.name: {k: v for k, v in run.items() if not k.startswith("_")} for spec, run in runs.items()}
+    output["zero_shot_run"] = frozen
+    output["elapsed_s"] = time.perf_counter() - start
+    output["load_average_end"] = load_average()
+    output["markdown"] = markdown_report(setup, output)
     write_json_atomically(args.output, output)
     if args.figure_dir:
-        os.makedirs(args.figure_dir, exist_ok=True)
-        length = f"{args.max_steps} steps" if args.max_steps else f"{args.epochs} epochs"
-        note = f"{os.path.basename(base_config.uml_mini_dir or base_config.dataset_path or '')}, {length}, "
-        note += f"seeds {args.seeds}, {output['date'][:10]}"
-        plot_sweep(output["keep_prob_sweep"], sizes, os.path.join(args.figure_dir, "keep_prob_sweep.png"), note)
-        plot_prompt_weights(
-            output["prompt_weights"],
-            output["prompt_weights_at_init"],
-            os.path.join(args.figure_dir, "prompt_weights.png"),
-            f"PUMA seed {args.seeds[0]}, {note}",
-        )
+        write_figures(setup, output)
     print(output["markdown"])
     return 0
 

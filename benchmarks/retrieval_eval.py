@@ -1,12 +1,12 @@
-"""Benchmark: ``evaluate_retrieval`` at the paper's scale on a CPU (issue 3; method.md section 7).
+"""Benchmark: ``evaluate_retrieval`` at the paper's scale on a CPU (arXiv 2309.08944; docs/method.md section 7).
 
 Synthetic 128-d embeddings shaped like the eight test sets of the paper (148.5K images; sizes and class counts below
-are approximations of the real test splits, scaled to ``--num-rows``), every row leave-one-out. One call computes the
+are approximations of the real test splits, scaled to ``--num_rows``), every row leave-one-out. One call computes the
 unified result (all queries against the 150k-row union gallery), the eight dataset-specific results and the harmonic
 mean: the whole Table 2 row. Prints wall time, peak resident memory, machine load and versions.
 
     python benchmarks/retrieval_eval.py                      # 150,000 x 128, backend auto (faiss when installed)
-    python benchmarks/retrieval_eval.py --backend torch --num-rows 50000
+    python benchmarks/retrieval_eval.py --backend torch --num_rows 50000
 
 Not a test: it takes minutes. Figures measured with it are in docs/evaluation.md.
 """
@@ -14,18 +14,26 @@ Not a test: it takes minutes. Figures measured with it are in docs/evaluation.md
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import resource
+import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from peft_puma.evaluation import evaluate_retrieval, format_table_row
-from peft_puma.evaluation.knn import faiss_available, resolve_backend
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Siblings of this script, importable from the folder put on the path above.
+from run_info import cpu_model  # noqa: E402
+from script_options import add_option  # noqa: E402
 
-# (name, approximate test images, test classes): method.md section 7 and the datasets' published sizes.
+from peft_puma.evaluation import evaluate_retrieval, format_table_row  # noqa: E402
+from peft_puma.evaluation.knn import faiss_available, resolve_backend  # noqa: E402
+
+# (name, approximate test images, test classes): docs/method.md section 7 and the datasets' published sizes.
 TEST_SETS = (
     ("CUB", 5_924, 100),
     ("Cars", 8_131, 98),
@@ -49,7 +57,7 @@ def synthetic_test_sets(num_rows: int, dim: int, noise: float, seed: int) -> tup
     sizes = [round(size * num_rows / total) for _, size, _ in TEST_SETS]
     sizes[-1] += num_rows - sum(sizes)
     embeddings, labels, domains = [], [], []
-    first_label = 0  # labels are unique across sets, so --no-domains scores the same unified task
+    first_label = 0  # labels are unique across sets, so --no_domains scores the same unified task
     for (name, _, paper_classes), size in zip(TEST_SETS, sizes):
         num_classes = max(1, min(size // 2, round(paper_classes * num_rows / total)))
         extra = rng.integers(0, num_classes, size - 2 * num_classes)
@@ -63,13 +71,7 @@ def synthetic_test_sets(num_rows: int, dim: int, noise: float, seed: int) -> tup
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}"
+    return f"{cpu_model()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}"
 
 
 def versions() -> str:
@@ -81,18 +83,21 @@ def versions() -> str:
     return ", ".join(found + [f"python {platform.python_version()}"])
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-rows", type=int, default=150_000)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "faiss"))
-    parser.add_argument("--ks", type=int, nargs="+", default=[1])
-    parser.add_argument(
-        "--noise", type=float, default=1.6, help="within-class noise (1.6: unified R@1 in the paper's range)"
-    )
-    parser.add_argument("--no-domains", action="store_true", help="unified result only (no per-dataset searches)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    option = functools.partial(add_option, parser)
+    option("--num_rows", type=int, default=150_000)
+    option("--dim", type=int, default=128)
+    option("--backend", default="auto", choices=("auto", "torch", "faiss"))
+    option("--ks", type=int, nargs="+", default=[1])
+    option("--noise", type=float, default=1.6, help="within-class noise (1.6: unified R@1 in the paper's range)")
+    option("--no_domains", action="store_true", help="unified result only (no per-dataset searches)")
+    option("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
 
     embeddings, labels, domains = synthetic_test_sets(args.num_rows, args.dim, args.noise, args.seed)
     backend = resolve_backend(args.backend, torch.device("cpu"))

@@ -1,7 +1,8 @@
 """What every benchmark result records about where and how it was measured: machine, versions, load, commit.
 
 The cores of the project's machines are shared between engineers, so a timing means little without the load it was
-taken under; both benchmark scripts (``cost.py``, ``accuracy.py``) write :func:`run_info` before and the load after.
+taken under; both benchmark scripts (``cost.py``, ``accuracy.py``) write :func:`run_info` before and the load after,
+and check with :func:`check_output` that their output file may be written before they start.
 """
 
 from __future__ import annotations
@@ -87,3 +88,16 @@ def run_info(torch_threads: int) -> dict[str, Any]:
         "git_commit": git_commit(),
         "load_average_start": load_average(),
     }
+
+
+def check_output(path: str) -> None:
+    """Stop the script before any work when ``path`` cannot take its result: a folder, a missing parent folder (made
+    here), or a file that is not a benchmark result of peft_puma (``peft_puma.owned_paths.check_json_output``)."""
+    from peft_puma.errors import ForeignContentError
+    from peft_puma.owned_paths import check_json_output
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        check_json_output(path, "benchmark", "a benchmark result")
+    except ForeignContentError as error:
+        raise SystemExit(f"error: {error}") from None

@@ -39,7 +39,7 @@ from ..inference.embedding import evaluate_split
 from ..inference.run_file import write_run_file
 from ..losses import make_loss
 from . import checkpoint as ckpt
-from .arguments import RUN_CONTROL_KEYS, TrainingConfig
+from .arguments import TrainingConfig
 from .methods import MethodOptions, build_model
 from .report import (
     RESULTS_FILE,
@@ -51,6 +51,7 @@ from .report import (
     start_up_summary,
     write_outputs,
 )
+from .same_run import RunIdentity, run_differences
 from .step import StepLosses, TrainingStep, build_training_step
 
 logger = logging.getLogger(__name__)
@@ -249,13 +250,13 @@ def _resume(config: TrainingConfig, accelerator: Any, run: _Run) -> _Position:
     for index, path in enumerate(candidates):
         try:
             state = ckpt.read_trainer_state(path)
-            _check_same_run(config, state.get("config", {}), path)
             if state.get("num_processes", accelerator.num_processes) != accelerator.num_processes:
                 raise IncompatibleCheckpointError(
                     f"The checkpoint {path} was written by {state['num_processes']} process(es), this run has "
                     f"{accelerator.num_processes}: the global batch, hence the data order, would change. Resume with "
                     "the same number of processes."
                 )
+            _check_same_run(config, state, path, run)
             ckpt.load_checkpoint(accelerator, path)
         except ckpt.CorruptCheckpointError as error:
             if index + 1 == len(candidates):
@@ -273,11 +274,14 @@ def _progress(state: dict[str, Any], run: _Run) -> str:
     return f"step {state['step']} of {run.total_steps}, epoch {state['epoch'] + 1} batch {state['batch_in_epoch'] + 1}"
 
 
-def _check_same_run(config: TrainingConfig, saved: dict[str, Any], path: str) -> None:
-    current = config.to_dict()
-    changed = sorted(k for k in saved if k not in RUN_CONTROL_KEYS and saved.get(k) != current.get(k))
+def _check_same_run(config: TrainingConfig, state: dict[str, Any], path: str, run: _Run) -> None:
+    """The checkpoint must be of this run (the rule of :mod:`.same_run`; its length may change)."""
+    processes = state.get("num_processes", run.info.num_processes)
+    saved = RunIdentity(state.get("config", {}), processes, state.get("data_sizes"))
+    wanted = RunIdentity(config.to_dict(), run.info.num_processes, run.info.sizes)
+    changed = run_differences(saved, wanted, finished=False)
     if changed:
-        details = ", ".join(f"{k}: {saved[k]!r} -> {current.get(k)!r}" for k in changed[:5])
+        details = ", ".join(f"{d.key}: {d.saved!r} -> {d.wanted!r}" for d in changed[:5])
         raise IncompatibleCheckpointError(
             f"The checkpoint {path} was written by a run with other settings ({details}); resuming would not continue "
             "that run. Restore those settings or start a new output_dir."
@@ -368,6 +372,7 @@ def _save(config: TrainingConfig, accelerator: Any, run: _Run, position: _Positi
         "batch_in_epoch": position.batch_in_epoch,
         "num_processes": accelerator.num_processes,
         "config": config.to_dict(),
+        "data_sizes": run.info.sizes,  # a resume checks that it continues on the same data
     }
     ckpt.save_checkpoint(accelerator, config.output_dir, position.step, state, config.save_total_limit)
 

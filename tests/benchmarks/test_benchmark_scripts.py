@@ -31,11 +31,13 @@ ACCURACY_TABLE3 = (
 )
 
 
-def _run_script(name: str, *args: str) -> None:
+def _run_script(name: str, *args: str) -> str:
+    """Run ``benchmarks/<name>`` as a user would; its standard output."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, os.path.join(REPO, "benchmarks", name), *args]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
 
 
 def _positive(value: float) -> bool:
@@ -59,10 +61,11 @@ def _training_fixtures():
 
 # ---------------------------------------------------------------------------------------------------- cost
 @pytest.fixture(scope="module")
-def cost(tmp_path_factory) -> tuple[dict, str]:
+def cost(tmp_path_factory) -> tuple[dict, str, str]:
+    """The smoke run's JSON, figure path and printed report."""
     folder = tmp_path_factory.mktemp("cost")
     output, figure = str(folder / "cost.json"), str(folder / "cost.png")
-    _run_script(
+    printed = _run_script(
         "cost.py",
         *("--shape", "tiny", "--output", output, "--figure", figure, "--num_classes", "10"),
         *("--train_batch_size", "2", "--infer_batch_size", "2", "--warmup", "1", "--repeats", "2"),
@@ -71,11 +74,11 @@ def cost(tmp_path_factory) -> tuple[dict, str]:
         *("--compile_methods", "frozen", "puma", "--compile_backend", "aot_eager"),
     )
     with open(output, encoding="utf-8") as handle:
-        return json.load(handle), figure
+        return json.load(handle), figure, printed
 
 
 def test_cost_reports_every_method_with_finite_numbers_of_the_right_sign(cost) -> None:
-    result, _ = cost
+    result = cost[0]
     assert tuple(result["methods"]) == COST_METHODS
     for name, entry in result["methods"].items():
         trained = name != "frozen"
@@ -89,7 +92,7 @@ def test_cost_reports_every_method_with_finite_numbers_of_the_right_sign(cost) -
 
 
 def test_cost_ratios_are_computed_from_the_reported_measurements(cost) -> None:
-    result, _ = cost
+    result = cost[0]
     methods, ratios = result["methods"], result["ratios"]
     for name in COST_METHODS:
         assert ratios[name]["infer_vs_frozen"] == pytest.approx(methods[name]["infer_s"] / methods["frozen"]["infer_s"])
@@ -107,7 +110,7 @@ def test_cost_ratios_are_computed_from_the_reported_measurements(cost) -> None:
 def test_cost_trainable_parameters_are_those_of_the_trainer(cost) -> None:
     """The benchmark builds every method through the training package: full FT trains the most, the linear head the
     least, and PUMA exactly its adapters + prompt pool + head."""
-    result, _ = cost
+    result = cost[0]
     params = {name: entry["trainable_params"] for name, entry in result["methods"].items()}
     assert params["linear"] < params["prompt"] < params["puma"] < params["full_ft"]
     assert params["static_adapter"] + params["prompt"] - params["linear"] < params["puma"]  # + the pool's keys
@@ -117,7 +120,7 @@ def test_cost_trainable_parameters_are_those_of_the_trainer(cost) -> None:
 def test_cost_measures_puma_and_full_ft_with_activation_checkpointing(cost) -> None:
     """Two more training rows: the same methods with the trainer's activation_checkpointing switch on, their
     parameters unchanged, and the like-for-like memory ratio computed from them."""
-    result, _ = cost
+    result = cost[0]
     rows = result["activation_checkpointing"]
     assert set(rows) == {"puma_checkpointed", "full_ft_checkpointed"}
     for name, plain in (("puma_checkpointed", "puma"), ("full_ft_checkpointed", "full_ft")):
@@ -128,35 +131,94 @@ def test_cost_measures_puma_and_full_ft_with_activation_checkpointing(cost) -> N
     assert ratios["both_checkpointed_train_step_puma_vs_full_ft"] == pytest.approx(
         rows["puma_checkpointed"]["train_step_s"] / rows["full_ft_checkpointed"]["train_step_s"]
     )
-    assert (
-        result["targets"]["both_checkpointed_train_peak_puma_vs_full_ft"]["value"]
-        == (ratios["both_checkpointed_train_peak_puma_vs_full_ft"])
-    )
+    peak, base = rows["puma_checkpointed"]["train_peak_mb"], rows["full_ft_checkpointed"]["train_peak_mb"]
+    assert ratios["both_checkpointed_train_peak_puma_vs_full_ft"] == (pytest.approx(peak / base) if base else None)
 
 
-def test_cost_reports_overhead_shares_scaling_targets_and_where_it_ran(cost) -> None:
-    result, figure = cost
+def test_cost_reports_overhead_shares_scaling_headline_ratios_and_where_it_ran(cost) -> None:
+    result, figure, printed = cost
     for phase in ("inference", "training"):
         assert set(result["puma_overhead"][phase]) >= {"puma_extra_s", "prompts_extra_s", "adapters_extra_s"}
     for key in ("image_size", "infer_batch_size", "train_batch_size"):
         assert result["scaling"][key], key
     for row in result["scaling"]["image_size"]:
-        assert _positive(row["puma_infer_s"]) and _positive(row["frozen_infer_s"])
-    assert set(result["targets"]) == {
-        "puma_infer_vs_frozen",
-        "puma_train_step_vs_full_ft",
-        "puma_train_peak_vs_full_ft",
-        "both_checkpointed_train_peak_puma_vs_full_ft",
-        "puma_adapter_mb",
-    }
-    for target in result["targets"].values():  # no verdict only where nothing could be measured (a zero rise)
-        assert isinstance(target["met"], bool) or (target["met"] is None and target["value"] is None), target
+        assert _positive(row["infer_s"]["puma"]) and _positive(row["infer_s"]["frozen"])
+        assert row["puma_infer_vs_frozen"] == pytest.approx(row["infer_s"]["puma"] / row["infer_s"]["frozen"])
+    for row in result["scaling"]["train_batch_size"]:
+        assert set(row["train_step_s_per_image"]) == {"puma", "full_ft"}  # the frozen backbone is not trained
+    # No acceptance targets in the result: they are prose in docs/benchmarks.md; the script prints the ratios.
+    assert "targets" not in result
+    puma = result["ratios"]["puma"]
+    for text, value in (
+        ("PUMA inference time per image / frozen backbone", puma["infer_vs_frozen"]),
+        ("PUMA training step time / full fine-tuning", puma["train_step_vs_full_ft"]),
+        ("PUMA adapter file (MB)", result["methods"]["puma"]["adapter_mb"]),
+    ):
+        assert f"{text}: {value:,.3f}" in printed, text
     assert result["versions"]["torch"] and result["machine"]["cpu"] and len(result["load_average_end"]) == 3
     assert os.path.getsize(figure) > 0
 
 
+def test_cost_times_the_trainers_own_step(cost) -> None:
+    """The step timed is ``peft_puma.training.step.TrainingStep`` with the recipe's defaults, through accelerate:
+    backward goes through the accelerator (so fp16 gets its gradient scaling), the weights and the schedule move."""
+    assert cost[0]["settings"]["training_step"].startswith("peft_puma.training.step.TrainingStep, TrainingConfig")
+    code = """
+import sys
+import torch
+sys.path.insert(0, "benchmarks")
+from cost_models import SHAPES, Runtime, build_method, make_batch, training_step
+from peft_puma.training.step import TrainingStep
+
+step = training_step(build_method("puma", SHAPES["tiny"].vit(), "cpu"), 10, Runtime())
+assert type(step) is TrainingStep, type(step)
+backward, calls = step.accelerator.backward, []
+step.accelerator.backward = lambda loss: (calls.append(loss), backward(loss))
+before = [p.detach().clone() for p in step.trainable]
+losses = step(*make_batch(2, 32, 10, 0))
+assert len(calls) == 1 and calls[0] is losses.total and torch.isfinite(losses.total)
+assert any(not torch.equal(old, new) for old, new in zip(before, step.trainable))
+assert step.scheduler.last_epoch == 1 and step.objective.training
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("script", "underscored"),
+    [
+        ("cost.py", ["--output", "x.json", "--train_batch_size", "3", "--no_memory"]),
+        ("accuracy.py", ["--output", "x.json", "--max_steps", "3", "--reuse_finished"]),
+        ("retrieval_eval.py", ["--num_rows", "3", "--no_domains"]),
+    ],
+)
+def test_flags_are_underscored_with_hidden_hyphenated_aliases(script, underscored, capsys) -> None:
+    module = _load_script(script)
+    hyphenated = [token.replace("_", "-") if token.startswith("--") else token for token in underscored]
+    assert vars(module.parse_args(underscored)) == vars(module.parse_args(hyphenated))
+    with pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    shown = capsys.readouterr().out
+    assert all(flag in shown for flag in underscored if flag.startswith("--"))
+    assert not [word for word in shown.split() if word.startswith("--") and "-" in word[2:]], shown
+
+
+def _load_script(name: str):
+    path = os.path.join(REPO, "benchmarks", name)
+    spec = importlib.util.spec_from_file_location(f"benchmark_script_{name[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cost_refuses_fp16_on_a_cpu() -> None:
+    with pytest.raises(SystemExit):
+        _load_script("cost.py").parse_args(["--output", "x.json", "--precision", "fp16"])
+
+
 def test_cost_times_compiled_inference_beside_eager(cost) -> None:
-    result, _ = cost
+    result = cost[0]
     compiled = result["compiled_inference"]
     assert list(compiled) == ["frozen", "puma"]
     for name, entry in compiled.items():

@@ -1,0 +1,82 @@
+"""Whether a saved run is the run one wants: one rule for resuming a checkpoint and for reusing a finished run.
+
+Two runs are the same run when they agree on
+
+- the recipe: every config key except :data:`~peft_puma.training.arguments.RUN_CONTROL_KEYS` (the output folder,
+  logging, checkpoint cadence, data paths, workers, activation checkpointing: how a run is steered, not what it
+  learns) and ``per_device_batch_size``, which is compared as
+- the global batch, ``per_device_batch_size x processes``: four processes of 45 train the run of one process of 180
+  (the loss sees the gathered global batch, docs/method.md section 6);
+- the data: images and classes per dataset, where both sides record them (the paths may differ between machines);
+- for a finished run, its length (``epochs``, ``max_steps``): it is part of what the run learnt, whereas a checkpoint
+  may be resumed towards another end.
+
+The trainer's ``resume`` (``peft_puma.training.loop``) and ``benchmarks/accuracy.py --reuse_finished`` both call
+:func:`run_differences`; each words its own refusal from the differences.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .arguments import RUN_CONTROL_KEYS
+
+RUN_LENGTH_KEYS: frozenset[str] = frozenset({"epochs", "max_steps"})
+GLOBAL_BATCH = "global batch (per_device_batch_size x processes)"
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What decides whether two runs are one: the flat config (``TrainingConfig.to_dict()``, or its JSON as a run
+    file or checkpoint stores it), the number of processes and, where recorded, the data sizes per dataset."""
+
+    config: Mapping[str, Any]
+    num_processes: int = 1
+    data_sizes: Mapping[str, Mapping[str, int]] | None = None
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One key in which the saved run differs from the wanted one (a nested entry is named ``section.key``)."""
+
+    key: str
+    saved: Any
+    wanted: Any
+
+
+def run_differences(saved: RunIdentity, wanted: RunIdentity, *, finished: bool) -> list[Difference]:
+    """The differences that make ``saved`` another run than ``wanted`` (none: the same run); ``finished``: ``saved``
+    is a finished run, whose length counts. A key only one side records is a difference."""
+    ignored = (RUN_CONTROL_KEYS - RUN_LENGTH_KEYS if finished else RUN_CONTROL_KEYS) | {"per_device_batch_size"}
+    old, new = _as_json(saved.config), _as_json(wanted.config)
+    differences = [
+        difference
+        for key in sorted(set(old) | set(new))
+        if key not in ignored and old.get(key) != new.get(key)
+        for difference in _flat(key, old.get(key), new.get(key))
+    ]
+    old_batch = (old.get("per_device_batch_size") or 0) * saved.num_processes
+    new_batch = (new.get("per_device_batch_size") or 0) * wanted.num_processes
+    if old_batch != new_batch:
+        differences.append(Difference(GLOBAL_BATCH, old_batch, new_batch))
+    if saved.data_sizes is not None and wanted.data_sizes is not None:
+        old_sizes, new_sizes = _as_json(saved.data_sizes), _as_json(wanted.data_sizes)
+        if old_sizes != new_sizes:
+            differences += _flat("data_sizes", old_sizes, new_sizes)
+    return differences
+
+
+def _as_json(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The mapping as JSON stores it (tuples become lists), so that a live config compares equal to its file."""
+    return json.loads(json.dumps(dict(values)))
+
+
+def _flat(key: str, old: Any, new: Any) -> list[Difference]:
+    """Mappings (``puma``, ``loss_options``, the data sizes) entry by entry, so that a refusal names what differs."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [Difference(key, old, new)]
+    entries = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return [Difference(f"{key}.{entry}", old.get(entry), new.get(entry)) for entry in entries]
