@@ -614,6 +614,29 @@ def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
     return "\n".join(text)
 
 
+def write_retrieval_comparison(setup: Setup, runs: dict[RunSpec, dict[str, Any]], path: str) -> None:
+    """The frozen backbone, full fine-tuning and PUMA of the first seed on the same seeded test queries, one row per
+    query and model (``peft_puma.search.examples``). The frozen backbone is PUMA's model with its adapter off."""
+    from peft_puma.backbones.loading import load_backbone
+    from peft_puma.data.schema import TEST_SPLIT
+    from peft_puma.data.transforms import make_eval_transform
+    from peft_puma.data.unified import load_unified
+    from peft_puma.inference.embedding import embed_split
+    from peft_puma.inference.loading import AdaptersOff
+    from peft_puma.search.examples import write_retrieval_examples
+
+    seed = setup.args.seeds[0]
+    puma_run = runs[RunSpec("puma", seed)]
+    config = puma_run["_config"]
+    test = load_unified(config)[TEST_SPLIT]
+    _, processor = load_backbone(config.backbone, config.backbone_format)
+    transform = make_eval_transform(config.image_size, image_processor=processor)
+    puma = trained_model(puma_run)
+    models = {"frozen": AdaptersOff(puma), "full FT": trained_model(runs[RunSpec("full_finetune", seed)]), "PUMA": puma}
+    embeddings = {name: embed_split(model.eval(), test, transform, progress=False) for name, model in models.items()}
+    write_retrieval_examples(path, embeddings, test, seed=seed)
+
+
 def write_figures(setup: Setup, output: dict[str, Any]) -> None:
     """The keep-probability sweep and the prompt-weight heat maps, into ``--figure_dir``."""
     args, config = setup.args, setup.base_config
@@ -654,6 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json_atomically(args.output, output)
     if args.figure_dir:
         write_figures(setup, output)
+        write_retrieval_comparison(setup, runs, os.path.join(args.figure_dir, "retrieval_examples.png"))
     print(output["markdown"])
     return 0
 

@@ -35,9 +35,10 @@ from ..data.transforms import make_eval_transform, make_train_transform
 from ..data.unified import dataset_sizes, describe_source, load_unified
 from ..errors import IncompatibleCheckpointError, PUMAError
 from ..evaluation.table import results_markdown
-from ..inference.embedding import evaluate_split
+from ..inference.embedding import embed_split, score_split
 from ..inference.run_file import write_run_file
 from ..losses import make_loss
+from ..search.examples import EXAMPLES_FILE, write_retrieval_examples
 from . import checkpoint as ckpt
 from .arguments import TrainingConfig
 from .methods import MethodOptions, build_model
@@ -387,17 +388,21 @@ def _maybe_evaluate_epoch(config: TrainingConfig, accelerator: Any, run: _Run, p
     run.objective.train()
 
 
-def _evaluate(config: TrainingConfig, accelerator: Any, run: _Run) -> dict[str, Any]:
+def _evaluate(config: TrainingConfig, accelerator: Any, run: _Run, examples: str | None = None) -> dict[str, Any]:
+    """Scores of the test split; with ``examples``, also the retrieval examples sheet there (main process)."""
     model = accelerator.unwrap_model(run.objective).model
-    return evaluate_split(
+    test = run.data[TEST_SPLIT]
+    embeddings = embed_split(
         model,
-        run.data[TEST_SPLIT],
+        test,
         run.eval_transform,
-        ks=config.eval_ks,
         batch_size=config.eval_batch_size,
         accelerator=accelerator,
         progress=config.progress_bar,
     )
+    if examples and accelerator.is_main_process:
+        write_retrieval_examples(examples, {config.method: embeddings}, test, seed=config.seed)
+    return score_split(embeddings, test, config.eval_ks)
 
 
 def _log_eval(config: TrainingConfig, accelerator: Any, result: dict[str, Any], step: int) -> None:
@@ -419,13 +424,17 @@ def _append_log(config: TrainingConfig, accelerator: Any, values: dict[str, Any]
 
 # ------------------------------------------------------------------------------------------------------------ finish
 def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> TrainResult:
-    result = _evaluate(config, accelerator, run)
+    examples = os.path.join(config.output_dir, EXAMPLES_FILE)
+    result = _evaluate(config, accelerator, run, examples=examples)
     table = results_markdown(result, "Results of the final epoch")
     _log_eval(config, accelerator, result, position.step)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(run.objective).model
         write_outputs(config, model, result, table, run.info)
-        accelerator.print(f"\n{table}\n\nAdapter saved to {os.path.abspath(config.output_dir)}")
+        accelerator.print(
+            f"\n{table}\n\nRetrieval examples: {os.path.abspath(examples)}\n"
+            f"Adapter saved to {os.path.abspath(config.output_dir)}"
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     if config.push_to_hub and accelerator.is_main_process:

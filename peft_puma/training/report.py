@@ -22,6 +22,7 @@ from torch import nn
 
 from ..inference.run_file import RUN_FILE, RunRecord, write_run_file
 from ..owned_paths import OwnedLayout
+from ..search.examples import EXAMPLES_FILE
 from ..tuners.puma.model_card import update_model_card
 from .checkpoint import CHECKPOINTS
 from .methods import BACKBONE_FOLDER, LORA_FOLDER, save_trained
@@ -35,7 +36,7 @@ RUN_LAYOUT = OwnedLayout.of(
     signature=[RUN_FILE, TRAIN_LOG, CHECKPOINTS],
     others=[
         "adapter_config.json", "adapter_model.safetensors", "README.md", RESULTS_FILE, "logs", LORA_FOLDER,
-        BACKBONE_FOLDER,
+        BACKBONE_FOLDER, EXAMPLES_FILE,
     ],
 )  # fmt: skip
 
@@ -127,6 +128,9 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
             "### Results",
             "",
             table,
+            "",
+            f"Retrieval examples (seeded test queries per dataset and their top 5 in the unified gallery; green: same "
+            f"class): [{EXAMPLES_FILE}]({EXAMPLES_FILE})",
         ]
     )
     update_model_card(directory, model.peft_config["default"], extra=card)

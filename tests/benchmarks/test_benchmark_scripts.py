@@ -284,6 +284,12 @@ def test_accuracy_reports_prompt_weights_per_domain_and_figures(accuracy) -> Non
     assert "| frozen |" in result["markdown"]
     for name in ("keep_prob_sweep.png", "prompt_weights.png"):
         assert os.path.getsize(os.path.join(figures, name)) > 0
+    from PIL import Image
+
+    from peft_puma.search.grid import DEFAULT_THUMBNAIL, grid_size
+
+    with Image.open(os.path.join(figures, "retrieval_examples.png")) as sheet:  # frozen, full FT, PUMA per query
+        assert sheet.size == grid_size(2 * len(result["domain_sizes"]) * 3, 6, DEFAULT_THUMBNAIL)
 
 
 def _accuracy_args(folder, runs_dir: str, output: str) -> list[str]:

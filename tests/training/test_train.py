@@ -33,6 +33,17 @@ def test_outputs_are_the_adapter_results_and_logs(finished_run):
     assert list(saved["per_dataset"]) == ["stripes", "colours", "shop"]
     card = open(os.path.join(config.output_dir, "README.md")).read()
     assert "| stripes | colours | shop | Unified | Harmonic |" in card and "final epoch" in card
+    assert "[retrieval_examples.png](retrieval_examples.png)" in card
+
+
+def test_a_run_leaves_its_retrieval_examples_sheet(finished_run):
+    from PIL import Image
+
+    from peft_puma.search.grid import DEFAULT_THUMBNAIL, grid_size
+
+    config, _ = finished_run
+    with Image.open(os.path.join(config.output_dir, "retrieval_examples.png")) as sheet:
+        assert sheet.size == grid_size(6, 6, DEFAULT_THUMBNAIL)  # 2 seeded queries per dataset, each with its top 5
     assert os.listdir(os.path.join(config.output_dir, "logs", "peft_puma"))  # TensorBoard events
     assert [step for step, _ in complete_checkpoints(config.output_dir)] == [28, 32]  # save_total_limit 2
 
