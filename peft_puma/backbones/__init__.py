@@ -5,20 +5,16 @@ Exports load lazily, so ``import peft_puma.backbones`` costs nothing until a loa
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy_exports import lazy_exports
 
 _EXPORTS = {
-    "load_timm_vit": "timm_vit",
-    "load_timm_vit_with_processor": "timm_vit",
-    "convert_timm_vit_checkpoint": "timm_vit",
-    "convert_timm_vit_state_dict": "timm_vit",
+    "load_timm_vit": ".timm_vit",
+    "load_timm_vit_with_processor": ".timm_vit",
+    "convert_timm_vit_checkpoint": ".timm_vit",
+    "convert_timm_vit_state_dict": ".timm_vit",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

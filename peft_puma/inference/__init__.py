@@ -3,7 +3,8 @@
 - :mod:`.loading`: :func:`load_for_inference` (a run's folder, or the zero-shot backbone, as a model in eval mode with
   its image processor), :class:`AdaptersOff`, :func:`check_adapter_source`;
 - :mod:`.embedding`: :func:`embed_images` (rows in, ``(N, D)`` embeddings in row order on every process),
-  :func:`dataset_batch_loader`, :func:`evaluate_split` (the paper's table on a test split, docs/method.md section 7);
+  :func:`dataset_batch_loader`, :func:`embed_split` / :func:`score_split` / :func:`evaluate_split` (the paper's table
+  on a test split, docs/method.md section 7);
 - :mod:`.run_file`: ``peft_puma_training.json``, written by the trainer and read by evaluation, embedding, search and
   the benchmarks, as a :class:`RunRecord`.
 
@@ -13,32 +14,26 @@ Used by ``python -m peft_puma.train`` (final evaluation), ``peft_puma.evaluate``
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy_exports import lazy_exports
 
 # Loaded on first use (import time): reading a run file must not load the model and embedding code.
 _EXPORTS = {
-    "ADAPTER_FILES": "loading",
-    "AdaptersOff": "loading",
-    "check_adapter_source": "loading",
-    "load_for_inference": "loading",
-    "dataset_batch_loader": "embedding",
-    "embed_images": "embedding",
-    "evaluate_split": "embedding",
-    "RUN_FILE": "run_file",
-    "RunRecord": "run_file",
-    "read_run_file": "run_file",
-    "write_run_file": "run_file",
+    "ADAPTER_FILES": ".loading",
+    "AdaptersOff": ".loading",
+    "check_adapter_source": ".loading",
+    "load_for_inference": ".loading",
+    "dataset_batch_loader": ".embedding",
+    "embed_images": ".embedding",
+    "embed_split": ".embedding",
+    "evaluate_split": ".embedding",
+    "score_split": ".embedding",
+    "RUN_FILE": ".run_file",
+    "RunRecord": ".run_file",
+    "read_run_file": ".run_file",
+    "write_run_file": ".run_file",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
