@@ -47,6 +47,7 @@ from .data.transforms import make_eval_transform
 from .errors import ForeignContentError, InvalidConfigError, InvalidInputError, PUMAError
 from .inference.embedding import dataset_batch_loader, embed_images
 from .inference.loading import load_for_inference
+from .inference.options import add_image_source_options, add_model_options
 
 _ROW_FIELDS = {"dataset": "datasets", "role": "roles"}  # dataset columns kept in the file's metadata
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -315,14 +316,8 @@ def _report_skipped(folder: str, check: ImageCheck) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m peft_puma.embed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--adapter", help="trained adapter folder (the training output_dir)")
-    parser.add_argument("--backbone", help="backbone source (default: the one the adapter was trained on)")
-    parser.add_argument("--backbone_format", default=None, help="auto, transformers or timm")
-    parser.add_argument("--zero_shot", action="store_true", help="embed with the frozen backbone (adapter off)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", help="folder of image files (searched recursively)")
-    source.add_argument("--dataset", help="a dataset saved with save_to_disk (a Dataset or a DatasetDict)")
-    parser.add_argument("--split", default="test", help="split of a DatasetDict (default: test)")
+    add_model_options(parser, "embed")
+    add_image_source_options(parser)
     parser.add_argument("--output", required=True, help="embeddings file to write (.safetensors)")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--image_size", type=int, default=None, help="default: the adapter's training resolution")

@@ -27,6 +27,7 @@ from .errors import PUMAError
 from .evaluation.table import results_markdown
 from .inference.embedding import embed_split, score_split
 from .inference.loading import load_for_inference
+from .inference.options import add_model_options
 from .owned_paths import check_json_output, write_json_atomically
 from .search.examples import write_retrieval_examples
 from .search.grid import check_grid_output
@@ -79,10 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         epilog="Data: --dataset_path DIR | --uml_mini_dir DIR | --dataset_roots.NAME PATH ...; --datasets '[a, b]'.",
     )
-    parser.add_argument("--adapter", help="trained adapter folder (the training output_dir)")
-    parser.add_argument("--backbone", help="backbone source (default: the one the adapter was trained on)")
-    parser.add_argument("--backbone_format", default=None, help="auto, transformers or timm")
-    parser.add_argument("--zero_shot", action="store_true", help="evaluate the frozen backbone (adapter off)")
+    add_model_options(parser, "evaluate")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="k of Recall@k (default 1 2 4 8)")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--output", help="write the results mapping here (JSON)")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from ..embed import ON_ERROR_CHOICES
 from ..errors import PUMAError
+from ..inference.options import add_image_source_options, add_model_options
 from .grid import DEFAULT_THUMBNAIL
 from .index import INDEX_TYPES
 
@@ -26,14 +27,8 @@ _ON_ERROR_HELP = (
 
 def _index_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("index", help="embed a gallery and write its search index folder")
-    parser.add_argument("--adapter", help="trained adapter folder (the training output_dir)")
-    parser.add_argument("--backbone", help="backbone source (default: the one the adapter was trained on)")
-    parser.add_argument("--backbone_format", default=None, help="auto, transformers or timm")
-    parser.add_argument("--zero_shot", action="store_true", help="embed with the frozen backbone (adapter off)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", help="folder of image files (searched recursively)")
-    source.add_argument("--dataset", help="a dataset saved with save_to_disk (a Dataset or a DatasetDict)")
-    parser.add_argument("--split", default="test", help="split of a DatasetDict (default: test)")
+    add_model_options(parser, "embed")
+    add_image_source_options(parser)
     parser.add_argument("--output", required=True, help="index folder to write (new, empty, or an index)")
     parser.add_argument("--index", default="flat", choices=INDEX_TYPES, help="flat (exact, default), hnsw or ivf")
     parser.add_argument("--hnsw_m", type=int, help="hnsw: links per vector (default 32)")

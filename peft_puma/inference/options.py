@@ -1,0 +1,22 @@
+"""Command-line options shared by the commands that run a trained model (``evaluate``, ``embed``, ``search index``):
+which model, and which images. One definition, so the commands spell and explain them alike."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_options(parser: argparse.ArgumentParser, use: str = "embed") -> None:
+    """``--adapter``, ``--backbone``, ``--backbone_format``, ``--zero_shot``; ``use`` completes the last one's help."""
+    parser.add_argument("--adapter", help="trained adapter folder (the training output_dir)")
+    parser.add_argument("--backbone", help="backbone source (default: the one the adapter was trained on)")
+    parser.add_argument("--backbone_format", default=None, help="auto, transformers or timm")
+    parser.add_argument("--zero_shot", action="store_true", help=f"{use} with the frozen backbone (adapter off)")
+
+
+def add_image_source_options(parser: argparse.ArgumentParser) -> None:
+    """``--images DIR`` or ``--dataset DIR`` (exactly one), and ``--split`` of a dataset."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="folder of image files (searched recursively)")
+    source.add_argument("--dataset", help="a dataset saved with save_to_disk (a Dataset or a DatasetDict)")
+    parser.add_argument("--split", default="test", help="split of a DatasetDict (default: test)")
