@@ -164,7 +164,7 @@ def _named(folder: str, bad: Sequence[UnreadableImage]) -> str:
     return shown + (f"; and {more} more" if more > 0 else "")
 
 
-def _require_readable(
+def require_readable(
     folder: str, check: ImageCheck, on_error: str = "stop", *, skip_hint: str = 'on_error="skip"'
 ) -> list[str]:
     """Raise ``InvalidInputError`` (one line, naming the files) when ``check`` has unreadable images and
@@ -205,7 +205,7 @@ def embed_folder(
     ``checked.bad`` lists them.
     """
     check = checked if checked is not None else check_images(folder, accelerator=accelerator, progress=progress)
-    paths = _require_readable(folder, check, on_error)
+    paths = require_readable(folder, check, on_error)
 
     def load_batch(rows: list[int]) -> torch.Tensor:
         images = []
@@ -298,8 +298,14 @@ def load_embeddings(path: str) -> dict[str, Any]:
     return result
 
 
-def _load_split(path: str, split: str) -> Any:
-    data = datasets.load_from_disk(path)
+def load_split(path: str, split: str) -> Any:
+    """The ``split`` of a dataset saved with ``save_to_disk`` (a plain ``Dataset`` is its own only split)."""
+    if not os.path.isdir(path):
+        raise InvalidInputError(f"The dataset folder {path!r} does not exist (give a folder saved with save_to_disk).")
+    try:
+        data = datasets.load_from_disk(path)
+    except FileNotFoundError as error:  # a folder that is not a saved dataset
+        raise InvalidInputError(f"{path!r} is not a dataset saved with save_to_disk ({error}).") from None
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
             raise InvalidInputError(f"{path} has splits {list(data)}, not {split!r}.")
@@ -307,7 +313,7 @@ def _load_split(path: str, split: str) -> Any:
     return data
 
 
-def _report_skipped(folder: str, check: ImageCheck) -> None:
+def report_skipped(folder: str, check: ImageCheck) -> None:
     total = len(check.good) + len(check.bad)
     lines = [f"warning: skipped {len(check.bad)} of {total} image file(s) under {folder!r} that cannot be read:"]
     lines += [f"  {os.path.join(folder, item.path)}: {item.reason}" for item in check.bad]
@@ -340,8 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.images:  # before the model loads: a bad file stops the run at once, and every process agrees
             check = check_images(args.images, accelerator=accelerator, progress=accelerator.is_main_process)
             if check.bad and accelerator.is_main_process and (on_error == "skip" or not check.good):
-                _report_skipped(args.images, check)
-            _require_readable(args.images, check, on_error, skip_hint="--on_error skip")
+                report_skipped(args.images, check)
+            require_readable(args.images, check, on_error, skip_hint="--on_error skip")
         model, processor, image_size = load_for_inference(
             args.adapter, args.backbone, args.backbone_format, zero_shot=args.zero_shot
         )
@@ -360,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows: dict[str, Any] = {"paths": paths, "skipped": [item.as_dict() for item in check.bad]}
             labels = None
         else:
-            dataset = _load_split(args.dataset, args.split)
+            dataset = load_split(args.dataset, args.split)
             embeddings = embed_dataset(model, dataset, transform, batch_size=args.batch_size, accelerator=accelerator)
             columns = set(dataset.column_names)
             labels = column_values(dataset, "label") if "label" in columns else None

@@ -14,13 +14,13 @@ from typing import Any
 import torch
 
 from ..data.transforms import make_eval_transform
-from ..embed import _report_skipped, _require_readable, check_images, embed_dataset, embed_folder
+from ..embed import check_images, embed_dataset, embed_folder, load_split, report_skipped, require_readable
 from ..errors import InvalidConfigError, InvalidInputError
 from .embedding import load_model, preprocessing_record
 from .folder import check_index_output, make_manifest, save_index_folder
 from .identity import model_identity
 from .index import build_index, index_params
-from .rows import dataset_rows, folder_rows, load_split
+from .rows import dataset_rows, folder_rows
 
 _LARGE = 1 << 40  # a stand-in gallery size to validate index options before the gallery is known
 
@@ -52,8 +52,8 @@ def run_index(args: Any) -> None:
             check = check_images(args.images, accelerator=accelerator, progress=accelerator.is_main_process)
             on_error = args.on_error or "stop"
             if check.bad and accelerator.is_main_process and (on_error == "skip" or not check.good):
-                _report_skipped(args.images, check)
-            _require_readable(args.images, check, on_error, skip_hint="--on_error skip")
+                report_skipped(args.images, check)
+            require_readable(args.images, check, on_error, skip_hint="--on_error skip")
         else:
             dataset = load_split(args.dataset, args.split)
         model, processor, image_size = load_model(identity, identity["adapter"])

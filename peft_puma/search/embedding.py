@@ -14,6 +14,7 @@ from typing import Any
 
 from ..data.transforms import EvalTransform, make_eval_transform
 from ..embed import ImageCheck, UnreadableImage, image_problem, list_images
+from ..inference.loading import load_for_inference
 
 
 def preprocessing_record(transform: EvalTransform) -> dict[str, Any]:
@@ -34,8 +35,6 @@ def transform_from_record(record: dict[str, Any]) -> EvalTransform:
 def load_model(model: dict[str, Any], adapter: str | None) -> tuple[Any, Any, int | None]:
     """``(model, image processor, image size)`` of ``load_for_inference`` for an identity
     (:func:`peft_puma.search.identity.model_identity`): its backbone and zero-shot choice, with ``adapter``."""
-    from ..inference.loading import load_for_inference
-
     return load_for_inference(adapter, model["backbone"], model["backbone_format"], zero_shot=model["zero_shot"])
 
 

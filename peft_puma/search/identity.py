@@ -17,6 +17,8 @@ from typing import Any
 
 from ..errors import IncompatibleCheckpointError
 from ..inference.loading import ADAPTER_FILES, check_adapter_source
+from ..inference.run_file import read_run_file
+from ..tuners.puma.config import PUMAConfig
 
 _CHUNK = 1 << 20
 _BACKBONE_CONFIGS = ("config.json", "preprocessor_config.json")
@@ -58,9 +60,6 @@ def resolve_backbone(
     as ``load_for_inference`` chooses it; a local folder becomes an absolute path, so the index works from any
     directory."""
     if adapter is not None and backbone is None:
-        from ..inference.run_file import read_run_file
-        from ..tuners.puma.config import PUMAConfig
-
         run = read_run_file(adapter) if os.path.isdir(adapter) else None
         if run is not None:
             backbone, backbone_format = run.backbone, backbone_format or run.backbone_format

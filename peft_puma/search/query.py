@@ -24,14 +24,14 @@ from typing import Any
 
 import torch
 
-from ..embed import ImageCheck, embed_dataset, embed_folder
+from ..embed import ImageCheck, embed_dataset, embed_folder, load_split
 from ..errors import InvalidConfigError, InvalidInputError
 from ..owned_paths import check_json_output, write_json_atomically
 from .embedding import check_files, expand_query_paths, load_model, transform_from_record
 from .folder import open_index_folder
 from .grid import MIN_THUMBNAIL, Tile, check_grid_output, contact_sheet, save_grid
 from .identity import query_adapter
-from .rows import RowImages, class_of, dataset_rows, describe_row, load_split
+from .rows import RowImages, class_of, dataset_rows, describe_row
 
 RESULTS_KEY = "peft_puma_search"
 RESULTS_VERSION = 1

@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 from ..data.schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, ROLE_COLUMN, column_values
+from ..embed import load_split
 
 _DATASET_FIELDS = {LABEL_COLUMN: "labels", DATASET_COLUMN: "datasets", ROLE_COLUMN: "roles"}
 
@@ -56,19 +57,6 @@ def class_of(rows: dict[str, Any], row: int) -> tuple[Any, Any] | None:
         return None
     names = rows.get("datasets")
     return (names[row] if names is not None else None, rows["labels"][row])
-
-
-def load_split(path: str, split: str) -> Any:
-    """The ``split`` of a dataset saved with ``save_to_disk`` (a plain ``Dataset`` is its own only split)."""
-    from ..embed import _load_split
-    from ..errors import InvalidInputError
-
-    if not os.path.isdir(path):
-        raise InvalidInputError(f"The dataset folder {path!r} does not exist (give a folder saved with save_to_disk).")
-    try:
-        return _load_split(path, split)
-    except FileNotFoundError as error:  # a folder that is not a saved dataset
-        raise InvalidInputError(f"{path!r} is not a dataset saved with save_to_disk ({error}).") from None
 
 
 class RowImages:
