@@ -97,17 +97,39 @@ def check_json_output(path: str, key: str, what: str) -> None:
 
 def write_json_atomically(path: str, value: object, default: Callable[[Any], Any] | None = None) -> None:
     """Write through a uniquely named temporary file beside ``path``: a crash leaves the old file or the new one."""
+
+    def write(partial: str) -> None:
+        with open(partial, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=1, default=default)
+            handle.write("\n")
+
+    write_file_atomically(path, write)
+
+
+def write_file_atomically(path: str, write: Callable[[str], None]) -> None:
+    """``write(partial)`` a uniquely named temporary file beside ``path``, then rename it to ``path``.
+
+    The file gets the permissions a plainly created file would get (``mkstemp`` makes it private), so atomic writing
+    does not hide results from the user's group.
+    """
     descriptor, partial = tempfile.mkstemp(
         prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(os.path.abspath(path))
     )
+    os.close(descriptor)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(value, handle, indent=1, default=default)
-            handle.write("\n")
+        write(partial)
+        os.chmod(partial, 0o666 & ~_umask())
         os.replace(partial, path)
     except BaseException:
-        os.remove(partial)
+        if os.path.exists(partial):
+            os.remove(partial)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def make_staging_folder(final: str) -> str:
@@ -117,6 +139,7 @@ def make_staging_folder(final: str) -> str:
     os.makedirs(parent, exist_ok=True)
     remove_stale_staging(final)
     staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; the finished folder should not be
     open(os.path.join(staging, STAGING_MARKER), "w").close()
     return staging
 

@@ -87,3 +87,17 @@ def test_only_marked_staging_folders_are_cleaned_up(tmp_path):
     assert lookalike.is_dir()
     discard_staging(str(lookalike))
     assert lookalike.is_dir()
+
+
+def test_atomic_writes_and_staged_folders_get_the_usual_permissions(tmp_path):
+    from peft_puma.owned_paths import write_json_atomically
+
+    previous = os.umask(0o022)
+    try:
+        write_json_atomically(str(tmp_path / "result.json"), {"unified": 1})
+        staging = make_staging_folder(str(tmp_path / "build"))
+        move_into_place(staging, str(tmp_path / "build"), LAYOUT)
+    finally:
+        os.umask(previous)
+    assert os.stat(tmp_path / "result.json").st_mode & 0o777 == 0o644  # not mkstemp's private 0o600
+    assert os.stat(tmp_path / "build").st_mode & 0o777 == 0o755  # not mkdtemp's private 0o700

@@ -14,13 +14,13 @@ The PNG carries a ``Software: peft_puma.search`` text chunk; an existing file is
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 
 from ..errors import ForeignContentError, InvalidConfigError
+from ..owned_paths import write_file_atomically
 
 MIN_THUMBNAIL = 64
 DEFAULT_THUMBNAIL = 96
@@ -127,13 +127,4 @@ def save_grid(sheet: Image.Image, path: str) -> None:
     check_grid_output(path)
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", SOFTWARE)
-    descriptor, partial = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(os.path.abspath(path))
-    )
-    os.close(descriptor)
-    try:
-        sheet.save(partial, format="PNG", pnginfo=info)
-        os.replace(partial, path)
-    except BaseException:
-        os.remove(partial)
-        raise
+    write_file_atomically(path, lambda partial: sheet.save(partial, format="PNG", pnginfo=info))
