@@ -186,7 +186,10 @@ class SearchIndex:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         excluding = int(bool((self_rows >= 0).any()))
         wanted = min(k + excluding, self.num_vectors)  # one more where the query itself may come back
-        distances, labels = self.faiss_index.search(vectors.numpy(), wanted, params=params)
+        # faiss.contrib.torch_utils (imported by pytorch-metric-learning's inference utilities) replaces every
+        # index's search with a torch-aware one without `params`; the numpy search it keeps as search_numpy has them.
+        search = getattr(self.faiss_index, "search_numpy", self.faiss_index.search)
+        distances, labels = search(vectors.numpy(), wanted, params=params)
         scores, rows = torch.from_numpy(distances), torch.from_numpy(labels)
         dropped = (rows < 0) | (rows == self_rows.unsqueeze(1))
         scores = scores.masked_fill(dropped, float("-inf"))

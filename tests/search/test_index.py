@@ -132,3 +132,15 @@ def test_an_index_file_round_trips_and_must_be_the_recorded_kind(tmp_path):
     (tmp_path / "broken.faiss").write_bytes(b"not an index")
     with pytest.raises(InvalidInputError, match="Cannot read the faiss index"):
         read_index(str(tmp_path / "broken.faiss"), "flat", {})
+
+
+def test_approximate_search_survives_faiss_torch_utils_patching_every_index():
+    """pytorch-metric-learning imports faiss.contrib.torch_utils, which swaps every index's search for a version
+    without search parameters; an approximate search must still honour ef_search / nprobe after that."""
+    import faiss.contrib.torch_utils  # noqa: F401  (the patch itself is the point)
+
+    gallery, queries = _vectors(300, seed=4), _vectors(20, seed=5)
+    _, exact = build_index(gallery).search(queries, 5)
+    for index_type, options in (("hnsw", {"ef_search": 300}), ("ivf", {"nprobe": 1000})):
+        _, found = build_index(gallery, index_type).search(queries, 5, **options)
+        assert torch.equal(found, exact), index_type
