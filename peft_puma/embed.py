@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from .data.schema import column_values
 from .data.transforms import make_eval_transform
 from .errors import ForeignContentError, InvalidConfigError, InvalidInputError, PUMAError
-from .inference.embedding import dataset_batch_loader, embed_images
+from .inference.embedding import embed_images, embed_split
 from .inference.loading import load_for_inference
 from .inference.options import add_image_source_options, add_model_options
 
@@ -230,13 +230,14 @@ def embed_dataset(
     model: nn.Module, dataset: Any, transform: Any, *, batch_size: int = 256, accelerator: Any = None, progress=True
 ) -> torch.Tensor:
     """Embeddings of every row of a ``datasets.Dataset`` with an ``image`` column, in row order."""
-    return embed_images(
+    return embed_split(
         model,
-        dataset.num_rows,
-        dataset_batch_loader(dataset, transform),
+        dataset,
+        transform,
         batch_size=batch_size,
         accelerator=accelerator,
         progress=progress,
+        description="embedding",
     )
 
 

@@ -96,6 +96,7 @@ def embed_split(
     batch_size: int = 256,
     accelerator: Any = None,
     progress: bool = True,
+    description: str = "evaluating",
 ) -> torch.Tensor:
     """``(N, D)`` embeddings of every row of a split, in row order (every process ends with all of them)."""
     return embed_images(
@@ -105,7 +106,7 @@ def embed_split(
         batch_size=batch_size,
         accelerator=accelerator,
         progress=progress,
-        description="evaluating",
+        description=description,
     )
 
 
