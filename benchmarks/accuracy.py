@@ -276,7 +276,7 @@ def scores(result: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------- prompt weights
 @torch.no_grad()
 def prompt_weights_by_domain(model: torch.nn.Module, config: Any, batch_size: int = 256) -> dict[str, list[float]]:
-    """Mean prompt-pool weights ``w_m`` (docs/method.md section 3, step 3) of the test images of each domain, from
+    """Mean prompt-pool weights ``w_m`` (docs/spec.md section 3, step 3) of the test images of each domain, from
     the pool's own ``prompt_weights`` (PUMA's model API; only the backbone's embeddings run)."""
     from peft_puma.backbones.loading import load_backbone
     from peft_puma.data.schema import DATASET_COLUMN, TEST_SPLIT

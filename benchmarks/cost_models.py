@@ -2,7 +2,7 @@
 trainer's own training step.
 
 Nothing here re-assembles training: a step is :class:`peft_puma.training.step.TrainingStep`, built by
-``build_training_step`` with the published recipe (the defaults of ``TrainingConfig``, docs/method.md section 6) and
+``build_training_step`` with the published recipe (the defaults of ``TrainingConfig``, docs/spec.md section 6) and
 an ``accelerate.Accelerator`` for the benchmark's device and precision, so fp16 gets the trainer's gradient scaling.
 """
 
@@ -110,7 +110,7 @@ SHAPES: dict[str, BackboneShape] = {
 
 
 def recipe() -> Any:
-    """The published recipe: ``TrainingConfig`` defaults (docs/method.md section 6)."""
+    """The published recipe: ``TrainingConfig`` defaults (docs/spec.md section 6)."""
     from peft_puma.training.arguments import TrainingConfig
 
     return TrainingConfig()

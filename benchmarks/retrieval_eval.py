@@ -1,4 +1,4 @@
-"""Benchmark: ``evaluate_retrieval`` at the paper's scale on a CPU (arXiv 2309.08944; docs/method.md section 7).
+"""Benchmark: ``evaluate_retrieval`` at the paper's scale on a CPU (arXiv 2309.08944; docs/spec.md section 7).
 
 Synthetic 128-d embeddings shaped like the eight test sets of the paper (148.5K images; sizes and class counts below
 are approximations of the real test splits, scaled to ``--num_rows``), every row leave-one-out. One call computes the
@@ -33,7 +33,7 @@ from script_options import add_option  # noqa: E402
 from peft_puma.evaluation import evaluate_retrieval, format_table_row  # noqa: E402
 from peft_puma.evaluation.knn import faiss_available, resolve_backend  # noqa: E402
 
-# (name, approximate test images, test classes): docs/method.md section 7 and the datasets' published sizes.
+# (name, approximate test images, test classes): docs/spec.md section 7 and the datasets' published sizes.
 TEST_SETS = (
     ("CUB", 5_924, 100),
     ("Cars", 8_131, 98),

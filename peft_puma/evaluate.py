@@ -5,7 +5,7 @@
     python -m peft_puma.evaluate --adapter runs/paper --dataset_roots.cub /data/CUB_200_2011 --dataset_roots.cars ...
 
 Data keys are those of training (``--dataset_path``, ``--uml_mini_dir``, ``--dataset_roots``, ``--datasets``,
-``--image_size``). Prints Recall@1 per dataset, Unified and Harmonic (docs/method.md section 7) and writes the full
+``--image_size``). Prints Recall@1 per dataset, Unified and Harmonic (docs/spec.md section 7) and writes the full
 mapping of :func:`peft_puma.evaluation.evaluate_retrieval` with ``--output``. From Python: :func:`evaluate_adapter`.
 
 This module is the command (the name it is run by); the metrics are computed by the package :mod:`peft_puma.evaluation`.

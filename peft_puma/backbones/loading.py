@@ -1,9 +1,9 @@
-"""Loading the frozen backbone and its image processor by name (docs/method.md section 1).
+"""Loading the frozen backbone and its image processor by name (docs/spec.md section 1).
 
 Two kinds of source: a transformers model (folder or Hub id: ViT, DeiT, DINOv2, CLIP vision), or a timm ViT
 checkpoint (the paper's ``timm/vit_small_patch16_224.augreg_in21k_ft_in1k``), read into transformers' ``ViTModel``
 by :mod:`peft_puma.backbones.timm_vit` without timm. The processor supplies the resolution and the normalisation
-statistics of the transforms (docs/method.md section 6). Used by training, inference and the benchmarks.
+statistics of the transforms (docs/spec.md section 6). Used by training, inference and the benchmarks.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A tiny HF ViT, honestly pretrained here, that stands in for the paper's ImageNet ViT on the UML-mini benchmark.
 
-PUMA freezes a pretrained backbone (docs/method.md section 1) and only adds adapters, prompts and a head, so the
+PUMA freezes a pretrained backbone (docs/spec.md section 1) and only adds adapters, prompts and a head, so the
 benchmark means something only if the frozen features are general yet not trained on the test classes. No pretrained
 ViT can be downloaded on the project's machines, so this script makes one:
 
@@ -11,7 +11,7 @@ ViT can be downloaded on the project's machines, so this script makes one:
   categories on its ``t10k`` file, single handwritten digits;
 - objective: supervised classification with a cosine-softmax head (normalised CLS features against normalised class
   weights). Supervised pretraining is what the paper's ImageNet-21k backbone had; the cosine head makes the CLS
-  feature, which zero-shot retrieval and PUMA's head read (docs/method.md section 4), the quantity being trained. The
+  feature, which zero-shot retrieval and PUMA's head read (docs/spec.md section 4), the quantity being trained. The
   head is thrown away; only the ViT is saved.
 
 ``python -m peft_puma.backbones.mini_vit --out assets/uml_mini_vit`` writes ``config.json``, ``model.safetensors``,

@@ -1,6 +1,6 @@
 """Load timm ViT checkpoints (safetensors only) into HF transformers ViT classes, without timm installed.
 
-Why: the paper's backbone (docs/method.md section 1) is timm's ``vit_small_patch16_224.augreg_in21k_ft_in1k`` (ViT-S/16,
+Why: the paper's backbone (docs/spec.md section 1) is timm's ``vit_small_patch16_224.augreg_in21k_ft_in1k`` (ViT-S/16,
 ImageNet-21k pretrained, ImageNet-1k fine-tuned, qkv bias, LayerNorm eps 1e-6). timm pulls torchvision, which does not
 import beside our torch, so we map timm's tensors onto ``transformers.ViTModel`` ourselves. One call gives the published
 setup::

@@ -1,7 +1,7 @@
 """UML-mini: a small unified-metric-learning benchmark that builds offline, from installable material, in seconds.
 
 The paper's eight datasets and its ImageNet-pretrained ViT cannot be downloaded on the project's machines, yet the
-method must be exercised end to end. UML-mini keeps the two challenges of unified metric learning (docs/method.md
+method must be exercised end to end. UML-mini keeps the two challenges of unified metric learning (docs/spec.md
 section 7):
 
 - heterogeneous domains whose discriminative cues differ: glyphs of three scripts in ~120 typefaces (shape is the class,

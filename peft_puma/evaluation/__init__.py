@@ -1,4 +1,4 @@
-"""Retrieval evaluation of embeddings (docs/method.md section 7): exact cosine kNN, Recall@k, MAP@R, R-Precision.
+"""Retrieval evaluation of embeddings (docs/spec.md section 7): exact cosine kNN, Recall@k, MAP@R, R-Precision.
 
 ``evaluate_retrieval(embeddings, labels, domains, roles=...)`` returns the unified, per-dataset and harmonic results of
 the paper's Table 2 in one call. The same numbers are available as a HuggingFace ``evaluate`` metric, loaded with

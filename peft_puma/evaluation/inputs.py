@@ -14,7 +14,7 @@ import torch
 
 from peft_puma.errors import InvalidInputError
 
-# The role strings carried by the project's data rows (docs/method.md section 7): "both" is a leave-one-out row (a query
+# The role strings carried by the project's data rows (docs/spec.md section 7): "both" is a leave-one-out row (a query
 # that is also in the gallery), "query"/"gallery" are In-shop style separate sets.
 EVAL_ROLES: tuple[str, ...] = ("both", "query", "gallery")
 TRAIN_ROLE = "train"
@@ -96,7 +96,7 @@ def as_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
 
 
 def global_labels(labels: np.ndarray, domains: Sequence[str]) -> np.ndarray:
-    """Labels made unique across datasets: one id per distinct ``(dataset, label)`` pair (docs/method.md section 7).
+    """Labels made unique across datasets: one id per distinct ``(dataset, label)`` pair (docs/spec.md section 7).
 
     The published code let label 3 of CUB and label 3 of Cars collide in the unified gallery; here they never do.
     """

@@ -1,6 +1,6 @@
 """Exact nearest-neighbour search by inner product, chunked so that no full query x gallery matrix is ever built.
 
-docs/method.md section 7 asks for *exact* nearest neighbours under cosine similarity. The callers L2-normalise first,
+docs/spec.md section 7 asks for *exact* nearest neighbours under cosine similarity. The callers L2-normalise first,
 so the inner product searched here is the cosine. Two backends give the same neighbours:
 
 - ``"torch"``: one block of queries at a time, ``block @ gallery.T`` then ``topk``; memory is one block of scores.
@@ -80,7 +80,7 @@ def iter_nearest_neighbours(
         k: neighbours per query; either one int, or a ``(Q,)`` tensor of per-query needs, in which case every block
             gets the largest need of its own queries (MAP@R needs ``R`` neighbours, and ``R`` varies by class).
         self_index: ``(Q,)`` int64 gallery position of each query itself, or -1; a query never gets itself as a
-            neighbour (leave-one-out, docs/method.md section 7).
+            neighbour (leave-one-out, docs/spec.md section 7).
         backend: ``"torch"``, ``"faiss"`` or ``"auto"``.
         block_size: queries per block; by default chosen so that one block of scores stays near 128 MB.
 

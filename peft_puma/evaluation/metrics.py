@@ -1,4 +1,4 @@
-"""Per-query retrieval metrics from ranked neighbour matches: Recall@k, MAP@R, R-Precision (docs/method.md section 7).
+"""Per-query retrieval metrics from ranked neighbour matches: Recall@k, MAP@R, R-Precision (docs/spec.md section 7).
 
 Every function takes ``matches``, a ``(Q, K)`` bool tensor whose entry ``[q, i]`` says whether the ``i``-th nearest
 gallery row of query ``q`` (best first, the query itself already excluded) has the query's label, and returns one value

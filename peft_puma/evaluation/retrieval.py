@@ -1,4 +1,4 @@
-"""``evaluate_retrieval``: embeddings + labels + dataset names -> the paper's Table 2 row (docs/method.md section 7).
+"""``evaluate_retrieval``: embeddings + labels + dataset names -> the paper's Table 2 row (docs/spec.md section 7).
 
 Three views of the same test rows:
 
@@ -50,7 +50,7 @@ def evaluate_retrieval(
     """Retrieval metrics of a test set, in the shape of a row of the paper's Table 2.
 
     Args:
-        embeddings: ``(N, D)`` torch tensor or array; L2-normalised here (cosine similarity, docs/method.md section 7).
+        embeddings: ``(N, D)`` torch tensor or array; L2-normalised here (cosine similarity, docs/spec.md section 7).
         labels: ``(N,)`` integer class labels; only equality within a dataset matters.
         domains: ``N`` dataset names; when given, labels are made unique per ``(dataset, label)`` and the result gains
             ``per_dataset`` and ``harmonic``. ``None``: one dataset, only ``unified``.

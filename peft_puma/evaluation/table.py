@@ -12,7 +12,7 @@ from peft_puma.errors import InvalidInputError
 def table_row(
     result: Mapping[str, Any], metric: str = "recall@1", datasets: Sequence[str] | None = None
 ) -> dict[str, float]:
-    """``{dataset: value, ..., "Unified": value, "Harmonic": value}`` in percent (the paper's unit, docs/method.md
+    """``{dataset: value, ..., "Unified": value, "Harmonic": value}`` in percent (the paper's unit, docs/spec.md
     section 7).
 
     ``datasets`` picks and orders the dataset columns (default: all, in the result's order).

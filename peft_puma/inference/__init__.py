@@ -4,7 +4,7 @@
   its image processor), :class:`AdaptersOff`, :func:`check_adapter_source`;
 - :mod:`.embedding`: :func:`embed_images` (rows in, ``(N, D)`` embeddings in row order on every process),
   :func:`dataset_batch_loader`, :func:`embed_split` / :func:`score_split` / :func:`evaluate_split` (the paper's table
-  on a test split, docs/method.md section 7);
+  on a test split, docs/spec.md section 7);
 - :mod:`.run_file`: ``peft_puma_training.json``, written by the trainer and read by evaluation, embedding, search and
   the benchmarks, as a :class:`RunRecord`.
 

@@ -1,5 +1,5 @@
 """Embedding rows of images with a model across processes, and scoring a test split as the paper's table
-(docs/method.md section 7).
+(docs/spec.md section 7).
 
 Used at the end of training, by ``python -m peft_puma.embed``, ``python -m peft_puma.evaluate`` and
 ``python -m peft_puma.search``. Under several processes each one embeds an equal share of the rows and the shares are
@@ -32,7 +32,7 @@ def embed_images(
 ) -> torch.Tensor:
     """``(num_rows, D)`` float32 embeddings in row order; ``load_batch(rows)`` returns their ``pixel_values``.
 
-    The model runs in eval mode (every stochastic gate on, docs/method.md section 2) and is put back in its former
+    The model runs in eval mode (every stochastic gate on, docs/spec.md section 2) and is put back in its former
     mode.
     """
     num_processes = accelerator.num_processes if accelerator is not None else 1

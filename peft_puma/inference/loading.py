@@ -2,7 +2,7 @@
 
 A run's folder is what training writes (docs/training.md): the PUMA adapter as PEFT saves it, ``lora/`` or
 ``backbone/`` for the baselines that train them, and the run file naming the backbone. The zero-shot baseline of the
-paper's Table 2 (docs/method.md section 7) is the frozen backbone's normalised CLS features: PUMA's linear head with
+paper's Table 2 (docs/spec.md section 7) is the frozen backbone's normalised CLS features: PUMA's linear head with
 the adapter switched off (:class:`AdaptersOff`).
 """
 
@@ -26,7 +26,7 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 class AdaptersOff(nn.Module):
     """A PUMA model with its adapter disabled: the frozen backbone's normalised CLS features (the paper's zero-shot
-    baseline, docs/method.md section 7 table)."""
+    baseline, docs/spec.md section 7 table)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -1,7 +1,7 @@
-"""Metric-learning losses of PUMA (docs/method.md section 5): CurricularFace and the baselines of the paper's Table 2.
+"""Metric-learning losses of PUMA (docs/spec.md section 5): CurricularFace and the baselines of the paper's Table 2.
 
 ``make_loss(name, num_classes=..., embedding_size=...)`` builds any of :data:`LOSS_NAMES`. A training loop reads
-:data:`PROXY_LOSSES` (the loss's parameters are class proxies: their own optimiser group, lr x1e4, docs/method.md
+:data:`PROXY_LOSSES` (the loss's parameters are class proxies: their own optimiser group, lr x1e4, docs/spec.md
 section 6) and :data:`PAIR_LOSSES` / :func:`min_samples_per_class` (batches need two samples of a class for it to
 contribute).
 """

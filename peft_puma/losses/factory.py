@@ -1,8 +1,8 @@
-"""``make_loss``: CurricularFace and the baselines of the paper's Table 2 behind one name (docs/method.md section 5).
+"""``make_loss``: CurricularFace and the baselines of the paper's Table 2 behind one name (docs/spec.md section 5).
 
 The baselines come from pytorch-metric-learning, which implements them well; this module only picks the settings and
 wraps them in :class:`~peft_puma.losses.precision.Float32Loss`. Settings: CosFace ``m = 0.35, s = 64`` and ArcFace
-``m = 0.5 rad, s = 64``, those of the released PUMA code (docs/method.md section 5); for Triplet, Margin,
+``m = 0.5 rad, s = 64``, those of the released PUMA code (docs/spec.md section 5); for Triplet, Margin,
 Multi-Similarity, Proxy-Anchor and SoftTriple it gives none, so pytorch-metric-learning's defaults (those of each
 loss's own paper) apply. The hyperbolic baseline ("Hyp") has no implementation in pytorch-metric-learning and is not
 offered.

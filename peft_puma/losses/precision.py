@@ -1,4 +1,4 @@
-"""Run a metric-learning loss in float32 with autocast disabled (docs/method.md section 5; docs/losses.md).
+"""Run a metric-learning loss in float32 with autocast disabled (docs/spec.md section 5; docs/losses.md).
 
 pytorch-metric-learning's proxy losses cast their learnable weights to the embeddings' dtype *in place*
 (``cast_types``): under fp16/bf16 autocast the proxies, and the optimiser state built on them, silently become half

@@ -5,7 +5,7 @@ Metric-learning results are judged by looking at them as much as by Recall@1. Th
 a generator seeded by ``seed`` over the test split alone, so every method evaluated on the same split shows the same
 queries, and one sheet can put several models side by side (one row per query and model). The search is the
 evaluation's own: exact cosine neighbours among every gallery row of the split (leave-one-out rows and In-shop's
-gallery lists), the query itself left out, as in docs/method.md section 7.
+gallery lists), the query itself left out, as in docs/spec.md section 7.
 """
 
 from __future__ import annotations

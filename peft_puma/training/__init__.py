@@ -1,4 +1,4 @@
-"""Training PUMA and its baselines with Accelerate (docs/method.md section 6); see docs/training.md.
+"""Training PUMA and its baselines with Accelerate (docs/spec.md section 6); see docs/training.md.
 
 ``python -m peft_puma.train --config configs/uml_mini.yaml --output_dir DIR`` (or under ``accelerate launch``) runs
 :func:`train`; everything it does is reusable from Python:

@@ -1,4 +1,4 @@
-"""All-gather of the batch for the loss, keeping the gradient of this process's part (docs/method.md section 6).
+"""All-gather of the batch for the loss, keeping the gradient of this process's part (docs/spec.md section 6).
 
 The loss sees the global batch (``per_device_batch_size x num_processes`` embeddings): a proxy loss normalises over
 more samples, a pair loss finds more pairs. ``accelerator.gather`` has no gradient, so the gathered tensor is built

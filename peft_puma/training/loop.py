@@ -1,4 +1,4 @@
-"""The training run: set-up, the loop of docs/method.md section 6, checkpoints, final evaluation and the saved adapter.
+"""The training run: set-up, the loop of docs/spec.md section 6, checkpoints, final evaluation and the saved adapter.
 
 ``train(config)`` is everything ``python -m peft_puma.train`` (or ``accelerate launch -m peft_puma.train``) does:
 

@@ -1,4 +1,4 @@
-"""The optimiser and learning-rate schedule of the published recipe (docs/method.md section 6).
+"""The optimiser and learning-rate schedule of the published recipe (docs/spec.md section 6).
 
 AdamW (betas 0.9/0.999, eps 1e-8, weight decay 1e-4 on every group), one parameter group per part with the base lr
 times its multiplier (prompt pool, adapters, head x10; loss proxies x1e4; LoRA x10, a fine-tuned backbone x1), and a

@@ -6,7 +6,7 @@ Two runs are the same run when they agree on
   logging, checkpoint cadence, data paths, workers, activation checkpointing: how a run is steered, not what it
   learns) and ``per_device_batch_size``, which is compared as
 - the global batch, ``per_device_batch_size x processes``: four processes of 45 train the run of one process of 180
-  (the loss sees the gathered global batch, docs/method.md section 6);
+  (the loss sees the gathered global batch, docs/spec.md section 6);
 - the data: images and classes per dataset, where both sides record them (the paths may differ between machines);
 - for a finished run, its length (``epochs``, ``max_steps``): it is part of what the run learnt, whereas a checkpoint
   may be resumed towards another end.

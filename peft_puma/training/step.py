@@ -1,4 +1,4 @@
-"""One optimiser step of the published recipe (docs/method.md section 6), shared by the trainer and the benchmarks.
+"""One optimiser step of the published recipe (docs/spec.md section 6), shared by the trainer and the benchmarks.
 
 A step embeds the batch, gathers the global batch for the loss (the local part keeps its gradient), adds the prompt
 pool's orthogonality regulariser, then backpropagates through Accelerate (so fp16 gets its gradient scaling), clamps

@@ -1,7 +1,7 @@
 """Tiny fake copies of the eight datasets' ORIGINAL released layouts, for the data-layer tests.
 
 Each writer builds the folder structure and list files the real download ships, with the real number of classes and a
-few 8x8 images per class, so split class counts can be checked against docs/method.md section 7. Images are written once
+few 8x8 images per class, so split class counts can be checked against docs/spec.md section 7. Images are written once
 (one encoded JPEG per colour) and copied, which keeps the large fakes (SOP: 22,634 classes) fast.
 """
 

@@ -1,4 +1,4 @@
-"""The union of docs/method.md section 7: row schema, globally unique labels, and Hub copies re-split by class."""
+"""The union of docs/spec.md section 7: row schema, globally unique labels, and Hub copies re-split by class."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_all_eight_datasets_in_one_union_with_table_class_counts(columns: dict) 
         test_classes[name] = len(set(_block(columns["test"], name)))
     assert train_classes == {n: s.num_train_classes for n, s in DATASET_SPECS.items()}
     assert test_classes == {n: s.num_test_classes for n, s in DATASET_SPECS.items()}
-    assert sum(train_classes.values()) == 15_952  # "15.9K train classes" (docs/method.md section 7)
+    assert sum(train_classes.values()) == 15_952  # "15.9K train classes" (docs/spec.md section 7)
 
 
 def test_train_labels_are_contiguous_and_test_labels_follow(columns: dict) -> None:

@@ -1,4 +1,4 @@
-"""Each paper dataset is read from a fake copy of its ORIGINAL layout and split as docs/method.md section 7 says."""
+"""Each paper dataset is read from a fake copy of its ORIGINAL layout and split as docs/spec.md section 7 says."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from peft_puma.data.specs.base import ParseOptions
 
 EXISTS_ONLY = ParseOptions(check_images="exists")  # the big fakes: decoding 45k images adds nothing to split checks
 
-# (train classes, test classes) of docs/method.md section 7.
+# (train classes, test classes) of docs/spec.md section 7.
 TABLE = {
     "cub": (100, 100),
     "cars": (98, 98),

@@ -1,4 +1,4 @@
-"""Hand-made retrieval cases with known answers (docs/method.md section 7).
+"""Hand-made retrieval cases with known answers (docs/spec.md section 7).
 
 Embeddings are axis vectors or points on the unit circle at chosen angles, so every neighbour order is known.
 """

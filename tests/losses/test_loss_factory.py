@@ -1,4 +1,4 @@
-"""make_loss: every Table 2 loss by name, the paper's settings, fp32 computation, clear errors (docs/method.md 5)."""
+"""make_loss: every Table 2 loss by name, the paper's settings, fp32 computation, clear errors (docs/spec.md 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PUMA's forward equals docs/method.md sections 2-4 computed by hand on the same weights."""
+"""PUMA's forward equals docs/spec.md sections 2-4 computed by hand on the same weights."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def puma_modules(model):
 
 
 def hand_forward(model, pixels, gates=None, adapter="default"):
-    """docs/method.md sections 2-4, written out; ``gates[i]`` is the (B, 1, 1) g/p of adapter i in forward order."""
+    """docs/spec.md sections 2-4, written out; ``gates[i]`` is the (B, 1, 1) g/p of adapter i in forward order."""
     vit, pool, adapters, head = puma_modules(model)
     embeddings = pool.base_layer
     projection = embeddings.patch_embeddings.projection

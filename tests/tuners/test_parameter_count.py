@@ -1,4 +1,4 @@
-"""The published trainable-parameter count on ViT-S/16 (docs/method.md section 4), and what each variant trains."""
+"""The published trainable-parameter count on ViT-S/16 (docs/spec.md section 4), and what each variant trains."""
 
 from __future__ import annotations
 

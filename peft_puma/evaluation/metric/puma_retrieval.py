@@ -1,6 +1,6 @@
 """PUMA retrieval metric for HuggingFace ``evaluate``: Recall@k, MAP@R and R-Precision, per dataset and unified.
 
-A thin adapter over :func:`peft_puma.evaluation.evaluate_retrieval` (docs/method.md section 7), so both return the same
+A thin adapter over :func:`peft_puma.evaluation.evaluate_retrieval` (docs/spec.md section 7), so both return the same
 numbers. Load it offline from the installed package::
 
     from peft_puma.evaluation import load_metric        # or: evaluate.load(peft_puma.evaluation.METRIC_PATH)

@@ -188,7 +188,7 @@ class PUMAModel(BaseTuner):
     @torch.no_grad()
     def prompt_weights(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The conditional prompt pool's weights ``w_m`` for each image, shape (B, M) (arXiv 2309.08944, Sec. 3;
-        docs/method.md section 3, step 3): which prompts an image draws on, as in the paper's Fig. 3. Only the
+        docs/spec.md section 3, step 3): which prompts an image draws on, as in the paper's Fig. 3. Only the
         backbone's embeddings run."""
         adapter_name = self._single_active_adapter()
         pool = self.model.get_submodule(self._sites.embeddings)
