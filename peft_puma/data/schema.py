@@ -19,17 +19,14 @@ from typing import Any, Final
 
 import datasets
 
+from .roles import ROLE_BOTH, ROLE_GALLERY, ROLE_QUERY, ROLE_TRAIN  # noqa: F401  (re-exported: part of the row contract)
+
 IMAGE_COLUMN: Final = "image"
 LABEL_COLUMN: Final = "label"
 DATASET_COLUMN: Final = "dataset"
 ROLE_COLUMN: Final = "role"
 PIXEL_VALUES: Final = "pixel_values"
 
-ROLE_TRAIN: Final = "train"
-ROLE_BOTH: Final = "both"
-ROLE_QUERY: Final = "query"
-ROLE_GALLERY: Final = "gallery"
-TEST_ROLES: Final = (ROLE_BOTH, ROLE_QUERY, ROLE_GALLERY)
 
 TRAIN_SPLIT: Final = "train"
 TEST_SPLIT: Final = "test"
@@ -45,16 +42,6 @@ def row_features() -> datasets.Features:
             ROLE_COLUMN: datasets.Value("string"),
         }
     )
-
-
-def is_query(role: str) -> bool:
-    """Whether a test row with this role is used as a query (leave-one-out rows are queries and gallery at once)."""
-    return role in (ROLE_BOTH, ROLE_QUERY)
-
-
-def is_gallery(role: str) -> bool:
-    """Whether a test row with this role belongs to the gallery searched by the queries."""
-    return role in (ROLE_BOTH, ROLE_GALLERY)
 
 
 def column_values(dataset: datasets.Dataset, name: str) -> list[Any]:

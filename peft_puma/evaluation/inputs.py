@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from peft_puma.data.roles import ROLE_TRAIN, TEST_ROLES
 from peft_puma.errors import InvalidInputError
 
-# The role strings carried by the project's data rows (docs/spec.md section 7): "both" is a leave-one-out row (a query
-# that is also in the gallery), "query"/"gallery" are In-shop style separate sets.
-EVAL_ROLES: tuple[str, ...] = ("both", "query", "gallery")
-TRAIN_ROLE = "train"
+# The roles of test rows (docs/spec.md section 7): "both" is a leave-one-out row (a query that is also in the
+# gallery), "query"/"gallery" are In-shop style separate sets.
+EVAL_ROLES: tuple[str, ...] = TEST_ROLES
+TRAIN_ROLE = ROLE_TRAIN
 
 
 def as_embeddings(embeddings: Any, device: torch.device | str | None = None) -> torch.Tensor:

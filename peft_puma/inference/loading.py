@@ -18,10 +18,10 @@ from torch import nn
 from ..backbones.loading import load_backbone
 from ..errors import IncompatibleCheckpointError, InvalidConfigError, PUMAError
 from ..training.methods import load_trained
-from ..tuners.puma.config import PUMAConfig
+from ..tuners.puma.config import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME, PUMAConfig
 from .run_file import read_run_file
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_FILES = (CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME)
 
 
 class AdaptersOff(nn.Module):

@@ -28,12 +28,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import IncompatibleCheckpointError, InvalidConfigError
-from ..tuners.puma.config import PUMA_PRESETS, PUMAConfig
+from ..tuners.puma.config import PUMA_PRESETS, SAFETENSORS_WEIGHTS_NAME, PUMAConfig
 
 LORA_ADAPTER = "lora"
 LORA_FOLDER = "lora"
 BACKBONE_FOLDER = "backbone"
-_WEIGHTS = "adapter_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -183,7 +182,9 @@ def save_trained(model: PeftModel, directory: str, **save_kwargs: Any) -> None:
         os.makedirs(folder, exist_ok=True)
         base.peft_config[LORA_ADAPTER].save_pretrained(folder)
         state = get_peft_model_state_dict(base, adapter_name=LORA_ADAPTER)
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(folder, _WEIGHTS))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(folder, SAFETENSORS_WEIGHTS_NAME)
+        )
     if any(p.requires_grad for n, p in base.named_parameters() if "puma_" not in n and "lora_" not in n):
         base.save_pretrained(os.path.join(directory, BACKBONE_FOLDER), state_dict=_plain_backbone_state(base))
 
@@ -208,7 +209,9 @@ def load_trained(backbone: nn.Module, directory: str, **kwargs: Any) -> PeftMode
     if os.path.isdir(lora_folder):
         lora = LoraConfig.from_pretrained(lora_folder)
         inject_adapter_in_model(lora, backbone, adapter_name=LORA_ADAPTER)
-        result = _set_lora_state(backbone, load_file(os.path.join(lora_folder, _WEIGHTS)), adapter_name=LORA_ADAPTER)
+        result = _set_lora_state(
+            backbone, load_file(os.path.join(lora_folder, SAFETENSORS_WEIGHTS_NAME)), adapter_name=LORA_ADAPTER
+        )
         missing = [key for key in result.missing_keys if "lora_" in key]
         if missing or result.unexpected_keys:
             raise IncompatibleCheckpointError(

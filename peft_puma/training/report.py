@@ -11,7 +11,6 @@ tell which recipe and data a finished run had). This module says what goes into 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +20,9 @@ from huggingface_hub import HfApi
 from torch import nn
 
 from ..inference.run_file import RUN_FILE, RunRecord, write_run_file
-from ..owned_paths import OwnedLayout
+from ..owned_paths import OwnedLayout, write_json_atomically
 from ..search.examples import EXAMPLES_FILE
+from ..tuners.puma.config import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 from ..tuners.puma.model_card import update_model_card
 from .checkpoint import CHECKPOINTS
 from .methods import BACKBONE_FOLDER, LORA_FOLDER, save_trained
@@ -35,7 +35,7 @@ RUN_LAYOUT = OwnedLayout.of(
     "a peft_puma training run",
     signature=[RUN_FILE, TRAIN_LOG, CHECKPOINTS],
     others=[
-        "adapter_config.json", "adapter_model.safetensors", "README.md", RESULTS_FILE, "logs", LORA_FOLDER,
+        CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME, "README.md", RESULTS_FILE, "logs", LORA_FOLDER,
         BACKBONE_FOLDER, EXAMPLES_FILE,
     ],
 )  # fmt: skip
@@ -134,7 +134,7 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
         ]
     )
     update_model_card(directory, model.peft_config["default"], extra=card)
-    _write_json(os.path.join(directory, RESULTS_FILE), {**result, "data_source": info.data_source})
+    write_json_atomically(os.path.join(directory, RESULTS_FILE), {**result, "data_source": info.data_source})
     write_run_file(directory, run_record(config, info))
 
 
@@ -165,9 +165,3 @@ def push_folder(directory: str, repo_id: str) -> str:
         commit_message="PUMA adapter",
     )
     return str(url)
-
-
-def _write_json(path: str, value: Any) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=1)
-        handle.write("\n")

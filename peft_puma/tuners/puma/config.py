@@ -15,6 +15,7 @@ from .model_card import update_model_card
 from .registration import PEFT_TYPE, SAVED_PEFT_TYPE, TASK_TYPE
 
 SAFETENSORS_WEIGHTS_NAME = "adapter_model.safetensors"
+CONFIG_NAME = "adapter_config.json"
 _PICKLE_WEIGHTS_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth")
 
 
@@ -188,7 +189,7 @@ class PUMAConfig(PeftConfig):
         source = os.fspath(source)
         if source in PUMA_PRESETS:
             return cls.from_preset(source, **overrides)
-        path = os.path.join(source, "adapter_config.json") if os.path.isdir(source) else source
+        path = os.path.join(source, CONFIG_NAME) if os.path.isdir(source) else source
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as handle:
                 return cls(**{**_init_fields(json.load(handle)), **overrides})
