@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import resource
 import sys
 import time
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Siblings of this script, importable from the folder put on the path above.
-from run_info import cpu_model  # noqa: E402
+from run_info import run_info  # noqa: E402
 from script_options import add_option  # noqa: E402
 
 from peft_puma.evaluation import evaluate_retrieval, format_table_row  # noqa: E402
@@ -70,17 +69,10 @@ def synthetic_test_sets(num_rows: int, dim: int, noise: float, seed: int) -> tup
     return np.concatenate(embeddings), np.concatenate(labels), domains
 
 
-def machine_description() -> str:
-    return f"{cpu_model()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}"
+def _faiss_version() -> str:
+    import faiss  # optional: only where installed
 
-
-def versions() -> str:
-    names = ["torch", "numpy"] + (["faiss"] if faiss_available() else [])
-    found = []
-    for name in names:
-        module = __import__(name)
-        found.append(f"{name} {getattr(module, '__version__', '?')}")
-    return ", ".join(found + [f"python {platform.python_version()}"])
+    return faiss.__version__
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -101,8 +93,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     embeddings, labels, domains = synthetic_test_sets(args.num_rows, args.dim, args.noise, args.seed)
     backend = resolve_backend(args.backend, torch.device("cpu"))
-    print(f"machine: {machine_description()}")
-    print(f"versions: {versions()}")
+    info = run_info(torch.get_num_threads())  # the run record every benchmark prints
+    machine, versions = info["machine"], info["versions"]
+    print(
+        f"machine: {machine['cpu']}, {machine['cores_visible']} cores visible, torch threads {machine['torch_threads']}"
+    )
+    faiss_version = _faiss_version() if faiss_available() else "not installed"
+    print(
+        "versions: " + ", ".join(f"{name} {version}" for name, version in {**versions, "faiss": faiss_version}.items())
+    )
     print(f"data: {embeddings.shape[0]:,} x {embeddings.shape[1]} float32, {len(set(zip(domains, labels))):,} classes")
     print(f"mode: leave-one-out, unified{'' if args.no_domains else ' + per-dataset + harmonic'}, backend {backend}")
     print(f"load average before: {os.getloadavg()}")
