@@ -213,7 +213,7 @@ def zero_shot_recall(model: ViTModel, processor: ViTImageProcessorPil, test_spli
     ``raw pixels`` (normalised pixel vectors) and ``untrained`` (the same ViT at its random init) show what the
     pretraining adds; a backbone no better than them would make the frozen-backbone benchmark meaningless.
     """
-    from ..evaluation import evaluate_retrieval
+    from ..evaluation import evaluate_retrieval  # the pretraining script alone needs it; keeps import light
 
     images = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in test_split["image"]])
     pixels = torch.from_numpy(processor(images=list(images), return_tensors="np")["pixel_values"])
@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pretraining": record,
     }
     if not args.no_eval:
-        from ..data.uml_mini import open_uml_mini
+        from ..data.uml_mini import open_uml_mini  # only with the evaluation; UML-mini pulls in its sources
 
         test_split = open_uml_mini(args.uml_mini)[0]["test"]
         metadata["zero_shot_recall_at_1"] = zero_shot_recall(model, processor, test_split)

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "index":
+        if args.command == "index":  # each sub-command loads only its own code (the other pulls in faiss)
             from .build import run_index
 
             run_index(args)

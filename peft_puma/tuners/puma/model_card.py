@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+import peft
+
 if TYPE_CHECKING:
     from .config import PUMAConfig
 
@@ -31,9 +33,7 @@ _BACKBONE_CLASS = {"clip": "CLIPVisionModel"}
 
 def render_section(config: PUMAConfig, extra: str = "", subfolder: str | None = None) -> str:
     """The card's body, between the markers: title, method, loading code, configuration, ``extra``, versions."""
-    import peft
-
-    from ... import __version__ as peft_puma_version
+    from ... import __version__ as peft_puma_version  # deferred: the package's __init__ imports this module
 
     base = config.base_model_name_or_path
     backbone_class = _BACKBONE_CLASS.get(config.backbone_family or "", "AutoModel")

@@ -56,6 +56,7 @@ def register() -> None:
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
     from peft.utils import register_peft_method
 
+    # Deferred: these modules import this one (PEFT_TYPE, SAVED_PEFT_TYPE) at their top.
     from .config import PUMAConfig
     from .model import PUMAModel
     from .peft_model import PeftModelForImageEmbedding
