@@ -11,22 +11,11 @@ import peft_puma
 from peft_puma import IncompatibleCheckpointError, UnsupportedModelError
 from peft_puma.tuners.puma import PUMALayer, TransformersIntegrationError
 
-from .tiny_models import make_vit, randomize_adapters
+from .tiny_models import load_backbone, randomize_adapters
 
 SMALL = dict(r=8, num_prompts=4, prompt_length=3, embedding_size=16)
 # The advice every refusal carries: what to call instead, and that peft_puma must be imported first.
 ADVICE = r"import peft_puma.*peft\.PeftModel\.from_pretrained\(model, path\)"
-
-
-@pytest.fixture
-def backbone_dir(tmp_path):
-    path = tmp_path / "backbone"
-    make_vit().save_pretrained(path)
-    return path
-
-
-def load_backbone(path) -> ViTModel:
-    return ViTModel.from_pretrained(path, add_pooling_layer=False).eval()
 
 
 @pytest.fixture

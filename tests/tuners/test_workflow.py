@@ -19,20 +19,9 @@ from transformers import ViTModel
 import peft_puma
 from peft_puma.tuners.puma import PUMALayer
 
-from .tiny_models import make_vit, randomize_adapters
+from .tiny_models import load_backbone, randomize_adapters
 
 SMALL = dict(r=8, num_prompts=4, prompt_length=3, embedding_size=16)
-
-
-@pytest.fixture
-def backbone_dir(tmp_path):
-    path = tmp_path / "backbone"
-    make_vit().save_pretrained(path)
-    return path
-
-
-def load_backbone(path) -> ViTModel:
-    return ViTModel.from_pretrained(path, add_pooling_layer=False).eval()
 
 
 @pytest.fixture

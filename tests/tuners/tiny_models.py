@@ -35,6 +35,11 @@ def make_vit(**overrides) -> ViTModel:
     return ViTModel(vit_config(**overrides), add_pooling_layer=False).eval()
 
 
+def load_backbone(path) -> ViTModel:
+    """A saved tiny ViT loaded back, frozen-backbone style (no pooler, eval mode)."""
+    return ViTModel.from_pretrained(path, add_pooling_layer=False).eval()
+
+
 # name -> (factory, number of prefix tokens)
 FAMILIES = {
     "vit": (lambda: ViTModel(vit_config(), add_pooling_layer=False), 1),
