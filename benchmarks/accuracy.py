@@ -7,6 +7,8 @@ Every method is trained by the trainer itself (``peft_puma.training.train``) fro
 for the sweep, ``puma.keep_prob`` change between runs. Runs that several tables share (``puma`` is Table 2's last row,
 Table 3's last row and the sweep's p = 0.5) are trained once. The zero-shot row evaluates the frozen backbone with
 ``peft_puma.evaluate.evaluate_adapter(zero_shot=True)``. Model selection is the final epoch, as in the trainer.
+Every score, the prompt weights and the retrieval examples are on the test split, or with ``--split validation`` on
+the validation split (each run's ``eval_split``), so that a sweep that chooses a recipe never reads the test split.
 With ``--reuse_finished`` a run whose folder (``--runs_dir``/NAME, e.g. ``puma_seed0``) already holds the trainer's
 ``results.json`` and a run file with the same recipe is read instead of trained: an interrupted benchmark continues,
 and runs trained elsewhere (each under ``accelerate launch`` on several GPUs) are assembled into the tables.
@@ -14,7 +16,7 @@ and runs trained elsewhere (each under ``accelerate launch`` on several GPUs) ar
 Outputs: a JSON file with every run's per-domain R@1, unified and harmonic R@1, trainable parameters and wall time;
 the Markdown tables printed (Table 2 shape, Table 3 shape, the sweep against domain size); with ``--figure_dir`` two
 PNGs: R@1 per domain against the keep probability (domains ordered by training-set size), and the prompt-pool weights
-of the trained PUMA averaged per domain over the test images (the paper's Fig. 3).
+of the trained PUMA averaged per domain over the scored split's images (the paper's Fig. 3).
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "save_every_steps": 0,  # one checkpoint at the end: the benchmark never resumes
         "eval_every_epochs": 0,
         "eval_ks": [1],
+        "eval_split": args.split,
         "cpu_threads": args.threads,
     }
     if args.max_steps:
@@ -259,6 +262,7 @@ def zero_shot(args: argparse.Namespace) -> dict[str, Any]:
         zero_shot=True,
         ks=[1],
         progress=False,
+        split=config.eval_split,
     )
     return {"spec": {"method": None, "seed": None}, "trainable_params": 0, "wall_s": time.perf_counter() - start,
             **scores(result)}  # fmt: skip
@@ -276,25 +280,26 @@ def scores(result: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------- prompt weights
 @torch.no_grad()
 def prompt_weights_by_domain(model: torch.nn.Module, config: Any, batch_size: int = 256) -> dict[str, list[float]]:
-    """Mean prompt-pool weights ``w_m`` (docs/spec.md section 3, step 3) of the test images of each domain, from
-    the pool's own ``prompt_weights`` (PUMA's model API; only the backbone's embeddings run)."""
+    """Mean prompt-pool weights ``w_m`` (docs/spec.md section 3, step 3) of the images of each domain in the scored
+    split (``config.eval_split``), from the pool's own ``prompt_weights`` (PUMA's model API; only the backbone's
+    embeddings run)."""
     from peft_puma.backbones.loading import load_backbone
-    from peft_puma.data.schema import DATASET_COLUMN, TEST_SPLIT
+    from peft_puma.data.schema import DATASET_COLUMN
     from peft_puma.data.schema import column_values as column
     from peft_puma.data.transforms import make_eval_transform
     from peft_puma.data.unified import load_unified
     from peft_puma.inference.embedding import dataset_batch_loader
 
-    test = load_unified(config)[TEST_SPLIT]
+    scored = load_unified(config)[config.eval_split]
     _, processor = load_backbone(config.backbone, config.backbone_format)
-    load_batch = dataset_batch_loader(test, make_eval_transform(config.image_size, image_processor=processor))
+    load_batch = dataset_batch_loader(scored, make_eval_transform(config.image_size, image_processor=processor))
     device = next(model.parameters()).device
     model.eval()
     batches = (
-        list(range(start, min(start + batch_size, test.num_rows))) for start in range(0, test.num_rows, batch_size)
+        list(range(start, min(start + batch_size, scored.num_rows))) for start in range(0, scored.num_rows, batch_size)
     )
     weights = torch.cat([model.prompt_weights(load_batch(rows).to(device)).cpu() for rows in batches])
-    domains = column(test, DATASET_COLUMN)
+    domains = column(scored, DATASET_COLUMN)
     result = {}
     for domain in dict.fromkeys(domains):
         rows = torch.tensor([i for i, d in enumerate(domains) if d == domain])
@@ -470,6 +475,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     option("--uml_mini_dir", help="override the config's uml_mini_dir")
     option("--dataset_path", help="use this saved DatasetDict instead of UML-mini (smoke tests)")
     option(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="split every run and the zero-shot row are scored on (each run's eval_split): test (default) or "
+        "validation, for sweeps that choose a recipe",
+    )
+    option(
         "--reuse_finished",
         action="store_true",
         help="read the results of runs whose folder in --runs_dir already holds them with this recipe (an interrupted "
@@ -496,7 +508,8 @@ class Setup:
 def set_up(args: argparse.Namespace) -> Setup:
     """Every run reads one frozen copy of the config: the file may be edited while the benchmark runs, and a change
     half-way would give the methods different recipes. ``args.config`` is pointed at that copy."""
-    from peft_puma.data.unified import dataset_sizes, load_unified
+    from peft_puma.data.unified import dataset_sizes, load_unified, scored_split
+    from peft_puma.errors import InvalidConfigError
     from peft_puma.training import load_config
 
     config_source = args.config
@@ -507,7 +520,12 @@ def set_up(args: argparse.Namespace) -> Setup:
     with open(args.config, "w", encoding="utf-8") as handle:
         handle.write(config_text)
     base_config = load_config(args.config, {**base_overrides(args), "output_dir": args.runs_dir})
-    sizes = dataset_sizes(load_unified(base_config))
+    data = load_unified(base_config)
+    try:
+        scored_split(data, args.split, "--split")  # before any run trains
+    except InvalidConfigError as error:
+        raise SystemExit(f"error: {error}") from None
+    sizes = dataset_sizes(data)
     return Setup(args, config_source, config_text, base_config, sizes, Plan(args.seeds, args.keep_probs))
 
 
@@ -524,6 +542,7 @@ def settings(setup: Setup) -> dict[str, Any]:
         "keep_probs": args.keep_probs,
         "runs": [spec.name for spec in setup.plan.runs],
         "model_selection": "final epoch",
+        "split": args.split,
         "reuse_finished": args.reuse_finished,
     }
 
@@ -590,7 +609,7 @@ def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
     spread = len(args.seeds) > 1
     preference, at_init = output["prompt_preference"], output["prompt_preference_at_init"]
     text = [
-        f"Table 2 shape: R@1 (%) on UML-mini, {args.epochs} epochs, seeds {args.seeds}"
+        f"Table 2 shape: R@1 (%) on UML-mini ({args.split} split), {args.epochs} epochs, seeds {args.seeds}"
         + (" (mean ± std)" if spread else ""),
         "",
         table(output["table2"], domains, spread),
@@ -615,10 +634,10 @@ def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
 
 
 def write_retrieval_comparison(setup: Setup, runs: dict[RunSpec, dict[str, Any]], path: str) -> None:
-    """The frozen backbone, full fine-tuning and PUMA of the first seed on the same seeded test queries, one row per
-    query and model (``peft_puma.search.examples``). The frozen backbone is PUMA's model with its adapter off."""
+    """The frozen backbone, full fine-tuning and PUMA of the first seed on the same seeded queries of the scored split,
+    one row per query and model (``peft_puma.search.examples``). The frozen backbone is PUMA's model with its adapter
+    off."""
     from peft_puma.backbones.loading import load_backbone
-    from peft_puma.data.schema import TEST_SPLIT
     from peft_puma.data.transforms import make_eval_transform
     from peft_puma.data.unified import load_unified
     from peft_puma.inference.embedding import embed_split
@@ -628,13 +647,13 @@ def write_retrieval_comparison(setup: Setup, runs: dict[RunSpec, dict[str, Any]]
     seed = setup.args.seeds[0]
     puma_run = runs[RunSpec("puma", seed)]
     config = puma_run["_config"]
-    test = load_unified(config)[TEST_SPLIT]
+    scored = load_unified(config)[config.eval_split]
     _, processor = load_backbone(config.backbone, config.backbone_format)
     transform = make_eval_transform(config.image_size, image_processor=processor)
     puma = trained_model(puma_run)
     models = {"frozen": AdaptersOff(puma), "full FT": trained_model(runs[RunSpec("full_finetune", seed)]), "PUMA": puma}
-    embeddings = {name: embed_split(model.eval(), test, transform, progress=False) for name, model in models.items()}
-    write_retrieval_examples(path, embeddings, test, seed=seed)
+    embeddings = {name: embed_split(model.eval(), scored, transform, progress=False) for name, model in models.items()}
+    write_retrieval_examples(path, embeddings, scored, seed=seed)
 
 
 def write_figures(setup: Setup, output: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """Train and eval image transforms of the published recipe (arXiv 2309.08944; docs/data.md), in torch + PIL.
 
-- Train: RandomResizedCrop(size, scale 0.2-1.0, ratio 3/4-4/3, bicubic), horizontal flip (p = 0.5), normalise.
+- Train: RandomResizedCrop(size, scale 0.2-1.0, ratio 3/4-4/3, bicubic), horizontal flip (p = 0.5), normalise. The
+  crop's area range and the flip probability are the trainer's ``crop_scale`` and ``hflip_probability`` keys.
 - Eval: Resize(shorter side to ``size * 256 / 224``, bicubic), CenterCrop(size), normalise.
 
 Both follow torchvision's definitions (torchvision cannot be installed beside our torch build) and normalise with the
@@ -12,7 +13,8 @@ Seeding: the crop and flip of a training sample are drawn from a generator seede
 transform's ``seed``, the epoch and the sample's position in that epoch's order (the ``epoch`` and ``position`` columns
 of the batch, which :func:`peft_puma.data.make_train_loader` supplies). So a sample's augmentation depends on nothing
 else: not on the DataLoader worker that loads it, the number of workers or processes, nor on what was drawn before,
-and a resumed run replays exactly the crops of an uninterrupted one.
+and a resumed run replays exactly the crops of an uninterrupted one. The flip's draw is taken for every sample whatever
+the flip probability, so that changing it changes which samples are flipped and nothing else.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .schema import IMAGE_COLUMN, PIXEL_VALUES
 
 TRAIN_CROP_SCALE: tuple[float, float] = (0.2, 1.0)
 TRAIN_CROP_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+TRAIN_HFLIP_PROBABILITY = 0.5
 EVAL_RESIZE_RATIO = 256 / 224  # "Resize(256), CenterCrop(224)", kept proportional at other sizes
 _RANDOM_CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 times, then falls back to a centre crop
 _MIX = 1_000_003  # odd constant that spreads (seed, epoch, position) over the 63-bit seed space
@@ -123,7 +126,7 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 
 
 class TrainTransform(_BatchTransform):
-    """RandomResizedCrop(size, scale 0.2-1.0, bicubic) + horizontal flip + normalise, seeded per sample.
+    """RandomResizedCrop(size, scale 0.2-1.0, bicubic) + horizontal flip (p = 0.5) + normalise, seeded per sample.
 
     The batch needs ``epoch`` and ``position`` columns besides the image: each row's crop and flip come from
     :meth:`generator` ``(epoch, position)`` (see the module docstring).
@@ -137,6 +140,7 @@ class TrainTransform(_BatchTransform):
         *,
         scale: tuple[float, float] = TRAIN_CROP_SCALE,
         ratio: tuple[float, float] = TRAIN_CROP_RATIO,
+        hflip_probability: float = TRAIN_HFLIP_PROBABILITY,
         seed: int = 0,
         image_column: str = IMAGE_COLUMN,
     ) -> None:
@@ -145,8 +149,11 @@ class TrainTransform(_BatchTransform):
             raise InvalidConfigError(
                 f"need 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1]: {scale}, {ratio}"
             )
+        if not 0.0 <= hflip_probability <= 1.0:
+            raise InvalidConfigError(f"hflip_probability must lie in [0, 1], got {hflip_probability!r}")
         self.scale = scale
         self.ratio = ratio
+        self.hflip_probability = float(hflip_probability)
         self.seed = int(seed)
 
     def generator(self, epoch: int, position: int) -> torch.Generator:
@@ -192,7 +199,8 @@ class TrainTransform(_BatchTransform):
         left, top, crop_w, crop_h = self.crop_box(*image.size, generator)
         size = (self.image_size, self.image_size)
         image = image.resize(size, Image.Resampling.BICUBIC, box=(left, top, left + crop_w, top + crop_h))
-        if torch.rand(1, generator=generator).item() < 0.5:
+        # Drawn for every sample, even at probability 0 or 1: the stream stays that of the published recipe.
+        if torch.rand(1, generator=generator).item() < self.hflip_probability:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return _normalise(image, self.mean, self.std)
 
@@ -232,17 +240,21 @@ def make_train_transform(
     *,
     image_processor: Any = None,
     scale: tuple[float, float] = TRAIN_CROP_SCALE,
+    hflip_probability: float = TRAIN_HFLIP_PROBABILITY,
     seed: int = 0,
     image_column: str = IMAGE_COLUMN,
 ) -> TrainTransform:
     """The training transform of the published recipe, for :func:`peft_puma.data.make_train_loader`.
 
     Give ``image_size``, ``mean`` and ``std``, or a transformers ``image_processor`` (its crop size and statistics are
-    used; explicit arguments win). ``seed`` is the run seed each sample's crop/flip seed derives from (with the epoch
-    and the sample's position, :func:`sample_seed`).
+    used; explicit arguments win). ``scale`` is the crop's area range (fractions of the image) and
+    ``hflip_probability`` the chance of a horizontal flip; the defaults are the published recipe. ``seed`` is the run
+    seed each sample's crop/flip seed derives from (with the epoch and the sample's position, :func:`sample_seed`).
     """
     size, mean_t, std_t = _resolve(image_size, mean, std, image_processor)
-    return TrainTransform(size, mean_t, std_t, scale=scale, seed=seed, image_column=image_column)
+    return TrainTransform(
+        size, mean_t, std_t, scale=scale, hflip_probability=hflip_probability, seed=seed, image_column=image_column
+    )
 
 
 def make_eval_transform(

@@ -1,10 +1,16 @@
-"""The unified dataset a config names: its ``{"train", "test"}`` splits, the datasets kept, what a run records of it.
+"""The unified dataset a config names: its ``train`` and ``test`` splits (and an optional ``validation`` split), the
+datasets kept, what a run records of it.
 
 One of three sources (docs/training.md, "Config keys"): a ``DatasetDict`` saved with ``save_to_disk``
 (``dataset_path``), a UML-mini build (``uml_mini_dir``) or the paper's datasets from their official folders
 (``dataset_roots``), each checked against the row schema of :mod:`.schema` (docs/data.md). Used by training,
 ``python -m peft_puma.evaluate`` and the benchmarks, with a :class:`peft_puma.training.DataConfig` (or any object with
 its keys).
+
+The ``validation`` split (:data:`.schema.VALIDATION_SPLIT`: classes disjoint from train and test, with the test split's
+roles) is where recipes are chosen without reading the test split. A UML-mini build has one; the paper's benchmarks and
+most saved DatasetDicts do not, so whoever scores it asks for it with :func:`scored_split`, which names the splits
+present when it is missing.
 """
 
 from __future__ import annotations
@@ -16,17 +22,30 @@ import datasets
 
 from ..errors import DatasetLayoutError, InvalidConfigError
 from .builder import build_unified_dataset
-from .schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, ROLE_COLUMN, TEST_SPLIT, TRAIN_SPLIT, column_values
+from .schema import (
+    DATASET_COLUMN,
+    IMAGE_COLUMN,
+    LABEL_COLUMN,
+    ROLE_COLUMN,
+    TEST_SPLIT,
+    TRAIN_SPLIT,
+    VALIDATION_SPLIT,
+    column_values,
+)
 from .uml_mini import open_uml_mini, provenance, read_manifest
 
 if TYPE_CHECKING:  # the data keys are defined beside the trainer's; data/ does not import training/ at run time
     from ..training.arguments import DataConfig
 
-__all__ = ["dataset_sizes", "describe_source", "load_unified", "select_datasets"]
+__all__ = ["dataset_sizes", "describe_source", "load_unified", "scored_split", "select_datasets"]
+
+SCORED_SPLITS: tuple[str, ...] = (TEST_SPLIT, VALIDATION_SPLIT)
+"""The splits an evaluation may score: the test split (the published protocol) or the validation split."""
 
 
 def load_unified(config: DataConfig) -> datasets.DatasetDict:
-    """The ``{"train", "test"}`` splits of the configured source, restricted to ``config.datasets`` when given."""
+    """The ``train`` and ``test`` splits of the configured source, and its ``validation`` split where it has one,
+    restricted to ``config.datasets`` when given."""
     if config.dataset_path is not None:
         try:
             data = datasets.load_from_disk(config.dataset_path)
@@ -43,10 +62,31 @@ def load_unified(config: DataConfig) -> datasets.DatasetDict:
             f"The data source must be a DatasetDict with {TRAIN_SPLIT!r} and {TEST_SPLIT!r} splits; got "
             f"{list(data) if isinstance(data, datasets.DatasetDict) else type(data).__name__}."
         )
-    missing = {IMAGE_COLUMN, LABEL_COLUMN, DATASET_COLUMN, ROLE_COLUMN} - set(data[TRAIN_SPLIT].column_names)
-    if missing:
-        raise DatasetLayoutError(f"The data source lacks column(s) {sorted(missing)} of the row schema (docs/data.md).")
+    for split in (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT):
+        if split not in data:
+            continue
+        missing = {IMAGE_COLUMN, LABEL_COLUMN, DATASET_COLUMN, ROLE_COLUMN} - set(data[split].column_names)
+        if missing:
+            raise DatasetLayoutError(
+                f"The {split!r} split of the data source lacks column(s) {sorted(missing)} of the row schema "
+                "(docs/data.md)."
+            )
     return select_datasets(data, config.datasets)
+
+
+def scored_split(data: datasets.DatasetDict, split: str, asked_by: str) -> datasets.Dataset:
+    """``data[split]``, the split an evaluation scores; ``asked_by`` (the key or option that chose it) is named in the
+    one-line error raised when the source has no such split, e.g. ``eval_split: validation`` on the paper's
+    benchmarks, which have no validation split."""
+    if split not in SCORED_SPLITS:
+        raise InvalidConfigError(f"{asked_by} must be one of {', '.join(SCORED_SPLITS)}; got {split!r}.")
+    if split not in data:
+        raise InvalidConfigError(
+            f"{asked_by} {split!r}: the data source has no {split!r} split (it has {', '.join(data)}). Score the "
+            f"{TEST_SPLIT!r} split (the default) or use a source with a {split!r} split (a UML-mini build has one, "
+            "docs/data.md)."
+        )
+    return data[split]
 
 
 def describe_source(config: DataConfig) -> dict[str, Any]:
@@ -77,16 +117,20 @@ def select_datasets(data: datasets.DatasetDict, names: Sequence[str] | None) -> 
 
 
 def dataset_sizes(data: datasets.DatasetDict) -> dict[str, dict[str, int]]:
-    """``{dataset: {train_images, train_classes, test_images, test_classes}}`` in order of appearance."""
+    """``{dataset: {train_images, train_classes, test_images, test_classes}}`` in order of appearance; with a
+    validation split, ``validation_images`` and ``validation_classes`` come between the train and test counts.
+
+    Runs record these counts and compare them on resume, so data without a validation split keeps exactly the keys
+    (and order) it always had."""
+    splits = [split for split in (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT) if split in data]
+    keys = [f"{split}_{count}" for split in splits for count in ("images", "classes")]
     sizes: dict[str, dict[str, int]] = {}
-    for split in (TRAIN_SPLIT, TEST_SPLIT):
+    for split in splits:
         names, labels = column_values(data[split], DATASET_COLUMN), column_values(data[split], LABEL_COLUMN)
         classes: dict[str, set[int]] = {}
         for name, label in zip(names, labels):
             classes.setdefault(name, set()).add(label)
-            entry = sizes.setdefault(
-                name, dict.fromkeys(("train_images", "train_classes", "test_images", "test_classes"), 0)
-            )
+            entry = sizes.setdefault(name, dict.fromkeys(keys, 0))
             entry[f"{split}_images"] += 1
         for name, members in classes.items():
             sizes[name][f"{split}_classes"] = len(members)

@@ -25,8 +25,10 @@ class RunRecord:
     """The fields of the run file.
 
     ``config`` is the run's whole config (``TrainingConfig.to_dict()``: every key of the run, flat, with its
-    ``puma`` and ``loss_options`` mappings). ``data_sizes``: ``{dataset: {train_images, train_classes, test_images,
-    test_classes}}``; ``data_source``: where the data came from (for UML-mini its seed, scale and builder version).
+    ``puma`` and ``loss_options`` mappings; its ``eval_split`` is the split ``results.json`` scores). ``data_sizes``:
+    ``{dataset: {train_images, train_classes, test_images, test_classes}}``, with ``validation_images`` and
+    ``validation_classes`` after the train counts where the data has a validation split; ``data_source``: where the
+    data came from (for UML-mini its seed, scale and builder version).
     """
 
     method: str

@@ -22,7 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.schema import TEST_SPLIT
 from ..data.specs import DATASET_SPECS
+from ..data.transforms import TRAIN_CROP_SCALE, TRAIN_HFLIP_PROBABILITY
+from ..data.unified import SCORED_SPLITS
 from ..errors import InvalidConfigError
 from ..losses import PAIR_LOSSES, loss_spec
 from ..tuners.puma.config import PUMAConfig
@@ -200,6 +203,14 @@ class TrainingConfig:
         metadata={"help": "shuffle (published), balanced (datasets equally often) or m_per_class (pair losses)."},
     )
     samples_per_class: int = field(default=4, metadata={"help": "Images per class in a batch for m_per_class."})
+    # --- augmentation (the paper's recipe) ---
+    crop_scale: list[float] = field(
+        default_factory=lambda: list(TRAIN_CROP_SCALE),
+        metadata={"help": "Area range of the training RandomResizedCrop, as fractions of the image ([0.2, 1.0])."},
+    )
+    hflip_probability: float = field(
+        default=TRAIN_HFLIP_PROBABILITY, metadata={"help": "Probability of a horizontal flip in training (0.5)."}
+    )
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     cpu_threads: int | None = field(
         default=None,
@@ -209,7 +220,17 @@ class TrainingConfig:
         },
     )
     # --- evaluation, logging, checkpoints ---
-    eval_every_epochs: int = field(default=0, metadata={"help": "Also evaluate every N epochs (0: only at the end)."})
+    eval_every_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "Also evaluate every N epochs (0: only at the end): the validation split where the data has one, "
+            "else the test split."
+        },
+    )
+    eval_split: str = field(
+        default=TEST_SPLIT,
+        metadata={"help": "Split the final evaluation scores: test (the published protocol) or validation."},
+    )
     eval_batch_size: int = field(default=256, metadata={"help": "Batch per process when embedding test images."})
     eval_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8], metadata={"help": "k of Recall@k."})
     log_every_steps: int = field(default=10, metadata={"help": "Tracker logging interval in steps."})
@@ -255,6 +276,8 @@ class TrainingConfig:
         _positive("save_total_limit", self.save_total_limit)
         self._validate_optimiser()
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
+        _choice("eval_split", self.eval_split, SCORED_SPLITS)
+        self._validate_augmentation()
         if not self.eval_ks or any(k < 1 for k in self.eval_ks):
             raise InvalidConfigError(f"eval_ks must be a non-empty list of positive integers, got {self.eval_ks!r}.")
         if isinstance(self.resume, str) and not os.path.isdir(self.resume):
@@ -292,6 +315,18 @@ class TrainingConfig:
                     f"Loss {self.loss!r} needs at least 2 images per process batch, got {self.per_device_batch_size}."
                 )
 
+    def _validate_augmentation(self) -> None:
+        low, high = self.crop_scale if len(self.crop_scale) == 2 else (0.0, 0.0)
+        if not 0.0 < low <= high <= 1.0:
+            raise InvalidConfigError(
+                f"crop_scale must be two fractions of the image area [low, high] with 0 < low <= high <= 1, got "
+                f"{self.crop_scale!r} (the published recipe: [0.2, 1.0])."
+            )
+        if not 0.0 <= self.hflip_probability <= 1.0:
+            raise InvalidConfigError(
+                f"hflip_probability must lie in [0, 1], got {self.hflip_probability!r} (the published recipe: 0.5)."
+            )
+
     def _validate_optimiser(self) -> None:
         for name in ("learning_rate", "adam_eps", "lr_gamma"):
             _positive(name, getattr(self, name))
@@ -326,6 +361,7 @@ RUN_CONTROL_KEYS: frozenset[str] = frozenset(
         "num_workers",
         "cpu_threads",
         "eval_every_epochs",
+        "eval_split",
         "eval_batch_size",
         "eval_ks",
         "log_every_steps",

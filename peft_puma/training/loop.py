@@ -8,8 +8,13 @@
 3. train: per step, embeddings of the global batch (gathered, local part differentiable), loss in fp32 plus the
    prompt pool's orthogonality regulariser, a stop on a non-finite loss, backward, element-wise gradient clamp,
    AdamW step and the step schedule; checkpoints every ``save_every_steps`` and at the end;
-4. evaluate the final epoch (model selection never looks at the test set), print the table row, save the adapter with
-   its model card and ``results.json``.
+4. evaluate the final epoch on ``eval_split`` (the test split by default; model selection never looks at the test set),
+   print the table row, save the adapter with its model card and ``results.json``.
+
+Evaluations every ``eval_every_epochs`` score the validation split where the data has one (so that a learning curve
+never reads the test split), else the test split (the paper's benchmarks have none). ``train_log.jsonl`` gets one JSON
+line per logged step, one per completed epoch (its mean training loss) and one per evaluation (its split and epoch, and
+the scores under ``eval/`` for the test split, ``validation/`` for the validation split); docs/training.md lists them.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from tqdm.auto import tqdm
 from ..backbones.loading import load_backbone
 from ..cpu_threads import configure_torch_threads
 from ..data.loader import make_train_loader
-from ..data.schema import TEST_SPLIT, TRAIN_SPLIT
+from ..data.schema import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from ..data.transforms import make_eval_transform, make_train_transform
-from ..data.unified import dataset_sizes, describe_source, load_unified
+from ..data.unified import dataset_sizes, describe_source, load_unified, scored_split
 from ..errors import IncompatibleCheckpointError, PUMAError
 from ..evaluation.table import results_markdown
 from ..inference.embedding import embed_split, score_split
@@ -57,6 +62,10 @@ from .step import StepLosses, TrainingStep, build_training_step
 
 logger = logging.getLogger(__name__)
 
+# The prefix of an evaluation's scores in train_log.jsonl and the trackers, by split: `eval/` as it always was for the
+# test split, so that what reads a run's final scores keeps working.
+LOG_PREFIXES: dict[str, str] = {TEST_SPLIT: "eval", VALIDATION_SPLIT: "validation"}
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: the run stopped before the bad step changed any weight."""
@@ -76,6 +85,7 @@ class TrainResult:
     table: str
     model: nn.Module  # the trained PeftModel, in eval mode
     losses: list[float]  # the training loss of every step this call ran (after a resume: from the checkpoint on)
+    split: str = TEST_SPLIT  # the split ``results`` scores (``eval_split``)
 
 
 def make_accelerator(config: TrainingConfig) -> Accelerator:
@@ -130,6 +140,22 @@ def _set_cpu_threads(config: TrainingConfig, accelerator: Any) -> None:
 
 
 @dataclass
+class _EpochLoss:
+    """The running sum of the training losses of the epoch in progress; checkpoints keep it, so that a run resumed
+    within an epoch logs the same epoch mean as an uninterrupted one."""
+
+    total: float = 0.0
+    steps: int = 0
+
+    def add(self, loss: float) -> None:
+        self.total += loss
+        self.steps += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"total": self.total, "steps": self.steps}
+
+
+@dataclass
 class _Run:
     step: TrainingStep
     batches: Any
@@ -138,6 +164,7 @@ class _Run:
     info: RunInfo
     steps_per_epoch: int
     losses: list[float] = field(default_factory=list)
+    epoch_loss: _EpochLoss = field(default_factory=_EpochLoss)
 
     @property
     def objective(self) -> nn.Module:
@@ -151,8 +178,16 @@ class _Run:
 def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
     with accelerator.main_process_first():  # UML-mini is built and Hub files are downloaded once, by the main process
         data = load_unified(config)
+    scored_split(data, config.eval_split, "eval_split")  # a missing split stops the run before the backbone loads
+    with accelerator.main_process_first():
         backbone, processor = load_backbone(config.backbone, config.backbone_format)
-    train_transform = make_train_transform(config.image_size, image_processor=processor, seed=config.seed)
+    train_transform = make_train_transform(
+        config.image_size,
+        image_processor=processor,
+        scale=tuple(config.crop_scale),
+        hflip_probability=config.hflip_probability,
+        seed=config.seed,
+    )
     eval_transform = make_eval_transform(config.image_size, image_processor=processor)
     batches = make_train_loader(
         data[TRAIN_SPLIT],
@@ -190,6 +225,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         total_steps=min(total, config.max_steps or total),
         precision=accelerator.mixed_precision,
         device=str(accelerator.device),
+        epoch_split=VALIDATION_SPLIT if VALIDATION_SPLIT in data else TEST_SPLIT,
     )
     return _Run(step, batches, data, eval_transform, info, steps_per_epoch)
 
@@ -259,6 +295,8 @@ def _resume(config: TrainingConfig, accelerator: Any, run: _Run) -> _Position:
                 )
             _check_same_run(config, state, path, run)
             ckpt.load_checkpoint(accelerator, path)
+            # Checkpoints written before the epoch's loss was kept: the mean covers the steps run after the resume.
+            run.epoch_loss = _EpochLoss(**state.get("epoch_loss", {}))
         except ckpt.CorruptCheckpointError as error:
             if index + 1 == len(candidates):
                 raise
@@ -310,6 +348,7 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
             _stop_if_not_finite(losses.total, accelerator, config, position)
             run.step.update(losses)
             run.losses.append(losses.total.item())
+            run.epoch_loss.add(run.losses[-1])
             progress.set_postfix(
                 loss=f"{run.losses[-1]:.4f}", img_s=f"{images_per_second:.0f}", epoch=position.epoch + 1
             )
@@ -323,6 +362,8 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
             if position.step % config.log_every_steps == 0:
                 _log_step(config, accelerator, run.step.optimizer, position.step, losses, images_per_second)
                 window_start, window_steps = time.perf_counter(), 0
+            if position.batch_in_epoch == 0:
+                _log_epoch_loss(config, accelerator, run, position)
             if config.save_every_steps and position.step % config.save_every_steps == 0:
                 _save(config, accelerator, run, position)
             if position.batch_in_epoch == 0:
@@ -366,6 +407,16 @@ def _log_step(
     _append_log(config, accelerator, {"step": step, **values})
 
 
+def _log_epoch_loss(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> None:
+    """The mean training loss of the epoch just completed, so that a learning curve can be drawn from the log alone;
+    then a fresh sum for the next epoch."""
+    mean = run.epoch_loss.total / max(run.epoch_loss.steps, 1)
+    if accelerator.trackers:
+        accelerator.log({"train/epoch_loss": mean}, step=position.step)
+    _append_log(config, accelerator, {"epoch": position.epoch, "step": position.step, "train/epoch_loss": mean})
+    run.epoch_loss = _EpochLoss()
+
+
 def _save(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> None:
     state = {
         "step": position.step,
@@ -374,46 +425,56 @@ def _save(config: TrainingConfig, accelerator: Any, run: _Run, position: _Positi
         "num_processes": accelerator.num_processes,
         "config": config.to_dict(),
         "data_sizes": run.info.sizes,  # a resume checks that it continues on the same data
+        "epoch_loss": run.epoch_loss.state(),  # the epoch in progress, for its mean in train_log.jsonl
     }
     ckpt.save_checkpoint(accelerator, config.output_dir, position.step, state, config.save_total_limit)
 
 
 def _maybe_evaluate_epoch(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> None:
-    every = config.eval_every_epochs
-    if not every or position.epoch % every or position.step >= run.total_steps:
-        return  # the final epoch is evaluated by _finish
-    result = _evaluate(config, accelerator, run)
-    accelerator.print(results_markdown(result, f"Epoch {position.epoch} evaluation"))
-    _log_eval(config, accelerator, result, position.step)
+    every, split = config.eval_every_epochs, run.info.epoch_split
+    if not every or position.epoch % every:
+        return
+    if position.step >= run.total_steps and split == config.eval_split:
+        return  # _finish scores this split at the end
+    result = _evaluate(config, accelerator, run, split)
+    accelerator.print(results_markdown(result, f"Epoch {position.epoch} evaluation ({split} split)"))
+    _log_eval(config, accelerator, result, split, position)
     run.objective.train()
 
 
-def _evaluate(config: TrainingConfig, accelerator: Any, run: _Run, examples: str | None = None) -> dict[str, Any]:
-    """Scores of the test split; with ``examples``, also the retrieval examples sheet there (main process)."""
+def _evaluate(
+    config: TrainingConfig, accelerator: Any, run: _Run, split: str, examples: str | None = None
+) -> dict[str, Any]:
+    """Scores of ``split`` (test or validation); with ``examples``, also the retrieval examples sheet of its rows there
+    (main process)."""
     model = accelerator.unwrap_model(run.objective).model
-    test = run.data[TEST_SPLIT]
+    rows = run.data[split]
     embeddings = embed_split(
         model,
-        test,
+        rows,
         run.eval_transform,
         batch_size=config.eval_batch_size,
         accelerator=accelerator,
         progress=config.progress_bar,
+        description=f"evaluating ({split})",
     )
     if examples and accelerator.is_main_process:
-        write_retrieval_examples(examples, {config.method: embeddings}, test, seed=config.seed)
-    return score_split(embeddings, test, config.eval_ks)
+        write_retrieval_examples(examples, {config.method: embeddings}, rows, seed=config.seed)
+    return score_split(embeddings, rows, config.eval_ks)
 
 
-def _log_eval(config: TrainingConfig, accelerator: Any, result: dict[str, Any], step: int) -> None:
-    """Evaluation results to the trackers and to ``train_log.jsonl``."""
-    values = {f"eval/unified/{k}": v for k, v in result["unified"].items() if isinstance(v, float)}
-    values.update({f"eval/harmonic/{k}": v for k, v in result.get("harmonic", {}).items() if isinstance(v, float)})
+def _log_eval(
+    config: TrainingConfig, accelerator: Any, result: dict[str, Any], split: str, position: _Position
+) -> None:
+    """Evaluation results to the trackers and to ``train_log.jsonl``, with the split and the epochs completed."""
+    prefix = LOG_PREFIXES[split]
+    values = {f"{prefix}/unified/{k}": v for k, v in result["unified"].items() if isinstance(v, float)}
+    values.update({f"{prefix}/harmonic/{k}": v for k, v in result.get("harmonic", {}).items() if isinstance(v, float)})
     for name, scores in result.get("per_dataset", {}).items():
-        values[f"eval/{name}/recall@1"] = scores["recall@1"]
+        values[f"{prefix}/{name}/recall@1"] = scores["recall@1"]
     if accelerator.trackers:
-        accelerator.log(values, step=step)
-    _append_log(config, accelerator, {"step": step, **values})
+        accelerator.log(values, step=position.step)
+    _append_log(config, accelerator, {"step": position.step, "epoch": position.epoch, "split": split, **values})
 
 
 def _append_log(config: TrainingConfig, accelerator: Any, values: dict[str, Any]) -> None:
@@ -425,9 +486,9 @@ def _append_log(config: TrainingConfig, accelerator: Any, values: dict[str, Any]
 # ------------------------------------------------------------------------------------------------------------ finish
 def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Position) -> TrainResult:
     examples = os.path.join(config.output_dir, EXAMPLES_FILE)
-    result = _evaluate(config, accelerator, run, examples=examples)
-    table = results_markdown(result, "Results of the final epoch")
-    _log_eval(config, accelerator, result, position.step)
+    result = _evaluate(config, accelerator, run, config.eval_split, examples=examples)
+    table = results_markdown(result, f"Results of the final epoch ({config.eval_split} split)")
+    _log_eval(config, accelerator, result, config.eval_split, position)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(run.objective).model
         write_outputs(config, model, result, table, run.info)
@@ -440,7 +501,7 @@ def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Posi
     if config.push_to_hub and accelerator.is_main_process:
         _push(config)
     model = accelerator.unwrap_model(run.objective).model.eval()
-    return TrainResult(config.output_dir, result, position.step, table, model, run.losses)
+    return TrainResult(config.output_dir, result, position.step, table, model, run.losses, config.eval_split)
 
 
 def _push(config: TrainingConfig) -> None:

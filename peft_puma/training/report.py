@@ -2,7 +2,8 @@
 
 The output folder holds the adapter as PEFT saves it (``adapter_config.json``, ``adapter_model.safetensors``,
 ``README.md`` model card with the results table), ``lora/`` or ``backbone/`` for the baselines that train them,
-``results.json`` (the mapping of :func:`peft_puma.evaluation.evaluate_retrieval` for the final epoch) and
+``results.json`` (the mapping of :func:`peft_puma.evaluation.evaluate_retrieval` for the final epoch, with the
+``split`` it scores, ``eval_split``) and
 the run file ``peft_puma_training.json`` (:mod:`peft_puma.inference.run_file`: the method, the backbone, the whole
 config, the number of processes and the images and classes per dataset, so that ``peft_puma.evaluate`` and
 ``peft_puma.embed`` can rebuild the model from the folder alone, and ``benchmarks/accuracy.py --reuse_finished`` can
@@ -19,6 +20,7 @@ import torch
 from huggingface_hub import HfApi
 from torch import nn
 
+from ..data.schema import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from ..inference.run_file import RUN_FILE, RunRecord, write_run_file
 from ..owned_paths import OwnedLayout, write_json_atomically
 from ..search.examples import EXAMPLES_FILE
@@ -57,6 +59,7 @@ class RunInfo:
     total_steps: int
     precision: str
     device: str
+    epoch_split: str  # what evaluations every eval_every_epochs score: validation where the data has it, else test
 
     @property
     def saved_parameters(self) -> int:
@@ -65,11 +68,14 @@ class RunInfo:
 
 
 def start_up_summary(info: RunInfo) -> str:
-    """A short account of the run before it starts: backbone, method and sizes, data, batch and schedule."""
+    """A short account of the run before it starts: backbone, method and sizes, data, the splits its evaluations score,
+    augmentation, batch and schedule."""
     config, backbone = info.config, info.backbone
     model_config = backbone.config
     groups = ", ".join(f"{name} {count:,}" for name, count in info.groups.items())
     global_batch = config.per_device_batch_size * info.num_processes
+    every = config.eval_every_epochs
+    per_epoch = f"; every {every} epoch(s) on the {info.epoch_split} split" if every else ""
     lines = [
         "peft_puma training",
         f"  backbone    {config.backbone} ({type(backbone).__name__}, hidden {model_config.hidden_size}, "
@@ -78,19 +84,10 @@ def start_up_summary(info: RunInfo) -> str:
         f"              by group: {groups}",
         f"  loss        {config.loss}" + (f" {config.loss_options}" if config.loss_options else ""),
         f"  data        {_source(info.data_source)}",
-        "              dataset      train images / classes   test images / classes",
-    ]
-    for name, size in info.sizes.items():
-        lines.append(
-            f"              {name:<12} {size['train_images']:>7} / {size['train_classes']:<7}"
-            f"        {size['test_images']:>7} / {size['test_classes']}"
-        )
-    total = {key: sum(size[key] for size in info.sizes.values()) for key in next(iter(info.sizes.values()))}
-    lines.append(
-        f"              {'total':<12} {total['train_images']:>7} / {total['train_classes']:<7}"
-        f"        {total['test_images']:>7} / {total['test_classes']}"
-    )
-    lines += [
+        *_sizes_table(info.sizes),
+        f"  evaluation  final epoch on the {config.eval_split} split{per_epoch}",
+        f"  augment     random resized crop, area {config.crop_scale[0]:g}-{config.crop_scale[1]:g}; horizontal flip, "
+        f"p {config.hflip_probability:g}",
         f"  batch       {config.per_device_batch_size} per process x {info.num_processes} process(es) = "
         f"{global_batch} (gathered for the loss), sampler {config.sampler}",
         f"  schedule    {info.steps_per_epoch} steps/epoch, {config.epochs} epochs, {info.total_steps} steps; "
@@ -101,6 +98,20 @@ def start_up_summary(info: RunInfo) -> str:
         f"  output      {os.path.abspath(config.output_dir)}",
     ]
     return "\n".join(lines)
+
+
+def _sizes_table(sizes: dict[str, dict[str, int]]) -> list[str]:
+    """Images / classes per dataset and split (train, validation where the data has it, test), then the totals."""
+    first = next(iter(sizes.values()))
+    splits = [split for split in (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT) if f"{split}_images" in first]
+    total = {key: sum(size[key] for size in sizes.values()) for key in first}
+    indent = " " * 14
+    header = "".join(f"{split + ' images':>17} / {'classes':<10}" for split in splits)
+    lines = [indent + f"{'dataset':<12}" + header.rstrip()]
+    for name, size in [*sizes.items(), ("total", total)]:
+        cells = "".join(f"{size[f'{split}_images']:>17} / {size[f'{split}_classes']:<10}" for split in splits)
+        lines.append(indent + f"{name:<12}" + cells.rstrip())
+    return lines
 
 
 def _source(source: dict[str, Any]) -> str:
@@ -124,17 +135,19 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
             f"- trained parameters (adapter): {info.saved_parameters:,}",
             f"- datasets: {', '.join(info.sizes)} ({_source(info.data_source)})",
             "- model selection: the final epoch (never a test-set pick)",
+            f"- results: the {config.eval_split} split",
             "",
             "### Results",
             "",
             table,
             "",
-            f"Retrieval examples (seeded test queries per dataset and their top 5 in the unified gallery; green: same "
-            f"class): [{EXAMPLES_FILE}]({EXAMPLES_FILE})",
+            f"Retrieval examples (seeded {config.eval_split} queries per dataset and their top 5 in the unified "
+            f"gallery; green: same class): [{EXAMPLES_FILE}]({EXAMPLES_FILE})",
         ]
     )
     update_model_card(directory, model.peft_config["default"], extra=card)
-    write_json_atomically(os.path.join(directory, RESULTS_FILE), {**result, "data_source": info.data_source})
+    results = {**result, "split": config.eval_split, "data_source": info.data_source}
+    write_json_atomically(os.path.join(directory, RESULTS_FILE), results)
     write_run_file(directory, run_record(config, info))
 
 

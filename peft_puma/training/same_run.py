@@ -9,7 +9,11 @@ Two runs are the same run when they agree on
   (the loss sees the gathered global batch, docs/spec.md section 6);
 - the data: images and classes per dataset, where both sides record them (the paths may differ between machines);
 - for a finished run, its length (``epochs``, ``max_steps``): it is part of what the run learnt, whereas a checkpoint
-  may be resumed towards another end.
+  may be resumed towards another end; and the split its results score (``eval_split``): a finished run scored on the
+  test split does not stand for one scored on the validation split, whereas a checkpoint has no results yet.
+
+A key that a saved config lacks because it predates the key counts with the value every run had before the key existed
+(:data:`KEYS_ADDED_LATER`), so older checkpoints and finished runs stay usable.
 
 The trainer's ``resume`` (``peft_puma.training.loop``) and ``benchmarks/accuracy.py --reuse_finished`` both call
 :func:`run_differences`; each words its own refusal from the differences.
@@ -24,7 +28,13 @@ from typing import Any
 
 from .arguments import RUN_CONTROL_KEYS
 
-RUN_LENGTH_KEYS: frozenset[str] = frozenset({"epochs", "max_steps"})
+FINISHED_RUN_KEYS: frozenset[str] = frozenset({"epochs", "max_steps", "eval_split"})
+"""Run-control keys that still count for a finished run: its length and the split its results score."""
+
+KEYS_ADDED_LATER: dict[str, Any] = {"crop_scale": [0.2, 1.0], "hflip_probability": 0.5, "eval_split": "test"}
+"""Keys added after runs were saved without them, with the value those runs had (the published recipe, the test
+split)."""
+
 GLOBAL_BATCH = "global batch (per_device_batch_size x processes)"
 
 
@@ -49,9 +59,11 @@ class Difference:
 
 def run_differences(saved: RunIdentity, wanted: RunIdentity, *, finished: bool) -> list[Difference]:
     """The differences that make ``saved`` another run than ``wanted`` (none: the same run); ``finished``: ``saved``
-    is a finished run, whose length counts. A key only one side records is a difference."""
-    ignored = (RUN_CONTROL_KEYS - RUN_LENGTH_KEYS if finished else RUN_CONTROL_KEYS) | {"per_device_batch_size"}
-    old, new = _as_json(saved.config), _as_json(wanted.config)
+    is a finished run, whose length and scored split count. A key only one side records is a difference, unless it is
+    one of :data:`KEYS_ADDED_LATER`."""
+    ignored = (RUN_CONTROL_KEYS - FINISHED_RUN_KEYS if finished else RUN_CONTROL_KEYS) | {"per_device_batch_size"}
+    old = {**KEYS_ADDED_LATER, **_as_json(saved.config)}
+    new = {**KEYS_ADDED_LATER, **_as_json(wanted.config)}
     differences = [
         difference
         for key in sorted(set(old) | set(new))

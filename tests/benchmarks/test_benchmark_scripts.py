@@ -188,7 +188,7 @@ assert step.scheduler.last_epoch == 1 and step.objective.training
     ("script", "underscored"),
     [
         ("cost.py", ["--output", "x.json", "--train_batch_size", "3", "--no_memory"]),
-        ("accuracy.py", ["--output", "x.json", "--max_steps", "3", "--reuse_finished"]),
+        ("accuracy.py", ["--output", "x.json", "--max_steps", "3", "--reuse_finished", "--split", "validation"]),
         ("retrieval_eval.py", ["--num_rows", "3", "--no_domains"]),
     ],
 )
@@ -364,3 +364,47 @@ def test_accuracy_reuse_finished_refuses_a_run_of_another_recipe_or_data(accurac
     assert "puma_seed0" in done.stderr and message in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert os.path.isfile(runs / "puma_seed0" / "results.json")  # nothing of that run was touched
+
+
+def _accuracy_split_args(folder: Path, split: str, validation: bool) -> list[str]:
+    """Arguments of the accuracy script on a tiny backbone and dataset (with or without a validation split)."""
+    fixtures = _training_fixtures()
+    backbone = fixtures.make_backbone(str(folder / "vit"))
+    data = fixtures.make_dataset(str(folder / "data"), validation=validation)
+    return [
+        *("--output", str(folder / "x.json"), "--runs_dir", str(folder / "runs"), "--split", split),
+        *("--backbone", backbone, "--dataset_path", data, "--threads", "1"),
+    ]
+
+
+def test_accuracy_split_reaches_every_run_the_zero_shot_row_and_the_prompt_weights(tmp_path, monkeypatch) -> None:
+    """--split validation: every run's eval_split, the frozen row, the prompt weights and the recorded settings."""
+    import peft_puma.evaluate
+
+    module = _load_script("accuracy.py")
+    args = module.parse_args(_accuracy_split_args(tmp_path, "validation", validation=True))
+    setup = module.set_up(args)
+    recorded = module.settings(setup)
+    assert recorded["split"] == "validation" and recorded["overrides"]["eval_split"] == "validation"
+    config = module.run_config(module.RunSpec("puma", 0), args, args.runs_dir)
+    assert config.eval_split == "validation"
+    splits, evaluate_adapter = [], peft_puma.evaluate.evaluate_adapter
+    monkeypatch.setattr(
+        peft_puma.evaluate,
+        "evaluate_adapter",
+        lambda *a, **k: (splits.append(k["split"]), evaluate_adapter(*a, **k))[1],
+    )
+    module.zero_shot(args)
+    assert splits == ["validation"]
+    model, rows = module.untrained_model(config), []
+    prompt_weights = model.prompt_weights
+    model.prompt_weights = lambda pixels: (rows.append(len(pixels)), prompt_weights(pixels))[1]
+    module.prompt_weights_by_domain(model, config)
+    assert sum(rows) == 8 + 8 + 10  # the validation rows of the tiny dataset, not its 39 test rows
+
+
+def test_accuracy_split_validation_on_data_without_one_stops_before_any_run(tmp_path) -> None:
+    module = _load_script("accuracy.py")
+    args = module.parse_args(_accuracy_split_args(tmp_path, "validation", validation=False))
+    with pytest.raises(SystemExit, match=r"error: --split 'validation': the data source has no 'validation' split"):
+        module.set_up(args)

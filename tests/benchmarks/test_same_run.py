@@ -4,7 +4,7 @@ trainer's resume and by ``benchmarks/accuracy.py --reuse_finished``."""
 from __future__ import annotations
 
 from peft_puma.training.arguments import TrainingConfig
-from peft_puma.training.same_run import GLOBAL_BATCH, Difference, RunIdentity, run_differences
+from peft_puma.training.same_run import GLOBAL_BATCH, KEYS_ADDED_LATER, Difference, RunIdentity, run_differences
 
 SIZES = {"stripes": {"train_images": 40, "train_classes": 4, "test_images": 20, "test_classes": 2}}
 
@@ -50,4 +50,25 @@ def test_data_sizes_are_compared_where_both_sides_know_them() -> None:
     assert run_differences(RunIdentity(_config(), 1, other), RunIdentity(_config(), 1, SIZES), finished=True) == [
         Difference("data_sizes.other", {"train_images": 9}, None),
         Difference("data_sizes.stripes", None, SIZES["stripes"]),
+    ]
+
+
+def test_augmentation_keys_make_another_run_and_the_scored_split_counts_once_finished() -> None:
+    saved = RunIdentity(_config(crop_scale=[0.5, 1.0], hflip_probability=0.0))
+    assert run_differences(saved, RunIdentity(_config()), finished=False) == [
+        Difference("crop_scale", [0.5, 1.0], [0.2, 1.0]),
+        Difference("hflip_probability", 0.0, 0.5),
+    ]
+    scored_on_test, wanted = RunIdentity(_config(eval_split="test")), RunIdentity(_config(eval_split="validation"))
+    assert run_differences(scored_on_test, wanted, finished=False) == []  # a checkpoint has no results yet
+    assert run_differences(scored_on_test, wanted, finished=True) == [Difference("eval_split", "test", "validation")]
+
+
+def test_a_run_saved_before_a_key_existed_had_its_old_behaviour() -> None:
+    """Checkpoints and run files written before crop_scale, hflip_probability and eval_split ran the published recipe
+    and scored the test split: they stay the same run as today's defaults, and another run than other values."""
+    older = {key: value for key, value in _config().items() if key not in KEYS_ADDED_LATER}
+    assert run_differences(RunIdentity(older), RunIdentity(_config()), finished=True) == []
+    assert run_differences(RunIdentity(older), RunIdentity(_config(hflip_probability=1.0)), finished=False) == [
+        Difference("hflip_probability", 0.5, 1.0)
     ]

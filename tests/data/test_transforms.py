@@ -3,6 +3,7 @@ processor statistics."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 import datasets
@@ -92,6 +93,31 @@ def test_train_flips_about_half_the_samples() -> None:
     assert 15 <= flipped <= 45 and ((left_columns < -0.9) | (left_columns > 0.9)).all()
 
 
+def _flipped(hflip_probability: float | None, count: int = 12) -> list[bool]:
+    """Which of ``count`` half-black, half-white samples come out flipped (white on the left), at positions 0.."""
+    options = {} if hflip_probability is None else {"hflip_probability": hflip_probability}
+    transform = make_train_transform(32, HALF, HALF, scale=(1.0, 1.0), seed=0, **options)
+    pixels = transform({**_batch(*[_halves(32, 32)] * count), **_places(*range(count))})["pixel_values"]
+    return (pixels[:, 0, :, :8].mean(dim=(1, 2)) > 0).tolist()
+
+
+def test_hflip_probability_zero_never_flips_and_one_always_flips() -> None:
+    assert _flipped(0.0, 60) == [False] * 60
+    assert _flipped(1.0, 60) == [True] * 60
+    assert _flipped(0.5) == _flipped(None)
+
+
+def test_the_default_augmentation_is_the_published_random_stream() -> None:
+    """Pinned before crop_scale and hflip_probability became keys: with the defaults, every sample's crop and flip
+    (hence every batch of every run) is what it was; the flip's draw is taken whatever the probability."""
+    assert _flipped(None) == [True, True, True, False, False, False, True, True, True, True, True, False]
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)) for _ in range(6)]
+    pixels = make_train_transform(16, HALF, HALF, seed=3)({**_batch(*images), **_places(*range(4, 10), epoch=2)})
+    as_bytes = ((pixels["pixel_values"] * 0.5 + 0.5) * 255).round().to(torch.uint8).numpy().tobytes()
+    assert hashlib.sha256(as_bytes).hexdigest() == "6db283c1b92ebeb6610b70ddbcaf031f15957757d97ec5d8350369283a5d4789"
+
+
 def test_a_sample_is_augmented_by_its_seed_epoch_and_position_only() -> None:
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)) for _ in range(3)]
@@ -151,6 +177,8 @@ def test_bad_arguments_and_inputs_are_named() -> None:
         make_eval_transform(224, [0.5], [0.5])
     with pytest.raises(InvalidConfigError, match="scale"):
         make_train_transform(224, HALF, HALF, scale=(0.5, 0.2))
+    with pytest.raises(InvalidConfigError, match=r"hflip_probability must lie in \[0, 1\], got 1.5"):
+        make_train_transform(224, HALF, HALF, hflip_probability=1.5)
     with pytest.raises(InvalidInputError, match="expected a PIL image"):
         make_eval_transform(8, HALF, HALF)({"image": [np.zeros((8, 8, 3))]})
     with pytest.raises(InvalidInputError, match="no 'image' column"):

@@ -1,4 +1,5 @@
-"""Shared fixtures of the training tests: one tiny backbone and dataset per session, and a subprocess runner."""
+"""Shared fixtures of the training tests: one tiny backbone and datasets (without and with a validation split) per
+session, and a subprocess runner."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("tiny")
-    return {"backbone": make_backbone(str(root / "vit")), "dataset": make_dataset(str(root / "data"))}
+    return {
+        "backbone": make_backbone(str(root / "vit")),
+        "dataset": make_dataset(str(root / "data")),
+        "dataset_with_validation": make_dataset(str(root / "data_validation"), validation=True),
+    }
 
 
 @pytest.fixture

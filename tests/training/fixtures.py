@@ -1,4 +1,5 @@
-"""Tiny, fast stand-ins for a real run: a random 2-layer ViT on 16 px images and a 3-dataset unified DatasetDict.
+"""Tiny, fast stand-ins for a real run: a random 2-layer ViT on 16 px images and a 3-dataset unified DatasetDict
+(train and test splits, and optionally a validation split like UML-mini's).
 
 The images are learnable (each class has its own colour and stripe, plus noise), so a few steps of training move
 the loss; the sizes keep every run to a few seconds on 2 CPU cores.
@@ -25,6 +26,8 @@ LAYOUT = {
     "colours": (4, 6, 3, 4, "both"),
     "shop": (3, 6, 3, 5, "shop"),
 }
+# dataset -> (validation classes, validation images per class); roles as in the test split
+VALIDATION_LAYOUT = {"stripes": (2, 4), "colours": (2, 4), "shop": (2, 5)}
 
 
 def make_backbone(directory: str) -> str:
@@ -54,14 +57,21 @@ def _image(label: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def make_dataset(directory: str, seed: int = 0) -> str:
-    """The unified DatasetDict (row schema of peft_puma.data.schema), written with save_to_disk."""
+def make_dataset(directory: str, seed: int = 0, validation: bool = False) -> str:
+    """The unified DatasetDict (row schema of peft_puma.data.schema), written with save_to_disk; with ``validation``,
+    also a validation split (:data:`VALIDATION_LAYOUT`), labelled after the training classes and before the test
+    classes, as UML-mini's."""
     rng = np.random.default_rng(seed)
-    columns = {split: {"image": [], "label": [], "dataset": [], "role": []} for split in ("train", "test")}
+    splits = ("train", "validation", "test") if validation else ("train", "test")
+    columns = {split: {"image": [], "label": [], "dataset": [], "role": []} for split in splits}
     label = 0
-    for split in ("train", "test"):
+    for split in splits:
         for name, (train_classes, train_per, test_classes, test_per, roles) in LAYOUT.items():
-            classes, per = (train_classes, train_per) if split == "train" else (test_classes, test_per)
+            classes, per = {
+                "train": (train_classes, train_per),
+                "validation": VALIDATION_LAYOUT[name],
+                "test": (test_classes, test_per),
+            }[split]
             for _ in range(classes):
                 for index in range(per):
                     role = "train" if split == "train" else roles

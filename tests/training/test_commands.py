@@ -21,10 +21,36 @@ def test_evaluate_command_reproduces_the_training_results(finished_run, tmp_path
     argv = ["--adapter", config.output_dir, "--dataset_path", config.dataset_path, "--ks", "1", "2", "4"]
     assert evaluate.main([*argv, "--output", output]) == 0
     printed = capsys.readouterr().out
+    assert f"Evaluation of {config.output_dir} (test split)" in printed
     assert "| stripes | colours | shop | Unified | Harmonic |" in printed
     with open(output) as handle:
         saved = json.load(handle)
-    assert saved == json.loads(json.dumps({**result.results, "data_source": {"dataset_path": config.dataset_path}}))
+    expected = {**result.results, "split": "test", "data_source": {"dataset_path": config.dataset_path}}
+    assert saved == json.loads(json.dumps(expected))
+    with open(os.path.join(config.output_dir, "results.json")) as handle:
+        assert saved == json.load(handle)  # the trainer's own results file
+
+
+def test_evaluate_split_validation_scores_the_validation_rows(finished_run, tiny_assets, tmp_path, capsys):
+    config, _ = finished_run
+    output = str(tmp_path / "validation.json")
+    data = ["--dataset_path", tiny_assets["dataset_with_validation"], "--split", "validation", "--ks", "1"]
+    assert evaluate.main(["--adapter", config.output_dir, *data, "--output", output]) == 0
+    assert f"Evaluation of {config.output_dir} (validation split)" in capsys.readouterr().out
+    with open(output) as handle:
+        saved = json.load(handle)
+    assert saved["split"] == "validation" and saved["unified"]["num_queries"] == 8 + 8 + 4  # validation queries
+    assert evaluate.main(["--zero_shot", "--backbone", tiny_assets["backbone"], *data]) == 0
+    assert "Evaluation of zero-shot backbone (validation split)" in capsys.readouterr().out
+    zero_shot = evaluate.evaluate_adapter(
+        None,
+        {"dataset_path": tiny_assets["dataset_with_validation"]},
+        backbone=tiny_assets["backbone"],
+        zero_shot=True,
+        ks=(1,),
+        split="validation",
+    )
+    assert zero_shot["unified"]["num_queries"] == 20
 
 
 def test_evaluate_from_python_zero_shot_and_a_dataset_subset(finished_run, tiny_assets):

@@ -23,6 +23,7 @@ def test_defaults_are_the_published_recipe():
     assert config.learning_rate == 1e-4 and config.weight_decay == 1e-4 and config.adam_eps == 1e-8
     assert config.adam_betas == [0.9, 0.999] and config.grad_clamp == 1.0
     assert (config.lr_step_epochs, config.lr_gamma, config.sampler) == (20, 0.5, "shuffle")
+    assert config.crop_scale == [0.2, 1.0] and config.hflip_probability == 0.5 and config.eval_split == "test"
     assert config.lr_multipliers == {
         "prompts": 10,
         "adapters": 10,
@@ -124,12 +125,28 @@ def test_unknown_keys_and_stray_tokens_name_the_accepted_keys():
         ({"grad_clamp": -1.0}, "grad_clamp must be positive"),
         ({"mixed_precision": "fp8"}, "mixed_precision must be one of"),
         ({"push_to_hub": True}, "hub_model_id"),
+        ({"eval_split": "train"}, "eval_split must be one of test, validation; got 'train'"),
+        ({"crop_scale": [0.5, 0.2]}, "crop_scale must be two fractions of the image area [low, high] with 0 < low"),
+        ({"crop_scale": [0.0, 1.0]}, "got [0.0, 1.0] (the published recipe: [0.2, 1.0])"),
+        ({"crop_scale": [0.2, 1.5]}, "crop_scale must be two fractions"),
+        ({"crop_scale": [0.5]}, "crop_scale must be two fractions"),
+        ({"crop_scale": "small"}, "'crop_scale': 'small' is not a valid list"),
+        ({"hflip_probability": 1.5}, "hflip_probability must lie in [0, 1], got 1.5"),
+        ({"hflip_probability": -0.1}, "hflip_probability must lie in [0, 1], got -0.1"),
     ],
 )
 def test_invalid_configs_are_refused_with_the_reason(overrides, message):
     with pytest.raises(InvalidConfigError) as error:
         load_config(None, {**BASE, **overrides})
     assert message in str(error.value)
+
+
+def test_only_eval_split_of_the_new_keys_may_change_on_resume():
+    """eval_split steers what is scored; crop_scale and hflip_probability change what is learnt."""
+    from peft_puma.training.arguments import RUN_CONTROL_KEYS
+
+    assert "eval_split" in RUN_CONTROL_KEYS
+    assert not {"crop_scale", "hflip_probability"} & RUN_CONTROL_KEYS
 
 
 def test_pair_loss_with_class_balanced_batches_is_accepted():

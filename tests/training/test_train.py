@@ -28,11 +28,12 @@ def test_outputs_are_the_adapter_results_and_logs(finished_run):
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "results.json"} <= files
     with open(os.path.join(config.output_dir, "results.json")) as handle:
         saved = json.load(handle)
-    assert saved == json.loads(json.dumps({**result.results, "data_source": {"dataset_path": config.dataset_path}}))
-    assert set(saved) == {"unified", "per_dataset", "harmonic", "data_source"}
+    expected = {**result.results, "split": "test", "data_source": {"dataset_path": config.dataset_path}}
+    assert saved == json.loads(json.dumps(expected))
+    assert set(saved) == {"unified", "per_dataset", "harmonic", "split", "data_source"}
     assert list(saved["per_dataset"]) == ["stripes", "colours", "shop"]
     card = open(os.path.join(config.output_dir, "README.md")).read()
-    assert "| stripes | colours | shop | Unified | Harmonic |" in card and "final epoch" in card
+    assert "| stripes | colours | shop | Unified | Harmonic |" in card and "final epoch (test split)" in card
     assert "[retrieval_examples.png](retrieval_examples.png)" in card
 
 
@@ -118,11 +119,17 @@ def test_other_samplers_losses_and_methods_run(tiny_values, overrides, groups):
     assert logged == groups
 
 
-def test_evaluation_every_n_epochs_is_logged(finished_run):
+def test_evaluation_every_n_epochs_is_logged_with_its_split_and_epoch(finished_run):
+    """Without a validation split, every evaluation scores the test split, under the `eval/` keys."""
     config, _ = finished_run
     with open(os.path.join(config.output_dir, "train_log.jsonl")) as handle:
-        evaluated = [entry["step"] for entry in map(json.loads, handle) if "eval/unified/recall@1" in entry]
-    assert evaluated == [16, 32]  # eval_every_epochs 2 of 4 epochs (8 steps each), then the final evaluation
+        evaluated = [entry for entry in map(json.loads, handle) if "eval/unified/recall@1" in entry]
+    # eval_every_epochs 2 of 4 epochs (8 steps each), then the final evaluation
+    assert [(entry["split"], entry["epoch"], entry["step"]) for entry in evaluated] == [
+        ("test", 2, 16),
+        ("test", 4, 32),
+    ]
+    assert all({"eval/stripes/recall@1", "eval/shop/recall@1", "eval/harmonic/recall@1"} <= set(e) for e in evaluated)
 
 
 def test_resume_refuses_a_checkpoint_of_another_process_count(tiny_values, monkeypatch):

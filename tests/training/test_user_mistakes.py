@@ -76,7 +76,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tiny_values,
     assert f"Falling back to the previous complete checkpoint, {older}" in printed
     assert f"Resumed from {older}" in printed
     logged = [json.loads(line) for line in open(os.path.join(output_dir, "train_log.jsonl"))]
-    entries = [(entry["step"], "train/loss" in entry) for entry in logged]  # a training or an evaluation line
+    entries = [(entry["step"], tuple(sorted(entry))) for entry in logged]  # a step, epoch or evaluation line
     assert len(entries) == len(set(entries))  # the resumed steps are logged once, not appended again
 
 
@@ -107,7 +107,7 @@ def test_an_offline_push_keeps_the_run_and_prints_the_results_first(tiny_values,
     values = {**tiny_values, "epochs": 1, "push_to_hub": True, "hub_model_id": "me/puma-tiny"}
     assert train.main(_argv(values)) == train.EXIT_INVALID
     captured = capsys.readouterr()
-    assert "Results of the final epoch" in captured.out and "Adapter saved to" in captured.out
+    assert "Results of the final epoch (test split)" in captured.out and "Adapter saved to" in captured.out
     error = _one_line_error(captured)
     assert "pushing it to the Hub repository 'me/puma-tiny' failed (ConnectionError" in error and "hf upload" in error
     assert os.path.isfile(os.path.join(values["output_dir"], "adapter_model.safetensors"))
@@ -149,3 +149,11 @@ def test_evaluate_output_never_overwrites_a_user_file(finished_run, tmp_path, ca
     assert evaluate.main(argv) == 2
     assert "is not a results file written by peft_puma" in _one_line_error(capsys.readouterr())
     assert mine.read_text() == '{"mine": 1}'
+
+
+def test_evaluate_a_split_the_data_lacks_is_a_one_line_error(finished_run, capsys):
+    config, _ = finished_run
+    argv = ["--adapter", config.output_dir, "--dataset_path", config.dataset_path, "--split", "validation"]
+    assert evaluate.main(argv) == 2
+    error = _one_line_error(capsys.readouterr())
+    assert "--split 'validation': the data source has no 'validation' split (it has train, test)" in error
