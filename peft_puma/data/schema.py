@@ -30,6 +30,10 @@ PIXEL_VALUES: Final = "pixel_values"
 
 TRAIN_SPLIT: Final = "train"
 TEST_SPLIT: Final = "test"
+VALIDATION_SPLIT: Final = "validation"
+"""Optional third split: classes disjoint from train and test (carved from the training classes), with the test
+split's roles. Every choice of a recipe is made on it, so the test split is read once per final run (UML-mini has one;
+the paper's benchmarks do not)."""
 
 
 def row_features() -> datasets.Features:

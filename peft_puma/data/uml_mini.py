@@ -9,7 +9,8 @@ section 7):
   garments seen in several views (an In-shop-style instance-retrieval domain with query/gallery roles), and
   handwritten two-digit numbers (the order of the digits is the class: mirroring would change it);
 - strong imbalance: the largest domain has more than 10x the training images of the smallest;
-- class-disjoint train/test splits with at least 20 test classes per domain.
+- class-disjoint train/validation/test splits with at least 20 test classes per domain; the validation classes are
+  carved from each domain's training classes, so recipes are chosen without reading the test split.
 
 Build: ``python -m peft_puma.data.uml_mini --out DIR`` (cached in DIR; ``--force`` rebuilds a build there; a folder
 holding anything else is never touched). The output is a
@@ -43,6 +44,7 @@ from .schema import (
     ROLE_TRAIN,
     TEST_SPLIT,
     TRAIN_SPLIT,
+    VALIDATION_SPLIT,
     row_features,
 )
 from .uml_mini_render import emoji_bitmap, render_emoji, render_fashion_view, render_glyph, render_number
@@ -56,13 +58,18 @@ from .uml_mini_sources import (
     require_packages,
 )
 
-BUILDER_VERSION = 2  # bump when a change alters the images, so that cached builds are redone
+BUILDER_VERSION = 3  # bump when a change alters the images, so that cached builds are redone
 MANIFEST = "uml_mini.json"
 FASHION_TRAIN_SIZE = 60_000  # images in Fashion-MNIST's train file, the pool UML-mini draws products from
 
 
 def _chars(first: str, last: str, skip: str = "") -> str:
     return "".join(chr(c) for c in range(ord(first), ord(last) + 1) if chr(c) not in skip)
+
+
+def _letters(first: int, last: int, skip: str = "") -> str:
+    """The letters (``str.isalpha``) of a code-point range, without ``skip``."""
+    return "".join(chr(c) for c in range(first, last + 1) if chr(c).isalpha() and chr(c) not in skip)
 
 
 _TONES = ("", "\U0001f3fb", "\U0001f3fc", "\U0001f3fd", "\U0001f3fe", "\U0001f3ff")
@@ -81,32 +88,59 @@ in the default yellow and the 5 skin tones (72)."""
 
 
 @dataclass(frozen=True)
+class SplitSize:
+    """How many classes of a domain a split gets, and how many images each of them has."""
+
+    classes: int
+    per_class: int
+
+
+@dataclass(frozen=True)
 class DomainSpec:
-    """One UML-mini domain: what its classes are, how many of them go to each split, and images per class."""
+    """One UML-mini domain: what its classes are, how many of them go to each split, and images per class.
+
+    The validation classes are carved from the training side: they are drawn with the training classes and then held
+    out, so the test classes stay what a recipe never sees.
+    """
 
     name: str
     kind: str  # "glyphs" | "emoji" | "fashion" | "numbers": selects the renderer
     classes: tuple[str, ...]  # class keys: characters, emoji sequences, numbers, or Fashion-MNIST image indices
-    train_classes: int
-    test_classes: int
-    train_per_class: int
-    test_per_class: int
+    train: SplitSize
+    validation: SplitSize
+    test: SplitSize
     cue: str  # what tells its classes apart, in words (summary and docs)
 
+    def size(self, split: str) -> SplitSize:
+        return {TRAIN_SPLIT: self.train, VALIDATION_SPLIT: self.validation, TEST_SPLIT: self.test}[split]
 
-def _glyph_domain(name: str, alphabet: str, train_per_class: int) -> DomainSpec:
-    half = len(alphabet) // 2
-    return DomainSpec(name, "glyphs", tuple(alphabet), half, len(alphabet) - half, train_per_class, 20, "shape")
 
+SPLITS: tuple[str, ...] = (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT)
+"""The splits of a build, in label order: training classes ``0 .. T-1``, then validation, then test."""
+
+# Accented and extended letters make the glyph domains fine-grained and give each split enough classes for
+# class-disjoint transfer. U+0110 (Đ) is left out: it is drawn exactly as U+00D0 (Ð), so no cue could tell them apart;
+# U+0149 (ŉ) is deprecated and absent from many faces.
+LATIN = _chars("A", "Z") + _chars("a", "z") + _letters(0xC0, 0xFF) + _letters(0x100, 0x17F, "\u0110\u0149")
+CYRILLIC = _letters(0x400, 0x45F)  # Russian, Ukrainian, Belarusian, Serbian, Macedonian letters
+GREEK = _letters(0x386, 0x3CE, "\u03a2")  # the monotonic alphabet with its accented (tonos, dialytika) letters
 
 DOMAINS: tuple[DomainSpec, ...] = (
-    DomainSpec("fashion", "fashion", (), 1500, 400, 4, 4, "instance details (views of one garment)"),
-    _glyph_domain("latin", _chars("A", "Z") + _chars("a", "z"), 60),
-    _glyph_domain("cyrillic", _chars("\u0410", "\u044f") + "\u0401\u0451", 30),
-    _glyph_domain("greek", _chars("\u0391", "\u03a9", "\u03a2") + _chars("\u03b1", "\u03c9", "\u03c2"), 20),
-    DomainSpec("numbers", "numbers", tuple(f"{n:02d}" for n in range(100)), 50, 50, 10, 10, "digits and their order"),
-    DomainSpec("emoji", "emoji", EMOJI_CLASSES, 55, 54, 8, 8, "colour and shape"),
-)
+    DomainSpec(
+        "fashion", "fashion", (), SplitSize(1200, 4), SplitSize(300, 4), SplitSize(400, 4),
+        "instance details (views of one garment)",
+    ),
+    DomainSpec("latin", "glyphs", tuple(LATIN), SplitSize(120, 10), SplitSize(40, 10), SplitSize(80, 10), "shape"),
+    DomainSpec("cyrillic", "glyphs", tuple(CYRILLIC), SplitSize(48, 10), SplitSize(16, 10), SplitSize(32, 15), "shape"),
+    DomainSpec("greek", "glyphs", tuple(GREEK), SplitSize(35, 12), SplitSize(12, 10), SplitSize(22, 20), "shape"),
+    DomainSpec(
+        "numbers", "numbers", tuple(f"{n:02d}" for n in range(100)), SplitSize(40, 10), SplitSize(15, 10),
+        SplitSize(45, 10), "digits and their order",
+    ),
+    DomainSpec(
+        "emoji", "emoji", EMOJI_CLASSES, SplitSize(40, 8), SplitSize(15, 8), SplitSize(54, 8), "colour and shape"
+    ),
+)  # fmt: skip
 GLYPH_ALPHABETS: dict[str, str] = {d.name: "".join(d.classes) for d in DOMAINS if d.kind == "glyphs"}
 PACKAGES_BY_KIND: dict[str, tuple[str, ...]] = {
     "glyphs": FONT_PACKAGES, "emoji": ("fonts-noto-color-emoji",), "fashion": ("dataset-fashion-mnist",), "numbers": (),
@@ -142,40 +176,51 @@ class ClassPlan:
     roles: tuple[str, ...]
 
 
-def _split_classes(domain: DomainSpec, config: UMLMiniConfig, index: int) -> tuple[list[str], list[str]]:
-    """Draw the domain's train and test classes, disjoint, from a generator seeded by (seed, domain)."""
-    n_train = max(2, round(domain.train_classes * config.scale))
-    n_test = max(2, round(domain.test_classes * config.scale))
+def _split_classes(domain: DomainSpec, config: UMLMiniConfig, index: int) -> dict[str, list[str]]:
+    """Draw the domain's train, validation and test classes, disjoint, from a generator seeded by (seed, domain).
+
+    The training side (train + validation) is drawn first and the validation classes are its last ones: carved from
+    the training classes, as a practitioner would hold out part of the data they may train on.
+    """
+    counts = {split: max(2, round(domain.size(split).classes * config.scale)) for split in SPLITS}
+    wanted = sum(counts.values())
     rng = np.random.default_rng([config.seed, index])
     if domain.kind == "fashion":
-        keys = [str(i) for i in rng.choice(FASHION_TRAIN_SIZE, size=n_train + n_test, replace=False)]
+        keys = [str(i) for i in rng.choice(FASHION_TRAIN_SIZE, size=wanted, replace=False)]
     else:
-        keys = [domain.classes[i] for i in rng.permutation(len(domain.classes))[: n_train + n_test]]
-    return keys[:n_train], keys[n_train:]
+        keys = [domain.classes[i] for i in rng.permutation(len(domain.classes))[:wanted]]
+    n_train, n_validation = counts[TRAIN_SPLIT], counts[VALIDATION_SPLIT]
+    return {
+        TRAIN_SPLIT: keys[:n_train],
+        VALIDATION_SPLIT: keys[n_train : n_train + n_validation],
+        TEST_SPLIT: keys[n_train + n_validation :],
+    }
 
 
-def _test_roles(domain: DomainSpec) -> tuple[str, ...]:
-    """Leave-one-out for every domain but fashion, whose products are split into query and gallery views (In-shop)."""
+def _roles(domain: DomainSpec, split: str) -> tuple[str, ...]:
+    """Training rows; else leave-one-out for every domain but fashion, whose products are split into query and gallery
+    views (In-shop). Validation rows have the test split's roles, so the two are scored the same way."""
+    per_class = domain.size(split).per_class
+    if split == TRAIN_SPLIT:
+        return (ROLE_TRAIN,) * per_class
     if domain.kind == "fashion":
-        half = domain.test_per_class // 2
-        return (ROLE_QUERY,) * half + (ROLE_GALLERY,) * (domain.test_per_class - half)
-    return (ROLE_BOTH,) * domain.test_per_class
+        half = per_class // 2
+        return (ROLE_QUERY,) * half + (ROLE_GALLERY,) * (per_class - half)
+    return (ROLE_BOTH,) * per_class
 
 
 def plan_uml_mini(config: UMLMiniConfig = UMLMiniConfig()) -> list[ClassPlan]:
     """Every class of the benchmark with its label and image roles, without rendering anything.
 
-    Labels follow the shared schema: training classes ``0 .. T-1`` then test classes ``T ..``, each split in blocks in
-    :data:`DOMAINS` order, so training labels index loss proxies directly and no label is shared across domains.
+    Labels follow the shared schema: training classes ``0 .. T-1``, then validation, then test classes, each split in
+    blocks in :data:`DOMAINS` order, so training labels index loss proxies directly and no label is shared across
+    domains or splits.
     """
-    splits = [_split_classes(domain, config, index) for index, domain in enumerate(DOMAINS)]
+    drawn = [_split_classes(domain, config, index) for index, domain in enumerate(DOMAINS)]
     plans: list[ClassPlan] = []
-    for split in (TRAIN_SPLIT, TEST_SPLIT):
-        for domain, (train_keys, test_keys) in zip(DOMAINS, splits):
-            if split == TRAIN_SPLIT:
-                keys, roles = train_keys, (ROLE_TRAIN,) * domain.train_per_class
-            else:
-                keys, roles = test_keys, _test_roles(domain)
+    for split in SPLITS:
+        for domain, keys_by_split in zip(DOMAINS, drawn):
+            keys, roles = keys_by_split[split], _roles(domain, split)
             first_label = len(plans)
             plans.extend(ClassPlan(domain.name, key, first_label + i, split, roles) for i, key in enumerate(keys))
     return plans
@@ -189,11 +234,13 @@ class _Renderer:
         self.root = root
         self.domains = {d.name: d for d in DOMAINS}
         digit_labels = load_digits()[1]
-        # per split, per digit: the handwritten digit images its numbers may be composed from
+        # per split, per digit: the handwritten digit images its numbers may be composed from; validation numbers,
+        # carved from the training side, use the training digits (their classes still differ)
         self.digits = {
             split: {d: pool[digit_labels[pool] == d] for d in range(10)}
             for split, pool in digit_pools(config.seed).items()
         }
+        self.digits[VALIDATION_SPLIT] = self.digits[TRAIN_SPLIT]
 
     def images(self, plan: ClassPlan) -> list:
         domain = self.domains[plan.domain]
@@ -228,7 +275,7 @@ def build_uml_mini(config: UMLMiniConfig = UMLMiniConfig(), root: str = "/", ins
     plans = plan_uml_mini(config)
     renderer = _Renderer(config, root)
     features = row_features()
-    columns: dict[str, dict[str, list]] = {s: {c: [] for c in features} for s in (TRAIN_SPLIT, TEST_SPLIT)}
+    columns: dict[str, dict[str, list]] = {s: {c: [] for c in features} for s in SPLITS}
     for plan in plans:
         column = columns[plan.split]
         column[IMAGE_COLUMN].extend(renderer.images(plan))
@@ -248,7 +295,7 @@ def summarize(plans: Sequence[ClassPlan]) -> dict:
     for plan in plans:
         counts[plan.domain, f"{plan.split}_classes"] += 1
         counts[plan.domain, f"{plan.split}_images"] += len(plan.roles)
-    fields = ("train_classes", "train_images", "test_classes", "test_images")
+    fields = tuple(f"{split}_{what}" for split in SPLITS for what in ("classes", "images"))
     rows = {d.name: {**{f: counts[d.name, f] for f in fields}, "cue": d.cue} for d in DOMAINS}
     totals = {f: sum(row[f] for row in rows.values()) for f in fields}
     train_sizes = [row["train_images"] for row in rows.values()]
@@ -257,10 +304,11 @@ def summarize(plans: Sequence[ClassPlan]) -> dict:
 
 def format_summary(summary: dict) -> str:
     """The summary as the table the command prints."""
-    header = f"{'domain':<10}{'train cls':>10}{'train img':>10}{'test cls':>10}{'test img':>10}  cue"
+    names = {TRAIN_SPLIT: "train", VALIDATION_SPLIT: "val", TEST_SPLIT: "test"}
+    header = f"{'domain':<10}" + "".join(f"{names[s] + ' ' + w:>10}" for s in SPLITS for w in ("cls", "img")) + "  cue"
     lines = [header, "-" * len(header)]
     for name, row in [*summary["domains"].items(), ("total", {**summary["totals"], "cue": ""})]:
-        counts = "".join(f"{row[f'{s}_{w}']:>10}" for s in ("train", "test") for w in ("classes", "images"))
+        counts = "".join(f"{row[f'{s}_{w}']:>10}" for s in SPLITS for w in ("classes", "images"))
         lines.append(f"{name:<10}{counts}  {row['cue']}")
     lines.append(f"imbalance (largest / smallest train domain, images): {summary['imbalance_ratio']:.1f}x")
     return "\n".join(lines)
@@ -275,9 +323,7 @@ def _manifest(config: UMLMiniConfig, plans: Sequence[ClassPlan]) -> dict:
     }
 
 
-UML_MINI_LAYOUT = OwnedLayout.of(
-    "a UML-mini build", signature=[MANIFEST], others=["dataset_dict.json", TRAIN_SPLIT, TEST_SPLIT]
-)
+UML_MINI_LAYOUT = OwnedLayout.of("a UML-mini build", signature=[MANIFEST], others=["dataset_dict.json", *SPLITS])
 
 
 def read_manifest(folder: str) -> dict | None:
@@ -406,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     what = "reused cached build in" if cached else "built"
     print(f"UML-mini ({what} {args.out}, {time.perf_counter() - start:.1f} s, seed {args.seed}, scale {args.scale})")
     print(format_summary(manifest["summary"]))
-    print(f"rows: train {dataset[TRAIN_SPLIT].num_rows}, test {dataset[TEST_SPLIT].num_rows}")
+    print("rows: " + ", ".join(f"{split} {dataset[split].num_rows}" for split in SPLITS))
     return 0
 
 

@@ -15,6 +15,7 @@ from peft_puma.data.uml_mini import (
     EMOJI_CLASSES,
     GLYPH_ALPHABETS,
     MANIFEST,
+    SPLITS,
     UMLMiniConfig,
     build_uml_mini,
     format_summary,
@@ -54,6 +55,7 @@ def test_default_plan_has_heterogeneous_domains_with_enough_test_classes():
     for name, row in summary["domains"].items():
         assert row["test_classes"] >= 20, name
         assert row["train_classes"] >= 20, name
+        assert row["validation_classes"] >= 10, name  # enough to measure a recipe choice per domain
     assert len({row["cue"] for row in summary["domains"].values()}) >= 4
 
 
@@ -63,19 +65,35 @@ def test_default_plan_is_strongly_imbalanced():
     assert summary["imbalance_ratio"] == max(sizes) / min(sizes) >= 10
 
 
-def test_train_and_test_classes_are_disjoint_and_labels_globally_unique():
+def test_train_validation_and_test_classes_are_disjoint_and_labels_globally_unique():
     plans = plan_uml_mini()
-    train, test = _classes_by_domain(plans, "train"), _classes_by_domain(plans, "test")
+    by_split = {split: _classes_by_domain(plans, split) for split in SPLITS}
     for domain in DOMAINS:
-        assert not train[domain.name] & test[domain.name], domain.name
+        for first, second in [("train", "validation"), ("train", "test"), ("validation", "test")]:
+            assert not by_split[first][domain.name] & by_split[second][domain.name], (domain.name, first, second)
     labels = [plan.label for plan in plans]
     assert labels == list(range(len(plans)))  # one label per class, training labels first (contiguous 0..T-1)
-    assert all(plan.split == "train" for plan in plans[: sum(p.split == "train" for p in plans)])
+    assert [plan.split for plan in plans] == sorted((p.split for p in plans), key=SPLITS.index)  # train, val, test
+
+
+def test_every_domain_gets_its_declared_classes_and_images_per_split():
+    summary = summarize(plan_uml_mini())
+    for domain in DOMAINS:
+        row = summary["domains"][domain.name]
+        for split in SPLITS:
+            size = domain.size(split)
+            assert (row[f"{split}_classes"], row[f"{split}_images"]) == (size.classes, size.classes * size.per_class)
+
+
+def test_glyph_alphabets_have_no_two_letters_drawn_alike_by_design():
+    assert "\u0110" not in GLYPH_ALPHABETS["latin"]  # Đ is drawn exactly as Ð (U+00D0), which is kept
+    for alphabet in GLYPH_ALPHABETS.values():
+        assert len(set(alphabet)) == len(alphabet) and all(letter.isalpha() for letter in alphabet)
 
 
 def test_numbers_compose_train_and_test_classes_from_different_handwritten_digits():
     pools = digit_pools(seed=0)
-    assert not set(pools["train"]) & set(pools["test"])
+    assert not set(pools["train"]) & set(pools["test"])  # validation numbers use the train digits, other numbers
     assert not set(pools["pretrain"]) & (set(pools["train"]) | set(pools["test"]))
 
 
@@ -87,28 +105,31 @@ def test_every_emoji_class_is_drawn_by_the_installed_font():
 def test_glyph_domains_have_a_distinct_typeface_for_every_training_image():
     for domain in DOMAINS:
         if domain.kind == "glyphs":
-            assert len(faces_drawing(GLYPH_ALPHABETS[domain.name])) >= domain.train_per_class, domain.name
+            needed = max(domain.size(split).per_class for split in SPLITS)
+            assert len(faces_drawing(GLYPH_ALPHABETS[domain.name])) >= needed, domain.name
 
 
 def test_tiny_build_has_the_shared_row_schema(tiny):
     dataset, _, _ = tiny
-    assert set(dataset) == {"train", "test"}
+    assert set(dataset) == {"train", "validation", "test"}
     for split in dataset.values():
         assert split.features == row_features()
     assert set(dataset["train"]["role"]) == {ROLE_TRAIN}
-    assert set(dataset["test"]["role"]) == {ROLE_BOTH, ROLE_QUERY, ROLE_GALLERY}
-    roles_by_domain = defaultdict(set)
-    for name, role in zip(dataset["test"]["dataset"], dataset["test"]["role"]):
-        roles_by_domain[name].add(role)
-    assert roles_by_domain.pop("fashion") == {ROLE_QUERY, ROLE_GALLERY}
-    assert all(roles == {ROLE_BOTH} for roles in roles_by_domain.values())
+    for split in ("validation", "test"):  # validation is scored exactly as test is
+        assert set(dataset[split]["role"]) == {ROLE_BOTH, ROLE_QUERY, ROLE_GALLERY}
+        roles_by_domain = defaultdict(set)
+        for name, role in zip(dataset[split]["dataset"], dataset[split]["role"]):
+            roles_by_domain[name].add(role)
+        assert roles_by_domain.pop("fashion") == {ROLE_QUERY, ROLE_GALLERY}
+        assert all(roles == {ROLE_BOTH} for roles in roles_by_domain.values())
     image = dataset["test"][0]["image"]
     assert image.size == (IMAGE_SIZE, IMAGE_SIZE) and image.mode == "RGB"
 
 
 def test_tiny_build_keeps_splits_class_disjoint_and_labels_within_one_domain(tiny):
     dataset, _, _ = tiny
-    assert not set(dataset["train"]["label"]) & set(dataset["test"]["label"])
+    labels = {split: set(dataset[split]["label"]) for split in dataset}
+    assert not labels["train"] & labels["test"] and not labels["validation"] & (labels["train"] | labels["test"])
     domain_of_label: dict[int, str] = {}
     for split in dataset.values():
         for label, name in zip(split["label"], split["dataset"]):
@@ -119,14 +140,12 @@ def test_tiny_build_keeps_splits_class_disjoint_and_labels_within_one_domain(tin
 def test_summary_agrees_with_the_built_rows(tiny):
     dataset, manifest, _ = tiny
     for name, row in manifest["summary"]["domains"].items():
-        for split in ("train", "test"):
+        for split in SPLITS:
             labels = [lab for lab, d in zip(dataset[split]["label"], dataset[split]["dataset"]) if d == name]
             assert row[f"{split}_images"] == len(labels)
             assert row[f"{split}_classes"] == len(set(labels))
-    assert (
-        len(manifest["class_names"])
-        == manifest["summary"]["totals"]["train_classes"] + manifest["summary"]["totals"]["test_classes"]
-    )
+    totals = manifest["summary"]["totals"]
+    assert len(manifest["class_names"]) == sum(totals[f"{split}_classes"] for split in SPLITS)
     assert "imbalance" in format_summary(manifest["summary"])
 
 
@@ -134,7 +153,7 @@ def test_build_is_deterministic_in_the_seed(tiny):
     dataset, _, _ = tiny
     again, _ = build_uml_mini(TINY)
     other, _ = build_uml_mini(UMLMiniConfig(seed=TINY.seed + 1, scale=TINY.scale))
-    for split in ("train", "test"):
+    for split in SPLITS:
         assert again[split].data.equals(dataset[split].data)
     assert not other["test"].data.equals(dataset["test"].data)
 
