@@ -7,7 +7,7 @@ import json
 import os
 
 from peft_puma import evaluate, train
-from peft_puma.data.uml_mini import UMLMiniConfig, load_or_build_uml_mini
+from peft_puma.data.uml_mini import BUILDER_VERSION, UMLMiniConfig, load_or_build_uml_mini
 
 from .fixtures import tiny_config
 
@@ -23,7 +23,7 @@ def test_a_seed_7_build_stays_seed_7_and_the_run_records_it(tiny_assets, tmp_pat
     argv = [f"--{key}={json.dumps(value)}" for key, value in {**values, "max_steps": 1}.items()]
     assert train.main(argv) == 0
     assert "seed 7, scale 0.03" in capsys.readouterr().out  # the start-up summary names the build
-    expected = {"uml_mini_dir": folder, "builder_version": 2, "seed": 7, "scale": 0.03}
+    expected = {"uml_mini_dir": folder, "builder_version": BUILDER_VERSION, "seed": 7, "scale": 0.03}
     with open(tmp_path / "run" / "peft_puma_training.json") as handle:
         assert json.load(handle)["data_source"] == expected
     with open(tmp_path / "run" / "results.json") as handle:

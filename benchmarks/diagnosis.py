@@ -1,0 +1,333 @@
+"""Why training does or does not beat the frozen backbone on UML-mini: three measurements, all on the validation split.
+
+    python benchmarks/diagnosis.py colour --uml_mini_dir data/uml_mini --adapter runs/uml_mini \
+        --output benchmarks/results/diagnosis_colour.json
+    python benchmarks/diagnosis.py domains --config configs/uml_mini.yaml --runs_dir runs/diagnosis \
+        --unified runs/diagnosis/unified --output benchmarks/results/diagnosis_domains.json
+    python benchmarks/diagnosis.py curves --run runs/diagnosis/unified --zero_shot frozen_validation.json \
+        --figure docs/figures/learning_curves.png
+
+- ``colour``: the glyph domains draw every letter in random foreground and background colours, so colour is a
+  nuisance there. For the frozen backbone (and each ``--adapter``) it scores the glyph rows of the validation split
+  as rendered and with the colour removed (each image turned into dark ink on white, from its distance to the
+  background colour), and how close in background colour a query's nearest neighbour is compared with a random image
+  of its domain. A large gain from removing colour, and neighbours much closer in colour than chance, mean that
+  colour, not shape, decides what is retrieved.
+- ``fit``: whether training fitted its own training classes at all: Recall@1 among the *training* rows of each domain
+  (leave-one-out), for the frozen backbone and each ``--adapter``. A model that does not retrieve its own training
+  classes better than the frozen backbone is under-trained, whatever it does on unseen classes.
+- ``domains``: the paper's motivation (arXiv 2309.08944, Sec. 1 and Fig. 1): one model per domain against one
+  unified model. Each domain is trained alone with the config's recipe (``datasets: [name]``) and scored on its own
+  validation rows; the unified run's per-domain scores sit beside them (the per-domain Recall@1 of a unified run is
+  also measured in that domain's own gallery, so the two are comparable).
+- ``curves``: a run's learning curves from its ``train_log.jsonl``: the training loss per epoch and the validation
+  Recall@1 of every domain at each evaluated epoch (``eval_every_epochs``), with the frozen backbone's scores as
+  dashed lines.
+
+Nothing here reads the test split: these measurements choose the recipe (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_info import check_output, run_info  # noqa: E402
+
+from peft_puma.cpu_threads import configure_torch_threads  # noqa: E402
+from peft_puma.owned_paths import write_json_atomically  # noqa: E402
+
+GLYPH_DOMAINS: tuple[str, ...] = ("latin", "cyrillic", "greek")
+
+
+# ------------------------------------------------------------------------------------------------------------ colour
+def background_colours(images: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` background colour of each ``(N, H, W, 3)`` image: the median of its border pixels (the renderer fills
+    the canvas with the background and draws the letter inside it)."""
+    border = np.concatenate([images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]], axis=1)
+    return np.median(border, axis=1)
+
+
+def remove_colour(images: np.ndarray) -> np.ndarray:
+    """Dark ink on white: each pixel's darkness is its colour distance to the image's background colour, scaled so
+    the farthest pixel is black. Shape survives; the foreground and background colours do not."""
+    distance = np.linalg.norm(images - background_colours(images)[:, None, None], axis=-1)
+    ink = distance / np.maximum(distance.max(axis=(1, 2), keepdims=True), 1e-6)
+    grey = (255 * (1 - ink)).round().clip(0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def _embed(model: torch.nn.Module, transform: Any, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    from peft_puma.data.schema import IMAGE_COLUMN, PIXEL_VALUES
+    from peft_puma.inference import embed_images
+
+    def load_batch(rows: list[int]) -> torch.Tensor:
+        return transform({IMAGE_COLUMN: [Image.fromarray(images[row]) for row in rows]})[PIXEL_VALUES]
+
+    return embed_images(model, len(images), load_batch, batch_size=batch_size, progress=False)
+
+
+def colour_reliance(embeddings: torch.Tensor, domains: Sequence[str], background: np.ndarray, seed: int = 0) -> float:
+    """Mean background-colour distance of each query's nearest neighbour in its own domain, divided by that of a
+    random image of its domain: 1 means colour plays no part in what is retrieved, near 0 that it decides it."""
+    normalised = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    similarity = normalised @ normalised.T
+    names = np.asarray(domains)
+    same_domain = torch.from_numpy(names[:, None] == names[None, :])
+    similarity.masked_fill_(~same_domain, -3.0).fill_diagonal_(-3.0)
+    nearest = similarity.argmax(dim=1).numpy()
+    rng = np.random.default_rng(seed)
+    others = [np.flatnonzero((names == name) & (np.arange(len(names)) != i)) for i, name in enumerate(names)]
+    random_pick = np.array([rng.choice(pool) for pool in others])
+    to_nearest = np.linalg.norm(background - background[nearest], axis=1).mean()
+    to_random = np.linalg.norm(background - background[random_pick], axis=1).mean()
+    return float(to_nearest / to_random)
+
+
+def colour_measurement(args: argparse.Namespace) -> dict[str, Any]:
+    from peft_puma.data import make_eval_transform
+    from peft_puma.data.schema import VALIDATION_SPLIT, column_values
+    from peft_puma.data.uml_mini import open_uml_mini
+    from peft_puma.evaluation import evaluate_retrieval
+    from peft_puma.inference.loading import load_for_inference
+
+    validation = open_uml_mini(args.uml_mini_dir)[0][VALIDATION_SPLIT]
+    rows = [i for i, name in enumerate(column_values(validation, "dataset")) if name in GLYPH_DOMAINS]
+    glyphs = validation.select(rows)
+    labels, domains = column_values(glyphs, "label"), column_values(glyphs, "dataset")
+    rendered = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) for image in glyphs["image"]])
+    variants = {"as rendered": rendered.round().astype(np.uint8), "colour removed": remove_colour(rendered)}
+    background = background_colours(rendered)
+    models = {"frozen": (None, True), **{adapter: (adapter, False) for adapter in args.adapter}}
+    table: dict[str, Any] = {}
+    for name, (adapter, zero_shot) in models.items():
+        model, processor, image_size = load_for_inference(adapter, args.backbone, zero_shot=zero_shot)
+        transform = make_eval_transform(image_size, image_processor=processor)
+        entry: dict[str, Any] = {}
+        for variant, images in variants.items():
+            embeddings = _embed(model, transform, images)
+            result = evaluate_retrieval(embeddings, labels, domains, ks=(1,))
+            entry[variant] = {d: 100 * s["recall@1"] for d, s in result["per_dataset"].items()}
+            if variant == "as rendered":
+                entry["colour_reliance"] = colour_reliance(embeddings, domains, background)
+        table[name] = entry
+        print(f"{name}: {json.dumps(entry)}", flush=True)
+    return {"split": VALIDATION_SPLIT, "rows": len(rows), "models": table}
+
+
+def colour_markdown(output: dict[str, Any]) -> str:
+    header = "| model | " + " | ".join(f"{d} as rendered | {d} colour removed" for d in GLYPH_DOMAINS)
+    lines = [header + " | colour reliance |", "|---" * (2 * len(GLYPH_DOMAINS) + 2) + "|"]
+    for name, entry in output["models"].items():
+        cells = [f"{entry[v][d]:.1f}" for d in GLYPH_DOMAINS for v in ("as rendered", "colour removed")]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {entry['colour_reliance']:.2f} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------- fit
+def fit_measurement(args: argparse.Namespace) -> dict[str, Any]:
+    from peft_puma.data import make_eval_transform
+    from peft_puma.data.schema import TRAIN_SPLIT, column_values
+    from peft_puma.data.uml_mini import open_uml_mini
+    from peft_puma.evaluation import evaluate_retrieval
+    from peft_puma.inference import embed_split
+    from peft_puma.inference.loading import load_for_inference
+
+    train = open_uml_mini(args.uml_mini_dir)[0][TRAIN_SPLIT]
+    names = column_values(train, "dataset")
+    rows = train.select([i for i, name in enumerate(names) if not args.datasets or name in args.datasets])
+    labels, domains = column_values(rows, "label"), column_values(rows, "dataset")
+    table: dict[str, dict[str, float]] = {}
+    for name, adapter in [("frozen", None), *((adapter, adapter) for adapter in args.adapter)]:
+        model, processor, image_size = load_for_inference(adapter, args.backbone, zero_shot=adapter is None)
+        transform = make_eval_transform(image_size, image_processor=processor)
+        embeddings = embed_split(model, rows, transform, progress=False)
+        result = evaluate_retrieval(embeddings, labels, domains, ks=(1,))  # every training row is query and gallery
+        table[name] = {domain: 100 * s["recall@1"] for domain, s in result["per_dataset"].items()}
+        print(f"{name}: {json.dumps(table[name])}", flush=True)
+    return {"split": TRAIN_SPLIT, "rows": rows.num_rows, "models": table}
+
+
+def fit_markdown(output: dict[str, Any]) -> str:
+    domains = list(next(iter(output["models"].values())))
+    lines = ["| model | " + " | ".join(domains) + " |", "|---" * (len(domains) + 1) + "|"]
+    for name, row in output["models"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[d]:.1f}" for d in domains) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------- domains
+def domain_runs(args: argparse.Namespace) -> dict[str, Any]:
+    from peft_puma.data.uml_mini import DOMAINS
+    from peft_puma.training import load_config, train
+
+    alone: dict[str, Any] = {}
+    for domain in DOMAINS:
+        folder = os.path.join(args.runs_dir, domain.name)
+        results_path = os.path.join(folder, "results.json")
+        if args.reuse_finished and os.path.isfile(results_path):
+            with open(results_path, encoding="utf-8") as handle:
+                result = json.load(handle)
+        else:
+            overrides = {
+                "output_dir": folder,
+                "datasets": [domain.name],
+                "eval_split": "validation",
+                "progress_bar": False,
+                "report_to": [],
+                "save_every_steps": 0,
+                **{key: getattr(args, key) for key in ("epochs", "lr_step_epochs") if getattr(args, key)},
+            }
+            result = train(load_config(args.config, overrides)).result
+        alone[domain.name] = 100 * result["per_dataset"][domain.name]["recall@1"]
+        print(f"{domain.name} alone: {alone[domain.name]:.1f}", flush=True)
+    with open(os.path.join(args.unified, "results.json"), encoding="utf-8") as handle:
+        unified_result = json.load(handle)
+    if unified_result.get("split") != "validation":
+        raise SystemExit(f"error: {args.unified} was scored on the {unified_result.get('split')} split, not validation")
+    unified = {name: 100 * s["recall@1"] for name, s in unified_result["per_dataset"].items()}
+    return {
+        "split": "validation",
+        "config": args.config,
+        "epochs": args.epochs,
+        "lr_step_epochs": args.lr_step_epochs,
+        "alone": alone,
+        "unified": unified,
+        "unified_run": args.unified,
+    }
+
+
+def domains_markdown(output: dict[str, Any], frozen: dict[str, float] | None) -> str:
+    lines = ["| domain | frozen | trained alone | trained unified |", "|---|---|---|---|"]
+    for name, value in output["alone"].items():
+        base = f"{frozen[name]:.1f}" if frozen else "-"
+        lines.append(f"| {name} | {base} | {value:.1f} | {output['unified'][name]:.1f} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------------ curves
+def read_curves(run: str) -> dict[str, Any]:
+    """Per-epoch training loss and per-domain validation Recall@1 (percent) from a run's ``train_log.jsonl``."""
+    epoch_loss: dict[int, float] = {}
+    validation: dict[int, dict[str, float]] = {}
+    with open(os.path.join(run, "train_log.jsonl"), encoding="utf-8") as handle:
+        for line in handle:
+            entry = json.loads(line)
+            if "train/epoch_loss" in entry:
+                epoch_loss[int(entry["epoch"])] = float(entry["train/epoch_loss"])
+            if entry.get("split") == "validation":
+                scores = {
+                    key.split("/")[1]: 100 * value
+                    for key, value in entry.items()
+                    if key.startswith("validation/") and key.endswith("/recall@1")
+                }
+                validation[int(entry["epoch"])] = scores
+    if not validation:
+        raise SystemExit(f"error: {run}/train_log.jsonl has no validation evaluation; train with eval_every_epochs: 1")
+    return {"epoch_loss": epoch_loss, "validation": validation}
+
+
+def plot_curves(curves: dict[str, Any], frozen: dict[str, float] | None, path: str, note: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, recall_axis) = plt.subplots(1, 2, figsize=(12, 4.2))
+    epochs = sorted(curves["epoch_loss"])
+    loss_axis.plot(epochs, [curves["epoch_loss"][e] for e in epochs], marker="o")
+    loss_axis.set(xlabel="epoch", ylabel="mean training loss", title="Training loss")
+    evaluated = sorted(curves["validation"])
+    names = list(curves["validation"][evaluated[-1]])
+    for index, name in enumerate(names):
+        colour = f"C{index}"
+        recall_axis.plot(evaluated, [curves["validation"][e][name] for e in evaluated], marker="o", color=colour,
+                         label=name)  # fmt: skip
+        if frozen and name in frozen:
+            recall_axis.axhline(frozen[name], color=colour, linestyle="--", linewidth=0.8)
+    recall_axis.set(xlabel="epoch", ylabel="Recall@1 (%)", title="Validation Recall@1 (dashed: frozen backbone)")
+    recall_axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    figure.text(0.01, 0.01, note, fontsize=7)
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def read_frozen(path: str | None) -> dict[str, float] | None:
+    """Per-domain and unified/harmonic Recall@1 (percent) of a ``python -m peft_puma.evaluate --output`` file."""
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        result = json.load(handle)
+    if result.get("split") not in (None, "validation"):
+        raise SystemExit(f"error: {path} was scored on the {result['split']} split; these diagnoses use validation")
+    scores = {name: 100 * s["recall@1"] for name, s in result["per_dataset"].items()}
+    scores.update(unified=100 * result["unified"]["recall@1"], harmonic=100 * result["harmonic"]["recall@1"])
+    return scores
+
+
+# -------------------------------------------------------------------------------------------------------------- main
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="benchmarks/diagnosis.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    colour = commands.add_parser("colour", help="how much colour decides glyph retrieval")
+    colour.add_argument("--uml_mini_dir", default="data/uml_mini")
+    colour.add_argument("--backbone", default="assets/uml_mini_vit", help="the frozen backbone (and the adapters')")
+    colour.add_argument("--adapter", action="append", default=[], help="a trained run folder (repeatable)")
+    colour.add_argument("--output", required=True, help="JSON file for the table")
+    fit = commands.add_parser("fit", help="Recall@1 among the training rows: did training fit its own classes?")
+    fit.add_argument("--uml_mini_dir", default="data/uml_mini")
+    fit.add_argument("--backbone", default="assets/uml_mini_vit", help="the frozen backbone (and the adapters')")
+    fit.add_argument("--adapter", action="append", default=[], help="a trained run folder (repeatable)")
+    fit.add_argument("--datasets", nargs="+", help="only these domains (default: all)")
+    fit.add_argument("--output", required=True, help="JSON file for the table")
+    domains = commands.add_parser("domains", help="each domain trained alone against the unified run")
+    domains.add_argument("--config", default="configs/uml_mini.yaml")
+    domains.add_argument("--runs_dir", required=True, help="a run folder per domain is made here")
+    domains.add_argument("--unified", required=True, help="the unified run (eval_split: validation) to compare with")
+    domains.add_argument("--frozen", help="frozen-backbone scores on validation (`evaluate --zero_shot --output`)")
+    domains.add_argument("--epochs", type=int, help="override the config's epochs (the unified run's, to compare)")
+    domains.add_argument("--lr_step_epochs", type=int, help="override the config's lr_step_epochs likewise")
+    domains.add_argument("--reuse_finished", action="store_true", help="read runs that already hold results.json")
+    domains.add_argument("--output", required=True, help="JSON file for the table")
+    curves = commands.add_parser("curves", help="a run's learning curves, from its train_log.jsonl")
+    curves.add_argument("--run", required=True, help="a run trained with eval_every_epochs and a validation split")
+    curves.add_argument("--zero_shot", help="frozen-backbone scores on validation (`evaluate --zero_shot --output`)")
+    curves.add_argument("--figure", required=True, help="PNG to write")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    threads = configure_torch_threads()
+    if args.command == "curves":
+        curves = read_curves(args.run)
+        os.makedirs(os.path.dirname(os.path.abspath(args.figure)), exist_ok=True)  # a figure's own name: overwritten
+        plot_curves(curves, read_frozen(args.zero_shot), args.figure, f"run: {args.run}")
+        print(json.dumps(curves, indent=1))
+        return 0
+    check_output(args.output)
+    if args.command == "colour":
+        output = colour_measurement(args)
+        print(colour_markdown(output))
+    elif args.command == "fit":
+        output = fit_measurement(args)
+        print(fit_markdown(output))
+    else:
+        output = domain_runs(args)
+        print(domains_markdown(output, read_frozen(args.frozen)))
+    write_json_atomically(args.output, {"benchmark": f"diagnosis {args.command}", **run_info(threads), **output})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
