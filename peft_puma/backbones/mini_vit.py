@@ -259,11 +259,12 @@ def _readme(metadata: dict) -> str:
     ]
     if zero_shot:
         domains = list(zero_shot["pretrained"])
+        split = metadata.get("zero_shot_split", "test")  # records written before the validation split scored test
+        version = metadata.get("zero_shot_data", {}).get("builder_version", 2)
         lines += [
             "",
-            f"Zero-shot Recall@1 (cosine kNN on the CLS token, frozen) on the {metadata.get('zero_shot_split', 'test')} "
-            f"split of UML-mini (builder version {metadata.get('zero_shot_data', {}).get('builder_version', 2)}), "
-            "against raw pixels and the same ViT untrained:",
+            f"Zero-shot Recall@1 (cosine kNN on the CLS token, frozen) on the {split} split of UML-mini (builder "
+            f"version {version}), against raw pixels and the same ViT untrained:",
             "",
             "| features | " + " | ".join(domains) + " |",
             "|---|" + "---|" * len(domains),
@@ -349,8 +350,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pretraining": record,
     }
     if not args.no_eval:
-        from ..data.uml_mini import open_uml_mini  # only with the evaluation; UML-mini pulls in its sources
-
         metadata.update(_zero_shot_record(model, processor, args.uml_mini))
     save_backbone(args.out, model, processor, metadata)
     print(_readme(metadata))
