@@ -187,7 +187,7 @@ def domain_runs(args: argparse.Namespace) -> dict[str, Any]:
                 "save_every_steps": 0,
                 **{key: getattr(args, key) for key in ("epochs", "lr_step_epochs") if getattr(args, key)},
             }
-            result = train(load_config(args.config, overrides)).result
+            result = train(load_config(args.config, overrides)).results
         alone[domain.name] = 100 * result["per_dataset"][domain.name]["recall@1"]
         print(f"{domain.name} alone: {alone[domain.name]:.1f}", flush=True)
     with open(os.path.join(args.unified, "results.json"), encoding="utf-8") as handle:

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoImageProcessor, ViTModel
 
 from peft_puma.backbones.mini_vit import IMAGE_SIZE, PATCH_SIZE, MiniViTRecipe, main, pretrain
-from peft_puma.data.uml_mini import DOMAINS, EMOJI_CLASSES, GLYPH_ALPHABETS
+from peft_puma.data.uml_mini import BUILDER_VERSION, DOMAINS, EMOJI_CLASSES, GLYPH_ALPHABETS
 from peft_puma.data.uml_mini_pretrain import (
     OTHER_SCRIPTS,
     SYMBOLS,
@@ -87,8 +87,11 @@ def test_committed_backbone_loads_and_its_features_beat_the_untrained_vit():
     assert record["recipe"] == {**asdict(MiniViTRecipe()), "seed": record["recipe"]["seed"]}
     zero_shot = record["zero_shot_recall_at_1"]
     assert set(zero_shot["pretrained"]) >= {domain.name for domain in DOMAINS}
-    # What pretraining demonstrably bought: general features (3x the untrained ViT, unified and harmonic; above raw
-    # pixels on emoji). It does NOT beat raw pixels on the glyph domains (docs/data.md, UML-mini).
+    # Measured on the validation split of the current UML-mini build (a choice, so never on test).
+    assert record["zero_shot_split"] == "validation"
+    assert record["zero_shot_data"]["builder_version"] == BUILDER_VERSION
+    # What pretraining demonstrably bought: general features (4x the untrained ViT unified, 3x harmonic; above raw
+    # pixels on emoji and greek). It does NOT beat raw pixels on the other domains (docs/data.md, UML-mini).
     pretrained, untrained = zero_shot["pretrained"], zero_shot["untrained"]
-    assert pretrained["unified"] > 3 * untrained["unified"] and pretrained["harmonic"] > 3 * untrained["harmonic"]
+    assert pretrained["unified"] > 3.5 * untrained["unified"] and pretrained["harmonic"] > 2.5 * untrained["harmonic"]
     assert pretrained["emoji"] > zero_shot["raw pixels"]["emoji"]

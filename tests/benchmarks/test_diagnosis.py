@@ -90,18 +90,22 @@ def test_frozen_scores_of_the_test_split_are_refused(diagnosis, tmp_path):
         diagnosis.read_frozen(str(path))
 
 
-@pytest.fixture(scope="module")
-def tiny_uml_mini_and_backbone(tmp_path_factory):
-    from peft_puma.data.uml_mini import UMLMiniConfig, load_or_build_uml_mini
-
+def _training_fixtures():
     spec = importlib.util.spec_from_file_location(
         "fixtures_for_diagnosis", os.path.join(REPO, "tests", "training", "fixtures.py")
     )
     fixtures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixtures)
+    return fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_uml_mini_and_backbone(tmp_path_factory):
+    from peft_puma.data.uml_mini import UMLMiniConfig, load_or_build_uml_mini
+
     root = tmp_path_factory.mktemp("diagnosis")
     load_or_build_uml_mini(str(root / "uml"), UMLMiniConfig(scale=0.03))
-    return str(root / "uml"), fixtures.make_backbone(str(root / "vit"))
+    return str(root / "uml"), _training_fixtures().make_backbone(str(root / "vit"))
 
 
 @pytest.mark.parametrize("command", ["colour", "fit"])
@@ -123,3 +127,27 @@ def test_colour_and_fit_commands_write_a_table_per_model(diagnosis, tiny_uml_min
     assert scores and all(0 <= value <= 100 for value in scores)
     if command == "colour":
         assert set(frozen["as rendered"]) == set(diagnosis.GLYPH_DOMAINS) and frozen["colour_reliance"] > 0
+
+
+def test_domains_command_trains_each_domain_alone_and_sets_it_beside_the_unified_run(
+    diagnosis, tiny_uml_mini_and_backbone, tmp_path
+):
+    from peft_puma.data.uml_mini import DOMAINS
+    from peft_puma.training import load_config, train
+
+    uml_mini, backbone = tiny_uml_mini_and_backbone
+    fixtures = _training_fixtures()
+    values = fixtures.tiny_config(backbone, None, uml_mini_dir=uml_mini, epochs=1, eval_ks=[1], save_every_steps=0)
+    config = fixtures.write_config(str(tmp_path / "tiny.yaml"), {k: v for k, v in values.items() if v is not None})
+    unified = str(tmp_path / "unified")
+    train(load_config(config, {"output_dir": unified, "eval_split": "validation"}))
+    output = tmp_path / "domains.json"
+    argv = ["domains", "--config", config, "--runs_dir", str(tmp_path / "alone"), "--unified", unified]
+    assert diagnosis.main([*argv, "--output", str(output)]) == 0
+    written = json.loads(output.read_text())
+    assert list(written["alone"]) == list(written["unified"]) == [domain.name for domain in DOMAINS]
+    for name in written["alone"]:  # each domain's run saw that domain only, and was scored on validation
+        with open(tmp_path / "alone" / name / "results.json") as handle:
+            result = json.load(handle)
+        assert result["split"] == "validation" and list(result["per_dataset"]) == [name]
+        assert written["alone"][name] == pytest.approx(100 * result["per_dataset"][name]["recall@1"])
