@@ -41,6 +41,7 @@ from run_info import check_output, load_average, run_info  # noqa: E402
 from script_options import add_option  # noqa: E402
 
 from peft_puma.cpu_threads import configure_torch_threads  # noqa: E402
+from peft_puma.data.unified import SCORED_SPLITS  # noqa: E402
 from peft_puma.owned_paths import write_json_atomically  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -476,7 +477,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     option("--dataset_path", help="use this saved DatasetDict instead of UML-mini (smoke tests)")
     option(
         "--split",
-        choices=("test", "validation"),
+        choices=SCORED_SPLITS,
         default="test",
         help="split every run and the zero-shot row are scored on (each run's eval_split): test (default) or "
         "validation, for sweeps that choose a recipe",

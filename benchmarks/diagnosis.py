@@ -1,11 +1,17 @@
-"""Why training does or does not beat the frozen backbone on UML-mini: three measurements, all on the validation split.
+"""Why training does or does not beat the frozen backbone on UML-mini: four measurements, none on the test split.
 
-    python benchmarks/diagnosis.py colour --uml_mini_dir data/uml_mini --adapter runs/uml_mini \
+    python benchmarks/diagnosis.py colour --uml_mini_dir data/uml_mini --adapter runs/diagnosis/unified \
         --output benchmarks/results/diagnosis_colour.json
-    python benchmarks/diagnosis.py domains --config configs/uml_mini.yaml --runs_dir runs/diagnosis \
-        --unified runs/diagnosis/unified --output benchmarks/results/diagnosis_domains.json
+    python benchmarks/diagnosis.py fit --adapter runs/diagnosis/unified --output benchmarks/results/diagnosis_fit.json
+    python benchmarks/diagnosis.py domains --config configs/uml_mini.yaml --runs_dir runs/diagnosis/alone \
+        --unified runs/diagnosis/unified --frozen frozen_validation.json \
+        --output benchmarks/results/diagnosis_domains.json
     python benchmarks/diagnosis.py curves --run runs/diagnosis/unified --zero_shot frozen_validation.json \
         --figure docs/figures/learning_curves.png
+
+(``frozen_validation.json``: ``python -m peft_puma.evaluate --zero_shot --split validation --output ...``; the
+unified run: ``python -m peft_puma.train ... --eval_split validation``. docs/benchmarks.md, "Diagnosis", has the
+exact commands behind its figures.)
 
 - ``colour``: the glyph domains draw every letter in random foreground and background colours, so colour is a
   nuisance there. For the frozen backbone (and each ``--adapter``) it scores the glyph rows of the validation split
@@ -24,7 +30,8 @@
   Recall@1 of every domain at each evaluated epoch (``eval_every_epochs``), with the frozen backbone's scores as
   dashed lines.
 
-Nothing here reads the test split: these measurements choose the recipe (docs/benchmarks.md).
+Nothing here reads the test split (``fit`` reads the training rows, the others the validation rows): these
+measurements choose the recipe (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -44,6 +51,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_info import check_output, run_info  # noqa: E402
 
 from peft_puma.cpu_threads import configure_torch_threads  # noqa: E402
+from peft_puma.data.schema import (  # noqa: E402
+    DATASET_COLUMN,
+    IMAGE_COLUMN,
+    LABEL_COLUMN,
+    PIXEL_VALUES,
+    TRAIN_SPLIT,
+    VALIDATION_SPLIT,
+    column_values,
+)
+from peft_puma.errors import PUMAError  # noqa: E402
 from peft_puma.owned_paths import write_json_atomically  # noqa: E402
 
 GLYPH_DOMAINS: tuple[str, ...] = ("latin", "cyrillic", "greek")
@@ -67,7 +84,7 @@ def remove_colour(images: np.ndarray) -> np.ndarray:
 
 
 def _embed(model: torch.nn.Module, transform: Any, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-    from peft_puma.data.schema import IMAGE_COLUMN, PIXEL_VALUES
+    """Embeddings of images held as arrays (the colour-removed copies exist in no dataset)."""
     from peft_puma.inference import embed_images
 
     def load_batch(rows: list[int]) -> torch.Tensor:
@@ -94,17 +111,19 @@ def colour_reliance(embeddings: torch.Tensor, domains: Sequence[str], background
 
 
 def colour_measurement(args: argparse.Namespace) -> dict[str, Any]:
+    """Per model: each glyph domain's validation Recall@1 as rendered and with the colour removed, and the colour
+    reliance of its nearest neighbours; the gap between the two Recalls is what colour costs that model."""
     from peft_puma.data import make_eval_transform
-    from peft_puma.data.schema import VALIDATION_SPLIT, column_values
     from peft_puma.data.uml_mini import open_uml_mini
     from peft_puma.evaluation import evaluate_retrieval
     from peft_puma.inference.loading import load_for_inference
 
     validation = open_uml_mini(args.uml_mini_dir)[0][VALIDATION_SPLIT]
-    rows = [i for i, name in enumerate(column_values(validation, "dataset")) if name in GLYPH_DOMAINS]
+    rows = [i for i, name in enumerate(column_values(validation, DATASET_COLUMN)) if name in GLYPH_DOMAINS]
     glyphs = validation.select(rows)
-    labels, domains = column_values(glyphs, "label"), column_values(glyphs, "dataset")
-    rendered = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) for image in glyphs["image"]])
+    labels, domains = column_values(glyphs, LABEL_COLUMN), column_values(glyphs, DATASET_COLUMN)
+    images = glyphs[IMAGE_COLUMN]
+    rendered = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) for image in images])
     variants = {"as rendered": rendered.round().astype(np.uint8), "colour removed": remove_colour(rendered)}
     background = background_colours(rendered)
     models = {"frozen": (None, True), **{adapter: (adapter, False) for adapter in args.adapter}}
@@ -125,6 +144,7 @@ def colour_measurement(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def colour_markdown(output: dict[str, Any]) -> str:
+    """The colour table as docs/benchmarks.md shows it."""
     header = "| model | " + " | ".join(f"{d} as rendered | {d} colour removed" for d in GLYPH_DOMAINS)
     lines = [header + " | colour reliance |", "|---" * (2 * len(GLYPH_DOMAINS) + 2) + "|"]
     for name, entry in output["models"].items():
@@ -135,17 +155,21 @@ def colour_markdown(output: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------------------------------------------- fit
 def fit_measurement(args: argparse.Namespace) -> dict[str, Any]:
+    """Per model: Recall@1 among each domain's training rows, every row query and gallery at once. Training that
+    does not lift this above the frozen backbone has not fitted the classes it saw."""
     from peft_puma.data import make_eval_transform
-    from peft_puma.data.schema import TRAIN_SPLIT, column_values
     from peft_puma.data.uml_mini import open_uml_mini
     from peft_puma.evaluation import evaluate_retrieval
     from peft_puma.inference import embed_split
     from peft_puma.inference.loading import load_for_inference
 
     train = open_uml_mini(args.uml_mini_dir)[0][TRAIN_SPLIT]
-    names = column_values(train, "dataset")
+    names = column_values(train, DATASET_COLUMN)
+    unknown = sorted(set(args.datasets or ()) - set(names))
+    if unknown:
+        raise SystemExit(f"error: --datasets {unknown} are not UML-mini domains; they are {list(dict.fromkeys(names))}")
     rows = train.select([i for i, name in enumerate(names) if not args.datasets or name in args.datasets])
-    labels, domains = column_values(rows, "label"), column_values(rows, "dataset")
+    labels, domains = column_values(rows, LABEL_COLUMN), column_values(rows, DATASET_COLUMN)
     table: dict[str, dict[str, float]] = {}
     for name, adapter in [("frozen", None), *((adapter, adapter) for adapter in args.adapter)]:
         model, processor, image_size = load_for_inference(adapter, args.backbone, zero_shot=adapter is None)
@@ -158,6 +182,7 @@ def fit_measurement(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def fit_markdown(output: dict[str, Any]) -> str:
+    """The fit table as docs/benchmarks.md shows it."""
     domains = list(next(iter(output["models"].values())))
     lines = ["| model | " + " | ".join(domains) + " |", "|---" * (len(domains) + 1) + "|"]
     for name, row in output["models"].items():
@@ -166,47 +191,77 @@ def fit_markdown(output: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------- domains
+def read_validation_results(run: str) -> dict[str, Any]:
+    """A finished run's ``results.json``, which must score the validation split: a test score must never enter a
+    diagnosis that chooses a recipe."""
+    path = os.path.join(run, "results.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            result = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {path} cannot be read ({error}); give a finished training run") from None
+    if result.get("split") != VALIDATION_SPLIT:
+        raise SystemExit(
+            f"error: {run} was scored on the {result.get('split')!r} split; train it with --eval_split validation"
+        )
+    return result
+
+
+def _reusable(folder: str, overrides: dict[str, Any]) -> bool:
+    """Whether ``folder`` holds a finished run of this recipe (its run file records the overrides asked for)."""
+    from peft_puma.inference.run_file import read_run_file
+
+    if not os.path.isfile(os.path.join(folder, "results.json")):
+        return False
+    record = read_run_file(folder)
+    recorded = record.config if record else {}
+    differing = sorted(key for key, value in overrides.items() if key != "output_dir" and recorded.get(key) != value)
+    if differing:
+        raise SystemExit(
+            f"error: {folder} holds a run with other {differing}; move it away or choose another --runs_dir"
+        )
+    return True
+
+
 def domain_runs(args: argparse.Namespace) -> dict[str, Any]:
+    """Train (or, with ``--reuse_finished``, read) each domain alone on the config's recipe; set the unified run's
+    per-domain scores beside them. The unified run is checked first, before hours of training."""
     from peft_puma.data.uml_mini import DOMAINS
     from peft_puma.training import load_config, train
 
+    unified_result = read_validation_results(args.unified)
+    frozen = read_frozen(args.frozen)
     alone: dict[str, Any] = {}
     for domain in DOMAINS:
         folder = os.path.join(args.runs_dir, domain.name)
-        results_path = os.path.join(folder, "results.json")
-        if args.reuse_finished and os.path.isfile(results_path):
-            with open(results_path, encoding="utf-8") as handle:
-                result = json.load(handle)
+        overrides = {
+            "output_dir": folder,
+            "datasets": [domain.name],
+            "eval_split": VALIDATION_SPLIT,
+            **{key: getattr(args, key) for key in ("epochs", "lr_step_epochs") if getattr(args, key)},
+        }
+        if args.reuse_finished and _reusable(folder, overrides):
+            result = read_validation_results(folder)
         else:
-            overrides = {
-                "output_dir": folder,
-                "datasets": [domain.name],
-                "eval_split": "validation",
-                "progress_bar": False,
-                "report_to": [],
-                "save_every_steps": 0,
-                **{key: getattr(args, key) for key in ("epochs", "lr_step_epochs") if getattr(args, key)},
-            }
-            result = train(load_config(args.config, overrides)).results
+            quiet = {"progress_bar": False, "report_to": [], "save_every_steps": 0}
+            result = train(load_config(args.config, {**overrides, **quiet})).results
         alone[domain.name] = 100 * result["per_dataset"][domain.name]["recall@1"]
         print(f"{domain.name} alone: {alone[domain.name]:.1f}", flush=True)
-    with open(os.path.join(args.unified, "results.json"), encoding="utf-8") as handle:
-        unified_result = json.load(handle)
-    if unified_result.get("split") != "validation":
-        raise SystemExit(f"error: {args.unified} was scored on the {unified_result.get('split')} split, not validation")
-    unified = {name: 100 * s["recall@1"] for name, s in unified_result["per_dataset"].items()}
     return {
-        "split": "validation",
+        "split": VALIDATION_SPLIT,
         "config": args.config,
         "epochs": args.epochs,
         "lr_step_epochs": args.lr_step_epochs,
+        "frozen": frozen,
         "alone": alone,
-        "unified": unified,
+        "unified": {name: 100 * s["recall@1"] for name, s in unified_result["per_dataset"].items()},
         "unified_run": args.unified,
     }
 
 
-def domains_markdown(output: dict[str, Any], frozen: dict[str, float] | None) -> str:
+def domains_markdown(output: dict[str, Any]) -> str:
+    """The domains table as docs/benchmarks.md shows it (the frozen column where ``--frozen`` was given)."""
+    frozen = output.get("frozen")
     lines = ["| domain | frozen | trained alone | trained unified |", "|---|---|---|---|"]
     for name, value in output["alone"].items():
         base = f"{frozen[name]:.1f}" if frozen else "-"
@@ -219,12 +274,18 @@ def read_curves(run: str) -> dict[str, Any]:
     """Per-epoch training loss and per-domain validation Recall@1 (percent) from a run's ``train_log.jsonl``."""
     epoch_loss: dict[int, float] = {}
     validation: dict[int, dict[str, float]] = {}
-    with open(os.path.join(run, "train_log.jsonl"), encoding="utf-8") as handle:
+    path = os.path.join(run, "train_log.jsonl")
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: {path} does not exist; give the output_dir of a training run")
+    with open(path, encoding="utf-8") as handle:
         for line in handle:
-            entry = json.loads(line)
+            try:
+                entry = json.loads(line)
+            except ValueError:  # the last line of a run killed while writing it
+                continue
             if "train/epoch_loss" in entry:
                 epoch_loss[int(entry["epoch"])] = float(entry["train/epoch_loss"])
-            if entry.get("split") == "validation":
+            if entry.get("split") == VALIDATION_SPLIT:
                 scores = {
                     key.split("/")[1]: 100 * value
                     for key, value in entry.items()
@@ -237,6 +298,8 @@ def read_curves(run: str) -> dict[str, Any]:
 
 
 def plot_curves(curves: dict[str, Any], frozen: dict[str, float] | None, path: str, note: str) -> None:
+    """Loss on the left; validation Recall@1 per domain on the right, each over its frozen score as a dashed line, so
+    that a domain training lifts and one it drags down read apart at a glance."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,10 +329,16 @@ def read_frozen(path: str | None) -> dict[str, float] | None:
     """Per-domain and unified/harmonic Recall@1 (percent) of a ``python -m peft_puma.evaluate --output`` file."""
     if path is None:
         return None
-    with open(path, encoding="utf-8") as handle:
-        result = json.load(handle)
-    if result.get("split") not in (None, "validation"):
-        raise SystemExit(f"error: {path} was scored on the {result['split']} split; these diagnoses use validation")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            result = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {path} cannot be read ({error})") from None
+    if result.get("split") != VALIDATION_SPLIT:  # files written before `--split` existed scored the test split
+        raise SystemExit(
+            f"error: {path} was scored on the {result.get('split') or 'test'} split; these diagnoses use validation "
+            "(`python -m peft_puma.evaluate --zero_shot --split validation --output ...`)"
+        )
     scores = {name: 100 * s["recall@1"] for name, s in result["per_dataset"].items()}
     scores.update(unified=100 * result["unified"]["recall@1"], harmonic=100 * result["harmonic"]["recall@1"])
     return scores
@@ -277,6 +346,7 @@ def read_frozen(path: str | None) -> dict[str, float] | None:
 
 # -------------------------------------------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The four subcommands and their options."""
     parser = argparse.ArgumentParser(prog="benchmarks/diagnosis.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     colour = commands.add_parser("colour", help="how much colour decides glyph retrieval")
@@ -307,7 +377,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; a user mistake (a missing run, an old UML-mini build, a damaged adapter) is one line and
+    exit status 2."""
     args = parse_args(argv)
+    try:
+        return _run(args)
+    except PUMAError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     threads = configure_torch_threads()
     if args.command == "curves":
         curves = read_curves(args.run)
@@ -316,6 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(curves, indent=1))
         return 0
     check_output(args.output)
+    if args.command in ("colour", "fit"):
+        from peft_puma.inference.loading import check_adapter_source
+
+        for adapter in args.adapter:  # a wrong path stops the command before the first model is measured
+            check_adapter_source(adapter)
     if args.command == "colour":
         output = colour_measurement(args)
         print(colour_markdown(output))
@@ -324,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(fit_markdown(output))
     else:
         output = domain_runs(args)
-        print(domains_markdown(output, read_frozen(args.frozen)))
+        print(domains_markdown(output))
     write_json_atomically(args.output, {"benchmark": f"diagnosis {args.command}", **run_info(threads), **output})
     return 0
 

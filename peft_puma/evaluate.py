@@ -1,4 +1,4 @@
-"""``python -m peft_puma.evaluate``: a trained adapter + the test split of datasets -> the paper's results table.
+"""``python -m peft_puma.evaluate``: a trained adapter + the test (or validation) split -> the paper's results table.
 
     python -m peft_puma.evaluate --adapter runs/uml_mini --uml_mini_dir data/uml_mini
     python -m peft_puma.evaluate --adapter runs/uml_mini --uml_mini_dir data/uml_mini --split validation
@@ -66,18 +66,20 @@ def evaluate_adapter(
         data = load_config(None, data, cls=DataConfig)
     if isinstance(data, DataConfig):
         data.validate_data()
-        test = scored_split(load_unified(data), split, "--split")
+        scored = scored_split(load_unified(data), split, "--split")
         image_size = image_size or data.image_size
     else:
-        test = data
+        scored = data
     model, processor, trained_size = load_for_inference(adapter, backbone, backbone_format, zero_shot=zero_shot)
     if accelerator is not None:
         model.to(accelerator.device)
     transform = make_eval_transform(image_size or trained_size, image_processor=processor)
-    embeddings = embed_split(model, test, transform, batch_size=batch_size, accelerator=accelerator, progress=progress)
+    embeddings = embed_split(
+        model, scored, transform, batch_size=batch_size, accelerator=accelerator, progress=progress
+    )
     if examples and (accelerator is None or accelerator.is_main_process):
-        write_retrieval_examples(examples, {"zero-shot" if zero_shot else "trained": embeddings}, test)
-    return score_split(embeddings, test, ks)
+        write_retrieval_examples(examples, {"zero-shot" if zero_shot else "trained": embeddings}, scored)
+    return score_split(embeddings, scored, ks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", help="write the results mapping here (JSON)")
     parser.add_argument(
-        "--examples", help="write a PNG of retrieval examples here: seeded test queries per dataset and their top 5"
+        "--examples",
+        help="write a PNG of retrieval examples here: seeded queries per dataset of the scored split and their top 5",
     )
     try:
         data_overrides, args = parser.parse_config_args(argv)  # unknown keys: one-line error, exit 2

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from transformers import ViTConfig, ViTImageProcessorPil, ViTModel
 
 from ..data.uml_mini_pretrain import PoolSize, PretrainingPool, build_pretraining_pool
-from ..errors import ForeignContentError, InvalidConfigError
+from ..errors import ForeignContentError, InvalidConfigError, PUMAError
 from ..owned_paths import OwnedLayout, discard_staging, make_staging_folder, move_into_place
 
 IMAGE_SIZE, PATCH_SIZE = 32, 4
@@ -334,7 +334,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.remeasure:
         if not owned:
             parser.exit(2, f"error: {args.out} holds no backbone written by this command; nothing to remeasure.\n")
-        return _remeasure(args.out, args.uml_mini)
+        try:
+            return _remeasure(args.out, args.uml_mini)
+        except PUMAError as error:  # an older or incomplete UML-mini build: the command that rebuilds it
+            parser.exit(2, f"error: {error}\n")
+    if not args.no_eval:
+        from ..data.uml_mini import open_uml_mini  # only with the evaluation; UML-mini pulls in its sources
+
+        try:  # the build the evaluation reads is checked (or made) before the pretraining, not after it
+            open_uml_mini(args.uml_mini)
+        except PUMAError as error:
+            parser.exit(2, f"error: {error}\n")
     recipe = MiniViTRecipe(seed=args.seed, epochs=args.epochs, max_steps=args.max_steps, pool_scale=args.pool_scale)
     start = time.perf_counter()
     pool = build_pretraining_pool(recipe.seed, PoolSize().scaled(recipe.pool_scale))

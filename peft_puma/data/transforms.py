@@ -1,7 +1,8 @@
 """Train and eval image transforms of the published recipe (arXiv 2309.08944; docs/data.md), in torch + PIL.
 
-- Train: RandomResizedCrop(size, scale 0.2-1.0, ratio 3/4-4/3, bicubic), horizontal flip (p = 0.5), normalise. The
-  crop's area range and the flip probability are the trainer's ``crop_scale`` and ``hflip_probability`` keys.
+- Train: RandomResizedCrop(size, scale 0.2-1.0, ratio 3/4-4/3, bicubic), horizontal flip (p = 0.5), normalise: the
+  published values, which the crop's area range and the flip probability default to (the trainer's ``crop_scale``
+  and ``hflip_probability`` keys change them, e.g. for 32 px glyphs whose accents a 20% crop cuts off).
 - Eval: Resize(shorter side to ``size * 256 / 224``, bicubic), CenterCrop(size), normalise.
 
 Both follow torchvision's definitions (torchvision cannot be installed beside our torch build) and normalise with the
@@ -126,7 +127,8 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 
 
 class TrainTransform(_BatchTransform):
-    """RandomResizedCrop(size, scale 0.2-1.0, bicubic) + horizontal flip (p = 0.5) + normalise, seeded per sample.
+    """RandomResizedCrop(size, ``scale``, bicubic) + horizontal flip (``hflip_probability``) + normalise, seeded per
+    sample (the defaults are the published 0.2-1.0 and 0.5).
 
     The batch needs ``epoch`` and ``position`` columns besides the image: each row's crop and flip come from
     :meth:`generator` ``(epoch, position)`` (see the module docstring).

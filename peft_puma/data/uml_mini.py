@@ -68,7 +68,8 @@ def _chars(first: str, last: str, skip: str = "") -> str:
 
 
 def _letters(first: int, last: int, skip: str = "") -> str:
-    """The letters (``str.isalpha``) of a code-point range, without ``skip``."""
+    """The letters of a code-point range, without ``skip``: Unicode blocks mix letters with signs and punctuation,
+    which would make classes no script user reads as letters."""
     return "".join(chr(c) for c in range(first, last + 1) if chr(c).isalpha() and chr(c) not in skip)
 
 
@@ -112,6 +113,7 @@ class DomainSpec:
     cue: str  # what tells its classes apart, in words (summary and docs)
 
     def size(self, split: str) -> SplitSize:
+        """The sizes of ``split`` (one of :data:`SPLITS`), so that the three splits are handled by one code path."""
         return {TRAIN_SPLIT: self.train, VALIDATION_SPLIT: self.validation, TEST_SPLIT: self.test}[split]
 
 

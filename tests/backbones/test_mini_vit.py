@@ -95,3 +95,28 @@ def test_committed_backbone_loads_and_its_features_beat_the_untrained_vit():
     pretrained, untrained = zero_shot["pretrained"], zero_shot["untrained"]
     assert pretrained["unified"] > 3.5 * untrained["unified"] and pretrained["harmonic"] > 2.5 * untrained["harmonic"]
     assert pretrained["emoji"] > zero_shot["raw pixels"]["emoji"]
+    assert pretrained["greek"] > zero_shot["raw pixels"]["greek"]
+
+
+def test_remeasure_rewrites_the_zero_shot_record_on_validation_and_keeps_the_weights(tmp_path: Path, capsys):
+    from peft_puma.data.uml_mini import MANIFEST, UMLMiniConfig, load_or_build_uml_mini
+
+    out, uml_mini = tmp_path / "vit", tmp_path / "uml"
+    assert main(["--out", str(out), "--pool-scale", str(TINY_POOL), "--max-steps", "2", "--no-eval"]) == 0
+    load_or_build_uml_mini(str(uml_mini), UMLMiniConfig(scale=0.03))
+    weights = (out / "model.safetensors").read_bytes()
+    assert main(["--out", str(out), "--remeasure", "--uml_mini", str(uml_mini)]) == 0
+    record = json.loads((out / "pretraining.json").read_text())
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert record["zero_shot_split"] == "validation" and record["zero_shot_data"]["scale"] == 0.03
+    assert set(record["zero_shot_recall_at_1"]) == {"pretrained", "untrained", "raw pixels"}
+    assert record["pretraining"]["steps"] == 2  # the pretraining record is kept as it was
+    assert "validation split of UML-mini (builder version" in (out / "README.md").read_text()
+    # a build of an older builder version is refused in one line naming the rebuild, before anything is written
+    manifest = json.loads((uml_mini / MANIFEST).read_text())
+    (uml_mini / MANIFEST).write_text(json.dumps({**manifest, "builder_version": BUILDER_VERSION - 1}))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(["--out", str(out), "--remeasure", "--uml_mini", str(uml_mini)])
+    assert stopped.value.code == 2 and "--force" in capsys.readouterr().err
+    assert json.loads((out / "pretraining.json").read_text()) == record

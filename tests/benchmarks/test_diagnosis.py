@@ -82,10 +82,12 @@ def test_a_run_without_validation_evaluations_is_refused_with_what_to_do(diagnos
         diagnosis.read_curves(str(tmp_path))
 
 
-def test_frozen_scores_of_the_test_split_are_refused(diagnosis, tmp_path):
+@pytest.mark.parametrize("split", ["test", None])
+def test_frozen_scores_not_on_the_validation_split_are_refused(diagnosis, tmp_path, split):
+    """Files written before `evaluate --split` existed have no split and scored the test split."""
     path = tmp_path / "frozen.json"
-    result = {"split": "test", "per_dataset": {}, "unified": {"recall@1": 0.1}, "harmonic": {"recall@1": 0.1}}
-    path.write_text(json.dumps(result))
+    result = {"per_dataset": {}, "unified": {"recall@1": 0.1}, "harmonic": {"recall@1": 0.1}}
+    path.write_text(json.dumps({**result, "split": split} if split else result))
     with pytest.raises(SystemExit, match="test split"):
         diagnosis.read_frozen(str(path))
 
@@ -100,54 +102,84 @@ def _training_fixtures():
 
 
 @pytest.fixture(scope="module")
-def tiny_uml_mini_and_backbone(tmp_path_factory):
+def tiny_setup(tmp_path_factory):
+    """A tiny UML-mini build, a tiny backbone, a tiny config on them, and one unified run scored on validation."""
     from peft_puma.data.uml_mini import UMLMiniConfig, load_or_build_uml_mini
+    from peft_puma.training import load_config, train
 
+    fixtures = _training_fixtures()
     root = tmp_path_factory.mktemp("diagnosis")
-    load_or_build_uml_mini(str(root / "uml"), UMLMiniConfig(scale=0.03))
-    return str(root / "uml"), _training_fixtures().make_backbone(str(root / "vit"))
+    uml_mini = str(root / "uml")
+    load_or_build_uml_mini(uml_mini, UMLMiniConfig(scale=0.03))
+    backbone = fixtures.make_backbone(str(root / "vit"))
+    values = fixtures.tiny_config(backbone, None, uml_mini_dir=uml_mini, epochs=1, eval_ks=[1], save_every_steps=0)
+    config = fixtures.write_config(str(root / "tiny.yaml"), {k: v for k, v in values.items() if v is not None})
+    unified = str(root / "unified")
+    train(load_config(config, {"output_dir": unified, "eval_split": "validation"}))
+    return {"uml_mini": uml_mini, "backbone": backbone, "config": config, "unified": unified}
 
 
 @pytest.mark.parametrize("command", ["colour", "fit"])
-def test_colour_and_fit_commands_write_a_table_per_model(diagnosis, tiny_uml_mini_and_backbone, tmp_path, command):
-    uml_mini, backbone = tiny_uml_mini_and_backbone
+def test_colour_and_fit_commands_write_a_row_per_model(diagnosis, tiny_setup, tmp_path, command):
     output = tmp_path / f"{command}.json"
-    argv = [command, "--uml_mini_dir", uml_mini, "--backbone", backbone, "--output", str(output)]
-    assert diagnosis.main(argv) == 0
+    argv = [command, "--uml_mini_dir", tiny_setup["uml_mini"], "--backbone", tiny_setup["backbone"]]
+    assert diagnosis.main([*argv, "--adapter", tiny_setup["unified"], "--output", str(output)]) == 0
     written = json.loads(output.read_text())
-    assert written["benchmark"] == f"diagnosis {command}" and written["split"] == (
-        "validation" if command == "colour" else "train"
-    )
-    frozen = written["models"]["frozen"]
-    scores = (
-        [*frozen["as rendered"].values(), *frozen["colour removed"].values()]
-        if command == "colour"
-        else list(frozen.values())
-    )
-    assert scores and all(0 <= value <= 100 for value in scores)
-    if command == "colour":
-        assert set(frozen["as rendered"]) == set(diagnosis.GLYPH_DOMAINS) and frozen["colour_reliance"] > 0
+    assert written["benchmark"] == f"diagnosis {command}"
+    assert written["split"] == ("validation" if command == "colour" else "train")
+    assert list(written["models"]) == ["frozen", tiny_setup["unified"]]
+    for row in written["models"].values():
+        if command == "colour":
+            assert set(row["as rendered"]) == set(row["colour removed"]) == set(diagnosis.GLYPH_DOMAINS)
+            scores = [*row["as rendered"].values(), *row["colour removed"].values()]
+            assert row["colour_reliance"] > 0
+        else:
+            scores = list(row.values())
+        assert scores and all(0 <= value <= 100 for value in scores)
+    # the trained adapter really was applied: its scores are not the frozen backbone's
+    assert written["models"]["frozen"] != written["models"][tiny_setup["unified"]]
 
 
-def test_domains_command_trains_each_domain_alone_and_sets_it_beside_the_unified_run(
-    diagnosis, tiny_uml_mini_and_backbone, tmp_path
-):
+def test_fit_refuses_an_unknown_domain_by_name(diagnosis, tiny_setup, tmp_path):
+    argv = ["fit", "--uml_mini_dir", tiny_setup["uml_mini"], "--backbone", tiny_setup["backbone"]]
+    with pytest.raises(SystemExit, match="'klingon'.*latin"):
+        diagnosis.main([*argv, "--datasets", "klingon", "--output", str(tmp_path / "fit.json")])
+
+
+def test_domains_command_trains_each_domain_alone_and_sets_it_beside_the_unified_run(diagnosis, tiny_setup, tmp_path):
     from peft_puma.data.uml_mini import DOMAINS
-    from peft_puma.training import load_config, train
 
-    uml_mini, backbone = tiny_uml_mini_and_backbone
-    fixtures = _training_fixtures()
-    values = fixtures.tiny_config(backbone, None, uml_mini_dir=uml_mini, epochs=1, eval_ks=[1], save_every_steps=0)
-    config = fixtures.write_config(str(tmp_path / "tiny.yaml"), {k: v for k, v in values.items() if v is not None})
-    unified = str(tmp_path / "unified")
-    train(load_config(config, {"output_dir": unified, "eval_split": "validation"}))
     output = tmp_path / "domains.json"
-    argv = ["domains", "--config", config, "--runs_dir", str(tmp_path / "alone"), "--unified", unified]
+    alone = tmp_path / "alone"
+    argv = ["domains", "--config", tiny_setup["config"], "--runs_dir", str(alone), "--unified", tiny_setup["unified"]]
     assert diagnosis.main([*argv, "--output", str(output)]) == 0
     written = json.loads(output.read_text())
     assert list(written["alone"]) == list(written["unified"]) == [domain.name for domain in DOMAINS]
     for name in written["alone"]:  # each domain's run saw that domain only, and was scored on validation
-        with open(tmp_path / "alone" / name / "results.json") as handle:
-            result = json.load(handle)
+        result = json.loads((alone / name / "results.json").read_text())
         assert result["split"] == "validation" and list(result["per_dataset"]) == [name]
         assert written["alone"][name] == pytest.approx(100 * result["per_dataset"][name]["recall@1"])
+    # --reuse_finished reads the same runs instead of training them again; another recipe there is refused
+    stamps = {name: (alone / name / "results.json").stat().st_mtime_ns for name in written["alone"]}
+    assert diagnosis.main([*argv, "--reuse_finished", "--output", str(output)]) == 0
+    assert json.loads(output.read_text())["alone"] == written["alone"]
+    assert stamps == {name: (alone / name / "results.json").stat().st_mtime_ns for name in written["alone"]}
+    with pytest.raises(SystemExit, match="epochs"):
+        diagnosis.main([*argv, "--reuse_finished", "--epochs", "3", "--output", str(output)])
+
+
+def test_domains_refuses_a_unified_run_scored_on_test_before_training_anything(diagnosis, tiny_setup, tmp_path):
+    from peft_puma.training import load_config, train
+
+    scored_on_test = str(tmp_path / "test_run")
+    train(load_config(tiny_setup["config"], {"output_dir": scored_on_test}))
+    argv = ["domains", "--config", tiny_setup["config"], "--runs_dir", str(tmp_path / "alone")]
+    with pytest.raises(SystemExit, match="'test' split"):
+        diagnosis.main([*argv, "--unified", scored_on_test, "--output", str(tmp_path / "d.json")])
+    assert not (tmp_path / "alone").exists()
+
+
+def test_a_missing_adapter_is_one_line_and_status_2(diagnosis, tiny_setup, tmp_path, capsys):
+    argv = ["fit", "--uml_mini_dir", tiny_setup["uml_mini"], "--backbone", tiny_setup["backbone"]]
+    assert diagnosis.main([*argv, "--adapter", str(tmp_path / "nowhere"), "--output", str(tmp_path / "f.json")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
