@@ -319,17 +319,18 @@ def untrained_model(config: Any) -> torch.nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------------- tables
+def stats(values: list[float]) -> dict[str, float]:
+    """Mean and spread (sample standard deviation; 0 for one value), minimum and maximum."""
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
+
+
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and spread (sample standard deviation; 0 for one seed) of the scores of one method over seeds."""
-
-    def stats(values: list[float]) -> dict[str, float]:
-        return {
-            "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values),
-            "max": max(values),
-        }
-
     domains = list(runs[0]["recall_at_1"])
     return {
         "seeds": [run["spec"]["seed"] for run in runs],
@@ -339,6 +340,42 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "harmonic": stats([run["harmonic"] for run in runs]),
         "wall_s": stats(walls) if (walls := [run["wall_s"] for run in runs if run["wall_s"] is not None]) else None,
     }
+
+
+def puma_differences(
+    seeds: list[int], runs: dict[RunSpec, dict[str, Any]], frozen: dict[str, Any]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """PUMA minus every other row, unified and harmonic, paired by seed (the same seed gives both runs the same data
+    order and initialisation), with the spread of those differences over seeds. A difference whose spread is as large
+    as itself is noise; pairing removes the seed-to-seed variation both runs share, which unpaired means keep."""
+    baselines: dict[str, list[dict[str, Any]]] = {"frozen": [frozen] * len(seeds)}
+    seen: set[str] = set()  # Table 3's static adapter is Table 2's: one row
+    for name, method in {**TABLE2, **TABLE3}.items():
+        if method in (None, "puma") or method in seen:
+            continue
+        seen.add(method)
+        specs = [RunSpec(method, seed) for seed in seeds]
+        if all(spec in runs for spec in specs):
+            baselines[name] = [runs[spec] for spec in specs]
+    for keep_prob in sorted({spec.keep_prob for spec in runs if spec.keep_prob is not None}):
+        baselines[f"PUMA at p = {keep_prob:g}"] = [runs[Plan.sweep_spec(keep_prob, seed)] for seed in seeds]
+    puma = [runs[RunSpec("puma", seed)] for seed in seeds]
+    return {
+        name: {
+            key: stats([mine[key] - theirs[key] for mine, theirs in zip(puma, others)])
+            for key in ("unified", "harmonic")
+        }
+        for name, others in baselines.items()
+    }
+
+
+def differences_table(differences: dict[str, dict[str, dict[str, float]]]) -> str:
+    """PUMA minus each row, as Markdown: mean ± std over seeds of the paired differences, in points."""
+    lines = ["| PUMA minus | Unified | Harmonic |", "|---|---|---|"]
+    for name, entry in differences.items():
+        cells = [f"{entry[key]['mean']:+.1f} ± {entry[key]['std']:.1f}" for key in ("unified", "harmonic")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _cell(entry: dict[str, float], spread: bool) -> str:
@@ -581,6 +618,7 @@ def tables(setup: Setup, runs: dict[RunSpec, dict[str, Any]], frozen: dict[str, 
     return {
         "table2": {name: row(method) for name, method in TABLE2.items()},
         "table3": {name: row(method) for name, method in TABLE3.items()},
+        "puma_minus": puma_differences(seeds, runs, frozen),
         "keep_prob_sweep": {
             f"{p:g}": aggregate([runs[Plan.sweep_spec(p, seed)] for seed in seeds]) for p in setup.args.keep_probs
         },
@@ -618,6 +656,10 @@ def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
         "Table 3 shape (ablations, same recipe):",
         "",
         table(output["table3"], domains, spread, label="prompt / adapter"),
+        "",
+        "PUMA minus each other row, paired by seed (points; mean ± std of the per-seed differences):",
+        "",
+        differences_table(output["puma_minus"]),
         "",
         "Keep-probability sweep (PUMA; domains ordered by training images):",
         "",

@@ -268,6 +268,34 @@ def test_accuracy_has_every_row_of_tables_2_and_3_and_the_sweep(accuracy) -> Non
             assert row["trainable_params"] > 0 or name == "frozen", (table, name)
 
 
+def test_accuracy_reports_puma_minus_every_other_row_paired_by_seed(accuracy) -> None:
+    result, _ = accuracy
+    rows = [name for name in COST_METHODS if name != "puma"]
+    ablations = ["conditional prompt", "stochastic adapter", "single prompt + static adapter"]  # not Table 2 rows
+    assert list(result["puma_minus"]) == [*rows, *ablations, "PUMA at p = 1"]
+    puma, frozen = result["runs"]["puma_seed0"], result["zero_shot_run"]
+    for key in ("unified", "harmonic"):  # one seed: the difference of the two runs, no spread
+        assert result["puma_minus"]["frozen"][key]["mean"] == pytest.approx(puma[key] - frozen[key])
+        assert result["puma_minus"]["frozen"][key]["std"] == 0.0
+    assert "| PUMA minus | Unified | Harmonic |" in result["markdown"]
+
+
+def test_paired_differences_subtract_seed_by_seed():
+    module = _load_script("accuracy.py")
+    runs = {
+        module.RunSpec("puma", 0): {"unified": 30.0, "harmonic": 20.0},
+        module.RunSpec("puma", 1): {"unified": 40.0, "harmonic": 10.0},
+        module.RunSpec("lora", 0): {"unified": 29.0, "harmonic": 22.0},
+        module.RunSpec("lora", 1): {"unified": 39.0, "harmonic": 8.0},
+    }
+    differences = module.puma_differences([0, 1], runs, {"unified": 35.0, "harmonic": 15.0})
+    assert list(differences) == ["frozen", "lora"]  # rows without runs are left out
+    assert differences["lora"]["unified"]["mean"] == 1.0 and differences["lora"]["unified"]["std"] == 0.0
+    assert differences["lora"]["harmonic"]["mean"] == 0.0  # -2 and +2: no difference on average ...
+    assert differences["lora"]["harmonic"]["std"] == pytest.approx(2.8284, abs=1e-4)  # ... and a large spread
+    assert differences["frozen"]["unified"]["mean"] == 0.0 and differences["frozen"]["unified"]["std"] > 7
+
+
 def test_accuracy_trains_shared_runs_once(accuracy) -> None:
     """PUMA is Table 2's and Table 3's last row and the sweep's p = 0.5: one run serves all three."""
     result, _ = accuracy
