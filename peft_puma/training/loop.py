@@ -364,10 +364,11 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
                 window_start, window_steps = time.perf_counter(), 0
             if position.batch_in_epoch == 0:
                 _log_epoch_loss(config, accelerator, run, position)
+                # before a checkpoint of this step: a run stopped during the evaluation resumes before it and
+                # evaluates again, so no point of the learning curve is lost (the evaluation draws no random number)
+                _maybe_evaluate_epoch(config, accelerator, run, position)
             if config.save_every_steps and position.step % config.save_every_steps == 0:
                 _save(config, accelerator, run, position)
-            if position.batch_in_epoch == 0:
-                _maybe_evaluate_epoch(config, accelerator, run, position)
             if position.step >= run.total_steps:
                 break
     progress.close()

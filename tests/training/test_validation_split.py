@@ -159,3 +159,25 @@ def test_a_validation_split_without_the_row_schema_is_refused(tiny_assets, tmp_p
     data.save_to_disk(str(tmp_path / "broken"))
     with pytest.raises(DatasetLayoutError, match=r"'validation' split of the data source lacks column\(s\) \['role'\]"):
         _load(str(tmp_path / "broken"))
+
+
+def test_an_epoch_is_evaluated_before_its_checkpoint_so_a_resume_never_skips_its_point(validation_values, monkeypatch):
+    """A checkpoint written at an epoch's end must come after that epoch's evaluation: a run killed during the
+    evaluation then resumes from the checkpoint before it, and the learning curve keeps every epoch."""
+    events: list[tuple[str, int]] = []
+    evaluate, save = training_loop._maybe_evaluate_epoch, training_loop.ckpt.save_checkpoint
+
+    def evaluate_spy(config, accelerator, run, position):
+        events.append(("evaluate", position.step))
+        return evaluate(config, accelerator, run, position)
+
+    def save_spy(accelerator, output_dir, step, *args, **kwargs):
+        events.append(("save", step))
+        return save(accelerator, output_dir, step, *args, **kwargs)
+
+    monkeypatch.setattr(training_loop, "_maybe_evaluate_epoch", evaluate_spy)
+    monkeypatch.setattr(training_loop.ckpt, "save_checkpoint", save_spy)
+    train(load_config(None, {**validation_values, "epochs": 3, "save_every_steps": STEPS_PER_EPOCH}))
+    boundaries = [STEPS_PER_EPOCH * epoch for epoch in (1, 2)]
+    for step in boundaries:
+        assert events.index(("evaluate", step)) < events.index(("save", step)), events
