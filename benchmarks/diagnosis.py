@@ -123,9 +123,9 @@ def colour_measurement(args: argparse.Namespace) -> dict[str, Any]:
     glyphs = validation.select(rows)
     labels, domains = column_values(glyphs, LABEL_COLUMN), column_values(glyphs, DATASET_COLUMN)
     images = glyphs[IMAGE_COLUMN]
-    rendered = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) for image in images])
-    variants = {"as rendered": rendered.round().astype(np.uint8), "colour removed": remove_colour(rendered)}
-    background = background_colours(rendered)
+    rendered = np.stack([np.asarray(image.convert("RGB")) for image in images])  # uint8, as stored
+    variants = {"as rendered": rendered, "colour removed": remove_colour(rendered.astype(np.float32))}
+    background = background_colours(rendered.astype(np.float32))
     models = {"frozen": (None, True), **{adapter: (adapter, False) for adapter in args.adapter}}
     table: dict[str, Any] = {}
     for name, (adapter, zero_shot) in models.items():
@@ -207,19 +207,22 @@ def read_validation_results(run: str) -> dict[str, Any]:
     return result
 
 
-def _reusable(folder: str, overrides: dict[str, Any]) -> bool:
-    """Whether ``folder`` holds a finished run of this recipe (its run file records the overrides asked for)."""
+def _finished_run_of(config: Any) -> bool:
+    """Whether ``config.output_dir`` holds a finished run of ``config``'s recipe. A finished run of another recipe
+    stops the command with the differences, by the trainer's own same-run rule (``peft_puma.training.same_run``)."""
     from peft_puma.inference.run_file import read_run_file
+    from peft_puma.training.same_run import RunIdentity, run_differences
 
-    if not os.path.isfile(os.path.join(folder, "results.json")):
-        return False
+    folder = config.output_dir
     record = read_run_file(folder)
-    recorded = record.config if record else {}
-    differing = sorted(key for key, value in overrides.items() if key != "output_dir" and recorded.get(key) != value)
-    if differing:
-        raise SystemExit(
-            f"error: {folder} holds a run with other {differing}; move it away or choose another --runs_dir"
-        )
+    if record is None or not os.path.isfile(os.path.join(folder, "results.json")):
+        return False
+    saved = RunIdentity(record.config, record.num_processes, record.data_sizes)
+    differences = run_differences(saved, RunIdentity(config.to_dict()), finished=True)
+    if differences:
+        details = "; ".join(f"{d.key}: {d.saved!r} there, {d.wanted!r} here" for d in differences)
+        raise SystemExit(f"error: {folder} holds a run with another recipe ({details}); move it away or choose another "
+                         "--runs_dir")  # fmt: skip
     return True
 
 
@@ -238,13 +241,16 @@ def domain_runs(args: argparse.Namespace) -> dict[str, Any]:
             "output_dir": folder,
             "datasets": [domain.name],
             "eval_split": VALIDATION_SPLIT,
+            "progress_bar": False,
+            "report_to": [],
+            "save_every_steps": 0,
             **{key: getattr(args, key) for key in ("epochs", "lr_step_epochs") if getattr(args, key)},
         }
-        if args.reuse_finished and _reusable(folder, overrides):
+        config = load_config(args.config, overrides)
+        if args.reuse_finished and _finished_run_of(config):
             result = read_validation_results(folder)
         else:
-            quiet = {"progress_bar": False, "report_to": [], "save_every_steps": 0}
-            result = train(load_config(args.config, {**overrides, **quiet})).results
+            result = train(config).results
         alone[domain.name] = 100 * result["per_dataset"][domain.name]["recall@1"]
         print(f"{domain.name} alone: {alone[domain.name]:.1f}", flush=True)
     return {

@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -338,11 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _remeasure(args.out, args.uml_mini)
         except PUMAError as error:  # an older or incomplete UML-mini build: the command that rebuilds it
             parser.exit(2, f"error: {error}\n")
+    evaluation = None
     if not args.no_eval:
-        from ..data.uml_mini import open_uml_mini  # only with the evaluation; UML-mini pulls in its sources
-
         try:  # the build the evaluation reads is checked (or made) before the pretraining, not after it
-            open_uml_mini(args.uml_mini)
+            evaluation = _open_evaluation_data(args.uml_mini)
         except PUMAError as error:
             parser.exit(2, f"error: {error}\n")
     recipe = MiniViTRecipe(seed=args.seed, epochs=args.epochs, max_steps=args.max_steps, pool_scale=args.pool_scale)
@@ -359,24 +359,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pool": pool.source_counts(),
         "pretraining": record,
     }
-    if not args.no_eval:
-        metadata.update(_zero_shot_record(model, processor, args.uml_mini))
+    if evaluation is not None:
+        metadata.update(_zero_shot_record(model, processor, evaluation))
     save_backbone(args.out, model, processor, metadata)
     print(_readme(metadata))
     return 0
 
 
-def _zero_shot_record(model: ViTModel, processor: ViTImageProcessorPil, uml_mini: str) -> dict:
-    """The zero-shot part of the record, on the validation split: the backbone is a choice (its pretraining budget,
-    its size), and choices are made on validation; the test split is left to the final runs."""
+def _open_evaluation_data(uml_mini: str) -> tuple[Any, dict]:
+    """The UML-mini validation split the zero-shot record is measured on, and what the record says of its build."""
     from ..data.schema import VALIDATION_SPLIT
     from ..data.uml_mini import open_uml_mini, provenance  # only with the evaluation; UML-mini pulls in its sources
 
     data, manifest = open_uml_mini(uml_mini)
+    return data[VALIDATION_SPLIT], provenance(uml_mini, manifest)
+
+
+def _zero_shot_record(model: ViTModel, processor: ViTImageProcessorPil, evaluation: tuple[Any, dict]) -> dict:
+    """The zero-shot part of the record, on the validation split: the backbone is a choice (its pretraining budget,
+    its size), and choices are made on validation; the test split is left to the final runs."""
+    from ..data.schema import VALIDATION_SPLIT
+
+    validation, data_source = evaluation
     return {
-        "zero_shot_recall_at_1": zero_shot_recall(model, processor, data[VALIDATION_SPLIT]),
+        "zero_shot_recall_at_1": zero_shot_recall(model, processor, validation),
         "zero_shot_split": VALIDATION_SPLIT,
-        "zero_shot_data": provenance(uml_mini, manifest),
+        "zero_shot_data": data_source,
     }
 
 
@@ -387,7 +395,7 @@ def _remeasure(folder: str, uml_mini: str) -> int:
         metadata = json.load(handle)
     model = ViTModel.from_pretrained(folder, add_pooling_layer=False).eval()
     processor = ViTImageProcessorPil.from_pretrained(folder)
-    metadata.update(_zero_shot_record(model, processor, uml_mini))
+    metadata.update(_zero_shot_record(model, processor, _open_evaluation_data(uml_mini)))
     save_backbone(folder, model, processor, metadata)
     print(_readme(metadata))
     return 0

@@ -34,6 +34,8 @@ VALIDATION_SPLIT: Final = "validation"
 """Optional third split: classes disjoint from train and test (carved from the training classes), with the test
 split's roles. Every choice of a recipe is made on it, so the test split is read once per final run (UML-mini has one;
 the paper's benchmarks do not)."""
+SPLITS: Final = (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT)
+"""Every split a unified dataset may have, in label order: training classes ``0 .. T-1``, then validation, then test."""
 
 
 def row_features() -> datasets.Features:

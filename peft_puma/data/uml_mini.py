@@ -42,6 +42,7 @@ from .schema import (
     ROLE_GALLERY,
     ROLE_QUERY,
     ROLE_TRAIN,
+    SPLITS,
     TEST_SPLIT,
     TRAIN_SPLIT,
     VALIDATION_SPLIT,
@@ -61,10 +62,6 @@ from .uml_mini_sources import (
 BUILDER_VERSION = 3  # bump when a change alters the images, so that cached builds are redone
 MANIFEST = "uml_mini.json"
 FASHION_TRAIN_SIZE = 60_000  # images in Fashion-MNIST's train file, the pool UML-mini draws products from
-
-
-def _chars(first: str, last: str, skip: str = "") -> str:
-    return "".join(chr(c) for c in range(ord(first), ord(last) + 1) if chr(c) not in skip)
 
 
 def _letters(first: int, last: int, skip: str = "") -> str:
@@ -117,13 +114,10 @@ class DomainSpec:
         return {TRAIN_SPLIT: self.train, VALIDATION_SPLIT: self.validation, TEST_SPLIT: self.test}[split]
 
 
-SPLITS: tuple[str, ...] = (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT)
-"""The splits of a build, in label order: training classes ``0 .. T-1``, then validation, then test."""
-
 # Accented and extended letters make the glyph domains fine-grained and give each split enough classes for
 # class-disjoint transfer. U+0110 (Đ) is left out: it is drawn exactly as U+00D0 (Ð), so no cue could tell them apart;
 # U+0149 (ŉ) is deprecated and absent from many faces.
-LATIN = _chars("A", "Z") + _chars("a", "z") + _letters(0xC0, 0xFF) + _letters(0x100, 0x17F, "\u0110\u0149")
+LATIN = _letters(0x41, 0x5A) + _letters(0x61, 0x7A) + _letters(0xC0, 0xFF) + _letters(0x100, 0x17F, "\u0110\u0149")
 CYRILLIC = _letters(0x400, 0x45F)  # Russian, Ukrainian, Belarusian, Serbian, Macedonian letters
 GREEK = _letters(0x386, 0x3CE, "\u03a2")  # the monotonic alphabet with its accented (tonos, dialytika) letters
 

@@ -27,6 +27,7 @@ from .schema import (
     IMAGE_COLUMN,
     LABEL_COLUMN,
     ROLE_COLUMN,
+    SPLITS,
     TEST_SPLIT,
     TRAIN_SPLIT,
     VALIDATION_SPLIT,
@@ -62,7 +63,7 @@ def load_unified(config: DataConfig) -> datasets.DatasetDict:
             f"The data source must be a DatasetDict with {TRAIN_SPLIT!r} and {TEST_SPLIT!r} splits; got "
             f"{list(data) if isinstance(data, datasets.DatasetDict) else type(data).__name__}."
         )
-    for split in (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT):
+    for split in SPLITS:
         if split not in data:
             continue
         missing = {IMAGE_COLUMN, LABEL_COLUMN, DATASET_COLUMN, ROLE_COLUMN} - set(data[split].column_names)
@@ -122,7 +123,7 @@ def dataset_sizes(data: datasets.DatasetDict) -> dict[str, dict[str, int]]:
 
     Runs record these counts and compare them on resume, so data without a validation split keeps exactly the keys
     (and order) it always had."""
-    splits = [split for split in (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT) if split in data]
+    splits = [split for split in SPLITS if split in data]
     keys = [f"{split}_{count}" for split in splits for count in ("images", "classes")]
     sizes: dict[str, dict[str, int]] = {}
     for split in splits:

@@ -20,7 +20,7 @@ import torch
 from huggingface_hub import HfApi
 from torch import nn
 
-from ..data.schema import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
+from ..data.schema import SPLITS
 from ..inference.run_file import RUN_FILE, RunRecord, write_run_file
 from ..owned_paths import OwnedLayout, write_json_atomically
 from ..search.examples import EXAMPLES_FILE
@@ -103,7 +103,7 @@ def start_up_summary(info: RunInfo) -> str:
 def _sizes_table(sizes: dict[str, dict[str, int]]) -> list[str]:
     """Images / classes per dataset and split (train, validation where the data has it, test), then the totals."""
     first = next(iter(sizes.values()))
-    splits = [split for split in (TRAIN_SPLIT, VALIDATION_SPLIT, TEST_SPLIT) if f"{split}_images" in first]
+    splits = [split for split in SPLITS if f"{split}_images" in first]
     total = {key: sum(size[key] for size in sizes.values()) for key in first}
     indent = " " * 14
     header = "".join(f"{split + ' images':>17} / {'classes':<10}" for split in splits)

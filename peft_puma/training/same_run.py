@@ -26,12 +26,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.schema import TEST_SPLIT
+from ..data.transforms import TRAIN_CROP_SCALE, TRAIN_HFLIP_PROBABILITY
 from .arguments import RUN_CONTROL_KEYS
 
 FINISHED_RUN_KEYS: frozenset[str] = frozenset({"epochs", "max_steps", "eval_split"})
 """Run-control keys that still count for a finished run: its length and the split its results score."""
 
-KEYS_ADDED_LATER: dict[str, Any] = {"crop_scale": [0.2, 1.0], "hflip_probability": 0.5, "eval_split": "test"}
+KEYS_ADDED_LATER: dict[str, Any] = {
+    "crop_scale": list(TRAIN_CROP_SCALE),
+    "hflip_probability": TRAIN_HFLIP_PROBABILITY,
+    "eval_split": TEST_SPLIT,
+}
 """Keys added after runs were saved without them, with the value those runs had (the published recipe, the test
 split)."""
 
