@@ -7,16 +7,18 @@ ViT can be downloaded on the project's machines, so this script makes one:
 - architecture: ``transformers.ViTModel`` at 32x32 px, patch 4 (64 patches + CLS), pre-norm blocks with qkv bias and
   LayerNorm eps 1e-6 like the paper's ViT-S/16, only narrower and shallower (defaults: width 128, 4 layers, 4 heads);
 - data: :mod:`peft_puma.data.uml_mini_pretrain`, which shares no class (and no image) with UML-mini's train or test
-  split: digits and symbols in ~120 typefaces, letters of five other scripts, 300 other emoji, Fashion-MNIST
-  categories on its ``t10k`` file, single handwritten digits;
+  split: digits and symbols in ~120 typefaces, letters of sixteen other scripts, 300 other emoji, Fashion-MNIST
+  categories on its ``t10k`` file, single handwritten digits. The letters' two colours are redrawn at every step
+  (``recolour_glyphs``), because UML-mini's glyph domains need features that ignore colour;
 - objective: supervised classification with a cosine-softmax head (normalised CLS features against normalised class
   weights). Supervised pretraining is what the paper's ImageNet-21k backbone had; the cosine head makes the CLS
   feature, which zero-shot retrieval and PUMA's head read (docs/spec.md section 4), the quantity being trained. The
   head is thrown away; only the ViT is saved.
 
 ``python -m peft_puma.backbones.mini_vit --out assets/uml_mini_vit`` writes ``config.json``, ``model.safetensors``,
-``preprocessor_config.json`` (the pixel statistics used), ``pretraining.json`` and ``README.md``, and measures
-zero-shot Recall@1 on UML-mini's test split against two baselines (raw pixels and the same ViT untrained).
+``preprocessor_config.json`` (the pixel statistics used), ``pretraining.json`` and ``README.md``. It measures
+zero-shot Recall@1 on UML-mini's validation split after every epoch, and at the end against two baselines (raw
+pixels and the same ViT untrained); the test split is never read.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class MiniViTRecipe:
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
-    epochs: int = 20
+    epochs: int = 40
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 0.05
@@ -59,6 +61,7 @@ class MiniViTRecipe:
     logit_scale: float = 16.0  # cosine-softmax temperature: logits = scale * cos(feature, class weight)
     label_smoothing: float = 0.1
     val_fraction: float = 0.05  # pool images held out to measure pretraining accuracy
+    recolour_glyphs: bool = True  # redraw the two colours of every glyph image at every step (see _recolour)
     pool_scale: float = 1.0  # < 1 shrinks the pretraining pool (tests)
     max_steps: int | None = None  # stop early after this many optimiser steps (tests)
 
@@ -100,12 +103,63 @@ def image_processor(mean: Sequence[float], std: Sequence[float]) -> ViTImageProc
     )
 
 
-def _normalised(images: np.ndarray, processor: ViTImageProcessorPil) -> torch.Tensor:
-    """``(N, 32, 32, 3)`` uint8 -> ``(N, 3, 32, 32)`` float32, exactly as the saved processor would do it."""
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+def _unit_pixels(images: np.ndarray) -> torch.Tensor:
+    """``(N, 32, 32, 3)`` uint8 -> ``(N, 3, 32, 32)`` float32 in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _standardised(pixels: torch.Tensor, processor: ViTImageProcessorPil) -> torch.Tensor:
+    """[0, 1] pixels normalised exactly as the saved processor would do it."""
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
     return (pixels - mean) / std
+
+
+def _normalised(images: np.ndarray, processor: ViTImageProcessorPil) -> torch.Tensor:
+    """``(N, 32, 32, 3)`` uint8 -> ``(N, 3, 32, 32)`` float32, exactly as the saved processor would do it."""
+    return _standardised(_unit_pixels(images), processor)
+
+
+def _hsv_to_rgb(hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` HSV in [0, 1] -> ``(N, 3)`` RGB in [0, 1] (the closed form of ``colorsys.hsv_to_rgb``)."""
+    k = (torch.tensor([5.0, 3.0, 1.0]) + 6 * hue[:, None]) % 6
+    return value[:, None] * (1 - saturation[:, None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1))
+
+
+def _contrasting_colours(count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` foreground and background colours drawn as UML-mini's glyph renderer draws them: one dark (value
+    0-0.45) and one light (0.8-1), either way round, random hue, saturation up to 0.9."""
+    dark = 0.45 * torch.rand(count, generator=generator)
+    light = 0.8 + 0.2 * torch.rand(count, generator=generator)
+    swap = torch.rand(count, generator=generator) < 0.5
+    values = torch.stack([torch.where(swap, light, dark), torch.where(swap, dark, light)])
+    hues, saturations = torch.rand(2, count, generator=generator), 0.9 * torch.rand(2, count, generator=generator)
+    foreground = _hsv_to_rgb(hues[0], saturations[0], values[0])
+    return foreground, _hsv_to_rgb(hues[1], saturations[1], values[1])
+
+
+def _recolour(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Glyph images (two colours and their anti-aliased blend) redrawn in two new random colours.
+
+    A glyph image is close to ``background + ink * (foreground - background)``. The background is the median of the
+    border; the ink axis runs to the pixel farthest from it, and ``ink`` is each pixel's projection on that axis,
+    clipped to [0, 1]. The farthest pixel is often a Lanczos overshoot, so full strokes come out at about 0.9 ink: a
+    redrawn letter has a little less contrast than a rendered one. Redrawing the colours at every step shows each
+    letter in ever new colours, so pretraining cannot tell letters apart by colour, which UML-mini's glyph domains
+    punish (docs/benchmarks.md, "Diagnosis": the earlier stand-in matched glyphs by colour).
+    """
+    count = pixels.shape[0]
+    if count == 0:
+        return pixels
+    border = torch.cat([pixels[:, :, 0], pixels[:, :, -1], pixels[:, :, :, 0], pixels[:, :, :, -1]], dim=2)
+    background = border.median(dim=2).values
+    offset = pixels - background[:, :, None, None]
+    farthest = offset.square().sum(dim=1).flatten(1).argmax(dim=1)
+    axis = pixels.flatten(2)[torch.arange(count), :, farthest] - background
+    ink = (offset * axis[:, :, None, None]).sum(dim=1) / axis.square().sum(dim=1).clamp_min(1e-6)[:, None, None]
+    foreground, new_background = _contrasting_colours(count, generator)
+    blend = ink.clamp(0, 1)[:, None]
+    return new_background[:, :, None, None] + blend * (foreground - new_background)[:, :, None, None]
 
 
 def _jitter(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -154,16 +208,24 @@ def _held_out(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def pretrain(
-    recipe: MiniViTRecipe, pool: PretrainingPool, log: Callable[[str], None] = print
+    recipe: MiniViTRecipe,
+    pool: PretrainingPool,
+    log: Callable[[str], None] = print,
+    probe: Callable[[ViTModel, ViTImageProcessorPil], dict[str, float]] | None = None,
 ) -> tuple[ViTModel, ViTImageProcessorPil, dict]:
-    """Train the ViT on the pool; returns the model, its processor and the training record (losses, accuracy, time)."""
+    """Train the ViT on the pool; returns the model, its processor and the training record (losses, accuracy, time).
+
+    ``probe``, when given, scores the model after every epoch (zero-shot Recall@1 on UML-mini's validation split, a
+    dict with at least ``unified`` and ``harmonic``), so the record shows what each epoch of the budget bought.
+    """
     torch.manual_seed(recipe.seed)
     start = time.perf_counter()
     validation = _held_out(pool.labels, recipe.val_fraction, recipe.seed)
     train_images = pool.images[~validation]
     pixels = train_images.reshape(-1, 3).astype(np.float64) / 255.0
     processor = image_processor(pixels.mean(axis=0), pixels.std(axis=0))
-    inputs, labels = _normalised(train_images, processor), torch.from_numpy(pool.labels[~validation])
+    inputs, labels = _unit_pixels(train_images), torch.from_numpy(pool.labels[~validation])
+    recolourable = torch.from_numpy(pool.glyph_images()[~validation] & recipe.recolour_glyphs)
     model = ViTModel(mini_vit_config(recipe), add_pooling_layer=False)
     head = _CosineClassifier(recipe.hidden_size, len(pool.class_names), recipe.logit_scale)
     parameters = [*model.parameters(), *head.parameters()]
@@ -181,7 +243,10 @@ def pretrain(
         order, losses = torch.randperm(len(inputs), generator=generator), []
         for first in range(0, len(order), recipe.batch_size):
             batch = order[first : first + recipe.batch_size]
-            features = model(pixel_values=_jitter(inputs[batch], generator)).last_hidden_state[:, 0]
+            images, glyphs = inputs[batch], recolourable[batch]  # indexing by a tensor copies: inputs stay as built
+            images[glyphs] = _recolour(images[glyphs], generator)
+            images = _jitter(_standardised(images, processor), generator)
+            features = model(pixel_values=images).last_hidden_state[:, 0]
             loss = F.cross_entropy(head(features), labels[batch], label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -193,7 +258,11 @@ def pretrain(
                 break
         accuracy = _accuracy(model, head, _normalised(pool.images[validation], processor), pool.labels[validation])
         record["epochs"].append({"loss": float(np.mean(losses)), "val_accuracy": accuracy})
-        log(f"epoch {len(record['epochs'])}: loss {np.mean(losses):.3f}, held-out accuracy {accuracy:.3f}, "
+        probed = ""
+        if probe is not None:
+            record["epochs"][-1]["zero_shot_recall_at_1"] = scores = probe(model, processor)
+            probed = f", zero-shot unified {100 * scores['unified']:.1f} / harmonic {100 * scores['harmonic']:.1f}"
+        log(f"epoch {len(record['epochs'])}: loss {np.mean(losses):.3f}, held-out accuracy {accuracy:.3f}{probed}, "
             f"{time.perf_counter() - start:.0f} s")  # fmt: skip
     record.update(seconds=round(time.perf_counter() - start, 1), val_accuracy=record["epochs"][-1]["val_accuracy"])
     record.update(train_images=int(len(inputs)), val_images=int(validation.sum()), classes=len(pool.class_names))
@@ -208,16 +277,41 @@ def _accuracy(model: ViTModel, head: _CosineClassifier, pixel_values: torch.Tens
     return float((predictions == labels).mean())
 
 
+def _split_images(split) -> np.ndarray:
+    return np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in split["image"]])
+
+
+def _processed(processor: ViTImageProcessorPil, images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(processor(images=list(images), return_tensors="np")["pixel_values"])
+
+
+def _recall_row(embeddings: torch.Tensor, split) -> dict[str, float]:
+    """Recall@1 of cosine kNN per domain, unified and harmonic, with the split's query/gallery roles."""
+    from ..evaluation import evaluate_retrieval  # the pretraining script alone needs it; keeps import light
+
+    result = evaluate_retrieval(embeddings, split["label"], split["dataset"], ks=(1,), roles=split["role"])
+    row = {domain: scores["recall@1"] for domain, scores in result["per_dataset"].items()}
+    return {**row, "unified": result["unified"]["recall@1"], "harmonic": result["harmonic"]["recall@1"]}
+
+
+def zero_shot_probe(split) -> Callable[[ViTModel, ViTImageProcessorPil], dict[str, float]]:
+    """A function scoring a backbone's CLS features zero-shot on ``split`` (read and decoded once, not per call)."""
+    images = _split_images(split)
+    columns = {name: split[name] for name in ("label", "dataset", "role")}
+
+    def probe(model: ViTModel, processor: ViTImageProcessorPil) -> dict[str, float]:
+        return _recall_row(cls_embeddings(model, _processed(processor, images)), columns)
+
+    return probe
+
+
 def zero_shot_recall(model: ViTModel, processor: ViTImageProcessorPil, test_split) -> dict[str, dict[str, float]]:
     """Recall@1 of cosine kNN on a UML-mini split, per domain and unified, for the model and two baselines.
 
     ``raw pixels`` (normalised pixel vectors) and ``untrained`` (the same ViT at its random init) show what the
     pretraining adds; a backbone no better than them would make the frozen-backbone benchmark meaningless.
     """
-    from ..evaluation import evaluate_retrieval  # the pretraining script alone needs it; keeps import light
-
-    images = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in test_split["image"]])
-    pixels = torch.from_numpy(processor(images=list(images), return_tensors="np")["pixel_values"])
+    pixels = _processed(processor, _split_images(test_split))
     torch.manual_seed(0)
     untrained = ViTModel(model.config, add_pooling_layer=False)
     candidates = {
@@ -225,20 +319,15 @@ def zero_shot_recall(model: ViTModel, processor: ViTImageProcessorPil, test_spli
         "untrained": cls_embeddings(untrained, pixels),
         "raw pixels": pixels.flatten(1),
     }
-    table: dict[str, dict[str, float]] = {}
-    for name, embeddings in candidates.items():
-        result = evaluate_retrieval(
-            embeddings, test_split["label"], test_split["dataset"], ks=(1,), roles=test_split["role"]
-        )
-        table[name] = {domain: scores["recall@1"] for domain, scores in result["per_dataset"].items()}
-        table[name]["unified"] = result["unified"]["recall@1"]
-        table[name]["harmonic"] = result["harmonic"]["recall@1"]
-    return table
+    return {name: _recall_row(embeddings, test_split) for name, embeddings in candidates.items()}
 
 
 def _readme(metadata: dict) -> str:
     """The README written next to the weights; every figure in it comes from this run's ``metadata``."""
     recipe, record, zero_shot = metadata["recipe"], metadata["pretraining"], metadata.get("zero_shot_recall_at_1")
+    redraw = (
+        ", the two colours of every letter and symbol redrawn at every step" if recipe.get("recolour_glyphs") else ""
+    )
     lines = [
         "# uml_mini_vit: a stand-in for a pretrained ViT",
         "",
@@ -249,7 +338,7 @@ def _readme(metadata: dict) -> str:
         "",
         f"Made by `{metadata['command']}` (seed {recipe['seed']}, {record['seconds']:.0f} s on "
         f"{metadata['threads']} CPU threads). It was pretrained by supervised cosine-softmax classification on "
-        "material that shares no class and no image with UML-mini (`peft_puma/data/uml_mini_pretrain.py`):",
+        f"material that shares no class and no image with UML-mini (`peft_puma/data/uml_mini_pretrain.py`){redraw}:",
         "",
         "| source | classes | images |",
         "|---|---|---|",
@@ -320,6 +409,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--uml_mini", "--uml-mini", default=".cache/uml_mini", help="UML-mini build folder (built there if absent)"
     )
+    parser.add_argument(
+        "--no_recolour_glyphs",
+        "--no-recolour-glyphs",
+        action="store_true",
+        help="keep every glyph image in the colours it was rendered in (the ablation of the colour redraw)",
+    )
     parser.add_argument("--no_eval", "--no-eval", action="store_true", help="skip the zero-shot evaluation on UML-mini")
     parser.add_argument(
         "--remeasure",
@@ -345,12 +440,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             evaluation = _open_evaluation_data(args.uml_mini)
         except PUMAError as error:
             parser.exit(2, f"error: {error}\n")
-    recipe = MiniViTRecipe(seed=args.seed, epochs=args.epochs, max_steps=args.max_steps, pool_scale=args.pool_scale)
+    recipe = MiniViTRecipe(
+        seed=args.seed,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        pool_scale=args.pool_scale,
+        recolour_glyphs=not args.no_recolour_glyphs,
+    )
     start = time.perf_counter()
     pool = build_pretraining_pool(recipe.seed, PoolSize().scaled(recipe.pool_scale))
     print(f"pretraining pool: {len(pool.labels)} images, {len(pool.class_names)} classes "
           f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
-    model, processor, record = pretrain(recipe, pool)
+    probe = None if evaluation is None else zero_shot_probe(evaluation[0])
+    model, processor, record = pretrain(recipe, pool, probe=probe)
     metadata = {
         "command": "python -m peft_puma.backbones.mini_vit " + " ".join(sys.argv[1:] if argv is None else argv),
         "recipe": asdict(recipe),

@@ -11,9 +11,19 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, ViTModel
 
-from peft_puma.backbones.mini_vit import IMAGE_SIZE, PATCH_SIZE, MiniViTRecipe, main, pretrain
+from peft_puma.backbones.mini_vit import (
+    IMAGE_SIZE,
+    PATCH_SIZE,
+    MiniViTRecipe,
+    _contrasting_colours,
+    _hsv_to_rgb,
+    _recolour,
+    main,
+    pretrain,
+)
 from peft_puma.data.uml_mini import BUILDER_VERSION, DOMAINS, EMOJI_CLASSES, GLYPH_ALPHABETS
 from peft_puma.data.uml_mini_pretrain import (
+    GLYPH_SOURCES,
     OTHER_SCRIPTS,
     SYMBOLS,
     PoolSize,
@@ -48,6 +58,12 @@ def test_script_saves_a_backbone_that_transformers_loads(tmp_path: Path):
     hidden = model(**pixels).last_hidden_state
     assert hidden.shape == (1, 1 + (IMAGE_SIZE // PATCH_SIZE) ** 2, config.hidden_size)
     assert "not a real pretrained ViT" in (out / "README.md").read_text()
+    assert record["recipe"]["recolour_glyphs"] is True
+    assert "redrawn at every step" in (out / "README.md").read_text()
+    assert main(["--out", str(out), "--pool-scale", str(TINY_POOL), "--max-steps", "1", "--no-eval",
+                 "--no_recolour_glyphs"]) == 0  # fmt: skip
+    assert json.loads((out / "pretraining.json").read_text())["recipe"]["recolour_glyphs"] is False
+    assert "redrawn" not in (out / "README.md").read_text()
 
 
 def test_pretraining_is_reproducible_from_the_seed(tiny_pool):
@@ -72,6 +88,77 @@ def test_pretraining_pool_shares_no_class_with_uml_mini(tiny_pool):
     assert {name.split(":")[0] for name in tiny_pool.class_names} >= {"symbols", "emoji", "fashion", "digits"}
 
 
+def test_hsv_conversion_matches_colorsys():
+    import colorsys
+
+    hue, saturation, value = torch.rand(3, 50, generator=torch.Generator().manual_seed(0))
+    expected = [colorsys.hsv_to_rgb(*hsv) for hsv in zip(hue.tolist(), saturation.tolist(), value.tolist())]
+    assert torch.allclose(_hsv_to_rgb(hue, saturation, value), torch.tensor(expected), atol=1e-6)
+
+
+def test_recolour_redraws_both_colours_and_keeps_the_glyph_and_its_anti_aliasing():
+    ink = torch.zeros(4, 1, IMAGE_SIZE, IMAGE_SIZE)
+    ink[:, :, 8:24, 12:20] = 1.0
+    ink[:, :, 8:24, 11] = 0.5  # an anti-aliased edge
+    foreground = torch.tensor([[0.9, 0.1, 0.2], [0.1, 0.1, 0.1], [0.2, 0.8, 0.9], [0.95, 0.95, 0.9]])
+    background = torch.tensor([[0.1, 0.1, 0.3], [0.9, 0.85, 0.2], [0.05, 0.0, 0.1], [0.3, 0.0, 0.4]])
+    images = background[:, :, None, None] + ink * (foreground - background)[:, :, None, None]
+    recoloured = _recolour(images, torch.Generator().manual_seed(3))
+    new_foreground, new_background = _contrasting_colours(4, torch.Generator().manual_seed(3))
+    expected = new_background[:, :, None, None] + ink * (new_foreground - new_background)[:, :, None, None]
+    assert torch.allclose(recoloured, expected, atol=1e-5)
+    assert not torch.allclose(recoloured, images, atol=0.05)
+    # one colour dark, the other light, as UML-mini draws its glyphs: the letter stays legible
+    darker = torch.minimum(new_foreground.amax(dim=1), new_background.amax(dim=1))
+    lighter = torch.maximum(new_foreground.amax(dim=1), new_background.amax(dim=1))
+    assert (darker <= 0.45).all() and (lighter >= 0.8).all()
+    assert _recolour(images[:0], torch.Generator()).shape[0] == 0
+
+
+def test_only_glyph_images_are_recoloured(tiny_pool):
+    mask = tiny_pool.glyph_images()
+    sources = np.array([tiny_pool.class_names[label].split(":")[0] for label in tiny_pool.labels])
+    assert np.array_equal(mask, np.isin(sources, GLYPH_SOURCES))
+    assert mask.any() and not mask.all() and not np.isin(["emoji", "fashion", "digits"], GLYPH_SOURCES).any()
+
+
+def test_recolour_keeps_the_shape_of_rendered_glyphs(tiny_pool):
+    images = torch.from_numpy(tiny_pool.images[tiny_pool.glyph_images()][:16]).permute(0, 3, 1, 2).float() / 255
+    recoloured = _recolour(images, torch.Generator().manual_seed(0))
+
+    def shape(pixels: torch.Tensor) -> torch.Tensor:  # distance from the border colour, scaled to [0, 1]
+        border = torch.cat([pixels[:, :, 0], pixels[:, :, -1]], dim=2).median(dim=2).values
+        distance = (pixels - border[:, :, None, None]).norm(dim=1).flatten(1)
+        return distance / distance.amax(dim=1, keepdim=True)
+
+    before, after = shape(images), shape(recoloured)
+    for old, new in zip(before, after):
+        assert torch.corrcoef(torch.stack([old, new]))[0, 1] > 0.9
+    assert (images - recoloured).abs().mean() > 0.1
+
+
+@pytest.mark.parametrize("redraw", [True, False])
+def test_pretraining_redraws_the_colours_of_glyph_images_only(tiny_pool, monkeypatch, redraw):
+    import peft_puma.backbones.mini_vit as mini_vit
+
+    seen: list[torch.Tensor] = []
+    original = mini_vit._recolour
+
+    def spy(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        seen.append(pixels.clone())
+        return original(pixels, generator)
+
+    monkeypatch.setattr(mini_vit, "_recolour", spy)
+    pretrain(MiniViTRecipe(seed=5, max_steps=3, batch_size=64, recolour_glyphs=redraw), tiny_pool, log=lambda _: None)
+    rows = torch.cat(seen)
+    if not redraw:
+        assert len(rows) == 0
+        return
+    glyphs = {image.tobytes() for image in tiny_pool.images[tiny_pool.glyph_images()]}
+    as_uint8 = (rows * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert len(rows) > 0 and all(image.tobytes() in glyphs for image in as_uint8)
+
+
 def test_recipe_refuses_inconsistent_shapes():
     with pytest.raises(InvalidConfigError, match="divisible"):
         MiniViTRecipe(hidden_size=130, num_heads=4)
@@ -90,20 +177,28 @@ def test_committed_backbone_loads_and_its_features_beat_the_untrained_vit():
     # Measured on the validation split of the current UML-mini build (a choice, so never on test).
     assert record["zero_shot_split"] == "validation"
     assert record["zero_shot_data"]["builder_version"] == BUILDER_VERSION
-    # What pretraining demonstrably bought: general features (4x the untrained ViT unified, 3x harmonic; above raw
-    # pixels on emoji and greek). It does NOT beat raw pixels on the other domains (docs/data.md, UML-mini).
-    pretrained, untrained = zero_shot["pretrained"], zero_shot["untrained"]
-    assert pretrained["unified"] > 3.5 * untrained["unified"] and pretrained["harmonic"] > 2.5 * untrained["harmonic"]
-    assert pretrained["emoji"] > zero_shot["raw pixels"]["emoji"]
-    assert pretrained["greek"] > zero_shot["raw pixels"]["greek"]
+    # What pretraining demonstrably bought: general features, far above the untrained ViT, and above raw pixels on
+    # every domain but numbers (two handwritten digits in several views, where pixels stay ahead; docs/data.md).
+    pretrained, untrained, pixels = zero_shot["pretrained"], zero_shot["untrained"], zero_shot["raw pixels"]
+    assert pretrained["unified"] > 5 * untrained["unified"] and pretrained["harmonic"] > 5 * untrained["harmonic"]
+    assert all(pretrained[domain.name] > pixels[domain.name] for domain in DOMAINS if domain.name != "numbers")
+    # every epoch was probed on validation, so the record shows what the pretraining budget bought
+    epochs = record["pretraining"]["epochs"]
+    assert len(epochs) == record["recipe"]["epochs"] and all("zero_shot_recall_at_1" in epoch for epoch in epochs)
+    assert epochs[-1]["zero_shot_recall_at_1"] == pretrained
 
 
 def test_remeasure_rewrites_the_zero_shot_record_on_validation_and_keeps_the_weights(tmp_path: Path, capsys):
     from peft_puma.data.uml_mini import MANIFEST, UMLMiniConfig, load_or_build_uml_mini
 
     out, uml_mini = tmp_path / "vit", tmp_path / "uml"
-    assert main(["--out", str(out), "--pool-scale", str(TINY_POOL), "--max-steps", "2", "--no-eval"]) == 0
     load_or_build_uml_mini(str(uml_mini), UMLMiniConfig(scale=0.03))
+    assert (
+        main(["--out", str(out), "--pool-scale", str(TINY_POOL), "--max-steps", "2", "--uml_mini", str(uml_mini)]) == 0
+    )
+    # every epoch of the pretraining is probed zero-shot on validation: the record shows how its budget was chosen
+    (epoch,) = json.loads((out / "pretraining.json").read_text())["pretraining"]["epochs"]
+    assert set(epoch["zero_shot_recall_at_1"]) >= {"unified", "harmonic", *(domain.name for domain in DOMAINS)}
     weights = (out / "model.safetensors").read_bytes()
     assert main(["--out", str(out), "--remeasure", "--uml_mini", str(uml_mini)]) == 0
     record = json.loads((out / "pretraining.json").read_text())
@@ -111,6 +206,7 @@ def test_remeasure_rewrites_the_zero_shot_record_on_validation_and_keeps_the_wei
     assert record["zero_shot_split"] == "validation" and record["zero_shot_data"]["scale"] == 0.03
     assert set(record["zero_shot_recall_at_1"]) == {"pretrained", "untrained", "raw pixels"}
     assert record["pretraining"]["steps"] == 2  # the pretraining record is kept as it was
+    assert record["pretraining"]["epochs"] == [epoch]
     assert "validation split of UML-mini (builder version" in (out / "README.md").read_text()
     # a build of an older builder version is refused in one line naming the rebuild, before anything is written
     manifest = json.loads((uml_mini / MANIFEST).read_text())
