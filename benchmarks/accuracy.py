@@ -212,12 +212,10 @@ def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -
 def _refuse_another_recipe(spec: RunSpec, run: Any, config: Any, sizes: dict[str, dict[str, int]]) -> None:
     """Stop when the finished run in ``config.output_dir`` is not the run this benchmark would train (in one
     process, on the data it loaded)."""
-    from peft_puma.training.same_run import RunIdentity, run_differences
+    from peft_puma.training.same_run import RunIdentity, finished_run_mismatch
 
-    saved = RunIdentity(run.config, run.num_processes, run.data_sizes)
-    differences = run_differences(saved, RunIdentity(config.to_dict(), 1, sizes), finished=True)
-    if differences:
-        details = "; ".join(f"{d.key}: {d.saved!r} there, {d.wanted!r} here" for d in differences)
+    details = finished_run_mismatch(run, RunIdentity(config.to_dict(), 1, sizes))
+    if details:
         raise SystemExit(
             f"--reuse_finished: {config.output_dir} holds a finished {spec.name} run with another recipe ({details}). "
             "Move that folder away (or pass another --runs_dir), or rerun with the settings it was trained with."

@@ -211,16 +211,14 @@ def _finished_run_of(config: Any) -> bool:
     """Whether ``config.output_dir`` holds a finished run of ``config``'s recipe. A finished run of another recipe
     stops the command with the differences, by the trainer's own same-run rule (``peft_puma.training.same_run``)."""
     from peft_puma.inference.run_file import read_run_file
-    from peft_puma.training.same_run import RunIdentity, run_differences
+    from peft_puma.training.same_run import RunIdentity, finished_run_mismatch
 
     folder = config.output_dir
     record = read_run_file(folder)
     if record is None or not os.path.isfile(os.path.join(folder, "results.json")):
         return False
-    saved = RunIdentity(record.config, record.num_processes, record.data_sizes)
-    differences = run_differences(saved, RunIdentity(config.to_dict()), finished=True)
-    if differences:
-        details = "; ".join(f"{d.key}: {d.saved!r} there, {d.wanted!r} here" for d in differences)
+    details = finished_run_mismatch(record, RunIdentity(config.to_dict()))
+    if details:
         raise SystemExit(f"error: {folder} holds a run with another recipe ({details}); move it away or choose another "
                          "--runs_dir")  # fmt: skip
     return True

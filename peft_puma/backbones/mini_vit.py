@@ -277,41 +277,46 @@ def _accuracy(model: ViTModel, head: _CosineClassifier, pixel_values: torch.Tens
     return float((predictions == labels).mean())
 
 
-def _split_images(split) -> np.ndarray:
-    return np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in split["image"]])
+@dataclass(frozen=True)
+class ZeroShotSplit:
+    """A UML-mini split decoded once for zero-shot scoring: its images (``(N, 32, 32, 3)`` uint8) and the columns
+    retrieval reads. The per-epoch probe and the final record score the same decoded split, never decoding it again."""
+
+    images: np.ndarray
+    columns: dict[str, list]
+
+    @classmethod
+    def of(cls, split: Any) -> ZeroShotSplit:
+        images = np.stack([np.asarray(image.convert("RGB"), dtype=np.uint8) for image in split["image"]])
+        return cls(images, {name: split[name] for name in ("label", "dataset", "role")})
+
+    def pixels(self, processor: ViTImageProcessorPil) -> torch.Tensor:
+        """The images as the backbone's processor feeds them to it."""
+        return torch.from_numpy(processor(images=list(self.images), return_tensors="np")["pixel_values"])
+
+    def recall(self, embeddings: torch.Tensor) -> dict[str, float]:
+        """Recall@1 of cosine kNN per domain, unified and harmonic, with the split's query/gallery roles."""
+        from ..evaluation import evaluate_retrieval  # the pretraining script alone needs it; keeps import light
+
+        columns = self.columns
+        result = evaluate_retrieval(embeddings, columns["label"], columns["dataset"], ks=(1,), roles=columns["role"])
+        row = {domain: scores["recall@1"] for domain, scores in result["per_dataset"].items()}
+        return {**row, "unified": result["unified"]["recall@1"], "harmonic": result["harmonic"]["recall@1"]}
+
+    def score(self, model: ViTModel, processor: ViTImageProcessorPil) -> dict[str, float]:
+        """The backbone's CLS features scored zero-shot: the probe :func:`pretrain` calls after every epoch."""
+        return self.recall(cls_embeddings(model, self.pixels(processor)))
 
 
-def _processed(processor: ViTImageProcessorPil, images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(processor(images=list(images), return_tensors="np")["pixel_values"])
-
-
-def _recall_row(embeddings: torch.Tensor, split) -> dict[str, float]:
-    """Recall@1 of cosine kNN per domain, unified and harmonic, with the split's query/gallery roles."""
-    from ..evaluation import evaluate_retrieval  # the pretraining script alone needs it; keeps import light
-
-    result = evaluate_retrieval(embeddings, split["label"], split["dataset"], ks=(1,), roles=split["role"])
-    row = {domain: scores["recall@1"] for domain, scores in result["per_dataset"].items()}
-    return {**row, "unified": result["unified"]["recall@1"], "harmonic": result["harmonic"]["recall@1"]}
-
-
-def zero_shot_probe(split) -> Callable[[ViTModel, ViTImageProcessorPil], dict[str, float]]:
-    """A function scoring a backbone's CLS features zero-shot on ``split`` (read and decoded once, not per call)."""
-    images = _split_images(split)
-    columns = {name: split[name] for name in ("label", "dataset", "role")}
-
-    def probe(model: ViTModel, processor: ViTImageProcessorPil) -> dict[str, float]:
-        return _recall_row(cls_embeddings(model, _processed(processor, images)), columns)
-
-    return probe
-
-
-def zero_shot_recall(model: ViTModel, processor: ViTImageProcessorPil, test_split) -> dict[str, dict[str, float]]:
+def zero_shot_recall(
+    model: ViTModel, processor: ViTImageProcessorPil, split: ZeroShotSplit
+) -> dict[str, dict[str, float]]:
     """Recall@1 of cosine kNN on a UML-mini split, per domain and unified, for the model and two baselines.
 
     ``raw pixels`` (normalised pixel vectors) and ``untrained`` (the same ViT at its random init) show what the
     pretraining adds; a backbone no better than them would make the frozen-backbone benchmark meaningless.
     """
-    pixels = _processed(processor, _split_images(test_split))
+    pixels = split.pixels(processor)
     torch.manual_seed(0)
     untrained = ViTModel(model.config, add_pooling_layer=False)
     candidates = {
@@ -319,7 +324,7 @@ def zero_shot_recall(model: ViTModel, processor: ViTImageProcessorPil, test_spli
         "untrained": cls_embeddings(untrained, pixels),
         "raw pixels": pixels.flatten(1),
     }
-    return {name: _recall_row(embeddings, test_split) for name, embeddings in candidates.items()}
+    return {name: split.recall(embeddings) for name, embeddings in candidates.items()}
 
 
 def _readme(metadata: dict) -> str:
@@ -451,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pool = build_pretraining_pool(recipe.seed, PoolSize().scaled(recipe.pool_scale))
     print(f"pretraining pool: {len(pool.labels)} images, {len(pool.class_names)} classes "
           f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
-    probe = None if evaluation is None else zero_shot_probe(evaluation[0])
+    probe = None if evaluation is None else evaluation[0].score
     model, processor, record = pretrain(recipe, pool, probe=probe)
     metadata = {
         "command": "python -m peft_puma.backbones.mini_vit " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -468,16 +473,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _open_evaluation_data(uml_mini: str) -> tuple[Any, dict]:
+def _open_evaluation_data(uml_mini: str) -> tuple[ZeroShotSplit, dict]:
     """The UML-mini validation split the zero-shot record is measured on, and what the record says of its build."""
     from ..data.schema import VALIDATION_SPLIT
     from ..data.uml_mini import open_uml_mini, provenance  # only with the evaluation; UML-mini pulls in its sources
 
     data, manifest = open_uml_mini(uml_mini)
-    return data[VALIDATION_SPLIT], provenance(uml_mini, manifest)
+    return ZeroShotSplit.of(data[VALIDATION_SPLIT]), provenance(uml_mini, manifest)
 
 
-def _zero_shot_record(model: ViTModel, processor: ViTImageProcessorPil, evaluation: tuple[Any, dict]) -> dict:
+def _zero_shot_record(model: ViTModel, processor: ViTImageProcessorPil, evaluation: tuple[ZeroShotSplit, dict]) -> dict:
     """The zero-shot part of the record, on the validation split: the backbone is a choice (its pretraining budget,
     its size), and choices are made on validation; the test split is left to the final runs."""
     from ..data.schema import VALIDATION_SPLIT

@@ -15,8 +15,9 @@ Two runs are the same run when they agree on
 A key that a saved config lacks because it predates the key counts with the value every run had before the key existed
 (:data:`KEYS_ADDED_LATER`), so older checkpoints and finished runs stay usable.
 
-The trainer's ``resume`` (``peft_puma.training.loop``) and ``benchmarks/accuracy.py --reuse_finished`` both call
-:func:`run_differences`; each words its own refusal from the differences.
+The trainer's ``resume`` (``peft_puma.training.loop``) calls :func:`run_differences` and words its own refusal; the
+benchmark scripts that reuse finished runs (``benchmarks/accuracy.py``, ``benchmarks/diagnosis.py``) call
+:func:`finished_run_mismatch`, which words the differences for them.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data.schema import TEST_SPLIT
 from ..data.transforms import TRAIN_CROP_SCALE, TRAIN_HFLIP_PROBABILITY
 from .arguments import RUN_CONTROL_KEYS
+
+if TYPE_CHECKING:
+    from ..inference.run_file import RunRecord
 
 FINISHED_RUN_KEYS: frozenset[str] = frozenset({"epochs", "max_steps", "eval_split"})
 """Run-control keys that still count for a finished run: its length and the split its results score."""
@@ -85,6 +89,15 @@ def run_differences(saved: RunIdentity, wanted: RunIdentity, *, finished: bool) 
         if old_sizes != new_sizes:
             differences += _flat("data_sizes", old_sizes, new_sizes)
     return differences
+
+
+def finished_run_mismatch(saved: RunRecord, wanted: RunIdentity) -> str:
+    """How the finished run whose run file is ``saved`` differs from ``wanted``, in one line (``key: value there,
+    value here; ...``); empty when it is the same run."""
+    differences = run_differences(
+        RunIdentity(saved.config, saved.num_processes, saved.data_sizes), wanted, finished=True
+    )
+    return "; ".join(f"{d.key}: {d.saved!r} there, {d.wanted!r} here" for d in differences)
 
 
 def _as_json(values: Mapping[str, Any]) -> dict[str, Any]:
