@@ -1,4 +1,4 @@
-"""Why training does or does not beat the frozen backbone on UML-mini: four measurements, none on the test split.
+"""Why training does or does not beat the frozen backbone on UML-mini: five measurements, none on the test split.
 
     python benchmarks/diagnosis.py colour --uml_mini_dir data/uml_mini --adapter runs/diagnosis/unified \
         --output benchmarks/results/diagnosis_colour.json
@@ -8,6 +8,8 @@
         --output benchmarks/results/diagnosis_domains.json
     python benchmarks/diagnosis.py curves --run runs/diagnosis/unified --zero_shot frozen_validation.json \
         --figure docs/figures/learning_curves.png
+    python benchmarks/diagnosis.py misses --adapter runs/diagnosis/unified \
+        --output benchmarks/results/diagnosis_misses.json
 
 (``frozen_validation.json``: ``python -m peft_puma.evaluate --zero_shot --split validation --output ...``; the
 unified run: ``python -m peft_puma.train ... --eval_split validation``. docs/benchmarks.md, "Diagnosis", has the
@@ -26,6 +28,10 @@ exact commands behind its figures.)
   unified model. Each domain is trained alone with the config's recipe (``datasets: [name]``) and scored on its own
   validation rows; the unified run's per-domain scores sit beside them (the per-domain Recall@1 of a unified run is
   also measured in that domain's own gallery, so the two are comparable).
+- ``misses``: where a unified query's nearest neighbour lands when it is wrong: in the query's own domain, or in
+  another one, and which (for the frozen backbone and each ``--adapter``, on the validation split in the one shared
+  gallery of unified Recall@1). Latin, Cyrillic and Greek share letters that are drawn alike (A, Е, Η), so some of
+  unified Recall@1's misses are a look-alike from another script that no embedding of the image alone can avoid.
 - ``curves``: a run's learning curves from its ``train_log.jsonl``: the training loss per epoch and the validation
   Recall@1 of every domain at each evaluated epoch (``eval_every_epochs``), with the frozen backbone's scores as
   dashed lines.
@@ -40,6 +46,7 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +63,9 @@ from peft_puma.data.schema import (  # noqa: E402
     IMAGE_COLUMN,
     LABEL_COLUMN,
     PIXEL_VALUES,
+    ROLE_COLUMN,
+    ROLE_GALLERY,
+    ROLE_QUERY,
     TRAIN_SPLIT,
     VALIDATION_SPLIT,
     column_values,
@@ -187,6 +197,107 @@ def fit_markdown(output: dict[str, Any]) -> str:
     lines = ["| model | " + " | ".join(domains) + " |", "|---" * (len(domains) + 1) + "|"]
     for name, row in output["models"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[d]:.1f}" for d in domains) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------------ misses
+def nearest_neighbour_domains(
+    embeddings: torch.Tensor,
+    labels: Sequence[int],
+    domains: Sequence[str],
+    roles: Sequence[str],
+    class_names: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Where each unified query's top-1 neighbour lands: the queries, the hits, the misses counted by
+    ``{query domain: {neighbour domain: count}}``, and the misses into another domain counted by class pair
+    (``"latin:j -> cyrillic:ј"``, most frequent first; ``class_names`` maps a label, as a string, to such a name, as
+    UML-mini's manifest does; without it a class is ``domain:label``).
+
+    The search is unified Recall@1's (``peft_puma.evaluation.evaluate_retrieval``): every query against the one shared
+    gallery, cosine similarity, the query never its own neighbour, exact ties broken by row order, a class unique per
+    ``(domain, label)``, and queries without another gallery row of their class left out. ``hits / queries`` is
+    therefore its unified Recall@1, which the tests pin.
+    """
+    names = np.asarray(domains, dtype=object)
+    classes = np.array([f"{domain}\0{label}" for domain, label in zip(domains, labels)], dtype=object)
+    role = np.asarray(roles, dtype=object)
+    query_rows = np.flatnonzero(role != ROLE_GALLERY)
+    gallery_rows = np.flatnonzero(role != ROLE_QUERY)
+    vectors = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    similarity = vectors[query_rows] @ vectors[gallery_rows].T
+    is_self = torch.from_numpy(query_rows[:, None] == gallery_rows[None, :])
+    similarity.masked_fill_(is_self, -3.0)  # below any cosine
+    nearest = gallery_rows[similarity.argmax(dim=1).numpy()]  # argmax takes the first of equal scores: row order
+    same_class = classes[query_rows][:, None] == classes[gallery_rows][None, :]
+    has_match = (same_class & ~is_self.numpy()).any(axis=1)
+    misses: dict[str, dict[str, int]] = {}
+    pairs: Counter[str] = Counter()
+    hits = 0
+    for query, neighbour in zip(query_rows[has_match], nearest[has_match]):
+        if classes[query] == classes[neighbour]:
+            hits += 1
+            continue
+        by_domain = misses.setdefault(names[query], {})
+        by_domain[names[neighbour]] = by_domain.get(names[neighbour], 0) + 1
+        if names[query] != names[neighbour]:
+            pairs[f"{_class_name(query, labels, domains, class_names)} -> "
+                  f"{_class_name(neighbour, labels, domains, class_names)}"] += 1  # fmt: skip
+    return {
+        "queries": int(has_match.sum()),
+        "hits": hits,
+        "misses": misses,
+        "cross_domain_pairs": dict(pairs.most_common()),
+    }
+
+
+def _class_name(row: int, labels: Sequence[int], domains: Sequence[str], class_names: dict[str, str] | None) -> str:
+    """A row's class as people read it: UML-mini's name (``latin:j``) where known, else ``domain:label``."""
+    label = int(labels[row])
+    return class_names.get(str(label), f"{domains[row]}:{label}") if class_names else f"{domains[row]}:{label}"
+
+
+def misses_measurement(args: argparse.Namespace) -> dict[str, Any]:
+    """Per model: the unified top-1 neighbours of the validation split, split into hits, misses in the query's own
+    domain and misses in another domain."""
+    from peft_puma.data import make_eval_transform
+    from peft_puma.data.uml_mini import open_uml_mini
+    from peft_puma.inference import embed_split
+    from peft_puma.inference.loading import load_for_inference
+
+    dataset, manifest = open_uml_mini(args.uml_mini_dir)
+    validation = dataset[VALIDATION_SPLIT]
+    labels, domains = column_values(validation, LABEL_COLUMN), column_values(validation, DATASET_COLUMN)
+    roles = column_values(validation, ROLE_COLUMN)
+    table: dict[str, Any] = {}
+    for name, adapter in [("frozen", None), *((adapter, adapter) for adapter in args.adapter)]:
+        model, processor, image_size = load_for_inference(adapter, args.backbone, zero_shot=adapter is None)
+        transform = make_eval_transform(image_size, image_processor=processor)
+        embeddings = embed_split(model, validation, transform, progress=False)
+        table[name] = nearest_neighbour_domains(embeddings, labels, domains, roles, manifest.get("class_names"))
+        print(f"{name}: {json.dumps(table[name])}", flush=True)
+    return {"split": VALIDATION_SPLIT, "rows": validation.num_rows, "models": table}
+
+
+def misses_markdown(output: dict[str, Any]) -> str:
+    """The misses table as docs/benchmarks.md shows it: counts, and in brackets points of unified Recall@1."""
+    lines = [
+        "| model | unified R@1 | misses | in the query's own domain | in another domain | of which between "
+        + ", ".join(GLYPH_DOMAINS) + " |",
+        "|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name, entry in output["models"].items():
+        queries = entry["queries"]
+        own = sum(by.get(domain, 0) for domain, by in entry["misses"].items())
+        total = sum(sum(by.values()) for by in entry["misses"].values())
+        scripts = sum(
+            count
+            for domain, by in entry["misses"].items()
+            if domain in GLYPH_DOMAINS
+            for other, count in by.items()
+            if other in GLYPH_DOMAINS and other != domain
+        )
+        cells = [f"{count} ({100 * count / queries:.1f})" for count in (total, own, total - own, scripts)]
+        lines.append(f"| {name} | {100 * entry['hits'] / queries:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -350,7 +461,7 @@ def read_frozen(path: str | None) -> dict[str, float] | None:
 
 # -------------------------------------------------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The four subcommands and their options."""
+    """The five subcommands and their options."""
     parser = argparse.ArgumentParser(prog="benchmarks/diagnosis.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     colour = commands.add_parser("colour", help="how much colour decides glyph retrieval")
@@ -364,6 +475,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     fit.add_argument("--adapter", action="append", default=[], help="a trained run folder (repeatable)")
     fit.add_argument("--datasets", nargs="+", help="only these domains (default: all)")
     fit.add_argument("--output", required=True, help="JSON file for the table")
+    misses = commands.add_parser("misses", help="where unified Recall@1's wrong neighbours land, by domain")
+    misses.add_argument("--uml_mini_dir", default="data/uml_mini")
+    misses.add_argument("--backbone", default="assets/uml_mini_vit", help="the frozen backbone (and the adapters')")
+    misses.add_argument("--adapter", action="append", default=[], help="a trained run folder (repeatable)")
+    misses.add_argument("--output", required=True, help="JSON file for the table")
     domains = commands.add_parser("domains", help="each domain trained alone against the unified run")
     domains.add_argument("--config", default="configs/uml_mini.yaml")
     domains.add_argument("--runs_dir", required=True, help="a run folder per domain is made here")
@@ -400,7 +516,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(curves, indent=1))
         return 0
     check_output(args.output)
-    if args.command in ("colour", "fit"):
+    if args.command in ("colour", "fit", "misses"):
         from peft_puma.inference.loading import check_adapter_source
 
         for adapter in args.adapter:  # a wrong path stops the command before the first model is measured
@@ -411,6 +527,9 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "fit":
         output = fit_measurement(args)
         print(fit_markdown(output))
+    elif args.command == "misses":
+        output = misses_measurement(args)
+        print(misses_markdown(output))
     else:
         output = domain_runs(args)
         print(domains_markdown(output))

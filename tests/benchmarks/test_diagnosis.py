@@ -92,6 +92,58 @@ def test_frozen_scores_not_on_the_validation_split_are_refused(diagnosis, tmp_pa
         diagnosis.read_frozen(str(path))
 
 
+def test_misses_count_a_look_alike_from_another_script_as_a_miss_in_that_domain(diagnosis):
+    # latin "A" and cyrillic "А" drawn alike: each latin query's nearest neighbour is its twin from the other script
+    embeddings = torch.tensor([[1.0, 0.0], [0.99, 0.1], [0.995, 0.05], [0.0, 1.0], [0.1, 0.99]])
+    labels = [0, 0, 1, 2, 2]  # UML-mini's labels are unique across domains
+    domains = ["latin", "latin", "cyrillic", "cyrillic", "cyrillic"]
+    result = diagnosis.nearest_neighbour_domains(embeddings, labels, domains, ["both"] * 5)
+    # rows 0 and 1 (latin A) each find cyrillic row 2 first; row 2 (cyrillic А) has no other row of its class and is
+    # left out; rows 3 and 4 (cyrillic Б) find each other
+    assert result == {
+        "queries": 4,
+        "hits": 2,
+        "misses": {"latin": {"cyrillic": 2}},
+        "cross_domain_pairs": {"latin:0 -> cyrillic:1": 2},
+    }
+    names = {"0": "latin:A", "1": "cyrillic:А", "2": "cyrillic:Б"}
+    named = diagnosis.nearest_neighbour_domains(embeddings, labels, domains, ["both"] * 5, names)
+    assert named["cross_domain_pairs"] == {"latin:A -> cyrillic:А": 2}
+
+
+def test_misses_agree_with_unified_recall_at_1_on_random_embeddings_with_roles(diagnosis):
+    from peft_puma.evaluation import evaluate_retrieval
+
+    rng = np.random.default_rng(0)
+    rows = 120
+    embeddings = torch.from_numpy(rng.normal(size=(rows, 8))).float()
+    embeddings[7] = embeddings[3]  # an exact tie: broken by row order in both
+    labels = rng.integers(0, 12, size=rows).tolist()
+    domains = rng.choice(["fashion", "latin", "greek"], size=rows).tolist()
+    roles = ["query" if d == "fashion" and i % 2 else "gallery" if d == "fashion" else "both" for i, d in
+             enumerate(domains)]  # fmt: skip
+    labels[0], domains[0], roles[0] = 99, "latin", "both"  # a class of one: no match, left out by both
+    result = diagnosis.nearest_neighbour_domains(embeddings, labels, domains, roles)
+    unified = evaluate_retrieval(embeddings, labels, domains, ks=(1,), roles=roles)["unified"]
+    assert result["queries"] == unified["num_queries"]
+    assert result["hits"] / result["queries"] == pytest.approx(unified["recall@1"])
+    assert result["hits"] + sum(sum(by.values()) for by in result["misses"].values()) == result["queries"]
+
+
+def test_misses_command_writes_a_row_per_model_and_its_table(diagnosis, tiny_setup, tmp_path):
+    output = tmp_path / "misses.json"
+    argv = ["misses", "--uml_mini_dir", tiny_setup["uml_mini"], "--backbone", tiny_setup["backbone"]]
+    assert diagnosis.main([*argv, "--adapter", tiny_setup["unified"], "--output", str(output)]) == 0
+    written = json.loads(output.read_text())
+    assert written["benchmark"] == "diagnosis misses" and written["split"] == "validation"
+    assert list(written["models"]) == ["frozen", tiny_setup["unified"]]
+    for entry in written["models"].values():
+        missed = sum(sum(by.values()) for by in entry["misses"].values())
+        assert entry["hits"] + missed == entry["queries"] > 0
+    table = diagnosis.misses_markdown(written)
+    assert table.count("\n") == 3 and tiny_setup["unified"] in table
+
+
 def _training_fixtures():
     spec = importlib.util.spec_from_file_location(
         "fixtures_for_diagnosis", os.path.join(REPO, "tests", "training", "fixtures.py")
