@@ -71,6 +71,7 @@ from peft_puma.data.schema import (  # noqa: E402
     column_values,
 )
 from peft_puma.errors import PUMAError  # noqa: E402
+from peft_puma.evaluation.inputs import as_roles  # noqa: E402
 from peft_puma.owned_paths import write_json_atomically  # noqa: E402
 
 GLYPH_DOMAINS: tuple[str, ...] = ("latin", "cyrillic", "greek")
@@ -220,7 +221,7 @@ def nearest_neighbour_domains(
     """
     names = np.asarray(domains, dtype=object)
     classes = np.array([f"{domain}\0{label}" for domain, label in zip(domains, labels)], dtype=object)
-    role = np.asarray(roles, dtype=object)
+    role = as_roles(roles, len(labels))  # a training row or an unknown role is refused, as evaluate_retrieval does
     query_rows = np.flatnonzero(role != ROLE_GALLERY)
     gallery_rows = np.flatnonzero(role != ROLE_QUERY)
     vectors = torch.nn.functional.normalize(embeddings.float(), dim=-1)

@@ -112,6 +112,7 @@ def test_misses_count_a_look_alike_from_another_script_as_a_miss_in_that_domain(
 
 
 def test_misses_agree_with_unified_recall_at_1_on_random_embeddings_with_roles(diagnosis):
+    from peft_puma.errors import PUMAError
     from peft_puma.evaluation import evaluate_retrieval
 
     rng = np.random.default_rng(0)
@@ -128,6 +129,8 @@ def test_misses_agree_with_unified_recall_at_1_on_random_embeddings_with_roles(d
     assert result["queries"] == unified["num_queries"]
     assert result["hits"] / result["queries"] == pytest.approx(unified["recall@1"])
     assert result["hits"] + sum(sum(by.values()) for by in result["misses"].values()) == result["queries"]
+    with pytest.raises(PUMAError, match="'train'"):  # training rows are never scored, as in evaluate_retrieval
+        diagnosis.nearest_neighbour_domains(embeddings, labels, domains, ["train", *roles[1:]])
 
 
 def test_misses_command_writes_a_row_per_model_and_its_table(diagnosis, tiny_setup, tmp_path):
