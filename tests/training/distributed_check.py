@@ -57,6 +57,9 @@ def main(out: str) -> None:
             },
             handle,
         )
+    # Leave the process group before the interpreter exits, as the library's commands do: a gloo group torn down by
+    # interpreter exit can abort one rank ("terminate called without an active exception") after its work is done.
+    accelerator.end_training()
 
 
 if __name__ == "__main__":
