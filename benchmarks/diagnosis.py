@@ -71,7 +71,9 @@ from peft_puma.data.schema import (  # noqa: E402
     column_values,
 )
 from peft_puma.errors import PUMAError  # noqa: E402
-from peft_puma.evaluation.inputs import as_roles  # noqa: E402
+from peft_puma.evaluation.inputs import as_embeddings, as_labels, as_roles, global_labels  # noqa: E402
+from peft_puma.evaluation.knn import nearest_neighbours  # noqa: E402
+from peft_puma.evaluation.retrieval import _Search  # noqa: E402  (unified Recall@1's own planner, for `misses`)
 from peft_puma.owned_paths import write_json_atomically  # noqa: E402
 
 GLYPH_DOMAINS: tuple[str, ...] = ("latin", "cyrillic", "greek")
@@ -214,27 +216,23 @@ def nearest_neighbour_domains(
     (``"latin:j -> cyrillic:ј"``, most frequent first; ``class_names`` maps a label, as a string, to such a name, as
     UML-mini's manifest does; without it a class is ``domain:label``).
 
-    The search is unified Recall@1's (``peft_puma.evaluation.evaluate_retrieval``): every query against the one shared
-    gallery, cosine similarity, the query never its own neighbour, exact ties broken by row order, a class unique per
-    ``(domain, label)``, and queries without another gallery row of their class left out. ``hits / queries`` is
-    therefore its unified Recall@1, which the tests pin.
+    The search is unified Recall@1's (``peft_puma.evaluation.evaluate_retrieval``), planned and run by the same
+    pieces: every query against the one shared gallery, cosine similarity, the query never its own neighbour, exact
+    ties broken by row order, a class unique per ``(domain, label)``, and queries without another gallery row of their
+    class left out. ``hits / queries`` is therefore its unified Recall@1, which the tests pin.
     """
+    vectors = as_embeddings(embeddings)  # L2-normalised: the inner product searched is the cosine
+    classes = global_labels(as_labels(labels, len(vectors)), domains)  # one class per (domain, label)
+    role = as_roles(roles, len(vectors))  # a training row or an unknown role is refused, as evaluate_retrieval does
+    task = _Search(vectors, torch.from_numpy(classes), (1,), "skip", "auto", None).plan(
+        torch.from_numpy(role != ROLE_GALLERY), torch.from_numpy(role != ROLE_QUERY), scope="the unified gallery"
+    )  # queries without another gallery row of their class are left out, as unified Recall@1 leaves them
+    _, top = nearest_neighbours(vectors[task.query_rows], vectors[task.gallery_rows], 1, self_index=task.self_index)
     names = np.asarray(domains, dtype=object)
-    classes = np.array([f"{domain}\0{label}" for domain, label in zip(domains, labels)], dtype=object)
-    role = as_roles(roles, len(labels))  # a training row or an unknown role is refused, as evaluate_retrieval does
-    query_rows = np.flatnonzero(role != ROLE_GALLERY)
-    gallery_rows = np.flatnonzero(role != ROLE_QUERY)
-    vectors = torch.nn.functional.normalize(embeddings.float(), dim=-1)
-    similarity = vectors[query_rows] @ vectors[gallery_rows].T
-    is_self = torch.from_numpy(query_rows[:, None] == gallery_rows[None, :])
-    similarity.masked_fill_(is_self, -3.0)  # below any cosine
-    nearest = gallery_rows[similarity.argmax(dim=1).numpy()]  # argmax takes the first of equal scores: row order
-    same_class = classes[query_rows][:, None] == classes[gallery_rows][None, :]
-    has_match = (same_class & ~is_self.numpy()).any(axis=1)
     misses: dict[str, dict[str, int]] = {}
     pairs: Counter[str] = Counter()
     hits = 0
-    for query, neighbour in zip(query_rows[has_match], nearest[has_match]):
+    for query, neighbour in zip(task.query_rows.tolist(), task.gallery_rows[top[:, 0]].tolist()):
         if classes[query] == classes[neighbour]:
             hits += 1
             continue
@@ -244,7 +242,7 @@ def nearest_neighbour_domains(
             pairs[f"{_class_name(query, labels, domains, class_names)} -> "
                   f"{_class_name(neighbour, labels, domains, class_names)}"] += 1  # fmt: skip
     return {
-        "queries": int(has_match.sum()),
+        "queries": int(task.query_rows.numel()),
         "hits": hits,
         "misses": misses,
         "cross_domain_pairs": dict(pairs.most_common()),
