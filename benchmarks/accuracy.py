@@ -13,6 +13,9 @@ With ``--reuse_finished`` a run whose folder (``--runs_dir``/NAME, e.g. ``puma_s
 ``results.json`` and a run file with the same recipe is read instead of trained: an interrupted benchmark continues,
 and runs trained elsewhere (each under ``accelerate launch`` on several GPUs) are assembled into the tables.
 
+``--tables`` trains and reports only some of the results (e.g. ``--tables table2``: the seven rows of Table 2, which at
+the main job's length take a third of the whole benchmark's time).
+
 Outputs: a JSON file with every run's per-domain R@1, unified and harmonic R@1, trainable parameters and wall time;
 the Markdown tables printed (Table 2 shape, Table 3 shape, the sweep against domain size); with ``--figure_dir`` two
 PNGs: R@1 per domain against the keep probability (domains ordered by training-set size), and the prompt-pool weights
@@ -57,6 +60,7 @@ TABLE3: dict[str, str] = {
     "conditional prompt + stochastic adapter (PUMA)": "puma",
 }
 KEEP_PROBS = (0.25, 0.5, 0.75, 1.0)
+TABLES = ("table2", "table3", "sweep")  # what --tables may select; PUMA's own run is part of each
 
 
 @dataclass(frozen=True)
@@ -75,18 +79,22 @@ class RunSpec:
 
 @dataclass
 class Plan:
-    """The runs of the benchmark, each once, in the order they are trained."""
+    """The runs of the benchmark, each once, in the order they are trained: those of the selected tables only (Table 2
+    alone at the main job's length costs a third of the whole benchmark)."""
 
     seeds: list[int]
     keep_probs: list[float]
+    tables: tuple[str, ...] = TABLES
     runs: list[RunSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        methods = [m for m in TABLE2.values() if m] + list(TABLE3.values())
+        methods = [m for m in TABLE2.values() if m] if "table2" in self.tables else []
+        methods += list(TABLE3.values()) if "table3" in self.tables else []
+        methods.append("puma")  # every table's reference row; the prompt-weight figure reads it
         for seed in self.seeds:
             for method in dict.fromkeys(methods):
                 self.runs.append(RunSpec(method, seed))
-            for p in self.keep_probs:
+            for p in self.keep_probs if "sweep" in self.tables else []:
                 spec = self.sweep_spec(p, seed)
                 if spec not in self.runs:
                     self.runs.append(spec)
@@ -507,6 +515,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     option("--seeds", type=int, nargs="+", default=[0])
     option("--threads", type=int, help="torch intra-op threads (default: the cores this process may use)")
     option("--keep_probs", type=float, nargs="+", default=list(KEEP_PROBS))
+    option(
+        "--tables",
+        nargs="+",
+        choices=TABLES,
+        default=list(TABLES),
+        help="which results to train and report (default: all): table2 (frozen, linear, prompt, LoRA, static adapter, "
+        "PUMA, full fine-tuning), table3 (the prompt and adapter ablations), sweep (PUMA at --keep_probs)",
+    )
     option("--backbone", help="override the config's backbone")
     option("--uml_mini_dir", help="override the config's uml_mini_dir")
     option("--dataset_path", help="use this saved DatasetDict instead of UML-mini (smoke tests)")
@@ -562,7 +578,8 @@ def set_up(args: argparse.Namespace) -> Setup:
     except InvalidConfigError as error:
         raise SystemExit(f"error: {error}") from None
     sizes = dataset_sizes(data)
-    return Setup(args, config_source, config_text, base_config, sizes, Plan(args.seeds, args.keep_probs))
+    plan = Plan(args.seeds, args.keep_probs, tuple(args.tables))
+    return Setup(args, config_source, config_text, base_config, sizes, plan)
 
 
 def settings(setup: Setup) -> dict[str, Any]:
@@ -575,7 +592,8 @@ def settings(setup: Setup) -> dict[str, Any]:
         "backbone": config.backbone,
         "data": config.uml_mini_dir or config.dataset_path,
         "seeds": args.seeds,
-        "keep_probs": args.keep_probs,
+        "tables": list(args.tables),
+        "keep_probs": args.keep_probs if "sweep" in args.tables else [],
         "runs": [spec.name for spec in setup.plan.runs],
         "model_selection": "final epoch",
         "split": args.split,
@@ -607,20 +625,23 @@ def _progress(text: str) -> None:
 
 
 def tables(setup: Setup, runs: dict[RunSpec, dict[str, Any]], frozen: dict[str, Any]) -> dict[str, Any]:
-    """Table 2 and Table 3 rows and the keep-probability sweep, each aggregated over the seeds."""
-    seeds = setup.args.seeds
+    """The selected ones of Table 2, Table 3 and the keep-probability sweep, each aggregated over the seeds, and PUMA
+    minus every other row that was run."""
+    seeds, selected = setup.args.seeds, setup.args.tables
 
     def row(method: str | None) -> dict[str, Any]:
         return aggregate([frozen] if method is None else [runs[RunSpec(method, seed)] for seed in seeds])
 
-    return {
-        "table2": {name: row(method) for name, method in TABLE2.items()},
-        "table3": {name: row(method) for name, method in TABLE3.items()},
-        "puma_minus": puma_differences(seeds, runs, frozen),
-        "keep_prob_sweep": {
-            f"{p:g}": aggregate([runs[Plan.sweep_spec(p, seed)] for seed in seeds]) for p in setup.args.keep_probs
-        },
-    }
+    output: dict[str, Any] = {}
+    if "table2" in selected:
+        output["table2"] = {name: row(method) for name, method in TABLE2.items()}
+    if "table3" in selected:
+        output["table3"] = {name: row(method) for name, method in TABLE3.items()}
+    output["puma_minus"] = puma_differences(seeds, runs, frozen)
+    if "sweep" in selected:
+        sweep = {f"{p:g}": aggregate([runs[Plan.sweep_spec(p, seed)] for seed in seeds]) for p in setup.args.keep_probs}
+        output["keep_prob_sweep"] = sweep
+    return output
 
 
 def prompt_weight_results(setup: Setup, runs: dict[RunSpec, dict[str, Any]]) -> dict[str, Any]:
@@ -646,23 +667,33 @@ def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
     spread = len(args.seeds) > 1
     preference, at_init = output["prompt_preference"], output["prompt_preference_at_init"]
     text = [
-        f"Table 2 shape: R@1 (%) on UML-mini ({args.split} split), {args.epochs} epochs, seeds {args.seeds}"
+        f"R@1 (%) on UML-mini ({args.split} split), {args.epochs} epochs, seeds {args.seeds}"
         + (" (mean ± std)" if spread else ""),
         "",
-        table(output["table2"], domains, spread),
-        "",
-        "Table 3 shape (ablations, same recipe):",
-        "",
-        table(output["table3"], domains, spread, label="prompt / adapter"),
-        "",
+    ]
+    if "table2" in output:
+        text += ["Table 2 shape:", "", table(output["table2"], domains, spread), ""]
+    if "table3" in output:
+        text += [
+            "Table 3 shape (ablations, same recipe):",
+            "",
+            table(output["table3"], domains, spread, "prompt / adapter"),
+        ]
+        text.append("")
+    text += [
         "PUMA minus each other row, paired by seed (points; mean ± std of the per-seed differences):",
         "",
         differences_table(output["puma_minus"]),
         "",
-        "Keep-probability sweep (PUMA; domains ordered by training images):",
-        "",
-        sweep_table(output["keep_prob_sweep"], domains, sizes),
-        "",
+    ]
+    if "keep_prob_sweep" in output:
+        text += [
+            "Keep-probability sweep (PUMA; domains ordered by training images):",
+            "",
+            sweep_table(output["keep_prob_sweep"], domains, sizes),
+            "",
+        ]
+    text += [
         "Prompt-pool weights (Fig. 3): top prompt per domain "
         + ", ".join(f"{d} {m}" for d, m in preference["top_prompt"].items())
         + "; between-domain std of the mean weights, averaged over prompts: trained "
@@ -698,13 +729,14 @@ def write_retrieval_comparison(setup: Setup, runs: dict[RunSpec, dict[str, Any]]
 
 
 def write_figures(setup: Setup, output: dict[str, Any]) -> None:
-    """The keep-probability sweep and the prompt-weight heat maps, into ``--figure_dir``."""
+    """The keep-probability sweep (when run) and the prompt-weight heat maps, into ``--figure_dir``."""
     args, config = setup.args, setup.base_config
     os.makedirs(args.figure_dir, exist_ok=True)
     length = f"{args.max_steps} steps" if args.max_steps else f"{args.epochs} epochs"
     note = f"{os.path.basename(config.uml_mini_dir or config.dataset_path or '')}, {length}, "
     note += f"seeds {args.seeds}, {output['date'][:10]}"
-    plot_sweep(output["keep_prob_sweep"], setup.sizes, os.path.join(args.figure_dir, "keep_prob_sweep.png"), note)
+    if "keep_prob_sweep" in output:
+        plot_sweep(output["keep_prob_sweep"], setup.sizes, os.path.join(args.figure_dir, "keep_prob_sweep.png"), note)
     plot_prompt_weights(
         output["prompt_weights"],
         output["prompt_weights_at_init"],
@@ -737,7 +769,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json_atomically(args.output, output)
     if args.figure_dir:
         write_figures(setup, output)
-        write_retrieval_comparison(setup, runs, os.path.join(args.figure_dir, "retrieval_examples.png"))
+        if "table2" in args.tables:  # full fine-tuning is a Table 2 row
+            write_retrieval_comparison(setup, runs, os.path.join(args.figure_dir, "retrieval_examples.png"))
     print(output["markdown"])
     return 0
 

@@ -436,3 +436,51 @@ def test_accuracy_split_validation_on_data_without_one_stops_before_any_run(tmp_
     args = module.parse_args(_accuracy_split_args(tmp_path, "validation", validation=False))
     with pytest.raises(SystemExit, match=r"error: --split 'validation': the data source has no 'validation' split"):
         module.set_up(args)
+
+
+@pytest.mark.parametrize(
+    ("tables", "methods"),
+    [
+        (["table2"], ["linear", "single_prompt", "lora", "static_adapter", "puma", "full_finetune"]),
+        (
+            ["table3"],
+            [
+                "single_prompt",
+                "conditional_prompt",
+                "static_adapter",
+                "stochastic_adapter",
+                "single_prompt_static_adapter",
+                "puma",
+            ],
+        ),  # fmt: skip
+        (["sweep"], ["puma", "puma_p1"]),
+    ],
+    ids=["table2", "table3", "sweep"],
+)
+def test_accuracy_plan_trains_only_the_selected_tables(tables, methods) -> None:
+    module = _load_script("accuracy.py")
+    plan = module.Plan([0, 1], [0.5, 1.0], tuple(tables))
+    assert [spec.name for spec in plan.runs] == [f"{m}_seed{s}" for s in (0, 1) for m in methods]
+
+
+def test_accuracy_tables_table2_reports_table2_alone_with_the_full_runs_scores(accuracy, tmp_path) -> None:
+    """--tables table2 reads the same run folders (reused here, so nothing trains) and reports Table 2 and PUMA's
+    differences to its rows, with no Table 3, sweep or sweep figure, and the same numbers as the full benchmark."""
+    first, _ = accuracy
+    folder = _accuracy_folder(accuracy)
+    runs = tmp_path / "runs"
+    shutil.copytree(folder / "runs", runs)
+    output, figures = str(tmp_path / "table2.json"), tmp_path / "figures"
+    args = [*_accuracy_args(folder, str(runs), output), "--tables", "table2", "--figure_dir", str(figures)]
+    _run_script("accuracy.py", *args)
+    with open(output, encoding="utf-8") as handle:
+        result = json.load(handle)
+    assert "table3" not in result and "keep_prob_sweep" not in result
+    assert result["settings"]["tables"] == ["table2"] and result["settings"]["keep_probs"] == []
+    table2_methods = ("linear", "single_prompt", "lora", "static_adapter", "puma", "full_finetune")
+    assert sorted(result["runs"]) == sorted(f"{method}_seed0" for method in table2_methods)
+    for name, row in first["table2"].items():
+        assert {**result["table2"][name], "wall_s": None} == {**row, "wall_s": None}, name
+    assert list(result["puma_minus"]) == [name for name in COST_METHODS if name != "puma"]
+    assert "Table 3" not in result["markdown"] and "Keep-probability" not in result["markdown"]
+    assert sorted(os.listdir(figures)) == ["prompt_weights.png", "retrieval_examples.png"]
