@@ -83,18 +83,20 @@ class Plan:
     alone at the main job's length costs a third of the whole benchmark)."""
 
     seeds: list[int]
-    keep_probs: list[float]
+    keep_probs: list[float]  # the sweep's; emptied when the sweep is not selected
     tables: tuple[str, ...] = TABLES
     runs: list[RunSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if "sweep" not in self.tables:
+            self.keep_probs = []
         methods = [m for m in TABLE2.values() if m] if "table2" in self.tables else []
         methods += list(TABLE3.values()) if "table3" in self.tables else []
         methods.append("puma")  # every table's reference row; the prompt-weight figure reads it
         for seed in self.seeds:
             for method in dict.fromkeys(methods):
                 self.runs.append(RunSpec(method, seed))
-            for p in self.keep_probs if "sweep" in self.tables else []:
+            for p in self.keep_probs:
                 spec = self.sweep_spec(p, seed)
                 if spec not in self.runs:
                     self.runs.append(spec)
@@ -593,7 +595,7 @@ def settings(setup: Setup) -> dict[str, Any]:
         "data": config.uml_mini_dir or config.dataset_path,
         "seeds": args.seeds,
         "tables": list(args.tables),
-        "keep_probs": args.keep_probs if "sweep" in args.tables else [],
+        "keep_probs": setup.plan.keep_probs,
         "runs": [spec.name for spec in setup.plan.runs],
         "model_selection": "final epoch",
         "split": args.split,
@@ -627,7 +629,7 @@ def _progress(text: str) -> None:
 def tables(setup: Setup, runs: dict[RunSpec, dict[str, Any]], frozen: dict[str, Any]) -> dict[str, Any]:
     """The selected ones of Table 2, Table 3 and the keep-probability sweep, each aggregated over the seeds, and PUMA
     minus every other row that was run."""
-    seeds, selected = setup.args.seeds, setup.args.tables
+    seeds, selected = setup.args.seeds, setup.plan.tables
 
     def row(method: str | None) -> dict[str, Any]:
         return aggregate([frozen] if method is None else [runs[RunSpec(method, seed)] for seed in seeds])
@@ -639,7 +641,7 @@ def tables(setup: Setup, runs: dict[RunSpec, dict[str, Any]], frozen: dict[str, 
         output["table3"] = {name: row(method) for name, method in TABLE3.items()}
     output["puma_minus"] = puma_differences(seeds, runs, frozen)
     if "sweep" in selected:
-        sweep = {f"{p:g}": aggregate([runs[Plan.sweep_spec(p, seed)] for seed in seeds]) for p in setup.args.keep_probs}
+        sweep = {f"{p:g}": aggregate([runs[Plan.sweep_spec(p, seed)] for seed in seeds]) for p in setup.plan.keep_probs}
         output["keep_prob_sweep"] = sweep
     return output
 
@@ -678,8 +680,8 @@ def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
             "Table 3 shape (ablations, same recipe):",
             "",
             table(output["table3"], domains, spread, "prompt / adapter"),
+            "",
         ]
-        text.append("")
     text += [
         "PUMA minus each other row, paired by seed (points; mean ± std of the per-seed differences):",
         "",

@@ -452,7 +452,7 @@ def test_accuracy_split_validation_on_data_without_one_stops_before_any_run(tmp_
                 "single_prompt_static_adapter",
                 "puma",
             ],
-        ),  # fmt: skip
+        ),
         (["sweep"], ["puma", "puma_p1"]),
     ],
     ids=["table2", "table3", "sweep"],
