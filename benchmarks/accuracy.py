@@ -222,9 +222,11 @@ def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -
 def _refuse_another_recipe(spec: RunSpec, run: Any, config: Any, sizes: dict[str, dict[str, int]]) -> None:
     """Stop when the finished run in ``config.output_dir`` is not the run this benchmark would train (in one
     process, on the data it loaded)."""
+    from peft_puma.backbones.fingerprint import fingerprint_of
     from peft_puma.training.same_run import RunIdentity, finished_run_mismatch
 
-    details = finished_run_mismatch(run, RunIdentity(config.to_dict(), 1, sizes))
+    weights = fingerprint_of(config.backbone, config.backbone_format)
+    details = finished_run_mismatch(run, RunIdentity(config.to_dict(), 1, sizes, weights))
     if details:
         raise SystemExit(
             f"--reuse_finished: {config.output_dir} holds a finished {spec.name} run with another recipe ({details}). "

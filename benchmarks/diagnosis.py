@@ -320,6 +320,7 @@ def read_validation_results(run: str) -> dict[str, Any]:
 def _finished_run_of(config: Any) -> bool:
     """Whether ``config.output_dir`` holds a finished run of ``config``'s recipe. A finished run of another recipe
     stops the command with the differences, by the trainer's own same-run rule (``peft_puma.training.same_run``)."""
+    from peft_puma.backbones.fingerprint import fingerprint_of
     from peft_puma.inference.run_file import read_run_file
     from peft_puma.training.same_run import RunIdentity, finished_run_mismatch
 
@@ -327,7 +328,8 @@ def _finished_run_of(config: Any) -> bool:
     record = read_run_file(folder)
     if record is None or not os.path.isfile(os.path.join(folder, "results.json")):
         return False
-    details = finished_run_mismatch(record, RunIdentity(config.to_dict()))
+    wanted = RunIdentity(config.to_dict(), backbone_fingerprint=fingerprint_of(config.backbone, config.backbone_format))
+    details = finished_run_mismatch(record, wanted)
     if details:
         raise SystemExit(f"error: {folder} holds a run with another recipe ({details}); move it away or choose another "
                          "--runs_dir")  # fmt: skip

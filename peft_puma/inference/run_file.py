@@ -40,6 +40,7 @@ class RunRecord:
     num_processes: int = 1
     data_sizes: dict[str, dict[str, int]] | None = None
     data_source: dict[str, Any] | None = None
+    backbone_fingerprint: str | None = None  # the frozen weights' fingerprint; absent from older run files
 
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON object: the short fields first, the whole config last."""

@@ -32,6 +32,7 @@ from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..backbones.fingerprint import backbone_fingerprint
 from ..backbones.loading import load_backbone
 from ..cpu_threads import configure_torch_threads
 from ..data.loader import make_train_loader
@@ -181,6 +182,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
     scored_split(data, config.eval_split, "eval_split")  # a missing split stops the run before the backbone loads
     with accelerator.main_process_first():
         backbone, processor = load_backbone(config.backbone, config.backbone_format)
+    fingerprint = backbone_fingerprint(backbone)  # before the method adds its modules
     train_transform = make_train_transform(
         config.image_size,
         image_processor=processor,
@@ -226,6 +228,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         precision=accelerator.mixed_precision,
         device=str(accelerator.device),
         epoch_split=VALIDATION_SPLIT if VALIDATION_SPLIT in data else TEST_SPLIT,
+        backbone_fingerprint=fingerprint,
     )
     return _Run(step, batches, data, eval_transform, info, steps_per_epoch)
 
@@ -316,8 +319,8 @@ def _progress(state: dict[str, Any], run: _Run) -> str:
 def _check_same_run(config: TrainingConfig, state: dict[str, Any], path: str, run: _Run) -> None:
     """The checkpoint must be of this run (the rule of :mod:`.same_run`; its length may change)."""
     processes = state.get("num_processes", run.info.num_processes)
-    saved = RunIdentity(state.get("config", {}), processes, state.get("data_sizes"))
-    wanted = RunIdentity(config.to_dict(), run.info.num_processes, run.info.sizes)
+    saved = RunIdentity(state.get("config", {}), processes, state.get("data_sizes"), state.get("backbone_fingerprint"))
+    wanted = RunIdentity(config.to_dict(), run.info.num_processes, run.info.sizes, run.info.backbone_fingerprint)
     changed = run_differences(saved, wanted, finished=False)
     if changed:
         details = ", ".join(f"{d.key}: {d.saved!r} -> {d.wanted!r}" for d in changed[:5])
@@ -426,6 +429,7 @@ def _save(config: TrainingConfig, accelerator: Any, run: _Run, position: _Positi
         "num_processes": accelerator.num_processes,
         "config": config.to_dict(),
         "data_sizes": run.info.sizes,  # a resume checks that it continues on the same data
+        "backbone_fingerprint": run.info.backbone_fingerprint,  # ... and on the same frozen weights
         "epoch_loss": run.epoch_loss.state(),  # the epoch in progress, for its mean in train_log.jsonl
     }
     ckpt.save_checkpoint(accelerator, config.output_dir, position.step, state, config.save_total_limit)

@@ -60,6 +60,7 @@ class RunInfo:
     precision: str
     device: str
     epoch_split: str  # what evaluations every eval_every_epochs score: validation where the data has it, else test
+    backbone_fingerprint: str | None = None  # of the frozen weights as loaded (peft_puma.backbones.fingerprint)
 
     @property
     def saved_parameters(self) -> int:
@@ -163,6 +164,7 @@ def run_record(config: Any, info: RunInfo) -> RunRecord:
         num_processes=info.num_processes,
         data_sizes=info.sizes,
         data_source=info.data_source,
+        backbone_fingerprint=info.backbone_fingerprint,
         config=config.to_dict(),
     )
 

@@ -8,6 +8,9 @@ Two runs are the same run when they agree on
 - the global batch, ``per_device_batch_size x processes``: four processes of 45 train the run of one process of 180
   (the loss sees the gathered global batch, docs/spec.md section 6);
 - the data: images and classes per dataset, where both sides record them (the paths may differ between machines);
+- the backbone's weights: the fingerprint of its tensors (:mod:`peft_puma.backbones.fingerprint`), where both sides
+  record it; the config names the backbone by a path or Hub id, which stays the same when the weights behind it
+  change;
 - for a finished run, its length (``epochs``, ``max_steps``): it is part of what the run learnt, whereas a checkpoint
   may be resumed towards another end; and the split its results score (``eval_split``): a finished run scored on the
   test split does not stand for one scored on the validation split, whereas a checkpoint has no results yet.
@@ -46,16 +49,19 @@ KEYS_ADDED_LATER: dict[str, Any] = {
 split)."""
 
 GLOBAL_BATCH = "global batch (per_device_batch_size x processes)"
+BACKBONE_WEIGHTS = "backbone weights (fingerprint of the tensors)"
 
 
 @dataclass(frozen=True)
 class RunIdentity:
     """What decides whether two runs are one: the flat config (``TrainingConfig.to_dict()``, or its JSON as a run
-    file or checkpoint stores it), the number of processes and, where recorded, the data sizes per dataset."""
+    file or checkpoint stores it), the number of processes and, where recorded, the data sizes per dataset and the
+    backbone's weight fingerprint (runs saved before it was recorded have none)."""
 
     config: Mapping[str, Any]
     num_processes: int = 1
     data_sizes: Mapping[str, Mapping[str, int]] | None = None
+    backbone_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,9 @@ def run_differences(saved: RunIdentity, wanted: RunIdentity, *, finished: bool) 
         old_sizes, new_sizes = _as_json(saved.data_sizes), _as_json(wanted.data_sizes)
         if old_sizes != new_sizes:
             differences += _flat("data_sizes", old_sizes, new_sizes)
+    if saved.backbone_fingerprint and wanted.backbone_fingerprint:
+        if saved.backbone_fingerprint != wanted.backbone_fingerprint:
+            differences.append(Difference(BACKBONE_WEIGHTS, saved.backbone_fingerprint, wanted.backbone_fingerprint))
     return differences
 
 
@@ -95,7 +104,9 @@ def finished_run_mismatch(saved: RunRecord, wanted: RunIdentity) -> str:
     """How the finished run whose run file is ``saved`` differs from ``wanted``, in one line (``key: value there,
     value here; ...``); empty when it is the same run."""
     differences = run_differences(
-        RunIdentity(saved.config, saved.num_processes, saved.data_sizes), wanted, finished=True
+        RunIdentity(saved.config, saved.num_processes, saved.data_sizes, saved.backbone_fingerprint),
+        wanted,
+        finished=True,
     )
     return "; ".join(f"{d.key}: {d.saved!r} there, {d.wanted!r} here" for d in differences)
 

@@ -376,8 +376,9 @@ def test_accuracy_reuse_finished_assembles_the_tables_from_run_folders(accuracy,
     [
         ({"learning_rate": 0.123}, "learning_rate: 0.123 there"),
         ({"data_sizes": {"other": {"train_images": 9}}}, "data_sizes.other: {'train_images': 9} there, None here"),
+        ({"backbone_fingerprint": "sha256:" + "0" * 64}, "backbone weights (fingerprint of the tensors): 'sha256:000"),
     ],
-    ids=["recipe", "data"],
+    ids=["recipe", "data", "backbone weights"],
 )
 def test_accuracy_reuse_finished_refuses_a_run_of_another_recipe_or_data(accuracy, tmp_path, change, message) -> None:
     folder = _accuracy_folder(accuracy)

@@ -4,7 +4,14 @@ trainer's resume and by ``benchmarks/accuracy.py --reuse_finished``."""
 from __future__ import annotations
 
 from peft_puma.training.arguments import TrainingConfig
-from peft_puma.training.same_run import GLOBAL_BATCH, KEYS_ADDED_LATER, Difference, RunIdentity, run_differences
+from peft_puma.training.same_run import (
+    BACKBONE_WEIGHTS,
+    GLOBAL_BATCH,
+    KEYS_ADDED_LATER,
+    Difference,
+    RunIdentity,
+    run_differences,
+)
 
 SIZES = {"stripes": {"train_images": 40, "train_classes": 4, "test_images": 20, "test_classes": 2}}
 
@@ -71,4 +78,15 @@ def test_a_run_saved_before_a_key_existed_had_its_old_behaviour() -> None:
     assert run_differences(RunIdentity(older), RunIdentity(_config()), finished=True) == []
     assert run_differences(RunIdentity(older), RunIdentity(_config(hflip_probability=1.0)), finished=False) == [
         Difference("hflip_probability", 0.5, 1.0)
+    ]
+
+
+def test_backbone_weights_are_compared_where_both_sides_know_them() -> None:
+    """The config names the backbone by its folder or Hub id; the fingerprint tells two weights under one name apart."""
+    before, after = "sha256:" + "0" * 64, "sha256:" + "1" * 64
+    saved = RunIdentity(_config(), backbone_fingerprint=before)
+    assert run_differences(saved, RunIdentity(_config(), backbone_fingerprint=before), finished=True) == []
+    assert run_differences(saved, RunIdentity(_config()), finished=True) == []  # runs saved before it was recorded
+    assert run_differences(saved, RunIdentity(_config(), backbone_fingerprint=after), finished=False) == [
+        Difference(BACKBONE_WEIGHTS, before, after)
     ]

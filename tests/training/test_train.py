@@ -94,6 +94,31 @@ def test_starting_over_an_existing_run_needs_resume(tiny_values, monkeypatch):
         train(load_config(None, {**tiny_values, "resume": True, "seed": 1}))
 
 
+def test_resuming_over_other_backbone_weights_under_the_same_name_is_refused(tiny_values, tmp_path, monkeypatch):
+    """A backbone folder pretrained again keeps its name; the fingerprint of its weights tells the two apart."""
+    import shutil
+
+    from transformers import ViTModel
+
+    from peft_puma.backbones.fingerprint import fingerprint_of
+    from peft_puma.errors import IncompatibleCheckpointError
+    from peft_puma.inference.run_file import read_run_file
+
+    backbone = str(tmp_path / "backbone")
+    shutil.copytree(tiny_values["backbone"], backbone)
+    values = {**tiny_values, "backbone": backbone}
+    with nan_loss_at_step(monkeypatch, 5), pytest.raises(NonFiniteLossError):
+        train(load_config(None, values))
+    assert read_run_file(values["output_dir"]).backbone_fingerprint == fingerprint_of(backbone)
+    model = ViTModel.from_pretrained(backbone, add_pooling_layer=False)
+    with torch.no_grad():
+        model.layernorm.bias.add_(0.01)
+    model.save_pretrained(backbone)
+    fingerprint_of.cache_clear()
+    with pytest.raises(IncompatibleCheckpointError, match="other settings.*backbone weights"):
+        train(load_config(None, {**values, "resume": True}))
+
+
 def test_unknown_dataset_in_the_selection_is_refused(tiny_values):
     from peft_puma.errors import InvalidConfigError
 
