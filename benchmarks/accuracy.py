@@ -186,7 +186,9 @@ def train_run(spec: RunSpec, config: Any, keep_folder: bool = False) -> dict[str
     }
 
 
-def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -> dict[str, Any] | None:
+def finished_run(
+    spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]], weights: str | None
+) -> dict[str, Any] | None:
     """The scores of a run that its folder already holds (trained earlier, here or elsewhere), or None.
 
     A folder that holds a finished run of another recipe (the rule of ``peft_puma.training.same_run``, the trainer's
@@ -201,7 +203,7 @@ def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -
     results_path = os.path.join(directory, RESULTS_FILE)
     if run is None or not os.path.isfile(results_path):
         return None
-    _refuse_another_recipe(spec, run, config, sizes)
+    _refuse_another_recipe(spec, run, config, sizes, weights)
     results = _read_results(results_path, directory)
     trainable = run.trainable_params
     if trainable is None:  # run files written before the count was recorded
@@ -219,13 +221,13 @@ def finished_run(spec: RunSpec, config: Any, sizes: dict[str, dict[str, int]]) -
     }
 
 
-def _refuse_another_recipe(spec: RunSpec, run: Any, config: Any, sizes: dict[str, dict[str, int]]) -> None:
+def _refuse_another_recipe(
+    spec: RunSpec, run: Any, config: Any, sizes: dict[str, dict[str, int]], weights: str | None
+) -> None:
     """Stop when the finished run in ``config.output_dir`` is not the run this benchmark would train (in one
     process, on the data it loaded)."""
-    from peft_puma.backbones.fingerprint import fingerprint_of
     from peft_puma.training.same_run import RunIdentity, finished_run_mismatch
 
-    weights = fingerprint_of(config.backbone, config.backbone_format)
     details = finished_run_mismatch(run, RunIdentity(config.to_dict(), 1, sizes, weights))
     if details:
         raise SystemExit(
@@ -559,6 +561,7 @@ class Setup:
     base_config: Any
     sizes: dict[str, dict[str, int]]
     plan: Plan
+    weights: str | None  # the backbone's fingerprint, which reused runs must match (only with --reuse_finished)
 
 
 def set_up(args: argparse.Namespace) -> Setup:
@@ -583,7 +586,12 @@ def set_up(args: argparse.Namespace) -> Setup:
         raise SystemExit(f"error: {error}") from None
     sizes = dataset_sizes(data)
     plan = Plan(args.seeds, args.keep_probs, tuple(args.tables))
-    return Setup(args, config_source, config_text, base_config, sizes, plan)
+    weights = None
+    if args.reuse_finished:
+        from peft_puma.backbones.fingerprint import fingerprint_of
+
+        weights = fingerprint_of(base_config.backbone, base_config.backbone_format)
+    return Setup(args, config_source, config_text, base_config, sizes, plan, weights)
 
 
 def settings(setup: Setup) -> dict[str, Any]:
@@ -620,7 +628,7 @@ def run_all(setup: Setup, start: float) -> dict[RunSpec, dict[str, Any]]:
 def run_or_reuse(spec: RunSpec, setup: Setup) -> dict[str, Any]:
     args = setup.args
     config = run_config(spec, args, args.runs_dir)
-    reused = finished_run(spec, config, setup.sizes) if args.reuse_finished else None
+    reused = finished_run(spec, config, setup.sizes, setup.weights) if args.reuse_finished else None
     return reused or train_run(spec, config, keep_folder=args.reuse_finished)
 
 

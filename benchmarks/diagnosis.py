@@ -317,10 +317,10 @@ def read_validation_results(run: str) -> dict[str, Any]:
     return result
 
 
-def _finished_run_of(config: Any) -> bool:
+def _finished_run_of(config: Any, weights: str) -> bool:
     """Whether ``config.output_dir`` holds a finished run of ``config``'s recipe. A finished run of another recipe
-    stops the command with the differences, by the trainer's own same-run rule (``peft_puma.training.same_run``)."""
-    from peft_puma.backbones.fingerprint import fingerprint_of
+    stops the command with the differences, by the trainer's own same-run rule (``peft_puma.training.same_run``);
+    ``weights``: the fingerprint of the backbone this command would train on."""
     from peft_puma.inference.run_file import read_run_file
     from peft_puma.training.same_run import RunIdentity, finished_run_mismatch
 
@@ -328,8 +328,7 @@ def _finished_run_of(config: Any) -> bool:
     record = read_run_file(folder)
     if record is None or not os.path.isfile(os.path.join(folder, "results.json")):
         return False
-    wanted = RunIdentity(config.to_dict(), backbone_fingerprint=fingerprint_of(config.backbone, config.backbone_format))
-    details = finished_run_mismatch(record, wanted)
+    details = finished_run_mismatch(record, RunIdentity(config.to_dict(), backbone_fingerprint=weights))
     if details:
         raise SystemExit(f"error: {folder} holds a run with another recipe ({details}); move it away or choose another "
                          "--runs_dir")  # fmt: skip
@@ -345,6 +344,12 @@ def domain_runs(args: argparse.Namespace) -> dict[str, Any]:
     unified_result = read_validation_results(args.unified)
     frozen = read_frozen(args.frozen)
     alone: dict[str, Any] = {}
+    weights = ""
+    if args.reuse_finished:  # every domain's run trains on the config's one backbone
+        from peft_puma.backbones.fingerprint import fingerprint_of
+
+        base = load_config(args.config, {"output_dir": args.runs_dir})
+        weights = fingerprint_of(base.backbone, base.backbone_format)
     for domain in DOMAINS:
         folder = os.path.join(args.runs_dir, domain.name)
         overrides = {
@@ -357,7 +362,7 @@ def domain_runs(args: argparse.Namespace) -> dict[str, Any]:
             **{key: getattr(args, key) for key in ("epochs", "lr_step_epochs") if getattr(args, key)},
         }
         config = load_config(args.config, overrides)
-        if args.reuse_finished and _finished_run_of(config):
+        if args.reuse_finished and _finished_run_of(config, weights):
             result = read_validation_results(folder)
         else:
             result = train(config).results

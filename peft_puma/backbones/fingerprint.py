@@ -9,7 +9,6 @@ and it differs as soon as one tensor does.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 
 import torch
@@ -32,10 +31,9 @@ def backbone_fingerprint(backbone: nn.Module) -> str:
     return FINGERPRINT_PREFIX + digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=8)
 def fingerprint_of(source: str, backbone_format: str = "auto") -> str:
     """The fingerprint of the backbone ``source`` loads to now (as the trainer loads it), for checking a saved run
-    against the weights a new run would use; cached per source within a process."""
+    against the weights a new run would use. Not cached: the weights behind a name are what may change."""
     from .loading import load_backbone
 
     backbone, _ = load_backbone(source, backbone_format)

@@ -188,11 +188,11 @@ def build_pretraining_pool(seed: int = 0, size: PoolSize = PoolSize(), root: str
         writer.add_class(f"fashion:{name}", [render_fashion_view(garments[i], rng) for i, rng in zip(members, rngs)])
     digits, digit_labels = load_digits()
     pool = digit_pools(seed)["pretrain"]
+    by_digit = {digit: pool[digit_labels[pool] == digit] for digit in range(10)}
     for digit in range(10):
-        members = np.repeat(pool[digit_labels[pool] == digit], size.digit_views)
+        members = np.repeat(by_digit[digit], size.digit_views)
         rngs = writer.rngs(len(members))
         writer.add_class(f"digits:{digit}", [render_number([digits[i]], rng) for i, rng in zip(members, rngs)])
-    by_digit = {digit: pool[digit_labels[pool] == digit] for digit in range(10)}
     numbers = np.random.default_rng([seed, 19]).choice(1000, size=min(size.number_classes, 1000), replace=False)
     for number in sorted(numbers):
         key = f"{number:03d}"

@@ -118,7 +118,7 @@ def test_pretraining_numbers_are_three_digits_from_held_out_digit_images_in_ever
     # UML-mini's two-digit classes can never be drawn: every key has three digits
     assert not set(keys) & {key for domain in DOMAINS if domain.kind == "numbers" for key in domain.classes}
     # every digit image comes from the pool UML-mini never uses, and views of one number differ in their digits
-    images, labels = load_digits()
+    images = load_digits()[0]
     held_out = {images[i].tobytes() for i in digit_pools(0)["pretrain"]}
     triples = [digits for digits in composed if len(digits) == 3]
     assert len(triples) == len(numbers) * size.number_views
