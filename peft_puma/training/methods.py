@@ -140,8 +140,20 @@ def enable_activation_checkpointing(model: PeftModel) -> PeftModel:
             f"activation_checkpointing: {type(backbone).__name__} does not support activation checkpointing in "
             "transformers; set activation_checkpointing: false for this backbone."
         )
-    backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    _checkpoint_every_block(backbone)
     return model
+
+
+def _checkpoint_every_block(backbone: nn.Module) -> None:
+    """Turn on transformers' non-reentrant checkpointing under the name the installed version has.
+
+    transformers 5.23 renamed ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` (the old name
+    warns until v6); the versions before it, which our bounds allow, have only the old name.
+    """
+    if hasattr(backbone, "activation_checkpointing_enable"):
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def lora_rank_for_budget(backbone: nn.Module, options: MethodOptions) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from peft_puma.training.methods import (
     METHODS,
     MethodOptions,
     build_model,
+    enable_activation_checkpointing,
     load_trained,
     lora_rank_for_budget,
     parameter_groups,
@@ -98,16 +100,20 @@ def _gradients(model, pixels) -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def _checkpointing_on(model) -> bool:
+    backbone = model.get_base_model()
+    if hasattr(type(backbone), "is_activation_checkpointing"):  # transformers 5.23 and later
+        return backbone.is_activation_checkpointing
+    return backbone.is_gradient_checkpointing
+
+
 @pytest.mark.parametrize("method", ["puma", "lora", "full_finetune"])
 def test_activation_checkpointing_recomputes_blocks_with_the_same_gradients(method, tiny_assets):
     pixels = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     plain = build_model(method, load_backbone(tiny_assets["backbone"])[0], SMALL)
     checkpointed = build_model(method, load_backbone(tiny_assets["backbone"])[0], SMALL, activation_checkpointing=True)
     checkpointed.load_state_dict(plain.state_dict())
-    assert (
-        checkpointed.get_base_model().is_activation_checkpointing
-        and not plain.get_base_model().is_activation_checkpointing
-    )
+    assert _checkpointing_on(checkpointed) and not _checkpointing_on(plain)
     # transformers checkpoints the block's forward, not its __call__: a hook on a module inside it sees the recompute.
     block = next(m for m in checkpointed.modules() if isinstance(m, GradientCheckpointingLayer))
     first_norm = next(m for m in block.modules() if isinstance(m, torch.nn.LayerNorm))
@@ -118,6 +124,25 @@ def test_activation_checkpointing_recomputes_blocks_with_the_same_gradients(meth
     assert reference.keys() == recomputed.keys()
     for name, gradient in reference.items():
         torch.testing.assert_close(recomputed[name], gradient, atol=1e-6, rtol=1e-5, msg=name)
+
+
+class _BackboneBeforeTheRename(torch.nn.Module):
+    """A backbone as transformers before 5.23 has it: checkpointing only under ``gradient_checkpointing_enable``."""
+
+    supports_gradient_checkpointing = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled_with: list[dict] = []
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict) -> None:
+        self.enabled_with.append(gradient_checkpointing_kwargs)
+
+
+def test_activation_checkpointing_uses_the_old_name_on_transformers_before_5_23():
+    backbone = _BackboneBeforeTheRename()
+    enable_activation_checkpointing(SimpleNamespace(get_base_model=lambda: backbone))
+    assert backbone.enabled_with == [{"use_reentrant": False}]
 
 
 def test_activation_checkpointing_on_a_backbone_without_support_is_refused(tiny_assets):
