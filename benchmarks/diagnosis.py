@@ -64,16 +64,13 @@ from peft_puma.data.schema import (  # noqa: E402
     LABEL_COLUMN,
     PIXEL_VALUES,
     ROLE_COLUMN,
-    ROLE_GALLERY,
-    ROLE_QUERY,
     TRAIN_SPLIT,
     VALIDATION_SPLIT,
     column_values,
 )
 from peft_puma.errors import PUMAError  # noqa: E402
-from peft_puma.evaluation.inputs import as_embeddings, as_labels, as_roles, global_labels  # noqa: E402
-from peft_puma.evaluation.knn import nearest_neighbours  # noqa: E402
-from peft_puma.evaluation.retrieval import _Search  # noqa: E402  (unified Recall@1's own planner, for `misses`)
+from peft_puma.evaluation import unified_top1_rows  # noqa: E402
+from peft_puma.evaluation.inputs import as_labels, global_labels  # noqa: E402
 from peft_puma.owned_paths import write_json_atomically  # noqa: E402
 
 GLYPH_DOMAINS: tuple[str, ...] = ("latin", "cyrillic", "greek")
@@ -221,18 +218,13 @@ def nearest_neighbour_domains(
     ties broken by row order, a class unique per ``(domain, label)``, and queries without another gallery row of their
     class left out. ``hits / queries`` is therefore its unified Recall@1, which the tests pin.
     """
-    vectors = as_embeddings(embeddings)  # L2-normalised: the inner product searched is the cosine
-    classes = global_labels(as_labels(labels, len(vectors)), domains)  # one class per (domain, label)
-    role = as_roles(roles, len(vectors))  # a training row or an unknown role is refused, as evaluate_retrieval does
-    task = _Search(vectors, torch.from_numpy(classes), (1,), "skip", "auto", None).plan(
-        torch.from_numpy(role != ROLE_GALLERY), torch.from_numpy(role != ROLE_QUERY), scope="the unified gallery"
-    )  # queries without another gallery row of their class are left out, as unified Recall@1 leaves them
-    _, top = nearest_neighbours(vectors[task.query_rows], vectors[task.gallery_rows], 1, self_index=task.self_index)
+    query_rows, neighbour_rows = unified_top1_rows(embeddings, labels, domains, roles)
+    classes = global_labels(as_labels(labels, len(domains)), domains)  # one class per (domain, label), as searched
     names = np.asarray(domains, dtype=object)
     misses: dict[str, dict[str, int]] = {}
     pairs: Counter[str] = Counter()
     hits = 0
-    for query, neighbour in zip(task.query_rows.tolist(), task.gallery_rows[top[:, 0]].tolist()):
+    for query, neighbour in zip(query_rows.tolist(), neighbour_rows.tolist()):
         if classes[query] == classes[neighbour]:
             hits += 1
             continue
@@ -242,7 +234,7 @@ def nearest_neighbour_domains(
             pairs[f"{_class_name(query, labels, domains, class_names)} -> "
                   f"{_class_name(neighbour, labels, domains, class_names)}"] += 1  # fmt: skip
     return {
-        "queries": int(task.query_rows.numel()),
+        "queries": len(query_rows),
         "hits": hits,
         "misses": misses,
         "cross_domain_pairs": dict(pairs.most_common()),

@@ -11,7 +11,13 @@ from __future__ import annotations
 from peft_puma.evaluation.inputs import EVAL_ROLES
 from peft_puma.evaluation.knn import BACKENDS, iter_nearest_neighbours, nearest_neighbours
 from peft_puma.evaluation.metric_loading import METRIC_PATH, load_metric
-from peft_puma.evaluation.retrieval import UNMATCHED_POLICIES, evaluate_retrieval, harmonic_means, metric_names
+from peft_puma.evaluation.retrieval import (
+    UNMATCHED_POLICIES,
+    evaluate_retrieval,
+    harmonic_means,
+    metric_names,
+    unified_top1_rows,
+)
 from peft_puma.evaluation.table import format_table_row, table_row
 
 __all__ = [
@@ -27,4 +33,5 @@ __all__ = [
     "metric_names",
     "nearest_neighbours",
     "table_row",
+    "unified_top1_rows",
 ]

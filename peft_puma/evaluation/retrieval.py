@@ -28,7 +28,7 @@ import torch
 
 from peft_puma.errors import InvalidInputError
 from peft_puma.evaluation.inputs import as_embeddings, as_ks, as_labels, as_roles, as_strings, global_labels
-from peft_puma.evaluation.knn import Backend, iter_nearest_neighbours
+from peft_puma.evaluation.knn import Backend, iter_nearest_neighbours, nearest_neighbours
 from peft_puma.evaluation.metrics import label_matches, map_at_r, r_precision, recall_at_k
 
 UnmatchedPolicy = Literal["skip", "error"]
@@ -97,6 +97,28 @@ def evaluate_retrieval(
         "per_dataset": per_dataset,
         "harmonic": harmonic_means(per_dataset, metric_names(ks)),
     }
+
+
+def unified_top1_rows(embeddings: Any, labels: Any, domains: Any = None, roles: Any = None) -> tuple[Any, Any]:
+    """Each query unified Recall@1 scores, and the row of its nearest neighbour in the unified gallery.
+
+    Found by the same planning and search as :func:`evaluate_retrieval`'s unified view (the query never its own
+    neighbour, exact ties by row order, queries without another gallery row of their class left out), so a diagnostic
+    that asks *where* the misses land counts exactly the misses unified Recall@1 counts.
+
+    Returns:
+        ``(query_rows, neighbour_rows)``: two integer arrays of row indices into the inputs, one entry per query.
+    """
+    vectors = as_embeddings(embeddings)
+    num_rows = vectors.shape[0]
+    unique_labels = global_labels(as_labels(labels, num_rows), as_strings(domains, num_rows, "domains", default=""))
+    row_roles = as_roles(roles, num_rows)
+    search = _Search(vectors, torch.from_numpy(unique_labels), (1,), "skip", "auto", None)
+    task = search.plan(
+        torch.from_numpy(row_roles != "gallery"), torch.from_numpy(row_roles != "query"), scope="the unified gallery"
+    )
+    _, top = nearest_neighbours(vectors[task.query_rows], vectors[task.gallery_rows], 1, self_index=task.self_index)
+    return task.query_rows.numpy(), task.gallery_rows[top[:, 0]].numpy()
 
 
 def metric_names(ks: Sequence[int]) -> list[str]:

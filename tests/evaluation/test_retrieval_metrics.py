@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from peft_puma.errors import InvalidInputError
-from peft_puma.evaluation import evaluate_retrieval, format_table_row, harmonic_means, table_row
+from peft_puma.evaluation import evaluate_retrieval, format_table_row, harmonic_means, table_row, unified_top1_rows
 from peft_puma.evaluation.metrics import map_at_r, r_precision, recall_at_k
 
 
@@ -145,3 +145,20 @@ def test_one_call_returns_the_table_row_shape() -> None:
     assert list(row) == ["sop", "cub", "Unified", "Harmonic"]
     assert row["Unified"] == pytest.approx(100 * result["unified"]["recall@1"])
     assert format_table_row(result).splitlines()[0] == "| cub | cars | sop | Unified | Harmonic |"
+
+
+def test_unified_top1_rows_are_the_neighbours_unified_recall_at_1_scores() -> None:
+    # Known neighbours on the circle: rows 1 and 2 tie as row 0's nearest (broken by row order), row 3 is a class of
+    # one (no match: left out), row 4 is a gallery-only row (never a query), row 5 a query-only row (never a
+    # neighbour), and row 2 (class b:1) sits where class a:0 does.
+    embeddings = torch.tensor([unit(0.0), unit(0.0), unit(0.0), unit(1.5), unit(3.0), unit(2.9), unit(1.0)])
+    labels = [0, 0, 1, 7, 2, 2, 1]
+    domains = ["a", "a", "b", "a", "a", "a", "b"]
+    roles = ["both", "both", "both", "both", "gallery", "query", "both"]
+    queries, neighbours = unified_top1_rows(embeddings, labels, domains, roles)
+    assert queries.tolist() == [0, 1, 2, 5, 6]
+    assert neighbours.tolist() == [1, 0, 0, 4, 3]  # hits for rows 0, 1 and 5; rows 2 and 6 miss
+    unified = evaluate_retrieval(embeddings, labels, domains, ks=(1,), roles=roles)["unified"]
+    assert unified["num_queries"] == len(queries)
+    same_class = [labels[q] == labels[n] and domains[q] == domains[n] for q, n in zip(queries, neighbours)]
+    assert sum(same_class) / len(queries) == pytest.approx(unified["recall@1"])
