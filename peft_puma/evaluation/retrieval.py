@@ -113,12 +113,12 @@ def unified_top1_rows(embeddings: Any, labels: Any, domains: Any = None, roles: 
     num_rows = vectors.shape[0]
     unique_labels = global_labels(as_labels(labels, num_rows), as_strings(domains, num_rows, "domains", default=""))
     row_roles = as_roles(roles, num_rows)
-    search = _Search(vectors, torch.from_numpy(unique_labels), (1,), "skip", "auto", None)
-    task = search.plan(
-        torch.from_numpy(row_roles != "gallery"), torch.from_numpy(row_roles != "query"), scope="the unified gallery"
-    )
+    search = _Search(vectors, torch.from_numpy(unique_labels).to(vectors.device), (1,), "skip", "auto", None)
+    is_query = torch.from_numpy(row_roles != "gallery").to(vectors.device)
+    in_gallery = torch.from_numpy(row_roles != "query").to(vectors.device)
+    task = search.plan(is_query, in_gallery, scope="the unified gallery")
     _, top = nearest_neighbours(vectors[task.query_rows], vectors[task.gallery_rows], 1, self_index=task.self_index)
-    return task.query_rows.numpy(), task.gallery_rows[top[:, 0]].numpy()
+    return task.query_rows.cpu().numpy(), task.gallery_rows[top[:, 0]].cpu().numpy()
 
 
 def metric_names(ks: Sequence[int]) -> list[str]:
