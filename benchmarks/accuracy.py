@@ -36,16 +36,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from method_names import BENCHMARK_METHODS
+from run_info import check_output, load_average, run_info
+from script_options import add_option
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# Siblings of this script, importable from the folder put on the path above.
-from method_names import BENCHMARK_METHODS  # noqa: E402
-from run_info import check_output, load_average, run_info  # noqa: E402
-from script_options import add_option  # noqa: E402
-
-from peft_puma.cpu_threads import configure_torch_threads  # noqa: E402
-from peft_puma.data.unified import SCORED_SPLITS  # noqa: E402
-from peft_puma.owned_paths import write_json_atomically  # noqa: E402
+from peft_puma.backbones.fingerprint import fingerprint_of
+from peft_puma.backbones.loading import load_backbone
+from peft_puma.cpu_threads import configure_torch_threads
+from peft_puma.data.schema import DATASET_COLUMN
+from peft_puma.data.schema import column_values as column
+from peft_puma.data.transforms import make_eval_transform
+from peft_puma.data.unified import SCORED_SPLITS, dataset_sizes, load_unified, scored_split
+from peft_puma.errors import ForeignContentError, IncompatibleCheckpointError, InvalidConfigError
+from peft_puma.evaluate import evaluate_adapter
+from peft_puma.evaluation.examples import write_retrieval_examples
+from peft_puma.inference.embedding import dataset_batch_loader, embed_split
+from peft_puma.inference.loading import AdaptersOff, load_for_inference
+from peft_puma.owned_paths import write_json_atomically
+from peft_puma.runs.layout import RESULTS_FILE, RUN_LAYOUT
+from peft_puma.runs.run_file import read_run_file
+from peft_puma.runs.same_run import RunIdentity, finished_run_mismatch
+from peft_puma.training import load_config, train
+from peft_puma.training.methods import MethodOptions, build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -137,13 +149,11 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_config(spec: RunSpec, args: argparse.Namespace, runs_dir: str) -> Any:
     """The trainer config of one run: the benchmark's frozen config file, its common overrides, method and seed."""
-    from peft_puma.training import load_config
 
-    overrides = {**base_overrides(args), "output_dir": os.path.join(runs_dir, spec.name), "method": spec.method}
-    overrides["seed"] = spec.seed
+    overrides = {**base_overrides(args), "output_dir": os.path.join(runs_dir, spec.name), "seed": spec.seed}
     if spec.keep_prob is not None:
         overrides["puma.keep_prob"] = spec.keep_prob
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, validate=False).for_method(spec.method).validate()
 
 
 def train_run(spec: RunSpec, config: Any, keep_folder: bool = False) -> dict[str, Any]:
@@ -153,9 +163,6 @@ def train_run(spec: RunSpec, config: Any, keep_folder: bool = False) -> dict[str
     stops the benchmark, untouched); with ``keep_folder`` the trainer resumes
     from the folder's newest complete checkpoint, or starts afresh where there is none, and deletes nothing.
     """
-    from peft_puma.errors import ForeignContentError, IncompatibleCheckpointError
-    from peft_puma.training import train
-    from peft_puma.training.report import RUN_LAYOUT
 
     if keep_folder:
         config.resume = True
@@ -195,8 +202,6 @@ def finished_run(
     own for resuming, with the run's length compared too) stops the benchmark with the differences: training over it
     would destroy that run, and counting it would put another recipe in the table.
     """
-    from peft_puma.inference.run_file import read_run_file
-    from peft_puma.training.report import RESULTS_FILE
 
     directory = config.output_dir
     run = read_run_file(directory)
@@ -226,9 +231,8 @@ def _refuse_another_recipe(
 ) -> None:
     """Stop when the finished run in ``config.output_dir`` is not the run this benchmark would train (in one
     process, on the data it loaded)."""
-    from peft_puma.training.same_run import RunIdentity, finished_run_mismatch
 
-    details = finished_run_mismatch(run, RunIdentity(config.to_dict(), 1, sizes, weights))
+    details = finished_run_mismatch(run, RunIdentity(config.to_dict(), 1, sizes, weights), config.key_roles())
     if details:
         raise SystemExit(
             f"--reuse_finished: {config.output_dir} holds a finished {spec.name} run with another recipe ({details}). "
@@ -253,15 +257,12 @@ def trained_model(run: dict[str, Any]) -> torch.nn.Module:
     """The run's model: kept from training, or loaded from the folder of a reused run."""
     if "_model" in run:
         return run["_model"]
-    from peft_puma.inference.loading import load_for_inference
 
     return load_for_inference(run["reused_from"])[0]
 
 
 def zero_shot(args: argparse.Namespace) -> dict[str, Any]:
     """The frozen backbone's normalised CLS features, scored like every trained run (Table 2's first row)."""
-    from peft_puma.evaluate import evaluate_adapter
-    from peft_puma.training import load_config
 
     config = load_config(args.config, {**base_overrides(args), "output_dir": "unused"})
     data = {key: getattr(config, key) for key in ("dataset_path", "uml_mini_dir", "dataset_roots", "datasets")}
@@ -296,12 +297,6 @@ def prompt_weights_by_domain(model: torch.nn.Module, config: Any, batch_size: in
     """Mean prompt-pool weights ``w_m`` (docs/spec.md section 3, step 3) of the images of each domain in the scored
     split (``config.eval_split``), from the pool's own ``prompt_weights`` (PUMA's model API; only the backbone's
     embeddings run)."""
-    from peft_puma.backbones.loading import load_backbone
-    from peft_puma.data.schema import DATASET_COLUMN
-    from peft_puma.data.schema import column_values as column
-    from peft_puma.data.transforms import make_eval_transform
-    from peft_puma.data.unified import load_unified
-    from peft_puma.inference.embedding import dataset_batch_loader
 
     scored = load_unified(config)[config.eval_split]
     _, processor = load_backbone(config.backbone, config.backbone_format)
@@ -322,8 +317,6 @@ def prompt_weights_by_domain(model: torch.nn.Module, config: Any, batch_size: in
 
 def untrained_model(config: Any) -> torch.nn.Module:
     """The run's method freshly initialised on its backbone (same builder and seed as the trainer), untrained."""
-    from peft_puma.backbones.loading import load_backbone
-    from peft_puma.training.methods import MethodOptions, build_model
 
     torch.manual_seed(config.seed)
     backbone, _ = load_backbone(config.backbone, config.backbone_format)
@@ -567,9 +560,6 @@ class Setup:
 def set_up(args: argparse.Namespace) -> Setup:
     """Every run reads one frozen copy of the config: the file may be edited while the benchmark runs, and a change
     half-way would give the methods different recipes. ``args.config`` is pointed at that copy."""
-    from peft_puma.data.unified import dataset_sizes, load_unified, scored_split
-    from peft_puma.errors import InvalidConfigError
-    from peft_puma.training import load_config
 
     config_source = args.config
     with open(config_source, encoding="utf-8") as handle:
@@ -588,8 +578,6 @@ def set_up(args: argparse.Namespace) -> Setup:
     plan = Plan(args.seeds, args.keep_probs, tuple(args.tables))
     weights = None
     if args.reuse_finished:
-        from peft_puma.backbones.fingerprint import fingerprint_of
-
         weights = fingerprint_of(base_config.backbone, base_config.backbone_format)
     return Setup(args, config_source, config_text, base_config, sizes, plan, weights)
 
@@ -721,12 +709,6 @@ def write_retrieval_comparison(setup: Setup, runs: dict[RunSpec, dict[str, Any]]
     """The frozen backbone, full fine-tuning and PUMA of the first seed on the same seeded queries of the scored split,
     one row per query and model (``peft_puma.search.examples``). The frozen backbone is PUMA's model with its adapter
     off."""
-    from peft_puma.backbones.loading import load_backbone
-    from peft_puma.data.transforms import make_eval_transform
-    from peft_puma.data.unified import load_unified
-    from peft_puma.inference.embedding import embed_split
-    from peft_puma.inference.loading import AdaptersOff
-    from peft_puma.search.examples import write_retrieval_examples
 
     seed = setup.args.seeds[0]
     puma_run = runs[RunSpec("puma", seed)]

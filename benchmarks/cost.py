@@ -24,19 +24,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import os
 import sys
 import time
 from collections.abc import Sequence
 
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# Siblings of this script, importable from the folder put on the path above.
-from cost_analysis import checkpointing_ratios, puma_overhead, ratios  # noqa: E402
-from cost_measure import CostOptions, compiled_inference, measure_methods, scaling  # noqa: E402
-from cost_memory import malloc_setting  # noqa: E402
-from cost_models import (  # noqa: E402
+from cost_analysis import checkpointing_ratios, puma_overhead, ratios
+from cost_measure import CostOptions, compiled_inference, measure_methods, scaling
+from cost_memory import malloc_setting
+from cost_models import (
     CHECKPOINTED,
     COMPONENTS,
     METHODS,
@@ -45,13 +41,13 @@ from cost_models import (  # noqa: E402
     SHAPES,
     Runtime,
 )
-from cost_records import CostResult, CostSettings  # noqa: E402
-from cost_report import markdown_table, plot, summary  # noqa: E402
-from run_info import check_output, load_average, run_info  # noqa: E402
-from script_options import add_option  # noqa: E402
+from cost_records import CostResult, CostSettings
+from cost_report import markdown_table, plot, summary
+from run_info import check_output, load_average, run_info
+from script_options import add_option
 
-from peft_puma.cpu_threads import configure_torch_threads  # noqa: E402
-from peft_puma.owned_paths import write_json_atomically  # noqa: E402
+from peft_puma.cpu_threads import configure_torch_threads
+from peft_puma.owned_paths import write_json_atomically
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

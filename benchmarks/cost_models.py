@@ -15,8 +15,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from method_names import BENCHMARK_METHODS  # a sibling: cost.py puts this folder on the path
+from method_names import BENCHMARK_METHODS  # a sibling module: a script's own folder is on its path
 from torch import nn
+
+from peft_puma.losses import make_loss
+from peft_puma.runs.saving import save_trained
+from peft_puma.training.arguments import TrainingConfig
+from peft_puma.training.methods import MethodOptions, build_model
+from peft_puma.training.step import build_training_step
 
 METHODS = BENCHMARK_METHODS
 # PUMA with one of its two parts removed: their extra cost over the frozen model splits PUMA's overhead by part.
@@ -111,7 +117,6 @@ SHAPES: dict[str, BackboneShape] = {
 
 def recipe() -> Any:
     """The published recipe: ``TrainingConfig`` defaults (docs/spec.md section 6)."""
-    from peft_puma.training.arguments import TrainingConfig
 
     return TrainingConfig()
 
@@ -124,12 +129,11 @@ def trainer_method(name: str) -> str | None:
 def build_method(name: str, backbone: nn.Module, device: str = "cpu") -> nn.Module:
     """The model the trainer would train for benchmark row ``name`` (on ``backbone``, modified in place); a
     ``CHECKPOINTED`` name gives its method with activation checkpointing on."""
-    from peft_puma.training.methods import MethodOptions, build_model
 
     method = trainer_method(name)
     if method is None:
         return backbone.requires_grad_(False).to(device)
-    options = MethodOptions.from_config(recipe())
+    options = MethodOptions.from_config(recipe().for_method(method))
     return build_model(method, backbone, options, activation_checkpointing=name in CHECKPOINTED).to(device)
 
 
@@ -137,8 +141,6 @@ def training_step(model: nn.Module, num_classes: int, runtime: Runtime) -> Any:
     """The trainer's :class:`~peft_puma.training.step.TrainingStep` for ``model``: the recipe's loss (with
     ``num_classes`` proxies), parameter groups, AdamW, schedule and gradient clamp, prepared by a fresh accelerator
     (one per step, so that dropping the step frees its optimiser state), in training mode."""
-    from peft_puma.losses import make_loss
-    from peft_puma.training.step import build_training_step
 
     config = recipe()
     size = model.peft_config["default"].embedding_size
@@ -162,7 +164,6 @@ def count_trainable(model: nn.Module) -> int:
 
 def adapter_megabytes(model: nn.Module) -> float:
     """Size of the weight files ``save_trained`` writes for this method (adapter, LoRA tensors or a whole backbone)."""
-    from peft_puma.training.methods import save_trained
 
     if not hasattr(model, "peft_config"):
         return 0.0  # the frozen backbone: nothing to save

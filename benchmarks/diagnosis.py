@@ -53,12 +53,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from run_info import check_output, run_info
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_info import check_output, run_info  # noqa: E402
-
-from peft_puma.cpu_threads import configure_torch_threads  # noqa: E402
-from peft_puma.data.schema import (  # noqa: E402
+from peft_puma.backbones.fingerprint import fingerprint_of
+from peft_puma.cpu_threads import configure_torch_threads
+from peft_puma.data import make_eval_transform
+from peft_puma.data.schema import (
     DATASET_COLUMN,
     IMAGE_COLUMN,
     LABEL_COLUMN,
@@ -68,10 +68,16 @@ from peft_puma.data.schema import (  # noqa: E402
     VALIDATION_SPLIT,
     column_values,
 )
-from peft_puma.errors import PUMAError  # noqa: E402
-from peft_puma.evaluation import unified_top1_rows  # noqa: E402
-from peft_puma.evaluation.inputs import as_labels, global_labels  # noqa: E402
-from peft_puma.owned_paths import write_json_atomically  # noqa: E402
+from peft_puma.data.uml_mini import DOMAINS, open_uml_mini
+from peft_puma.errors import PUMAError
+from peft_puma.evaluation import evaluate_retrieval, unified_top1_rows
+from peft_puma.evaluation.inputs import as_labels, global_labels
+from peft_puma.inference import embed_images, embed_split
+from peft_puma.inference.loading import check_adapter_source, load_for_inference
+from peft_puma.owned_paths import write_json_atomically
+from peft_puma.runs.run_file import read_run_file
+from peft_puma.runs.same_run import RunIdentity, finished_run_mismatch
+from peft_puma.training import load_config, train
 
 GLYPH_DOMAINS: tuple[str, ...] = ("latin", "cyrillic", "greek")
 
@@ -95,7 +101,6 @@ def remove_colour(images: np.ndarray) -> np.ndarray:
 
 def _embed(model: torch.nn.Module, transform: Any, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     """Embeddings of images held as arrays (the colour-removed copies exist in no dataset)."""
-    from peft_puma.inference import embed_images
 
     def load_batch(rows: list[int]) -> torch.Tensor:
         return transform({IMAGE_COLUMN: [Image.fromarray(images[row]) for row in rows]})[PIXEL_VALUES]
@@ -123,10 +128,6 @@ def colour_reliance(embeddings: torch.Tensor, domains: Sequence[str], background
 def colour_measurement(args: argparse.Namespace) -> dict[str, Any]:
     """Per model: each glyph domain's validation Recall@1 as rendered and with the colour removed, and the colour
     reliance of its nearest neighbours; the gap between the two Recalls is what colour costs that model."""
-    from peft_puma.data import make_eval_transform
-    from peft_puma.data.uml_mini import open_uml_mini
-    from peft_puma.evaluation import evaluate_retrieval
-    from peft_puma.inference.loading import load_for_inference
 
     validation = open_uml_mini(args.uml_mini_dir)[0][VALIDATION_SPLIT]
     rows = [i for i, name in enumerate(column_values(validation, DATASET_COLUMN)) if name in GLYPH_DOMAINS]
@@ -167,11 +168,6 @@ def colour_markdown(output: dict[str, Any]) -> str:
 def fit_measurement(args: argparse.Namespace) -> dict[str, Any]:
     """Per model: Recall@1 among each domain's training rows, every row query and gallery at once. Training that
     does not lift this above the frozen backbone has not fitted the classes it saw."""
-    from peft_puma.data import make_eval_transform
-    from peft_puma.data.uml_mini import open_uml_mini
-    from peft_puma.evaluation import evaluate_retrieval
-    from peft_puma.inference import embed_split
-    from peft_puma.inference.loading import load_for_inference
 
     train = open_uml_mini(args.uml_mini_dir)[0][TRAIN_SPLIT]
     names = column_values(train, DATASET_COLUMN)
@@ -250,10 +246,6 @@ def _class_name(row: int, labels: Sequence[int], domains: Sequence[str], class_n
 def misses_measurement(args: argparse.Namespace) -> dict[str, Any]:
     """Per model: the unified top-1 neighbours of the validation split, split into hits, misses in the query's own
     domain and misses in another domain."""
-    from peft_puma.data import make_eval_transform
-    from peft_puma.data.uml_mini import open_uml_mini
-    from peft_puma.inference import embed_split
-    from peft_puma.inference.loading import load_for_inference
 
     dataset, manifest = open_uml_mini(args.uml_mini_dir)
     validation = dataset[VALIDATION_SPLIT]
@@ -313,14 +305,14 @@ def _finished_run_of(config: Any, weights: str) -> bool:
     """Whether ``config.output_dir`` holds a finished run of ``config``'s recipe. A finished run of another recipe
     stops the command with the differences, by the trainer's own same-run rule (``peft_puma.training.same_run``);
     ``weights``: the fingerprint of the backbone this command would train on."""
-    from peft_puma.inference.run_file import read_run_file
-    from peft_puma.training.same_run import RunIdentity, finished_run_mismatch
 
     folder = config.output_dir
     record = read_run_file(folder)
     if record is None or not os.path.isfile(os.path.join(folder, "results.json")):
         return False
-    details = finished_run_mismatch(record, RunIdentity(config.to_dict(), backbone_fingerprint=weights))
+    details = finished_run_mismatch(
+        record, RunIdentity(config.to_dict(), backbone_fingerprint=weights), config.key_roles()
+    )
     if details:
         raise SystemExit(f"error: {folder} holds a run with another recipe ({details}); move it away or choose another "
                          "--runs_dir")  # fmt: skip
@@ -330,16 +322,12 @@ def _finished_run_of(config: Any, weights: str) -> bool:
 def domain_runs(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or, with ``--reuse_finished``, read) each domain alone on the config's recipe; set the unified run's
     per-domain scores beside them. The unified run is checked first, before hours of training."""
-    from peft_puma.data.uml_mini import DOMAINS
-    from peft_puma.training import load_config, train
 
     unified_result = read_validation_results(args.unified)
     frozen = read_frozen(args.frozen)
     alone: dict[str, Any] = {}
     weights = ""
     if args.reuse_finished:  # every domain's run trains on the config's one backbone
-        from peft_puma.backbones.fingerprint import fingerprint_of
-
         base = load_config(args.config, {"output_dir": args.runs_dir})
         weights = fingerprint_of(base.backbone, base.backbone_format)
     for domain in DOMAINS:
@@ -515,8 +503,6 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     check_output(args.output)
     if args.command in ("colour", "fit", "misses"):
-        from peft_puma.inference.loading import check_adapter_source
-
         for adapter in args.adapter:  # a wrong path stops the command before the first model is measured
             check_adapter_source(adapter)
     if args.command == "colour":

@@ -17,20 +17,16 @@ import argparse
 import functools
 import os
 import resource
-import sys
 import time
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from run_info import run_info
+from script_options import add_option
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# Siblings of this script, importable from the folder put on the path above.
-from run_info import run_info  # noqa: E402
-from script_options import add_option  # noqa: E402
-
-from peft_puma.evaluation import evaluate_retrieval, format_table_row  # noqa: E402
-from peft_puma.evaluation.knn import faiss_available, resolve_backend  # noqa: E402
+from peft_puma.evaluation import evaluate_retrieval, format_table_row
+from peft_puma.evaluation.knn import faiss_available, resolve_backend
 
 # (name, approximate test images, test classes): docs/spec.md section 7 and the datasets' published sizes.
 TEST_SETS = (

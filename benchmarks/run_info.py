@@ -15,6 +15,9 @@ import subprocess
 import sys
 from typing import Any
 
+from peft_puma.errors import ForeignContentError
+from peft_puma.owned_paths import check_json_output
+
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "safetensors", "numpy", "peft_puma")
 
 
@@ -93,8 +96,6 @@ def run_info(torch_threads: int) -> dict[str, Any]:
 def check_output(path: str) -> None:
     """Stop the script before any work when ``path`` cannot take its result: a folder, a missing parent folder (made
     here), or a file that is not a benchmark result of peft_puma (``peft_puma.owned_paths.check_json_output``)."""
-    from peft_puma.errors import ForeignContentError
-    from peft_puma.owned_paths import check_json_output
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:

@@ -35,13 +35,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from run_info import load_average, run_info
 
 from peft_puma.errors import ForeignContentError, PUMAError
+from peft_puma.inference.embeddings_file import load_embeddings
 from peft_puma.owned_paths import check_json_output, write_json_atomically
 from peft_puma.search.index import INDEX_TYPES, build_index, require_faiss
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_info import load_average, run_info  # noqa: E402  (a script: its sibling module is on the path above)
 
 MB = 1e6
 CLASS_SIZE = 10  # synthetic vectors per class
@@ -94,7 +93,6 @@ def synthetic(distribution: str, num_vectors: int, dim: int, num_queries: int, s
 
 def from_embeddings_file(path: str) -> dict[str, Any]:
     """Every row of an embeddings file as a query against all the others (leave-one-out)."""
-    from peft_puma.embed import load_embeddings
 
     vectors = load_embeddings(path)["embeddings"].numpy()
     return {"gallery": vectors, "queries": vectors, "exclude": np.arange(len(vectors))}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 
 class PUMAError(ValueError):
-    """Base class of every user-facing error raised by peft_puma."""
+    """Base class of every user-facing error raised by peft_puma; a command exits with its ``exit_status``."""
+
+    exit_status = 2
 
 
 class InvalidConfigError(PUMAError):

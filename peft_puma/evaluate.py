@@ -24,19 +24,20 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from .command_line import run_command
+from .config.parsing import ConfigArgumentParser, load_keys
+from .data.config import DataConfig
 from .data.schema import TEST_SPLIT
 from .data.transforms import make_eval_transform
 from .data.unified import SCORED_SPLITS, describe_source, load_unified, scored_split
-from .errors import PUMAError
+from .evaluation.examples import write_retrieval_examples
+from .evaluation.grid import check_grid_output
+from .evaluation.scoring import score_split
 from .evaluation.table import results_markdown
-from .inference.embedding import embed_split, score_split
+from .inference.embedding import embed_split
 from .inference.loading import load_for_inference
 from .inference.options import add_model_options
 from .owned_paths import check_json_output, write_json_atomically
-from .search.examples import write_retrieval_examples
-from .search.grid import check_grid_output
-from .training.arguments import DataConfig
-from .training.parsing import ConfigArgumentParser, load_config
 
 
 def evaluate_adapter(
@@ -56,14 +57,14 @@ def evaluate_adapter(
 ) -> dict[str, Any]:
     """The retrieval results of an adapter (or of the zero-shot backbone) on the test split, or on ``split``.
 
-    ``data``: a :class:`peft_puma.training.DataConfig`, a mapping of its keys, or the ``datasets.Dataset`` to score
+    ``data``: a :class:`peft_puma.data.config.DataConfig`, a mapping of its keys, or the ``datasets.Dataset`` to score
     itself (row schema of docs/data.md; ``split`` is then unused). ``split``: ``"test"`` or ``"validation"``; a source
     without it is an :class:`~peft_puma.errors.InvalidConfigError` naming the splits it has. Returns the mapping of
     :func:`peft_puma.evaluation.evaluate_retrieval`. ``examples``: also write the retrieval examples sheet there
-    (:mod:`peft_puma.search.examples`).
+    (:mod:`peft_puma.evaluation.examples`).
     """
     if isinstance(data, dict):
-        data = load_config(None, data, cls=DataConfig)
+        data = load_keys(None, data, DataConfig).validate()
     if isinstance(data, DataConfig):
         data.validate_data()
         scored = scored_split(load_unified(data), split, "--split")
@@ -103,29 +104,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--examples",
         help="write a PNG of retrieval examples here: seeded queries per dataset of the scored split and their top 5",
     )
-    try:
-        data_overrides, args = parser.parse_config_args(argv)  # unknown keys: one-line error, exit 2
-        if args.output:
-            check_json_output(args.output, "unified", "a results file")
-        if args.examples:
-            check_grid_output(args.examples)
-        data = load_config(None, data_overrides, cls=DataConfig)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
-        result = evaluate_adapter(
-            args.adapter,
-            data,
-            backbone=args.backbone,
-            backbone_format=args.backbone_format,
-            zero_shot=args.zero_shot,
-            ks=args.ks,
-            batch_size=args.batch_size,
-            accelerator=accelerator,
-            examples=args.examples,
-            split=args.split,
-        )
-    except PUMAError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _evaluate(parser, argv))
+
+
+def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
+    data_overrides, args = parser.parse_config_args(argv)  # unknown keys: one-line error, exit 2
+    if args.output:
+        check_json_output(args.output, "unified", "a results file")
+    if args.examples:
+        check_grid_output(args.examples)
+    data = load_keys(None, data_overrides, DataConfig).validate()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    result = evaluate_adapter(
+        args.adapter,
+        data,
+        backbone=args.backbone,
+        backbone_format=args.backbone_format,
+        zero_shot=args.zero_shot,
+        ks=args.ks,
+        batch_size=args.batch_size,
+        accelerator=accelerator,
+        examples=args.examples,
+        split=args.split,
+    )
     if accelerator.is_main_process:
         what = "zero-shot backbone" if args.zero_shot else args.adapter
         print(results_markdown(result, f"Evaluation of {what} ({args.split} split)"))
@@ -134,7 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"results written to {args.output}")
         if args.examples:
             print(f"retrieval examples written to {args.examples}")
-    return 0
 
 
 if __name__ == "__main__":

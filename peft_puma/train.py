@@ -15,17 +15,17 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .errors import PUMAError
+from .command_line import EXIT_INVALID, run_command
+from .config.parsing import ConfigArgumentParser
 from .training import NonFiniteLossError, train
-from .training.arguments import TrainingConfig
-from .training.parsing import ConfigArgumentParser, load_config
+from .training.arguments import TrainingConfig, load_config
 
-EXIT_INVALID = 2
-EXIT_NON_FINITE = 3
+EXIT_INVALID = EXIT_INVALID  # re-exported: what a mistake in the config or data exits with
+EXIT_NON_FINITE = NonFiniteLossError.exit_status
 
 
 def build_parser():
-    """The command line: ``--config FILE`` and one option per config key (HfArgumentParser, :mod:`.training.parsing`);
+    """The command line: ``--config FILE`` and one option per config key (HfArgumentParser, :mod:`.config.parsing`);
     ``--help`` lists every key with its help and default."""
     parser = ConfigArgumentParser(
         TrainingConfig,
@@ -46,24 +46,16 @@ a key without a value is true (--resume, --push_to_hub). One entry of a mapping 
 exit status: 0 done, 2 invalid configuration or data, 3 the loss became NaN/inf (the last good checkpoint is kept)."""
 
 
-def parse_args(argv: Sequence[str] | None = None):
-    """The config (file + command-line keys), validated."""
+def parse_args(argv: Sequence[str] | None = None, *, validate: bool = True) -> TrainingConfig:
+    """The config (file + command-line keys), validated unless ``validate`` is false."""
     overrides, args = build_parser().parse_config_args(argv)
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, validate=validate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        config = parse_args(argv)
-        train(config)
-    except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NON_FINITE
-    except PUMAError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
-    return 0
+    # train() validates the config, once, before it loads anything.
+    return run_command(lambda: train(parse_args(argv, validate=False)) and None)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ COMMANDS = [
     ["peft_puma.search", "index"],
     ["peft_puma.search", "query"],
     ["peft_puma.data.uml_mini"],
-    ["peft_puma.backbones.mini_vit"],
+    ["peft_puma.standin"],
     ["peft_puma.backbones.timm_vit"],
 ]
 

@@ -18,7 +18,10 @@ from training.conftest import run_module
 from training.fixtures import make_backbone
 
 from peft_puma import embed
+from peft_puma.data.images import check_folder, check_image
 from peft_puma.errors import InvalidInputError
+from peft_puma.inference.embedding import embed_folder
+from peft_puma.inference.embeddings_file import load_embeddings
 
 GOOD = ["a.png", "b.png", os.path.join("sub", "c.png")]
 BAD = {"bad.png": "not an image file", "cut.jpg": "truncated"}  # file -> part of its reason
@@ -84,7 +87,7 @@ def test_skip_embeds_the_readable_images_and_lists_the_skipped_ones(backbone, mi
     for name, reason in BAD.items():
         assert any(os.path.join(str(mixed), name) in line and reason in line for line in captured.err.splitlines())
     assert "3 embeddings of size" in captured.out and "2 unreadable image(s) skipped" in captured.out
-    saved = embed.load_embeddings(str(output))
+    saved = load_embeddings(str(output))
     assert saved["paths"] == GOOD
     assert [item["path"] for item in saved["skipped"]] == sorted(BAD)
     assert all(BAD[item["path"]] in item["reason"] for item in saved["skipped"])
@@ -92,7 +95,7 @@ def test_skip_embeds_the_readable_images_and_lists_the_skipped_ones(backbone, mi
     clean_folder, clean_output = tmp_path / "clean", tmp_path / "clean.safetensors"
     _good_images(clean_folder)
     assert embed.main(_argv(backbone, clean_folder, clean_output)) == 0
-    clean = embed.load_embeddings(str(clean_output))
+    clean = load_embeddings(str(clean_output))
     assert clean["paths"] == GOOD and clean["skipped"] == []
     torch.testing.assert_close(saved["embeddings"], clean["embeddings"])
 
@@ -114,26 +117,26 @@ def test_check_images_and_embed_folder_from_python(backbone, mixed):
     from peft_puma.data.transforms import make_eval_transform
     from peft_puma.inference.loading import load_for_inference
 
-    good, bad = check = embed.check_images(str(mixed))
+    good, bad = check = check_folder(str(mixed))
     assert good == GOOD
     assert [item.path for item in bad] == sorted(BAD)
     assert all(BAD[item.path] in item.reason and "\n" not in item.reason for item in bad)
     model, processor, size = load_for_inference(None, backbone, zero_shot=True)
     transform = make_eval_transform(size, image_processor=processor)
     with pytest.raises(InvalidInputError, match=r"bad\.png.*on_error=\"skip\""):
-        embed.embed_folder(model, str(mixed), transform, progress=False)
-    embeddings, paths = embed.embed_folder(model, str(mixed), transform, on_error="skip", progress=False)
+        embed_folder(model, str(mixed), transform, progress=False)
+    embeddings, paths = embed_folder(model, str(mixed), transform, on_error="skip", progress=False)
     assert paths == GOOD and embeddings.shape[0] == 3
-    again, same = embed.embed_folder(model, str(mixed), transform, on_error="skip", checked=check, progress=False)
+    again, same = embed_folder(model, str(mixed), transform, on_error="skip", checked=check, progress=False)
     torch.testing.assert_close(again, embeddings)
     with pytest.raises(ValueError, match="on_error must be one of"):
-        embed.embed_folder(model, str(mixed), transform, on_error="ignore", progress=False)
+        embed_folder(model, str(mixed), transform, on_error="ignore", progress=False)
 
 
 def test_a_decompression_bomb_is_an_unreadable_image(mixed, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the 20 x 18 PNGs are now over twice the limit
-    assert "decompression bomb" in embed.image_problem(str(mixed / "a.png"))
-    assert embed.check_images(str(mixed)).good == []
+    assert "decompression bomb" in check_image(str(mixed / "a.png"))
+    assert check_folder(str(mixed)).good == []
 
 
 def test_input_and_output_mistakes_exit_2_before_the_model_loads(backbone, mixed, tmp_path, capsys, monkeypatch):
@@ -183,7 +186,7 @@ def test_two_processes_skip_the_same_files_and_give_the_single_process_rows(back
     done = run_module([*_launch(), "-m", "peft_puma.embed", *argv])
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count("skipped 2 of 5") == 1  # printed by the main process only
-    single, double = embed.load_embeddings(str(one)), embed.load_embeddings(str(two))
+    single, double = load_embeddings(str(one)), load_embeddings(str(two))
     assert double["paths"] == single["paths"] == GOOD and double["skipped"] == single["skipped"]
     torch.testing.assert_close(double["embeddings"], single["embeddings"])
     stopped = tmp_path / "stopped.safetensors"
@@ -203,4 +206,4 @@ def test_output_never_replaces_a_file_that_is_not_an_embeddings_file(backbone, m
     ours = tmp_path / "ours.safetensors"
     assert embed.main(_argv(backbone, mixed, ours, "--on_error", "skip")) == 0
     assert embed.main(_argv(backbone, mixed, ours, "--on_error", "skip")) == 0  # our own file: replaced
-    assert embed.load_embeddings(str(ours))["embeddings"].shape[0] == 3  # the readable images of the folder
+    assert load_embeddings(str(ours))["embeddings"].shape[0] == 3  # the readable images of the folder

@@ -11,7 +11,6 @@ import pytest
 @pytest.mark.parametrize(
     ("package", "name", "module"),
     [
-        ("peft_puma.inference", "read_run_file", "peft_puma.inference.loading"),
         ("peft_puma.backbones", "load_timm_vit", "peft_puma.backbones.timm_vit"),
         ("peft_puma.data", "column_values", "peft_puma.data.builder"),
     ],
@@ -26,7 +25,7 @@ def test_a_package_import_loads_no_export_until_one_is_used(package, name, modul
 
 
 def test_an_unknown_name_is_an_attribute_error_naming_the_package():
-    import peft_puma.inference
+    import peft_puma.data
 
-    with pytest.raises(AttributeError, match="module 'peft_puma.inference' has no attribute 'nope'"):
-        peft_puma.inference.nope  # noqa: B018
+    with pytest.raises(AttributeError, match="module 'peft_puma.data' has no attribute 'nope'"):
+        peft_puma.data.nope  # noqa: B018

@@ -20,6 +20,7 @@ from ..errors import InvalidConfigError, UnsupportedModelError
 from .timm_vit import load_timm_vit_with_processor
 
 _TIMM_PREFIXES = ("timm/", "hf-hub:timm/")
+BACKBONE_FORMATS: tuple[str, ...] = ("auto", "transformers", "timm")
 
 
 def resolve_backbone_format(source: str, backbone_format: str = "auto") -> str:

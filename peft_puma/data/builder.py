@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 
 from ..errors import InvalidConfigError
-from .images import IMAGE_CHECKS, BadImage, ImageCheck
+from .images import IMAGE_CHECKS, BadImage, CheckMode
 from .schema import (
     DATASET_COLUMN,
     IMAGE_COLUMN,
@@ -134,7 +134,7 @@ def union_parsed(parsed: Sequence[ParsedDataset]) -> datasets.DatasetDict:
 def build_unified_dataset_with_report(
     roots: Mapping[str, str | os.PathLike[str]],
     *,
-    check_images: ImageCheck = "full",
+    check_images: CheckMode = "full",
     skip_bad_images: bool = False,
     allow_singletons: bool = False,
     num_threads: int | None = None,
@@ -167,7 +167,7 @@ def build_unified_dataset_with_report(
 def build_unified_dataset(
     roots: Mapping[str, str | os.PathLike[str]],
     *,
-    check_images: ImageCheck = "full",
+    check_images: CheckMode = "full",
     skip_bad_images: bool = False,
     allow_singletons: bool = False,
     num_threads: int | None = None,

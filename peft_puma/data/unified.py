@@ -4,8 +4,8 @@ datasets kept, what a run records of it.
 One of three sources (docs/training.md, "Config keys"): a ``DatasetDict`` saved with ``save_to_disk``
 (``dataset_path``), a UML-mini build (``uml_mini_dir``) or the paper's datasets from their official folders
 (``dataset_roots``), each checked against the row schema of :mod:`.schema` (docs/data.md). Used by training,
-``python -m peft_puma.evaluate`` and the benchmarks, with a :class:`peft_puma.training.DataConfig` (or any object with
-its keys).
+``python -m peft_puma.evaluate`` and the benchmarks, with a :class:`peft_puma.data.config.DataConfig` (or any object
+with its keys).
 
 The ``validation`` split (:data:`.schema.VALIDATION_SPLIT`: classes disjoint from train and test, with the test split's
 roles) is where recipes are chosen without reading the test split. A UML-mini build has one; the paper's benchmarks and
@@ -35,8 +35,8 @@ from .schema import (
 )
 from .uml_mini import open_uml_mini, provenance, read_manifest
 
-if TYPE_CHECKING:  # the data keys are defined beside the trainer's; data/ does not import training/ at run time
-    from ..training.arguments import DataConfig
+if TYPE_CHECKING:
+    from .config import DataConfig
 
 __all__ = ["dataset_sizes", "describe_source", "load_unified", "scored_split", "select_datasets"]
 

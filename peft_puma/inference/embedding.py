@@ -8,6 +8,7 @@ gathered back into row order, so every process ends with the same ``(N, D)`` ten
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,8 +16,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, PIXEL_VALUES, ROLE_COLUMN, column_values
-from ..evaluation.retrieval import evaluate_retrieval
+from ..data.images import FolderCheck, check_folder, open_rgb, require_readable
+from ..data.schema import IMAGE_COLUMN, PIXEL_VALUES
+from ..evaluation.scoring import score_split
 
 
 @torch.no_grad()
@@ -110,12 +112,48 @@ def embed_split(
     )
 
 
-def score_split(embeddings: torch.Tensor, test: Any, ks: Sequence[int] = (1, 2, 4, 8)) -> dict[str, Any]:
-    """:func:`peft_puma.evaluation.evaluate_retrieval` of a split's embeddings, with its labels, datasets, roles."""
-    return evaluate_retrieval(
-        embeddings,
-        column_values(test, LABEL_COLUMN),
-        domains=column_values(test, DATASET_COLUMN),
-        roles=column_values(test, ROLE_COLUMN),
-        ks=tuple(ks),
+def embed_folder(
+    model: nn.Module,
+    folder: str,
+    transform: Any,
+    *,
+    on_error: str = "stop",
+    checked: FolderCheck | None = None,
+    batch_size: int = 256,
+    accelerator: Any = None,
+    progress=True,
+) -> tuple[torch.Tensor, list[str]]:
+    """``(embeddings, relative paths)`` of the images under ``folder``, with the eval ``transform``.
+
+    Every file is checked first (:func:`~peft_puma.data.images.check_folder`). ``on_error="stop"`` (default): an
+    unreadable file raises ``InvalidInputError`` naming it, before anything is embedded. ``on_error="skip"``:
+    unreadable files are left out of both the embeddings and the paths (if none is readable, ``InvalidInputError``).
+    To know which were skipped, call ``check_folder`` yourself and pass its result as ``checked`` (then the files are
+    not decoded twice): ``checked.bad`` lists them.
+    """
+    check = checked if checked is not None else check_folder(folder, accelerator=accelerator, progress=progress)
+    paths = require_readable(folder, check, on_error)
+
+    def load_batch(rows: list[int]) -> torch.Tensor:
+        images = [open_rgb(os.path.join(folder, paths[row])) for row in rows]
+        return transform({IMAGE_COLUMN: images})[PIXEL_VALUES]
+
+    embeddings = embed_images(
+        model, len(paths), load_batch, batch_size=batch_size, accelerator=accelerator, progress=progress
+    )
+    return embeddings, list(paths)
+
+
+def embed_dataset(
+    model: nn.Module, dataset: Any, transform: Any, *, batch_size: int = 256, accelerator: Any = None, progress=True
+) -> torch.Tensor:
+    """Embeddings of every row of a ``datasets.Dataset`` with an ``image`` column, in row order."""
+    return embed_split(
+        model,
+        dataset,
+        transform,
+        batch_size=batch_size,
+        accelerator=accelerator,
+        progress=progress,
+        description="embedding",
     )

@@ -17,11 +17,10 @@ from torch import nn
 
 from ..backbones.loading import load_backbone
 from ..errors import IncompatibleCheckpointError, InvalidConfigError, PUMAError
-from ..training.methods import load_trained
-from ..tuners.puma.config import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME, PUMAConfig
-from .run_file import read_run_file
-
-ADAPTER_FILES = (CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME)
+from ..runs.layout import ADAPTER_FILES
+from ..runs.run_file import read_run_file
+from ..runs.saving import load_trained
+from ..tuners.puma.config import PUMAConfig
 
 
 class AdaptersOff(nn.Module):

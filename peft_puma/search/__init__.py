@@ -7,35 +7,26 @@ and as a contact-sheet PNG. From Python:
 - :func:`build_index` (embeddings -> :class:`SearchIndex`, ``"flat"`` exact, ``"hnsw"`` or ``"ivf"`` approximate) and
   :meth:`SearchIndex.search` (queries -> top-k scores and rows; the flat index gives the evaluation's exact kNN);
 - :func:`save_index_folder` / :func:`open_index_folder`: the index folder with its manifest;
-- :func:`model_identity`, :func:`contact_sheet`, :func:`write_retrieval_examples` (docs/search.md, "Retrieval
-  examples").
+- :func:`model_identity` (docs/search.md, "The manifest and the identity check").
 
-Importing this package imports neither faiss nor the model code: faiss is loaded when an index is built or read.
+Importing this package does not import faiss: faiss is loaded when an index is built or read.
 """
 
 from __future__ import annotations
 
-from ..lazy_exports import lazy_exports
+from .folder import INDEX_FILE, MANIFEST, open_index_folder, save_index_folder
+from .identity import model_identity
+from .index import INDEX_TYPES, SearchIndex, build_index, read_index, write_index
 
-# Loaded on first use: the trainer imports the retrieval-examples module of this package, which must not pull in
-# model loading (a cycle through peft_puma.inference) or the index code.
-_EXPORTS = {
-    "INDEX_FILE": ".folder",
-    "MANIFEST": ".folder",
-    "open_index_folder": ".folder",
-    "save_index_folder": ".folder",
-    "Tile": ".grid",
-    "contact_sheet": ".grid",
-    "grid_size": ".grid",
-    "model_identity": ".identity",
-    "INDEX_TYPES": ".index",
-    "SearchIndex": ".index",
-    "build_index": ".index",
-    "read_index": ".index",
-    "write_index": ".index",
-    "write_retrieval_examples": ".examples",
-}
-
-__all__ = sorted(_EXPORTS)
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = [
+    "INDEX_FILE",
+    "INDEX_TYPES",
+    "MANIFEST",
+    "SearchIndex",
+    "build_index",
+    "model_identity",
+    "open_index_folder",
+    "read_index",
+    "save_index_folder",
+    "write_index",
+]

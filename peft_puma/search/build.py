@@ -13,9 +13,11 @@ from typing import Any
 
 import torch
 
+from ..data.images import check_folder, report_skipped, require_readable
+from ..data.saved import load_split
 from ..data.transforms import make_eval_transform
-from ..embed import check_images, embed_dataset, embed_folder, load_split, report_skipped, require_readable
 from ..errors import InvalidConfigError, InvalidInputError
+from ..inference.embedding import embed_dataset, embed_folder
 from .embedding import load_model, preprocessing_record
 from .folder import check_index_output, make_manifest, save_index_folder
 from .identity import model_identity
@@ -49,7 +51,7 @@ def run_index(args: Any) -> None:
     try:
         check = None
         if args.images:  # before the model loads: a bad file stops the run at once, and every process agrees
-            check = check_images(args.images, accelerator=accelerator, progress=accelerator.is_main_process)
+            check = check_folder(args.images, accelerator=accelerator, progress=accelerator.is_main_process)
             on_error = args.on_error or "stop"
             if check.bad and accelerator.is_main_process and (on_error == "skip" or not check.good):
                 report_skipped(args.images, check)

@@ -10,13 +10,12 @@ Every user mistake (a missing index, a folder that is not one, ``--k`` below 1, 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from ..embed import ON_ERROR_CHOICES
-from ..errors import PUMAError
+from ..command_line import run_command
+from ..data.images import ON_ERROR_CHOICES
+from ..evaluation.grid import DEFAULT_THUMBNAIL
 from ..inference.options import add_image_source_options, add_model_options
-from .grid import DEFAULT_THUMBNAIL
 from .index import INDEX_TYPES
 
 _ON_ERROR_HELP = (
@@ -71,16 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "index":  # each sub-command loads only its own code (the other pulls in faiss)
-            from .build import run_index
+    return run_command(lambda: _run(args))
 
-            run_index(args)
-        else:
-            from .query import run_query
 
-            run_query(args)
-    except PUMAError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "index":  # each sub-command loads only its own code (the other pulls in faiss)
+        from .build import run_index
+
+        run_index(args)
+    else:
+        from .query import run_query
+
+        run_query(args)

@@ -12,8 +12,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..data.images import list_images
 from ..data.transforms import EvalTransform, make_eval_transform
-from ..embed import ImageCheck, UnreadableImage, image_problem, list_images
 from ..inference.loading import load_for_inference
 
 
@@ -47,12 +47,3 @@ def expand_query_paths(paths: Sequence[str]) -> list[str]:
         else:
             expanded.append(path)
     return expanded
-
-
-def check_files(paths: Sequence[str]) -> ImageCheck:
-    """``(good, bad)`` of image files given one by one, each fully decoded once (as ``peft_puma.embed`` checks a
-    folder); a missing file is a bad one."""
-    problems = [image_problem(path) for path in paths]
-    good = [path for path, problem in zip(paths, problems) if problem is None]
-    bad = [UnreadableImage(path, problem) for path, problem in zip(paths, problems) if problem is not None]
-    return ImageCheck(good, bad)

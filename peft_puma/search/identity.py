@@ -16,8 +16,9 @@ import os
 from typing import Any
 
 from ..errors import IncompatibleCheckpointError
-from ..inference.loading import ADAPTER_FILES, check_adapter_source
-from ..inference.run_file import read_run_file
+from ..inference.loading import check_adapter_source
+from ..runs.layout import ADAPTER_FILES
+from ..runs.run_file import read_run_file
 from ..tuners.puma.config import PUMAConfig
 
 _CHUNK = 1 << 20

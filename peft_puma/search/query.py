@@ -24,12 +24,14 @@ from typing import Any
 
 import torch
 
-from ..embed import ImageCheck, embed_dataset, embed_folder, load_split
+from ..data.images import FolderCheck, check_files
+from ..data.saved import load_split
 from ..errors import InvalidConfigError, InvalidInputError
+from ..evaluation.grid import MIN_THUMBNAIL, Tile, check_grid_output, contact_sheet, save_grid
+from ..inference.embedding import embed_dataset, embed_folder
 from ..owned_paths import check_json_output, write_json_atomically
-from .embedding import check_files, expand_query_paths, load_model, transform_from_record
+from .embedding import expand_query_paths, load_model, transform_from_record
 from .folder import open_index_folder
-from .grid import MIN_THUMBNAIL, Tile, check_grid_output, contact_sheet, save_grid
 from .identity import query_adapter
 from .rows import RowImages, class_of, dataset_rows, describe_row
 
@@ -38,7 +40,7 @@ RESULTS_VERSION = 1
 _NAMED = 3  # unreadable query files named in a one-line error
 
 
-def _readable_queries(paths: Sequence[str], on_error: str) -> ImageCheck:
+def _readable_queries(paths: Sequence[str], on_error: str) -> FolderCheck:
     """The readable query files; one-line errors as ``peft_puma.embed`` gives them, warnings for skipped files."""
     check = check_files(expand_query_paths(paths))
     if not check.good:
@@ -114,7 +116,7 @@ def _dataset_queries(args: Any, gallery: dict[str, Any]) -> _Queries:
 
 def _embed(model: Any, transform: Any, queries: _Queries, batch_size: int) -> torch.Tensor:
     if queries.entries and "path" in queries.entries[0]:
-        checked = ImageCheck(list(queries.images), [])
+        checked = FolderCheck(list(queries.images), [])
         return embed_folder(model, "", transform, checked=checked, batch_size=batch_size, progress=False)[0]
     return embed_dataset(model, queries.images, transform, batch_size=batch_size, progress=False)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from PIL import Image
 
+from ..data.saved import load_split
 from ..data.schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, ROLE_COLUMN, column_values
-from ..embed import load_split
 
 _DATASET_FIELDS = {LABEL_COLUMN: "labels", DATASET_COLUMN: "datasets", ROLE_COLUMN: "roles"}
 

@@ -40,25 +40,18 @@ from ..data.schema import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from ..data.transforms import make_eval_transform, make_train_transform
 from ..data.unified import dataset_sizes, describe_source, load_unified, scored_split
 from ..errors import IncompatibleCheckpointError, PUMAError
+from ..evaluation.examples import write_retrieval_examples
+from ..evaluation.scoring import score_split
 from ..evaluation.table import results_markdown
-from ..inference.embedding import embed_split, score_split
-from ..inference.run_file import write_run_file
+from ..inference.embedding import embed_split
 from ..losses import make_loss
-from ..search.examples import EXAMPLES_FILE, write_retrieval_examples
-from . import checkpoint as ckpt
+from ..runs import checkpoints as ckpt
+from ..runs.layout import EXAMPLES_FILE, RESULTS_FILE, RUN_LAYOUT, TRAIN_LOG
+from ..runs.run_file import write_run_file
+from ..runs.same_run import RunIdentity, run_differences
 from .arguments import TrainingConfig
 from .methods import MethodOptions, build_model
-from .report import (
-    RESULTS_FILE,
-    RUN_LAYOUT,
-    TRAIN_LOG,
-    RunInfo,
-    push_folder,
-    run_record,
-    start_up_summary,
-    write_outputs,
-)
-from .same_run import RunIdentity, run_differences
+from .report import RunInfo, push_folder, run_record, start_up_summary, write_outputs
 from .step import StepLosses, TrainingStep, build_training_step
 
 logger = logging.getLogger(__name__)
@@ -68,8 +61,10 @@ logger = logging.getLogger(__name__)
 LOG_PREFIXES: dict[str, str] = {TEST_SPLIT: "eval", VALIDATION_SPLIT: "validation"}
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: the run stopped before the bad step changed any weight."""
+class NonFiniteLossError(PUMAError):
+    """The loss became NaN or infinite: the run stopped before the bad step changed any weight (exit status 3)."""
+
+    exit_status = 3
 
 
 class PushToHubError(PUMAError):
@@ -317,11 +312,11 @@ def _progress(state: dict[str, Any], run: _Run) -> str:
 
 
 def _check_same_run(config: TrainingConfig, state: dict[str, Any], path: str, run: _Run) -> None:
-    """The checkpoint must be of this run (the rule of :mod:`.same_run`; its length may change)."""
+    """The checkpoint must be of this run (the rule of :mod:`peft_puma.runs.same_run`; its length may change)."""
     processes = state.get("num_processes", run.info.num_processes)
     saved = RunIdentity(state.get("config", {}), processes, state.get("data_sizes"), state.get("backbone_fingerprint"))
     wanted = RunIdentity(config.to_dict(), run.info.num_processes, run.info.sizes, run.info.backbone_fingerprint)
-    changed = run_differences(saved, wanted, finished=False)
+    changed = run_differences(saved, wanted, TrainingConfig.key_roles(), finished=False)
     if changed:
         details = ", ".join(f"{d.key}: {d.saved!r} -> {d.wanted!r}" for d in changed[:5])
         raise IncompatibleCheckpointError(
@@ -340,7 +335,7 @@ def _train_loop(config: TrainingConfig, accelerator: Any, run: _Run, position: _
         disable=not (config.progress_bar and accelerator.is_local_main_process),
     )
     run.objective.train()
-    global_batch = config.per_device_batch_size * accelerator.num_processes
+    global_batch = config.global_batch(accelerator.num_processes)
     window_start, window_steps, images_per_second = time.perf_counter(), 0, 0.0
     while position.step < run.total_steps:
         run.batches.sampler.set_position(position.epoch, position.batch_in_epoch)

@@ -15,40 +15,35 @@ backbone are saved beside the PUMA adapter (``lora/``, ``backbone/``) and restor
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import torch
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, inject_adapter_in_model
-from peft import set_peft_model_state_dict as _set_lora_state
-from safetensors.torch import load_file, save_file
+from peft import LoraConfig, PeftModel, get_peft_model, inject_adapter_in_model
 from torch import nn
 
-from ..errors import IncompatibleCheckpointError, InvalidConfigError
-from ..tuners.puma.config import PUMA_PRESETS, SAFETENSORS_WEIGHTS_NAME, PUMAConfig
-
-LORA_ADAPTER = "lora"
-LORA_FOLDER = "lora"
-BACKBONE_FOLDER = "backbone"
+from ..errors import InvalidConfigError
+from ..runs.saving import LORA_ADAPTER
+from ..tuners.puma.config import PUMA_PRESETS, PUMAConfig, preset_conflicts
+from .arguments import BASELINES, HEAD_ONLY_PRESET, TrainingConfig
 
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """What a builder needs from the run's :class:`~peft_puma.training.TrainingConfig`."""
+    """What a builder needs from the run's :class:`~peft_puma.training.TrainingConfig`: the PUMA config of the method
+    (its preset with the run's ``puma`` entries, :meth:`~peft_puma.training.TrainingConfig.puma_config`; for a
+    baseline, the ``linear`` preset: PUMA's head alone) and LoRA's options."""
 
-    puma: dict[str, Any]
+    puma: PUMAConfig
     lora_r: int | None = None
     lora_alpha: float | None = None
     lora_dropout: float = 0.0
     lora_target_modules: list[str] | str = "all-linear"
 
     @classmethod
-    def from_config(cls, config: Any) -> MethodOptions:
+    def from_config(cls, config: TrainingConfig) -> MethodOptions:
         return cls(
-            puma=dict(config.puma),
+            puma=config.puma_config(),
             lora_r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
@@ -58,23 +53,16 @@ class MethodOptions:
 
 @dataclass(frozen=True)
 class Method:
-    """A named method: what it is (for the start-up summary) and how to build it on a frozen backbone."""
+    """A named method: what it is (for the start-up summary), the PUMA preset its config must match, and how to
+    build it on a frozen backbone."""
 
     description: str
+    preset: str
     build: Callable[[nn.Module, MethodOptions], PeftModel]
 
 
-def preset_config(name: str, overrides: dict[str, Any]) -> PUMAConfig:
-    """The preset's config with the run's ``puma`` overrides, except the fields that define the preset: those win, so
-    that ``--method single_prompt`` on a config that sizes the prompt pool still gives one prompt (Table 3)."""
-    return PUMAConfig.from_preset(name, **{**overrides, **PUMA_PRESETS[name]})
-
-
-def _preset_builder(name: str) -> Callable[[nn.Module, MethodOptions], PeftModel]:
-    def build(backbone: nn.Module, options: MethodOptions) -> PeftModel:
-        return get_peft_model(backbone, preset_config(name, options.puma))
-
-    return build
+def _build_preset(backbone: nn.Module, options: MethodOptions) -> PeftModel:
+    return get_peft_model(backbone, options.puma)
 
 
 def _build_lora(backbone: nn.Module, options: MethodOptions) -> PeftModel:
@@ -88,7 +76,7 @@ def _build_lora(backbone: nn.Module, options: MethodOptions) -> PeftModel:
     inject_adapter_in_model(lora, backbone, adapter_name=LORA_ADAPTER)
     with warnings.catch_warnings():  # PEFT warns that the backbone already has a peft_config: LoRA's, on purpose
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-        model = get_peft_model(backbone, preset_config("linear", options.puma))
+        model = get_peft_model(backbone, options.puma)
     for name, parameter in model.named_parameters():
         if "lora_" in name:
             parameter.requires_grad_(True)  # PUMA freezes everything that is not its own
@@ -96,7 +84,7 @@ def _build_lora(backbone: nn.Module, options: MethodOptions) -> PeftModel:
 
 
 def _build_full_finetune(backbone: nn.Module, options: MethodOptions) -> PeftModel:
-    model = get_peft_model(backbone, preset_config("linear", options.puma))
+    model = get_peft_model(backbone, options.puma)
     model.get_base_model().requires_grad_(True)
     return model
 
@@ -105,12 +93,13 @@ METHODS: dict[str, Method] = {
     **{
         name: Method(
             f"PUMA preset {name!r} ({', '.join(f'{k}={v}' for k, v in fields.items()) or 'published'})",
-            _preset_builder(name),
+            name,
+            _build_preset,
         )
         for name, fields in PUMA_PRESETS.items()
     },
-    "lora": Method("LoRA (PEFT) on the backbone's linears + PUMA's embedding head", _build_lora),
-    "full_finetune": Method("whole backbone trainable + PUMA's embedding head", _build_full_finetune),
+    "lora": Method(BASELINES["lora"], HEAD_ONLY_PRESET, _build_lora),
+    "full_finetune": Method(BASELINES["full_finetune"], HEAD_ONLY_PRESET, _build_full_finetune),
 }
 
 
@@ -119,6 +108,14 @@ def build_model(
 ) -> PeftModel:
     """The trainable model of ``method`` on ``backbone`` (modified in place), its blocks recomputed in backward when
     ``activation_checkpointing`` is set (:func:`enable_activation_checkpointing`)."""
+    if method not in METHODS:
+        raise InvalidConfigError(f"Unknown method {method!r}; accepted: {', '.join(METHODS)}.")
+    conflicts = preset_conflicts(METHODS[method].preset, options.puma.to_dict())
+    if conflicts:
+        raise InvalidConfigError(
+            f"The PUMA config given for method {method!r} is not its preset's: {conflicts} (field: (preset, given)); "
+            "build it with TrainingConfig.puma_config() or PUMAConfig.from_preset."
+        )
     model = METHODS[method].build(backbone, options)
     if activation_checkpointing:
         enable_activation_checkpointing(model)
@@ -162,7 +159,8 @@ def lora_rank_for_budget(backbone: nn.Module, options: MethodOptions) -> int:
     Both counts are measured, not derived from formulas: PUMA's by building it, LoRA's per rank by injecting rank 1,
     each on a throw-away copy of the backbone.
     """
-    puma = get_peft_model(copy.deepcopy(backbone), PUMAConfig(**options.puma))
+    published = PUMAConfig.from_any(options.puma, use_adapters=True, use_prompts=True)  # the budget LoRA matches
+    puma = get_peft_model(copy.deepcopy(backbone), published)
     groups = puma.base_model.parameter_groups()
     budget = sum(p.numel() for part in ("adapters", "prompts") for p in groups[part])
     probe = inject_adapter_in_model(
@@ -182,55 +180,3 @@ def parameter_groups(model: PeftModel) -> dict[str, list[nn.Parameter]]:
         if parameter.requires_grad and id(parameter) not in seen:
             groups["lora" if "lora_" in name else "backbone"].append(parameter)
     return {name: params for name, params in groups.items() if params}
-
-
-# ------------------------------------------------------------------------------------------------------ save / load
-def save_trained(model: PeftModel, directory: str, **save_kwargs: Any) -> None:
-    """Write the PUMA adapter (``save_pretrained``), plus ``lora/`` or ``backbone/`` when the method trained them."""
-    model.save_pretrained(directory, **save_kwargs)
-    base = model.get_base_model()
-    if LORA_ADAPTER in getattr(base, "peft_config", {}):
-        folder = os.path.join(directory, LORA_FOLDER)
-        os.makedirs(folder, exist_ok=True)
-        base.peft_config[LORA_ADAPTER].save_pretrained(folder)
-        state = get_peft_model_state_dict(base, adapter_name=LORA_ADAPTER)
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(folder, SAFETENSORS_WEIGHTS_NAME)
-        )
-    if any(p.requires_grad for n, p in base.named_parameters() if "puma_" not in n and "lora_" not in n):
-        base.save_pretrained(os.path.join(directory, BACKBONE_FOLDER), state_dict=_plain_backbone_state(base))
-
-
-def _plain_backbone_state(base: nn.Module) -> dict[str, torch.Tensor]:
-    """The backbone's own tensors under their original names (PUMA's wrappers keep the wrapped module as base_layer)."""
-    state = {}
-    for key, value in base.state_dict().items():
-        if "puma_" in key:
-            continue
-        state[key.replace(".base_layer.", ".")] = value.detach().cpu().contiguous()
-    return state
-
-
-def load_trained(backbone: nn.Module, directory: str, **kwargs: Any) -> PeftModel:
-    """The model saved by :func:`save_trained` in ``directory``, rebuilt on ``backbone`` (a fresh, frozen copy of the
-    backbone it was trained on), in eval mode."""
-    backbone_folder = os.path.join(directory, BACKBONE_FOLDER)
-    if os.path.isdir(backbone_folder):
-        backbone = type(backbone).from_pretrained(backbone_folder)
-    lora_folder = os.path.join(directory, LORA_FOLDER)
-    if os.path.isdir(lora_folder):
-        lora = LoraConfig.from_pretrained(lora_folder)
-        inject_adapter_in_model(lora, backbone, adapter_name=LORA_ADAPTER)
-        result = _set_lora_state(
-            backbone, load_file(os.path.join(lora_folder, SAFETENSORS_WEIGHTS_NAME)), adapter_name=LORA_ADAPTER
-        )
-        missing = [key for key in result.missing_keys if "lora_" in key]
-        if missing or result.unexpected_keys:
-            raise IncompatibleCheckpointError(
-                f"The LoRA weights in {lora_folder} do not fit this backbone: missing {missing[:5]}, unexpected "
-                f"{list(result.unexpected_keys)[:5]}."
-            )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-        model = PeftModel.from_pretrained(backbone, directory, **kwargs)
-    return model.eval()

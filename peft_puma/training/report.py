@@ -21,26 +21,11 @@ from huggingface_hub import HfApi
 from torch import nn
 
 from ..data.schema import SPLITS
-from ..inference.run_file import RUN_FILE, RunRecord, write_run_file
-from ..owned_paths import OwnedLayout, write_json_atomically
-from ..search.examples import EXAMPLES_FILE
-from ..tuners.puma.config import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
+from ..owned_paths import write_json_atomically
+from ..runs.layout import EXAMPLES_FILE, RESULTS_FILE
+from ..runs.run_file import RunRecord, write_run_file
+from ..runs.saving import save_trained
 from ..tuners.puma.model_card import update_model_card
-from .checkpoint import CHECKPOINTS
-from .methods import BACKBONE_FOLDER, LORA_FOLDER, save_trained
-
-RESULTS_FILE = "results.json"
-TRAIN_LOG = "train_log.jsonl"
-
-# What the trainer writes in its output folder; the run file (written at start-up) and the log mark it as a run folder.
-RUN_LAYOUT = OwnedLayout.of(
-    "a peft_puma training run",
-    signature=[RUN_FILE, TRAIN_LOG, CHECKPOINTS],
-    others=[
-        CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME, "README.md", RESULTS_FILE, "logs", LORA_FOLDER,
-        BACKBONE_FOLDER, EXAMPLES_FILE,
-    ],
-)  # fmt: skip
 
 
 @dataclass
@@ -74,7 +59,7 @@ def start_up_summary(info: RunInfo) -> str:
     config, backbone = info.config, info.backbone
     model_config = backbone.config
     groups = ", ".join(f"{name} {count:,}" for name, count in info.groups.items())
-    global_batch = config.per_device_batch_size * info.num_processes
+    global_batch = config.global_batch(info.num_processes)
     every = config.eval_every_epochs
     per_epoch = f"; every {every} epoch(s) on the {info.epoch_split} split" if every else ""
     lines = [
@@ -132,7 +117,7 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
             "### Training (peft_puma)",
             "",
             f"- method: `{config.method}`, loss: `{config.loss}`, {config.epochs} epochs, global batch "
-            f"{config.per_device_batch_size * info.num_processes}, seed {config.seed}",
+            f"{config.global_batch(info.num_processes)}, seed {config.seed}",
             f"- trained parameters (adapter): {info.saved_parameters:,}",
             f"- datasets: {', '.join(info.sizes)} ({_source(info.data_source)})",
             "- model selection: the final epoch (never a test-set pick)",

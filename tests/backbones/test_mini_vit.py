@@ -11,18 +11,10 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, ViTModel
 
-from peft_puma.backbones.mini_vit import (
-    IMAGE_SIZE,
-    PATCH_SIZE,
-    MiniViTRecipe,
-    _contrasting_colours,
-    _hsv_to_rgb,
-    _recolour,
-    main,
-    pretrain,
-)
 from peft_puma.data.uml_mini import BUILDER_VERSION, DOMAINS, EMOJI_CLASSES, GLYPH_ALPHABETS
-from peft_puma.data.uml_mini_pretrain import (
+from peft_puma.errors import InvalidConfigError
+from peft_puma.standin.__main__ import main
+from peft_puma.standin.pool import (
     GLYPH_SOURCES,
     OTHER_SCRIPTS,
     SYMBOLS,
@@ -31,7 +23,15 @@ from peft_puma.data.uml_mini_pretrain import (
     overlap_with_uml_mini,
     pretraining_emoji,
 )
-from peft_puma.errors import InvalidConfigError
+from peft_puma.standin.pretraining import (
+    IMAGE_SIZE,
+    PATCH_SIZE,
+    MiniViTRecipe,
+    _contrasting_colours,
+    _hsv_to_rgb,
+    _recolour,
+    pretrain,
+)
 
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "uml_mini_vit"
 TINY_POOL = 0.03
@@ -96,8 +96,8 @@ def test_pretraining_pool_shares_no_class_with_uml_mini(tiny_pool):
 
 
 def test_pretraining_numbers_are_three_digits_from_held_out_digit_images_in_every_view(monkeypatch):
-    import peft_puma.data.uml_mini_pretrain as pretrain_pool
-    from peft_puma.data.uml_mini_sources import digit_pools, load_digits
+    import peft_puma.standin.pool as pretrain_pool
+    from peft_puma.data.uml_mini.sources import digit_pools, load_digits
 
     composed: list[list[bytes]] = []
     original = pretrain_pool.render_number
@@ -178,7 +178,7 @@ def test_recolour_keeps_the_shape_of_rendered_glyphs(tiny_pool):
 
 @pytest.mark.parametrize("redraw", [True, False])
 def test_pretraining_redraws_the_colours_of_glyph_images_only(tiny_pool, monkeypatch, redraw):
-    import peft_puma.backbones.mini_vit as mini_vit
+    import peft_puma.standin.pretraining as mini_vit
 
     seen: list[torch.Tensor] = []
     original = mini_vit._recolour
@@ -257,7 +257,6 @@ def test_remeasure_rewrites_the_zero_shot_record_on_validation_and_keeps_the_wei
     manifest = json.loads((uml_mini / MANIFEST).read_text())
     (uml_mini / MANIFEST).write_text(json.dumps({**manifest, "builder_version": BUILDER_VERSION - 1}))
     capsys.readouterr()
-    with pytest.raises(SystemExit) as stopped:
-        main(["--out", str(out), "--remeasure", "--uml_mini", str(uml_mini)])
-    assert stopped.value.code == 2 and "--force" in capsys.readouterr().err
+    assert main(["--out", str(out), "--remeasure", "--uml_mini", str(uml_mini)]) == 2
+    assert "--force" in capsys.readouterr().err
     assert json.loads((out / "pretraining.json").read_text()) == record

@@ -17,6 +17,7 @@ from transformers import AutoImageProcessor, ViTForImageClassification, ViTModel
 from transformers.image_utils import PILImageResampling
 
 from peft_puma.backbones import timm_vit
+from peft_puma.backbones.timm_vit import __main__ as timm_vit_command
 from peft_puma.backbones.timm_vit import (
     convert_timm_vit_checkpoint,
     convert_timm_vit_state_dict,
@@ -264,7 +265,10 @@ def test_converted_folder_reloads_with_plain_transformers(timm_folder: Path, tmp
 
 def test_cli_writes_an_hf_folder(timm_folder: Path, tmp_path: Path) -> None:
     assert (
-        timm_vit.main([str(timm_folder / "model.safetensors"), "--out", str(tmp_path / "cli"), "--num-heads", "2"]) == 0
+        timm_vit_command.main(
+            [str(timm_folder / "model.safetensors"), "--out", str(tmp_path / "cli"), "--num-heads", "2"]
+        )
+        == 0
     )
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["num_attention_heads"] == HEADS
 

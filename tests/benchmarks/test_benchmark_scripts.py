@@ -314,7 +314,7 @@ def test_accuracy_reports_prompt_weights_per_domain_and_figures(accuracy) -> Non
         assert os.path.getsize(os.path.join(figures, name)) > 0
     from PIL import Image
 
-    from peft_puma.search.grid import DEFAULT_THUMBNAIL, grid_size
+    from peft_puma.evaluation.grid import DEFAULT_THUMBNAIL, grid_size
 
     with Image.open(os.path.join(figures, "retrieval_examples.png")) as sheet:  # frozen, full FT, PUMA per query
         assert sheet.size == grid_size(2 * len(result["domain_sizes"]) * 3, 6, DEFAULT_THUMBNAIL)
@@ -408,8 +408,6 @@ def _accuracy_split_args(folder: Path, split: str, validation: bool) -> list[str
 
 def test_accuracy_split_reaches_every_run_the_zero_shot_row_and_the_prompt_weights(tmp_path, monkeypatch) -> None:
     """--split validation: every run's eval_split, the frozen row, the prompt weights and the recorded settings."""
-    import peft_puma.evaluate
-
     module = _load_script("accuracy.py")
     args = module.parse_args(_accuracy_split_args(tmp_path, "validation", validation=True))
     setup = module.set_up(args)
@@ -417,9 +415,9 @@ def test_accuracy_split_reaches_every_run_the_zero_shot_row_and_the_prompt_weigh
     assert recorded["split"] == "validation" and recorded["overrides"]["eval_split"] == "validation"
     config = module.run_config(module.RunSpec("puma", 0), args, args.runs_dir)
     assert config.eval_split == "validation"
-    splits, evaluate_adapter = [], peft_puma.evaluate.evaluate_adapter
+    splits, evaluate_adapter = [], module.evaluate_adapter
     monkeypatch.setattr(
-        peft_puma.evaluate,
+        module,
         "evaluate_adapter",
         lambda *a, **k: (splits.append(k["split"]), evaluate_adapter(*a, **k))[1],
     )

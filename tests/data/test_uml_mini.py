@@ -20,13 +20,13 @@ from peft_puma.data.uml_mini import (
     build_uml_mini,
     format_summary,
     load_or_build_uml_mini,
-    main,
     plan_uml_mini,
     required_packages,
     summarize,
 )
-from peft_puma.data.uml_mini_render import IMAGE_SIZE, emoji_bitmap
-from peft_puma.data.uml_mini_sources import SOURCES, digit_pools, faces_drawing, install_command, missing_packages
+from peft_puma.data.uml_mini.__main__ import main
+from peft_puma.data.uml_mini.render import IMAGE_SIZE, emoji_bitmap
+from peft_puma.data.uml_mini.sources import SOURCES, digit_pools, faces_drawing, install_command, missing_packages
 from peft_puma.errors import DatasetLayoutError, ForeignContentError, InvalidConfigError
 
 TINY = UMLMiniConfig(seed=3, scale=0.05)

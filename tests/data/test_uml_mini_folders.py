@@ -13,9 +13,9 @@ from peft_puma.data.uml_mini import (
     MANIFEST,
     UMLMiniConfig,
     load_or_build_uml_mini,
-    main,
     open_uml_mini,
 )
+from peft_puma.data.uml_mini.__main__ import main
 from peft_puma.errors import DatasetLayoutError, ForeignContentError
 
 SEED_7 = UMLMiniConfig(seed=7, scale=0.03)

@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from peft_puma.embed import save_embeddings
+from peft_puma.inference.embeddings_file import save_embeddings
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from peft_puma.data.schema import column_values
-from peft_puma.search.examples import example_tiles, pick_queries, write_retrieval_examples
-from peft_puma.search.grid import COLOURS, DEFAULT_THUMBNAIL, FRAME, GAP, grid_size
+from peft_puma.evaluation.examples import example_tiles, pick_queries, write_retrieval_examples
+from peft_puma.evaluation.grid import COLOURS, DEFAULT_THUMBNAIL, FRAME, GAP, grid_size
 
 
 def _test_split(tiny) -> datasets.Dataset:

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from peft_puma.errors import InvalidConfigError
+from peft_puma.evaluation.grid import CAPTION, COLOURS, FRAME, GAP, Tile, contact_sheet, grid_size
 from peft_puma.search.cli import main
-from peft_puma.search.grid import CAPTION, COLOURS, FRAME, GAP, Tile, contact_sheet, grid_size
 
 ROWS = [0, 13, 30]
 

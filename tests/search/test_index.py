@@ -11,6 +11,7 @@ import torch
 
 from peft_puma.errors import InvalidConfigError, InvalidInputError
 from peft_puma.evaluation import nearest_neighbours
+from peft_puma.inference.embeddings_file import load_embeddings
 from peft_puma.search import build_index, open_index_folder, read_index, write_index
 from peft_puma.search.index import default_nlist, default_nprobe, index_params
 
@@ -48,7 +49,7 @@ def test_exact_search_over_a_dataset_index_equals_the_knn_of_its_embeddings(tiny
     output = os.path.join(tiny["root"], "test_embeddings.safetensors")
     argv = ["--adapter", tiny["run"], "--dataset", tiny["dataset"], "--split", "test", "--output", output]
     assert embed.main(argv) == 0
-    embeddings = embed.load_embeddings(output)["embeddings"]
+    embeddings = load_embeddings(output)["embeddings"]
     index, manifest = open_index_folder(test_index)
     torch.testing.assert_close(index.vectors(), torch.nn.functional.normalize(embeddings, dim=1))
     rows = torch.arange(len(embeddings))
@@ -56,7 +57,7 @@ def test_exact_search_over_a_dataset_index_equals_the_knn_of_its_embeddings(tiny
     expected_scores, expected = nearest_neighbours(embeddings, embeddings, 5, self_index=rows, backend="torch")
     assert torch.equal(found, expected)
     torch.testing.assert_close(scores, expected_scores)
-    assert manifest["gallery"]["labels"] == embed.load_embeddings(output)["labels"].tolist()
+    assert manifest["gallery"]["labels"] == load_embeddings(output)["labels"].tolist()
 
 
 def test_without_exclusion_every_vector_finds_itself_first():

@@ -90,7 +90,7 @@ def apply(patcher: Any, faults: dict[str, int]) -> None:
 
         _on_forward_call(patcher, hook)
     if "exit_in_save" in faults:
-        from peft_puma.training import checkpoint
+        from peft_puma.runs import checkpoints as checkpoint
 
         original_write_json = checkpoint._write_json
         staging = f".checkpoint-{faults['exit_in_save']}.tmp"

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from peft_puma import embed, evaluate, train
-from peft_puma.training.checkpoint import complete_checkpoints
+from peft_puma.inference.embedding import embed_folder
+from peft_puma.inference.embeddings_file import load_embeddings
+from peft_puma.runs.checkpoints import complete_checkpoints
 
 from .conftest import train_in_subprocess, write_config
 
@@ -65,7 +67,7 @@ def test_embed_command_writes_dataset_embeddings_with_their_rows(finished_run, t
     config, result = finished_run
     path = str(tmp_path / "test.safetensors")
     assert embed.main(["--adapter", config.output_dir, "--dataset", config.dataset_path, "--output", path]) == 0
-    saved = embed.load_embeddings(path)
+    saved = load_embeddings(path)
     assert saved["embeddings"].shape == (39, 16) and saved["labels"].shape == (39,)
     assert saved["datasets"][:1] == ["stripes"] and saved["roles"][-1] == "gallery"
     torch.testing.assert_close(saved["embeddings"].norm(dim=1), torch.ones(39))
@@ -82,7 +84,7 @@ def test_embed_a_folder_from_python(finished_run, tmp_path):
     from peft_puma.inference.loading import load_for_inference
 
     model, processor, size = load_for_inference(config.output_dir)
-    embeddings, paths = embed.embed_folder(model, str(folder), make_eval_transform(size, image_processor=processor))
+    embeddings, paths = embed_folder(model, str(folder), make_eval_transform(size, image_processor=processor))
     assert paths == ["a.png", os.path.join("sub", "b.jpg")]
     assert embeddings.shape == (2, 16)
 
@@ -120,7 +122,7 @@ def test_push_to_hub_uploads_the_adapter_folder_without_checkpoints(finished_run
 
 
 def test_evaluate_writes_retrieval_examples_and_never_over_a_foreign_file(finished_run, tmp_path, capsys):
-    from peft_puma.search.grid import DEFAULT_THUMBNAIL, grid_size
+    from peft_puma.evaluation.grid import DEFAULT_THUMBNAIL, grid_size
 
     config, _ = finished_run
     sheet = tmp_path / "examples.png"

@@ -3,18 +3,23 @@ clear validation errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from peft_puma import evaluate, train
+from peft_puma.config.keys import key_types
+from peft_puma.config.parsing import load_keys, parse_cli_overrides
+from peft_puma.data.config import DataConfig
 from peft_puma.errors import InvalidConfigError
-from peft_puma.training.arguments import DEFAULT_LR_MULTIPLIERS, DataConfig, TrainingConfig, key_types
-from peft_puma.training.parsing import load_config, parse_cli_overrides
+from peft_puma.training.arguments import DEFAULT_LR_MULTIPLIERS, TrainingConfig, load_config
+from peft_puma.tuners.puma.config import PUMAConfig
 
 from .fixtures import write_config
 
 BASE = {"output_dir": "out", "backbone": "some/vit", "dataset_path": "data"}
+BASE_TOKENS = ["--output_dir", "out", "--backbone", "some/vit", "--dataset_path", "data"]
 
 
 def test_defaults_are_the_published_recipe():
@@ -47,7 +52,7 @@ def test_yaml_file_then_command_line_overrides(tmp_path):
 def test_cli_tokens_parse_as_yaml_scalars():
     tokens = ["--epochs", "3", "--eval_ks=[1, 2]", "--resume", "--max_steps", "null", "--report_to", "[]"]
     tokens += ["--progress_bar", "false", "--datasets", "[a, b]", "--learning_rate", "-.inf", "--puma.r", "8"]
-    assert parse_cli_overrides(tokens) == {
+    assert parse_cli_overrides(tokens, TrainingConfig) == {
         "epochs": 3,
         "eval_ks": [1, 2],
         "resume": True,
@@ -62,7 +67,7 @@ def test_cli_tokens_parse_as_yaml_scalars():
 
 def test_hyphenated_spellings_are_accepted_and_json_values_read():
     tokens = ["--output-dir", '"o"', "--backbone", '"some/vit"', "--dataset-path=data", "--push-to-hub"]
-    assert parse_cli_overrides(tokens) == {
+    assert parse_cli_overrides(tokens, TrainingConfig) == {
         "output_dir": "o",
         "backbone": "some/vit",
         "dataset_path": "data",
@@ -72,7 +77,7 @@ def test_hyphenated_spellings_are_accepted_and_json_values_read():
 
 def test_dotted_keys_set_one_entry_of_a_mapping_key(tmp_path):
     config = load_config(None, ["--output_dir", "o", "--backbone", "b", "--dataset_roots.cub", str(tmp_path)])
-    assert config.dataset_roots == {"cub": str(tmp_path)} and config.data.dataset_roots == {"cub": str(tmp_path)}
+    assert config.dataset_roots == {"cub": str(tmp_path)}
     config = load_config(None, {**BASE, "lr_multipliers.head": 1})
     assert config.lr_multipliers == {**DEFAULT_LR_MULTIPLIERS, "head": 1.0}
     with pytest.raises(
@@ -143,10 +148,9 @@ def test_invalid_configs_are_refused_with_the_reason(overrides, message):
 
 def test_only_eval_split_of_the_new_keys_may_change_on_resume():
     """eval_split steers what is scored; crop_scale and hflip_probability change what is learnt."""
-    from peft_puma.training.arguments import RUN_CONTROL_KEYS
-
-    assert "eval_split" in RUN_CONTROL_KEYS
-    assert not {"crop_scale", "hflip_probability"} & RUN_CONTROL_KEYS
+    roles = TrainingConfig.key_roles()
+    assert "eval_split" in roles.result  # may change on resume, counts for a finished run
+    assert not {"crop_scale", "hflip_probability"} & (roles.control | roles.result)
 
 
 def test_pair_loss_with_class_balanced_batches_is_accepted():
@@ -155,20 +159,16 @@ def test_pair_loss_with_class_balanced_batches_is_accepted():
 
 
 def test_a_config_built_in_python_is_checked_too():
-    data = DataConfig(dataset_path="data")
     with pytest.raises(InvalidConfigError, match="epochs"):
-        TrainingConfig(output_dir="out", backbone="some/vit", data=data, epochs="3 epochs").validate()
+        TrainingConfig(output_dir="out", backbone="some/vit", dataset_path="data", epochs="3 epochs").validate()
     with pytest.raises(InvalidConfigError, match="image_size"):
-        TrainingConfig(
-            output_dir="out", backbone="some/vit", data=DataConfig(dataset_path="d", image_size=0)
-        ).validate()
+        TrainingConfig(output_dir="out", backbone="some/vit", dataset_path="d", image_size=0).validate()
 
 
-def test_the_data_keys_are_a_section_and_flat_keys_of_the_config():
+def test_the_training_config_extends_the_data_keys_flat():
     config = load_config(None, {**BASE, "datasets": ["shop"]})
-    assert isinstance(config.data, DataConfig) and config.datasets == ["shop"] == config.data.datasets
+    assert isinstance(config, DataConfig) and config.datasets == ["shop"]
     config.uml_mini_dir = "elsewhere"
-    assert config.data.uml_mini_dir == "elsewhere"
     saved = config.to_dict()  # the run file's `config`: flat, data keys first, JSON as it is
     assert list(saved) == list(key_types(TrainingConfig)) and "data" not in saved
     assert list(saved)[:6] == [
@@ -180,7 +180,7 @@ def test_the_data_keys_are_a_section_and_flat_keys_of_the_config():
         "image_size",
     ]
     assert json.loads(json.dumps(saved))["uml_mini_dir"] == "elsewhere"
-    assert load_config(None, {"dataset_path": "d", "image_size": 32}, cls=DataConfig).to_dict()["image_size"] == 32
+    assert load_keys(None, {"dataset_path": "d", "image_size": 32}, DataConfig).validate().to_dict()["image_size"] == 32
 
 
 def test_non_finite_numbers_in_a_yaml_file_are_refused(tmp_path):
@@ -202,6 +202,44 @@ def test_help_lists_every_key_with_its_help_and_default(capsys):
     assert "--output-dir" not in text  # the hyphenated spellings work but are not listed
     assert "Base learning rate (1e-4). (default: 0.0001)" in text
     assert "(default: [1, 2, 4, 8])" in text and "(default: {})" in text and "--puma.KEY VALUE" in text
+    for name in ("keep_prob", "r", "num_prompts", "scale", "embedding_size"):  # every PUMA field, typed, with help
+        assert f"--puma.{name} " in text, name
+    assert "--puma.keep_prob FLOAT Bernoulli keep probability p" in text and "(default: 0.5)" in text
+
+
+def test_every_key_declares_its_role_in_a_saved_run():
+    """A key added without a role would silently join (or leave) the run identity: key() requires one."""
+    roles = TrainingConfig.key_roles()
+    assert {"output_dir", "resume", "uml_mini_dir", "eval_ks", "activation_checkpointing"} <= roles.control
+    assert roles.result == {"epochs", "max_steps", "eval_split"}
+    assert roles.per_process == {"per_device_batch_size"}
+    assert dict(roles.before) == {"crop_scale": [0.2, 1.0], "hflip_probability": 0.5, "eval_split": "test"}
+    assert not {"learning_rate", "puma", "method", "seed", "crop_scale"} & (roles.control | roles.result)
+    assert all("role" in field.metadata for field in dataclasses.fields(TrainingConfig))
+
+
+def test_a_preset_refuses_a_value_that_contradicts_it_naming_both():
+    with pytest.raises(
+        InvalidConfigError,
+        match=r"method 'static_adapter' fixes puma.keep_prob to 1.0, but the config"
+        r" sets puma.keep_prob: 0.5",
+    ):
+        load_config(None, ["--method", "static_adapter", "--puma.keep_prob", "0.5", *BASE_TOKENS])
+    with pytest.raises(InvalidConfigError, match=r"method 'lora' fixes puma.use_adapters to False"):
+        load_config(None, {**BASE, "method": "lora", "puma": {"use_adapters": True}})
+    agreeing = load_config(None, {**BASE, "method": "static_adapter", "puma": {"keep_prob": 1, "r": 8}})
+    assert agreeing.puma_config().keep_prob == 1.0 and agreeing.puma_config().r == 8
+    with pytest.raises(InvalidConfigError, match="PUMA preset 'single_prompt' fixes num_prompts=1, got num_prompts=4"):
+        PUMAConfig.from_preset("single_prompt", num_prompts=4)
+
+
+def test_puma_entries_are_typed_by_pumaconfig():
+    config = load_config(None, ["--puma.keep_prob", "1", "--puma.r", "16.0", *BASE_TOKENS])
+    assert config.puma_entries() == {"keep_prob": 1.0, "r": 16}
+    with pytest.raises(InvalidConfigError, match="Unknown PUMAConfig fields \\['rank'\\] in puma; accepted fields: "):
+        load_config(None, ["--puma.rank", "16", *BASE_TOKENS])
+    with pytest.raises(InvalidConfigError, match="'puma.r': 'big' is not a valid int"):
+        load_config(None, ["--puma.r", "big", *BASE_TOKENS])
 
 
 def test_command_line_mistakes_are_one_line_errors_with_status_2(capsys):

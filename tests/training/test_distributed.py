@@ -52,7 +52,9 @@ def test_gather_and_sharded_embedding_on_two_processes(tmp_path):
 def test_two_process_training_sees_the_single_process_global_batch(tiny_values, tmp_path):
     """With the deterministic variant (static adapter, single prompt), step 1 of 2 x 4 images has exactly the loss of
     1 x 8 images: the same global batch, gathered."""
-    values = {**tiny_values, "method": "single_prompt_static_adapter", "max_steps": 2, "log_every_steps": 1}
+    puma = {key: value for key, value in tiny_values["puma"].items() if key != "num_prompts"}  # the preset's: 1
+    values = {**tiny_values, "method": "single_prompt_static_adapter", "puma": puma, "max_steps": 2}
+    values["log_every_steps"] = 1
     config_path = write_config(str(tmp_path / "config.yaml"), {**values, "per_device_batch_size": 4})
     two = str(tmp_path / "two")
     done = run_module([*_launch(), "-m", "peft_puma.train", "--config", config_path, "--output_dir", two])

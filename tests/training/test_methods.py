@@ -12,18 +12,27 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from peft_puma.backbones.loading import load_backbone
 from peft_puma.errors import InvalidConfigError
+from peft_puma.runs.saving import load_trained, save_trained
 from peft_puma.training.methods import (
     METHODS,
     MethodOptions,
     build_model,
     enable_activation_checkpointing,
-    load_trained,
     lora_rank_for_budget,
     parameter_groups,
-    save_trained,
 )
+from peft_puma.tuners.puma.config import PUMA_PRESETS, PUMAConfig
 
-SMALL = MethodOptions(puma={"r": 8, "num_prompts": 4, "prompt_length": 2, "embedding_size": 16})
+SMALL_PUMA = {"r": 8, "num_prompts": 4, "prompt_length": 2, "embedding_size": 16}
+
+
+def small(method: str, **lora) -> MethodOptions:
+    """The method's options on a small PUMA: its preset with the small sizes it leaves free."""
+    preset = METHODS[method].preset
+    entries = {key: value for key, value in SMALL_PUMA.items() if key not in PUMA_PRESETS[preset]}
+    return MethodOptions(puma=PUMAConfig.from_preset(preset, **entries), **lora)
+
+
 EXPECTED_GROUPS = {
     "puma": {"adapters", "prompts", "head"},
     "stochastic_adapter": {"adapters", "head"},
@@ -44,7 +53,7 @@ def test_every_method_of_the_paper_is_in_the_table():
 @pytest.mark.parametrize("method", sorted(EXPECTED_GROUPS))
 def test_each_method_trains_exactly_its_own_tensors(method, tiny_assets):
     backbone, _ = load_backbone(tiny_assets["backbone"])
-    model = build_model(method, backbone, SMALL)
+    model = build_model(method, backbone, small(method))
     groups = parameter_groups(model)
     assert set(groups) == EXPECTED_GROUPS[method]
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
@@ -55,6 +64,12 @@ def test_each_method_trains_exactly_its_own_tensors(method, tiny_assets):
         assert model.peft_config["default"].num_prompts == 1
 
 
+def test_a_puma_config_that_is_not_the_methods_preset_is_refused(tiny_assets):
+    backbone, _ = load_backbone(tiny_assets["backbone"])
+    with pytest.raises(InvalidConfigError, match="'static_adapter' is not its preset's: {'keep_prob': \\(1.0, 0.5\\)}"):
+        build_model("static_adapter", backbone, MethodOptions(puma=PUMAConfig(use_prompts=False, r=8)))
+
+
 def test_lora_rank_gives_a_budget_like_pumas_on_vit_s():
     """ViT-S/16: PUMA's adapters + prompt pool are 2,436,096 tensors; LoRA at the chosen rank is within 2 % of it."""
     torch.manual_seed(0)
@@ -62,8 +77,8 @@ def test_lora_rank_gives_a_budget_like_pumas_on_vit_s():
         ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
         add_pooling_layer=False,
     )
-    rank = lora_rank_for_budget(vit_s, MethodOptions(puma={}))
-    model = build_model("lora", vit_s, MethodOptions(puma={}, lora_r=rank))
+    rank = lora_rank_for_budget(vit_s, MethodOptions(puma=PUMAConfig.from_preset("linear")))
+    model = build_model("lora", vit_s, MethodOptions(puma=PUMAConfig.from_preset("linear"), lora_r=rank))
     lora = sum(p.numel() for p in parameter_groups(model)["lora"])
     assert rank == 29 and abs(lora - 2_436_096) / 2_436_096 < 0.02
 
@@ -79,7 +94,7 @@ def _randomise(model) -> None:
 @pytest.mark.parametrize(("method", "extra_folder"), [("lora", "lora"), ("full_finetune", "backbone"), ("puma", None)])
 def test_saved_methods_reload_with_the_same_embeddings(method, extra_folder, tiny_assets, tmp_path):
     backbone, _ = load_backbone(tiny_assets["backbone"])
-    model = build_model(method, backbone, SMALL)
+    model = build_model(method, backbone, small(method))
     _randomise(model)
     save_trained(model, str(tmp_path))
     for folder in ("lora", "backbone"):
@@ -110,8 +125,10 @@ def _checkpointing_on(model) -> bool:
 @pytest.mark.parametrize("method", ["puma", "lora", "full_finetune"])
 def test_activation_checkpointing_recomputes_blocks_with_the_same_gradients(method, tiny_assets):
     pixels = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    plain = build_model(method, load_backbone(tiny_assets["backbone"])[0], SMALL)
-    checkpointed = build_model(method, load_backbone(tiny_assets["backbone"])[0], SMALL, activation_checkpointing=True)
+    plain = build_model(method, load_backbone(tiny_assets["backbone"])[0], small(method))
+    checkpointed = build_model(
+        method, load_backbone(tiny_assets["backbone"])[0], small(method), activation_checkpointing=True
+    )
     checkpointed.load_state_dict(plain.state_dict())
     assert _checkpointing_on(checkpointed) and not _checkpointing_on(plain)
     # transformers checkpoints the block's forward, not its __call__: a hook on a module inside it sees the recompute.
@@ -152,4 +169,4 @@ def test_activation_checkpointing_on_a_backbone_without_support_is_refused(tiny_
     with pytest.raises(
         InvalidConfigError, match="does not support activation checkpointing.*activation_checkpointing: false"
     ):
-        build_model("puma", backbone, SMALL, activation_checkpointing=True)
+        build_model("puma", backbone, small("puma"), activation_checkpointing=True)

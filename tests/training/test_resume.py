@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from peft_puma.errors import IncompatibleCheckpointError
+from peft_puma.runs.checkpoints import complete_checkpoints, read_trainer_state
 from peft_puma.training import load_config, train
-from peft_puma.training.checkpoint import complete_checkpoints, read_trainer_state
 
 from . import fault_runner
 from .conftest import REPO, train_in_subprocess
@@ -73,7 +73,7 @@ def test_a_crash_while_saving_leaves_no_loadable_checkpoint(run_config, referenc
 
 def test_a_failing_save_leaves_no_loadable_checkpoint(run_config, reference, monkeypatch):
     """In-process: the disk fills up while checkpoint 12 is fsynced; the error propagates, 8 stays the newest."""
-    from peft_puma.training import checkpoint
+    from peft_puma.runs import checkpoints as checkpoint
 
     config_path, output_dir = run_config
     fsync_file = checkpoint._fsync_file

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from peft_puma.errors import IncompatibleCheckpointError
-from peft_puma.inference.run_file import RUN_FILE, RunRecord, read_run_file, write_run_file
+from peft_puma.runs.layout import RUN_FILE
+from peft_puma.runs.run_file import RunRecord, read_run_file, write_run_file
 
 
 def test_a_record_round_trips_with_the_config_last(tmp_path):

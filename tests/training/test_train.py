@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from peft_puma.backbones.loading import load_backbone
-from peft_puma.training import NonFiniteLossError, load_config, load_trained, train
-from peft_puma.training.checkpoint import complete_checkpoints
+from peft_puma.runs.checkpoints import complete_checkpoints
+from peft_puma.runs.saving import load_trained
+from peft_puma.training import NonFiniteLossError, load_config, train
 
 from .fault_runner import nan_loss_at_step
 
@@ -40,7 +41,7 @@ def test_outputs_are_the_adapter_results_and_logs(finished_run):
 def test_a_run_leaves_its_retrieval_examples_sheet(finished_run):
     from PIL import Image
 
-    from peft_puma.search.grid import DEFAULT_THUMBNAIL, grid_size
+    from peft_puma.evaluation.grid import DEFAULT_THUMBNAIL, grid_size
 
     config, _ = finished_run
     with Image.open(os.path.join(config.output_dir, "retrieval_examples.png")) as sheet:
@@ -102,7 +103,7 @@ def test_resuming_over_other_backbone_weights_under_the_same_name_is_refused(tin
 
     from peft_puma.backbones.fingerprint import fingerprint_of
     from peft_puma.errors import IncompatibleCheckpointError
-    from peft_puma.inference.run_file import read_run_file
+    from peft_puma.runs.run_file import read_run_file
 
     backbone = str(tmp_path / "backbone")
     shutil.copytree(tiny_values["backbone"], backbone)

@@ -11,9 +11,9 @@ import pytest
 
 from peft_puma import evaluate, train
 from peft_puma.errors import InvalidConfigError
+from peft_puma.runs.checkpoints import complete_checkpoints, remove_partial_checkpoints
 from peft_puma.training import load_config
 from peft_puma.training import loop as training_loop
-from peft_puma.training.checkpoint import complete_checkpoints, remove_partial_checkpoints
 
 
 def _argv(values: dict) -> list[str]:

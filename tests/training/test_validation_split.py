@@ -11,10 +11,12 @@ import datasets
 import pytest
 
 from peft_puma import train as train_command
+from peft_puma.config.parsing import load_keys
+from peft_puma.data.config import DataConfig
 from peft_puma.data.schema import LABEL_COLUMN, column_values
 from peft_puma.data.unified import dataset_sizes, load_unified
 from peft_puma.errors import DatasetLayoutError
-from peft_puma.training import DataConfig, NonFiniteLossError, load_config, train
+from peft_puma.training import NonFiniteLossError, load_config, train
 from peft_puma.training import loop as training_loop
 
 from .fault_runner import nan_loss_at_step
@@ -135,7 +137,7 @@ def test_eval_split_validation_on_data_without_one_is_a_one_line_error_before_th
 
 
 def _load(dataset_path: str) -> datasets.DatasetDict:
-    return load_unified(load_config(None, {"dataset_path": dataset_path}, cls=DataConfig))
+    return load_unified(load_keys(None, {"dataset_path": dataset_path}, DataConfig).validate())
 
 
 def test_dataset_sizes_count_the_validation_split_between_train_and_test(tiny_assets):

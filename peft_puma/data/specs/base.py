@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import DatasetLayoutError
-from ..images import BadImage, ImageCheck, find_bad_images
+from ..images import BadImage, CheckMode, find_bad_images
 from ..schema import ROLE_BOTH, ROLE_GALLERY, ROLE_QUERY, ROLE_TRAIN
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class ParsedDataset:
 class ParseOptions:
     """How strictly to read a folder (see :func:`peft_puma.data.build_unified_dataset`)."""
 
-    check_images: ImageCheck = "full"
+    check_images: CheckMode = "full"
     skip_bad_images: bool = False
     allow_singletons: bool = False
     num_threads: int | None = None

@@ -172,9 +172,18 @@ class PUMAConfig(PeftConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PUMAConfig:
-        """A published variant by name (see :data:`PUMA_PRESETS`), with optional field overrides."""
-        if name not in PUMA_PRESETS:
-            raise InvalidConfigError(f"Unknown PUMA preset {name!r}; known presets: {', '.join(sorted(PUMA_PRESETS))}.")
+        """A published variant by name (see :data:`PUMA_PRESETS`), with field overrides of the fields it leaves free.
+
+        An override that contradicts one of the fields that define the preset is refused, naming both: a
+        ``static_adapter`` with ``keep_prob=0.5`` would not be the static adapter of the paper's Table 3.
+        """
+        conflicts = preset_conflicts(name, overrides)
+        if conflicts:
+            field_name, (fixed, given) = next(iter(conflicts.items()))
+            raise InvalidConfigError(
+                f"PUMA preset {name!r} fixes {field_name}={fixed!r}, got {field_name}={given!r}. Drop "
+                f"{field_name}, or start from a preset that leaves it free (puma)."
+            )
         return cls(**{**PUMA_PRESETS[name], **overrides})
 
     @classmethod
@@ -243,6 +252,15 @@ def _require_safetensors_weights(path_or_id: str, subfolder: str | None, kwargs:
 
 
 # The published variants (paper Table 3) and the baselines that share PUMA's head, by name.
+def preset_conflicts(name: str, values: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{field: (the preset's value, the given value)}`` for each given value that contradicts a field defining the
+    preset ``name`` (unknown names: :class:`InvalidConfigError` listing the presets)."""
+    if name not in PUMA_PRESETS:
+        raise InvalidConfigError(f"Unknown PUMA preset {name!r}; known presets: {', '.join(sorted(PUMA_PRESETS))}.")
+    defining = PUMA_PRESETS[name]
+    return {key: (defining[key], value) for key, value in values.items() if key in defining and value != defining[key]}
+
+
 PUMA_PRESETS: dict[str, dict[str, Any]] = {
     "puma": {},
     "stochastic_adapter": {"use_prompts": False},

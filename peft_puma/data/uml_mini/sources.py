@@ -26,7 +26,7 @@ from functools import cache, lru_cache
 import numpy as np
 from PIL import ImageFont
 
-from ..errors import DatasetLayoutError
+from ...errors import DatasetLayoutError
 
 
 @dataclass(frozen=True)

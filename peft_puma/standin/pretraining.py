@@ -6,7 +6,7 @@ ViT can be downloaded on the project's machines, so this script makes one:
 
 - architecture: ``transformers.ViTModel`` at 32x32 px, patch 4 (64 patches + CLS), pre-norm blocks with qkv bias and
   LayerNorm eps 1e-6 like the paper's ViT-S/16, only narrower and shallower (defaults: width 128, 4 layers, 4 heads);
-- data: :mod:`peft_puma.data.uml_mini_pretrain`, which shares no class (and no image) with UML-mini's train or test
+- data: :mod:`peft_puma.standin.pool`, which shares no class (and no image) with UML-mini's train or test
   split: digits and symbols in ~120 typefaces, letters of sixteen other scripts, 300 other emoji, Fashion-MNIST
   categories on its ``t10k`` file, single handwritten digits. The letters' two colours are redrawn at every step
   (``recolour_glyphs``), because UML-mini's glyph domains need features that ignore colour;
@@ -15,7 +15,7 @@ ViT can be downloaded on the project's machines, so this script makes one:
   feature, which zero-shot retrieval and PUMA's head read (docs/spec.md section 4), the quantity being trained. The
   head is thrown away; only the ViT is saved.
 
-``python -m peft_puma.backbones.mini_vit --out assets/uml_mini_vit`` writes ``config.json``, ``model.safetensors``,
+``python -m peft_puma.standin --out assets/uml_mini_vit`` writes ``config.json``, ``model.safetensors``,
 ``preprocessor_config.json`` (the pixel statistics used), ``pretraining.json`` and ``README.md``. It measures
 zero-shot Recall@1 on UML-mini's validation split after every epoch, and at the end against two baselines (raw
 pixels and the same ViT untrained); the test split is never read.
@@ -23,14 +23,12 @@ pixels and the same ViT untrained); the test split is never read.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from transformers import ViTConfig, ViTImageProcessorPil, ViTModel
 
-from ..data.uml_mini_pretrain import PoolSize, PretrainingPool, build_pretraining_pool
-from ..errors import ForeignContentError, InvalidConfigError, PUMAError
+from ..errors import InvalidConfigError
 from ..owned_paths import OwnedLayout, discard_staging, make_staging_folder, move_into_place
+from .pool import PretrainingPool
 
 IMAGE_SIZE, PATCH_SIZE = 32, 4
 
@@ -343,7 +341,7 @@ def _readme(metadata: dict) -> str:
         "",
         f"Made by `{metadata['command']}` (seed {recipe['seed']}, {record['seconds']:.0f} s on "
         f"{metadata['threads']} CPU threads). It was pretrained by supervised cosine-softmax classification on "
-        f"material that shares no class and no image with UML-mini (`peft_puma/data/uml_mini_pretrain.py`){redraw}:",
+        f"material that shares no class and no image with UML-mini (`peft_puma/standin/pool.py`){redraw}:",
         "",
         "| source | classes | images |",
         "|---|---|---|",
@@ -397,116 +395,3 @@ def save_backbone(out: str, model: ViTModel, processor: ViTImageProcessorPil, me
     except BaseException:
         discard_staging(staging)
         raise
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: pretrain the mini ViT, measure it zero-shot on UML-mini, save it in HF format."""
-    parser = argparse.ArgumentParser(prog="python -m peft_puma.backbones.mini_vit", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="folder for config.json, model.safetensors, processor, README")
-    parser.add_argument("--seed", type=int, default=MiniViTRecipe.seed)
-    parser.add_argument("--epochs", type=int, default=MiniViTRecipe.epochs)
-    parser.add_argument(
-        "--max_steps", "--max-steps", type=int, default=None, help="stop after this many steps (quick checks)"
-    )
-    parser.add_argument(
-        "--pool_scale", "--pool-scale", type=float, default=1.0, help="shrink the pretraining pool (quick checks)"
-    )
-    parser.add_argument(
-        "--uml_mini", "--uml-mini", default=".cache/uml_mini", help="UML-mini build folder (built there if absent)"
-    )
-    parser.add_argument(
-        "--no_recolour_glyphs",
-        "--no-recolour-glyphs",
-        action="store_true",
-        help="keep every glyph image in the colours it was rendered in (the ablation of the colour redraw)",
-    )
-    parser.add_argument("--no_eval", "--no-eval", action="store_true", help="skip the zero-shot evaluation on UML-mini")
-    parser.add_argument(
-        "--remeasure",
-        action="store_true",
-        help="do not pretrain: measure the backbone already in --out zero-shot on the current UML-mini build's "
-        "validation split and rewrite its record and README (after a UML-mini builder version change)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        owned = BACKBONE_LAYOUT.is_owned(args.out)  # refuse someone else's folder before an hour of pretraining
-    except ForeignContentError as error:
-        parser.exit(2, f"error: {error}\n")
-    if args.remeasure:
-        if not owned:
-            parser.exit(2, f"error: {args.out} holds no backbone written by this command; nothing to remeasure.\n")
-        try:
-            return _remeasure(args.out, args.uml_mini)
-        except PUMAError as error:  # an older or incomplete UML-mini build: the command that rebuilds it
-            parser.exit(2, f"error: {error}\n")
-    evaluation = None
-    if not args.no_eval:
-        try:  # the build the evaluation reads is checked (or made) before the pretraining, not after it
-            evaluation = _open_evaluation_data(args.uml_mini)
-        except PUMAError as error:
-            parser.exit(2, f"error: {error}\n")
-    recipe = MiniViTRecipe(
-        seed=args.seed,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        pool_scale=args.pool_scale,
-        recolour_glyphs=not args.no_recolour_glyphs,
-    )
-    start = time.perf_counter()
-    pool = build_pretraining_pool(recipe.seed, PoolSize().scaled(recipe.pool_scale))
-    print(f"pretraining pool: {len(pool.labels)} images, {len(pool.class_names)} classes "
-          f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
-    probe = None if evaluation is None else evaluation[0].score
-    model, processor, record = pretrain(recipe, pool, probe=probe)
-    metadata = {
-        "command": "python -m peft_puma.backbones.mini_vit " + " ".join(sys.argv[1:] if argv is None else argv),
-        "recipe": asdict(recipe),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "threads": torch.get_num_threads(),
-        "pool": pool.source_counts(),
-        "pretraining": record,
-    }
-    if evaluation is not None:
-        metadata.update(_zero_shot_record(model, processor, evaluation))
-    save_backbone(args.out, model, processor, metadata)
-    print(_readme(metadata))
-    return 0
-
-
-def _open_evaluation_data(uml_mini: str) -> tuple[ZeroShotSplit, dict]:
-    """The UML-mini validation split the zero-shot record is measured on, and what the record says of its build."""
-    from ..data.schema import VALIDATION_SPLIT
-    from ..data.uml_mini import open_uml_mini, provenance  # only with the evaluation; UML-mini pulls in its sources
-
-    data, manifest = open_uml_mini(uml_mini)
-    return ZeroShotSplit.of(data[VALIDATION_SPLIT]), provenance(uml_mini, manifest)
-
-
-def _zero_shot_record(model: ViTModel, processor: ViTImageProcessorPil, evaluation: tuple[ZeroShotSplit, dict]) -> dict:
-    """The zero-shot part of the record, on the validation split: the backbone is a choice (its pretraining budget,
-    its size), and choices are made on validation; the test split is left to the final runs."""
-    from ..data.schema import VALIDATION_SPLIT
-
-    validation, data_source = evaluation
-    return {
-        "zero_shot_recall_at_1": zero_shot_recall(model, processor, validation),
-        "zero_shot_split": VALIDATION_SPLIT,
-        "zero_shot_data": data_source,
-    }
-
-
-def _remeasure(folder: str, uml_mini: str) -> int:
-    """Rewrite the zero-shot part of a committed backbone's record for the current UML-mini build; the weights, the
-    processor and the pretraining record stay as they are (the weights are bitwise unchanged)."""
-    with open(os.path.join(folder, "pretraining.json"), encoding="utf-8") as handle:
-        metadata = json.load(handle)
-    model = ViTModel.from_pretrained(folder, add_pooling_layer=False).eval()
-    processor = ViTImageProcessorPil.from_pretrained(folder)
-    metadata.update(_zero_shot_record(model, processor, _open_evaluation_data(uml_mini)))
-    save_backbone(folder, model, processor, metadata)
-    print(_readme(metadata))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

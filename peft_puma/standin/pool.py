@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..errors import DatasetLayoutError, InvalidConfigError
-from .uml_mini import DOMAINS, EMOJI_CLASSES, required_packages
-from .uml_mini_render import emoji_bitmap, render_emoji, render_fashion_view, render_glyph, render_number
-from .uml_mini_sources import (
+from ..data.uml_mini import DOMAINS, EMOJI_CLASSES, required_packages
+from ..data.uml_mini.render import emoji_bitmap, render_emoji, render_fashion_view, render_glyph, render_number
+from ..data.uml_mini.sources import (
     FASHION_CATEGORIES,
     digit_pools,
     faces_drawing,
@@ -39,6 +38,7 @@ from .uml_mini_sources import (
     load_fashion,
     require_packages,
 )
+from ..errors import DatasetLayoutError, InvalidConfigError
 
 SYMBOLS = "0123456789&?@#$%*+=/<>[]{}()!;:"
 

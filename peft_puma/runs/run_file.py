@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import IncompatibleCheckpointError
-
-RUN_FILE = "peft_puma_training.json"
+from .layout import RUN_FILE
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,24 @@
 
 Two runs are the same run when they agree on
 
-- the recipe: every config key except :data:`~peft_puma.training.arguments.RUN_CONTROL_KEYS` (the output folder,
-  logging, checkpoint cadence, data paths, workers, activation checkpointing: how a run is steered, not what it
-  learns) and ``per_device_batch_size``, which is compared as
-- the global batch, ``per_device_batch_size x processes``: four processes of 45 train the run of one process of 180
-  (the loss sees the gathered global batch, docs/spec.md section 6);
+- the recipe: every config key but the control keys (the output folder, logging, checkpoint cadence, data paths,
+  workers, activation checkpointing: how a run is steered, not what it learns) and the per-process keys, which are
+  compared multiplied by the number of processes: the global batch, ``per_device_batch_size x processes``; four
+  processes of 45 train the run of one process of 180 (the loss sees the gathered global batch, docs/spec.md
+  section 6);
 - the data: images and classes per dataset, where both sides record them (the paths may differ between machines);
 - the backbone's weights: the fingerprint of its tensors (:mod:`peft_puma.backbones.fingerprint`), where both sides
   record it; the config names the backbone by a path or Hub id, which stays the same when the weights behind it
   change;
-- for a finished run, its length (``epochs``, ``max_steps``): it is part of what the run learnt, whereas a checkpoint
-  may be resumed towards another end; and the split its results score (``eval_split``): a finished run scored on the
-  test split does not stand for one scored on the validation split, whereas a checkpoint has no results yet.
+- for a finished run, its result keys: its length (``epochs``, ``max_steps``), part of what the run learnt, whereas a
+  checkpoint may be resumed towards another end; and the split its results score (``eval_split``): a finished run
+  scored on the test split does not stand for one scored on the validation split, whereas a checkpoint has no results
+  yet.
 
-A key that a saved config lacks because it predates the key counts with the value every run had before the key existed
-(:data:`KEYS_ADDED_LATER`), so older checkpoints and finished runs stay usable.
+Which key plays which part is declared on the key itself (:mod:`peft_puma.config.keys`) and arrives here as
+:class:`~peft_puma.config.keys.KeyRoles` (``TrainingConfig.key_roles()``). A key that a saved config lacks because it
+predates the key counts with the value every run had before the key existed (the key's ``before``), so older
+checkpoints and finished runs stay usable.
 
 The trainer's ``resume`` (``peft_puma.training.loop``) calls :func:`run_differences` and words its own refusal; the
 benchmark scripts that reuse finished runs (``benchmarks/accuracy.py``, ``benchmarks/diagnosis.py``) call
@@ -30,23 +33,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..data.schema import TEST_SPLIT
-from ..data.transforms import TRAIN_CROP_SCALE, TRAIN_HFLIP_PROBABILITY
-from .arguments import RUN_CONTROL_KEYS
+from ..config.keys import KeyRoles
 
 if TYPE_CHECKING:
-    from ..inference.run_file import RunRecord
-
-FINISHED_RUN_KEYS: frozenset[str] = frozenset({"epochs", "max_steps", "eval_split"})
-"""Run-control keys that still count for a finished run: its length and the split its results score."""
-
-KEYS_ADDED_LATER: dict[str, Any] = {
-    "crop_scale": list(TRAIN_CROP_SCALE),
-    "hflip_probability": TRAIN_HFLIP_PROBABILITY,
-    "eval_split": TEST_SPLIT,
-}
-"""Keys added after runs were saved without them, with the value those runs had (the published recipe, the test
-split)."""
+    from .run_file import RunRecord
 
 GLOBAL_BATCH = "global batch (per_device_batch_size x processes)"
 BACKBONE_WEIGHTS = "backbone weights (fingerprint of the tensors)"
@@ -73,23 +63,24 @@ class Difference:
     wanted: Any
 
 
-def run_differences(saved: RunIdentity, wanted: RunIdentity, *, finished: bool) -> list[Difference]:
-    """The differences that make ``saved`` another run than ``wanted`` (none: the same run); ``finished``: ``saved``
-    is a finished run, whose length and scored split count. A key only one side records is a difference, unless it is
-    one of :data:`KEYS_ADDED_LATER`."""
-    ignored = (RUN_CONTROL_KEYS - FINISHED_RUN_KEYS if finished else RUN_CONTROL_KEYS) | {"per_device_batch_size"}
-    old = {**KEYS_ADDED_LATER, **_as_json(saved.config)}
-    new = {**KEYS_ADDED_LATER, **_as_json(wanted.config)}
+def run_differences(saved: RunIdentity, wanted: RunIdentity, roles: KeyRoles, *, finished: bool) -> list[Difference]:
+    """The differences that make ``saved`` another run than ``wanted`` (none: the same run), by the keys' ``roles``;
+    ``finished``: ``saved`` is a finished run, whose result keys count. A key only one side records is a difference,
+    unless its role gives the value it had ``before`` it existed."""
+    ignored = roles.control | roles.per_process | (frozenset() if finished else roles.result)
+    old = {**_as_json(roles.before), **_as_json(saved.config)}
+    new = {**_as_json(roles.before), **_as_json(wanted.config)}
     differences = [
         difference
         for key in sorted(set(old) | set(new))
         if key not in ignored and old.get(key) != new.get(key)
         for difference in _flat(key, old.get(key), new.get(key))
     ]
-    old_batch = (old.get("per_device_batch_size") or 0) * saved.num_processes
-    new_batch = (new.get("per_device_batch_size") or 0) * wanted.num_processes
-    if old_batch != new_batch:
-        differences.append(Difference(GLOBAL_BATCH, old_batch, new_batch))
+    for name in sorted(roles.per_process):
+        old_total = (old.get(name) or 0) * saved.num_processes
+        new_total = (new.get(name) or 0) * wanted.num_processes
+        if old_total != new_total:
+            differences.append(Difference(f"global batch ({name} x processes)", old_total, new_total))
     if saved.data_sizes is not None and wanted.data_sizes is not None:
         old_sizes, new_sizes = _as_json(saved.data_sizes), _as_json(wanted.data_sizes)
         if old_sizes != new_sizes:
@@ -100,12 +91,13 @@ def run_differences(saved: RunIdentity, wanted: RunIdentity, *, finished: bool) 
     return differences
 
 
-def finished_run_mismatch(saved: RunRecord, wanted: RunIdentity) -> str:
+def finished_run_mismatch(saved: RunRecord, wanted: RunIdentity, roles: KeyRoles) -> str:
     """How the finished run whose run file is ``saved`` differs from ``wanted``, in one line (``key: value there,
     value here; ...``); empty when it is the same run."""
     differences = run_differences(
         RunIdentity(saved.config, saved.num_processes, saved.data_sizes, saved.backbone_fingerprint),
         wanted,
+        roles,
         finished=True,
     )
     return "; ".join(f"{d.key}: {d.saved!r} there, {d.wanted!r} here" for d in differences)

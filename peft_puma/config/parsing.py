@@ -1,12 +1,13 @@
 """Reading a config: a YAML (or JSON) file of keys, then command-line overrides, through transformers'
 ``HfArgumentParser`` (docs/training.md, "Config keys").
 
-:class:`ConfigArgumentParser` is ``HfArgumentParser`` over the config's dataclasses (``DataConfig``, then
-``TrainingConfig``): one option per key, named as the key (``--output_dir``; ``--output-dir`` is accepted too), whose
+:class:`ConfigArgumentParser` is ``HfArgumentParser`` over a config dataclass (``DataConfig``, or ``TrainingConfig``
+which extends it): one option per key, named as the key (``--output_dir``; ``--output-dir`` is accepted too), whose
 ``--help`` line is the field's help and default. Values are read as YAML (``3``, ``1e-4``, ``null``, ``false``,
 ``[1, 2]``, ``{r: 8}``), a key without a value is ``true`` (``--resume``), and ``--mapping.key VALUE`` sets one entry of
-a mapping key (``--puma.keep_prob 1.0``). :func:`load_config` starts from the file's keys, lets the given keys replace
-them and validates the result; the dataclasses check types and values themselves (:mod:`.arguments`).
+a mapping key (``--puma.keep_prob 1.0``; a mapping whose entries are declared, as ``puma``'s, lists each of them in
+``--help``). :func:`load_keys` starts from the file's keys and lets the given keys replace them; the dataclasses check
+types and values themselves (:mod:`.keys`).
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ import yaml
 from transformers.hf_argparser import HfArgumentParser
 
 from ..errors import InvalidConfigError
-from .arguments import TrainingConfig, config_sections, is_mapping_type, key_default, key_types, type_name
+from .keys import is_mapping_type, key_default, key_types, type_name
 
 
-def load_config(
-    path: str | os.PathLike | None = None,
-    overrides: Mapping[str, Any] | Sequence[str] | None = None,
-    cls: type = TrainingConfig,
+def load_keys(
+    path: str | os.PathLike | None,
+    overrides: Mapping[str, Any] | Sequence[str] | None,
+    cls: type,
 ) -> Any:
-    """A validated config from a YAML file (optional) updated by overrides.
+    """A ``cls`` config (not validated yet) from a YAML file (optional) updated by overrides.
 
     ``overrides`` is a mapping of keys (a dotted key sets one entry of a mapping key: ``{"puma.keep_prob": 1.0}``) or
     a list of command-line tokens (``["--epochs", "3", "--puma.keep_prob=1.0"]``); they replace the file's values.
@@ -41,23 +42,20 @@ def load_config(
         given = parse_cli_overrides(overrides, cls) if _is_token_list(overrides) else dict(overrides)
         for key, value in given.items():
             _set_key(values, key, value, cls)
-    return build_config(values, cls).validate()
+    return build_config(values, cls)
 
 
-def build_config(values: Mapping[str, Any], cls: type = TrainingConfig) -> Any:
+def build_config(values: Mapping[str, Any], cls: type) -> Any:
     """A config (not validated yet) from a mapping of its keys; unknown keys are an error naming the accepted ones."""
     keys = key_types(cls)
     unknown = sorted(set(values) - set(keys))
     if unknown:
         raise InvalidConfigError(f"Unknown config key(s) {unknown}; accepted keys: {', '.join(keys)}.")
-    sections = ConfigArgumentParser(cls, add_help=False).parse_dict(dict(values))
-    config = sections[-1]
-    if len(sections) > 1:
-        config.data = sections[0]
+    (config,) = ConfigArgumentParser(cls, add_help=False).parse_dict(dict(values))
     return config
 
 
-def parse_cli_overrides(tokens: Sequence[str], cls: type = TrainingConfig) -> dict[str, Any]:
+def parse_cli_overrides(tokens: Sequence[str], cls: type) -> dict[str, Any]:
     """``["--epochs", "3", "--resume", "--puma.r=8"]`` -> ``{"epochs": 3, "resume": True, "puma.r": 8}``."""
     given, _ = ConfigArgumentParser(cls, add_help=False).parse_config_args(tokens)
     return given
@@ -78,20 +76,19 @@ class ConfigArgumentParser(HfArgumentParser):
     (for :func:`load_config`) and the namespace of the other options.
     """
 
-    def __init__(self, cls: type = TrainingConfig, **kwargs: Any) -> None:
+    def __init__(self, cls: type, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)  # --epoch is an unknown key, not --epochs
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)  # each key's help has its default
         self.config_class = cls
         keys = key_types(cls)
         self.config_options = {f"--{key}" for key in keys} | {f"--{key.replace('_', '-')}" for key in keys}
-        super().__init__(config_sections(cls), **kwargs)
+        super().__init__(cls, **kwargs)
+        self._list_mapping_entries(cls)
 
     @staticmethod
     def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
         """HfArgumentParser's hook for one field (``field.type`` is resolved by then): ``--key VALUE``, the value read
         as YAML, ``true`` without one; a key not given stays out of the namespace, so a file's value stands."""
-        if dataclasses.is_dataclass(field.type):
-            return  # a section (TrainingConfig.data): its keys are the options of its own dataclass
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
         text = field.metadata.get("help", "")
         if is_mapping_type(field.type):
@@ -107,6 +104,23 @@ class ConfigArgumentParser(HfArgumentParser):
         parser.add_argument(f"--{field.name}", help=f"{text} (default: {_flow(default)})".replace("%", "%%"), **options)
         if "_" in field.name:  # the hyphenated spelling works too; --help shows one
             parser.add_argument(f"--{field.name.replace('_', '-')}", help=argparse.SUPPRESS, **options)
+
+    def _list_mapping_entries(self, cls: type) -> None:
+        """One ``--help`` section per mapping key with declared entries (``--puma.keep_prob FLOAT``), typed and
+        explained by the entry's own field. Only listed: the dotted options are read by :meth:`_pair_values`."""
+        for field in dataclasses.fields(cls):
+            entries = field.metadata.get("entries")
+            if entries is None:
+                continue
+            group = self.add_argument_group(f"{field.name} keys (one entry of the {field.name} mapping)")
+            for name, entry in entries().items():
+                group.add_argument(
+                    f"--{field.name}.{name}",
+                    dest=f"{field.name}.{name}",
+                    default=argparse.SUPPRESS,
+                    metavar=type_name(entry.hint, "|").upper(),
+                    help=f"{entry.help} (default: {_flow(entry.default)})".replace("%", "%%"),
+                )
 
     def parse_config_args(self, args: Sequence[str] | None = None) -> tuple[dict[str, Any], argparse.Namespace]:
         """The config keys given in ``args`` (default ``sys.argv[1:]``), dotted ones included, and the namespace of

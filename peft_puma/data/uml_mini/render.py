@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .uml_mini_sources import EMOJI_FONT, load_font
+from .sources import EMOJI_FONT, load_font
 
 IMAGE_SIZE = 32
 _CANVAS = 2 * IMAGE_SIZE

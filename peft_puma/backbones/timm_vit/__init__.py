@@ -14,7 +14,6 @@ ViT. Variants that HF's ViT cannot express are refused by name instead of being 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -34,14 +33,13 @@ from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import PILImageResampling
 from transformers.utils import is_torchvision_available
 
-from ..errors import (
+from ...errors import (
     ForeignContentError,
     IncompatibleCheckpointError,
     InvalidConfigError,
-    PUMAError,
     UnsupportedModelError,
 )
-from ..owned_paths import OwnedLayout, discard_staging, make_staging_folder, move_into_place
+from ...owned_paths import OwnedLayout, discard_staging, make_staging_folder, move_into_place
 
 __all__ = [
     "TimmCheckpoint",
@@ -637,35 +635,3 @@ def _refuse_foreign_folder(out: str) -> None:
                     f"{out} holds a model folder that this converter did not write (its config.json has no "
                     "timm_source). Nothing was touched: choose another --out."
                 )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m peft_puma.backbones.timm_vit SOURCE --out DIR [--with_head] [--num_heads N]``."""
-    parser = argparse.ArgumentParser(description="Convert a timm ViT checkpoint (safetensors) to an HF ViT folder.")
-    parser.add_argument("source", help="Hub id (timm/...), folder with model.safetensors, or a .safetensors file")
-    parser.add_argument("--out", required=True, help="output folder for config.json, model.safetensors, preprocessor")
-    parser.add_argument(
-        "--with_head", "--with-head", action="store_true", help="write ViTForImageClassification (timm head)"
-    )
-    parser.add_argument(
-        "--num_heads", "--num-heads", type=int, default=None, help="attention heads, for non-standard widths"
-    )
-    parser.add_argument("--revision", default=None, help="Hub revision")
-    args = parser.parse_args(argv)
-    hub_kwargs = {"revision": args.revision} if args.revision else {}
-    try:
-        out = convert_timm_vit_checkpoint(
-            args.source,
-            args.out,
-            model_class=ViTForImageClassification if args.with_head else ViTModel,
-            num_attention_heads=args.num_heads,
-            **hub_kwargs,
-        )
-    except PUMAError as error:
-        parser.exit(2, f"error: {error}\n")
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,11 +19,8 @@ holding anything else is never touched). The output is a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,9 +28,9 @@ from dataclasses import asdict, dataclass
 import datasets
 import numpy as np
 
-from ..errors import DatasetLayoutError, ForeignContentError, InvalidConfigError, PUMAError
-from ..owned_paths import OwnedLayout, discard_staging, make_staging_folder, move_into_place
-from .schema import (
+from ...errors import DatasetLayoutError, ForeignContentError, InvalidConfigError
+from ...owned_paths import OwnedLayout, discard_staging, make_staging_folder, move_into_place
+from ..schema import (
     DATASET_COLUMN,
     IMAGE_COLUMN,
     LABEL_COLUMN,
@@ -48,16 +45,8 @@ from .schema import (
     VALIDATION_SPLIT,
     row_features,
 )
-from .uml_mini_render import emoji_bitmap, render_emoji, render_fashion_view, render_glyph, render_number
-from .uml_mini_sources import (
-    FONT_PACKAGES,
-    SOURCES,
-    digit_pools,
-    faces_drawing,
-    load_digits,
-    load_fashion,
-    require_packages,
-)
+from .render import emoji_bitmap, render_emoji, render_fashion_view, render_glyph, render_number
+from .sources import FONT_PACKAGES, SOURCES, digit_pools, faces_drawing, load_digits, load_fashion, require_packages
 
 BUILDER_VERSION = 3  # bump when a change alters the images, so that cached builds are redone
 MANIFEST = "uml_mini.json"
@@ -418,39 +407,3 @@ def open_uml_mini(folder: str, **build_options) -> tuple[datasets.DatasetDict, d
 def provenance(folder: str, manifest: dict) -> dict:
     """What a run records about the UML-mini build it used."""
     return {"uml_mini_dir": folder, "builder_version": manifest.get("builder_version"), **manifest.get("config", {})}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: build (or reuse) UML-mini in ``--out`` and print its summary."""
-    parser = argparse.ArgumentParser(prog="python -m peft_puma.data.uml_mini", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="folder to write the DatasetDict to (reused when up to date)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the class splits and of every image (default 0)")
-    parser.add_argument("--scale", type=float, default=1.0, help="fraction of each domain's classes (default 1.0)")
-    parser.add_argument(
-        "--force", action="store_true", help="rebuild when --out holds a UML-mini build (of any seed, scale or version)"
-    )
-    parser.add_argument(
-        "--install_missing",
-        "--install-missing",
-        action="store_true",
-        help="apt-get install missing Debian sources (root)",
-    )
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    try:
-        config = UMLMiniConfig(seed=args.seed, scale=args.scale)
-        dataset, manifest, cached = load_or_build_uml_mini(
-            args.out, config, args.force, install_missing=args.install_missing
-        )
-    except PUMAError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    what = "reused cached build in" if cached else "built"
-    print(f"UML-mini ({what} {args.out}, {time.perf_counter() - start:.1f} s, seed {args.seed}, scale {args.scale})")
-    print(format_summary(manifest["summary"]))
-    print("rows: " + ", ".join(f"{split} {dataset[split].num_rows}" for split in SPLITS))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

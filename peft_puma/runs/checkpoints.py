@@ -25,8 +25,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import ForeignContentError, IncompatibleCheckpointError
+from .layout import CHECKPOINTS
 
-CHECKPOINTS = "checkpoints"
 MARKER = "checkpoint_complete.json"
 TRAINER_STATE = "trainer_state.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")

@@ -27,10 +27,8 @@ from ..data.schema import (
     ROLE_QUERY,
     column_values,
 )
-from ..evaluation.knn import nearest_neighbours
 from .grid import Tile, contact_sheet, save_grid
-
-EXAMPLES_FILE = "retrieval_examples.png"  # the sheet a training run leaves in its output folder
+from .knn import nearest_neighbours
 
 
 def pick_queries(domains: Sequence[str], roles: Sequence[str], per_dataset: int = 2, seed: int = 0) -> list[int]:

@@ -1,0 +1,136 @@
+"""``python -m peft_puma.standin --out assets/uml_mini_vit``: pretrain the stand-in ViT (:mod:`.pretraining`), measure
+it zero-shot on UML-mini's validation split, and save it in HF format."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import torch
+from transformers import ViTImageProcessorPil, ViTModel
+
+from ..command_line import run_command
+from ..errors import InvalidInputError
+from .pool import PoolSize, build_pretraining_pool
+from .pretraining import (
+    BACKBONE_LAYOUT,
+    MiniViTRecipe,
+    ZeroShotSplit,
+    _readme,
+    pretrain,
+    save_backbone,
+    zero_shot_recall,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: pretrain the mini ViT, measure it zero-shot on UML-mini, save it in HF format."""
+    parser = argparse.ArgumentParser(prog="python -m peft_puma.standin", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="folder for config.json, model.safetensors, processor, README")
+    parser.add_argument("--seed", type=int, default=MiniViTRecipe.seed)
+    parser.add_argument("--epochs", type=int, default=MiniViTRecipe.epochs)
+    parser.add_argument(
+        "--max_steps", "--max-steps", type=int, default=None, help="stop after this many steps (quick checks)"
+    )
+    parser.add_argument(
+        "--pool_scale", "--pool-scale", type=float, default=1.0, help="shrink the pretraining pool (quick checks)"
+    )
+    parser.add_argument(
+        "--uml_mini", "--uml-mini", default=".cache/uml_mini", help="UML-mini build folder (built there if absent)"
+    )
+    parser.add_argument(
+        "--no_recolour_glyphs",
+        "--no-recolour-glyphs",
+        action="store_true",
+        help="keep every glyph image in the colours it was rendered in (the ablation of the colour redraw)",
+    )
+    parser.add_argument("--no_eval", "--no-eval", action="store_true", help="skip the zero-shot evaluation on UML-mini")
+    parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="do not pretrain: measure the backbone already in --out zero-shot on the current UML-mini build's "
+        "validation split and rewrite its record and README (after a UML-mini builder version change)",
+    )
+    args = parser.parse_args(argv)
+    command = "python -m peft_puma.standin " + " ".join(sys.argv[1:] if argv is None else argv)
+    return run_command(lambda: _pretrain(args, command))
+
+
+def _pretrain(args: argparse.Namespace, command: str) -> None:
+    owned = BACKBONE_LAYOUT.is_owned(args.out)  # refuse someone else's folder before an hour of pretraining
+    if args.remeasure:
+        if not owned:
+            raise InvalidInputError(f"{args.out} holds no backbone written by this command; nothing to remeasure.")
+        _remeasure(args.out, args.uml_mini)
+        return
+    # The build the evaluation reads is checked (or made) before the pretraining, not after it.
+    evaluation = None if args.no_eval else _open_evaluation_data(args.uml_mini)
+    recipe = MiniViTRecipe(
+        seed=args.seed,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        pool_scale=args.pool_scale,
+        recolour_glyphs=not args.no_recolour_glyphs,
+    )
+    start = time.perf_counter()
+    pool = build_pretraining_pool(recipe.seed, PoolSize().scaled(recipe.pool_scale))
+    print(f"pretraining pool: {len(pool.labels)} images, {len(pool.class_names)} classes "
+          f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
+    probe = None if evaluation is None else evaluation[0].score
+    model, processor, record = pretrain(recipe, pool, probe=probe)
+    metadata = {
+        "command": command,
+        "recipe": asdict(recipe),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(),
+        "pool": pool.source_counts(),
+        "pretraining": record,
+    }
+    if evaluation is not None:
+        metadata.update(_zero_shot_record(model, processor, evaluation))
+    save_backbone(args.out, model, processor, metadata)
+    print(_readme(metadata))
+
+
+def _open_evaluation_data(uml_mini: str) -> tuple[ZeroShotSplit, dict]:
+    """The UML-mini validation split the zero-shot record is measured on, and what the record says of its build."""
+    from ..data.schema import VALIDATION_SPLIT
+    from ..data.uml_mini import open_uml_mini, provenance  # only with the evaluation; UML-mini pulls in its sources
+
+    data, manifest = open_uml_mini(uml_mini)
+    return ZeroShotSplit.of(data[VALIDATION_SPLIT]), provenance(uml_mini, manifest)
+
+
+def _zero_shot_record(model: ViTModel, processor: ViTImageProcessorPil, evaluation: tuple[ZeroShotSplit, dict]) -> dict:
+    """The zero-shot part of the record, on the validation split: the backbone is a choice (its pretraining budget,
+    its size), and choices are made on validation; the test split is left to the final runs."""
+    from ..data.schema import VALIDATION_SPLIT
+
+    validation, data_source = evaluation
+    return {
+        "zero_shot_recall_at_1": zero_shot_recall(model, processor, validation),
+        "zero_shot_split": VALIDATION_SPLIT,
+        "zero_shot_data": data_source,
+    }
+
+
+def _remeasure(folder: str, uml_mini: str) -> int:
+    """Rewrite the zero-shot part of a committed backbone's record for the current UML-mini build; the weights, the
+    processor and the pretraining record stay as they are (the weights are bitwise unchanged)."""
+    with open(os.path.join(folder, "pretraining.json"), encoding="utf-8") as handle:
+        metadata = json.load(handle)
+    model = ViTModel.from_pretrained(folder, add_pooling_layer=False).eval()
+    processor = ViTImageProcessorPil.from_pretrained(folder)
+    metadata.update(_zero_shot_record(model, processor, _open_evaluation_data(uml_mini)))
+    save_backbone(folder, model, processor, metadata)
+    print(_readme(metadata))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
