@@ -6,8 +6,8 @@ exit status, never as a traceback (docs/training.md, "Exit status").
   ``exit_status`` (2; 3 for a loss that became NaN or infinite);
 - a full disk, a folder without write permission or on a read-only file system: ``error: cannot write <path>: ...``,
   exit 2;
-- Ctrl-C: ``interrupted``, exit 130 (a training run's checkpoints are written whole or not at all, so ``--resume``
-  continues from the last one).
+- Ctrl-C: ``interrupted`` (a training run adds what it saved and how to continue: its checkpoints are written whole
+  or not at all, so ``--resume`` continues from the last one), exit 130.
 
 Anything else is a bug of peft_puma and keeps its traceback. ``PEFT_PUMA_DEBUG=1`` shows the traceback of every error.
 """
@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .errors import PUMAError
+from .errors import InterruptedRunError, PUMAError
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -35,6 +35,11 @@ def run_command(body: Callable[[], int | None]) -> int:
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
         return body() or EXIT_OK
+    except InterruptedRunError as error:
+        if debug:
+            raise
+        print(f"interrupted: {error}", file=sys.stderr)
+        return error.exit_status
     except PUMAError as error:
         if debug:
             raise

@@ -31,16 +31,17 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from .backbones.loading import check_resolution
 from .command_line import run_command
 from .data.images import ON_ERROR_CHOICES, check_folder, report_skipped, require_readable
 from .data.saved import load_split
 from .data.schema import column_values
-from .data.transforms import make_eval_transform
+from .data.transforms import MIN_IMAGE_SIZE, make_eval_transform
 from .errors import InvalidInputError
 from .inference.embedding import embed_dataset, embed_folder
 from .inference.embeddings_file import check_output_path, save_embeddings
 from .inference.loading import load_for_inference
-from .inference.options import add_image_source_options, add_model_options
+from .inference.options import add_image_source_options, add_model_options, require_at_least
 
 _ROW_FIELDS = {"dataset": "datasets", "role": "roles"}  # dataset columns kept in the file's metadata
 
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_model_options(parser, "embed")
     add_image_source_options(parser)
     parser.add_argument("--output", required=True, help="embeddings file to write (.safetensors)")
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=256, help="images per forward pass (default 256)")
     parser.add_argument("--image_size", type=int, default=None, help="default: the adapter's training resolution")
     parser.add_argument(
         "--on_error",
@@ -67,6 +68,8 @@ def _embed(args: argparse.Namespace) -> None:
     if args.dataset and args.on_error is not None:
         raise InvalidInputError("--on_error applies to --images only (a --dataset is decoded by datasets).")
     on_error = args.on_error or "stop"
+    require_at_least("--batch_size", args.batch_size, 1)
+    require_at_least("--image_size", args.image_size, MIN_IMAGE_SIZE)
     check_output_path(args.output)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     try:
@@ -83,10 +86,15 @@ def _embed_with(args: argparse.Namespace, on_error: str, accelerator: Accelerato
             report_skipped(args.images, check)
         require_readable(args.images, check, on_error, skip_hint="--on_error skip")
     model, processor, image_size = load_for_inference(
-        args.adapter, args.backbone, args.backbone_format, zero_shot=args.zero_shot
+        args.adapter,
+        args.backbone,
+        args.backbone_format,
+        zero_shot=args.zero_shot,
+        allow_other_backbone=args.allow_other_backbone,
     )
     model.to(accelerator.device)
     transform = make_eval_transform(args.image_size or image_size, image_processor=processor)
+    check_resolution(model, transform.image_size)
     if check is not None:
         embeddings, paths = embed_folder(
             model,

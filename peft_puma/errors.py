@@ -35,3 +35,18 @@ class DatasetLayoutError(PUMAError):
 
 class ForeignContentError(PUMAError):
     """An output path holds something peft_puma did not write: nothing there is deleted or overwritten."""
+
+
+class FolderInUseError(PUMAError):
+    """Another process is writing in the folder a command was asked to write in (one writer per folder)."""
+
+
+class WriteFailedError(PUMAError):
+    """A file could not be written (a full disk, a folder without write permission, a read-only file system); the
+    message says what was kept intact."""
+
+
+class InterruptedRunError(PUMAError):
+    """The command was interrupted (Ctrl-C); the message says what was saved and how to continue."""
+
+    exit_status = 130

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from .backbones.loading import check_resolution
 from .command_line import run_command
 from .config.parsing import ConfigArgumentParser, load_keys
 from .data.config import DataConfig
@@ -36,7 +37,7 @@ from .evaluation.scoring import score_split
 from .evaluation.table import results_markdown
 from .inference.embedding import embed_split
 from .inference.loading import load_for_inference
-from .inference.options import add_model_options
+from .inference.options import add_model_options, require_at_least
 from .owned_paths import check_json_output, write_json_atomically
 
 
@@ -47,6 +48,7 @@ def evaluate_adapter(
     backbone: str | None = None,
     backbone_format: str | None = None,
     zero_shot: bool = False,
+    allow_other_backbone: bool = False,
     ks: Sequence[int] = (1, 2, 4, 8),
     batch_size: int = 256,
     image_size: int | None = None,
@@ -71,10 +73,13 @@ def evaluate_adapter(
         image_size = image_size or data.image_size
     else:
         scored = data
-    model, processor, trained_size = load_for_inference(adapter, backbone, backbone_format, zero_shot=zero_shot)
+    model, processor, trained_size = load_for_inference(
+        adapter, backbone, backbone_format, zero_shot=zero_shot, allow_other_backbone=allow_other_backbone
+    )
     if accelerator is not None:
         model.to(accelerator.device)
     transform = make_eval_transform(image_size or trained_size, image_processor=processor)
+    check_resolution(model, transform.image_size)
     embeddings = embed_split(
         model, scored, transform, batch_size=batch_size, accelerator=accelerator, progress=progress
     )
@@ -92,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_model_options(parser, "evaluate")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="k of Recall@k (default 1 2 4 8)")
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=256, help="images per forward pass (default 256)")
     parser.add_argument(
         "--split",
         choices=SCORED_SPLITS,
@@ -109,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
     data_overrides, args = parser.parse_config_args(argv)  # unknown keys: one-line error, exit 2
+    require_at_least("--batch_size", args.batch_size, 1)
+    for k in args.ks:
+        require_at_least("--ks", k, 1)
     if args.output:
         check_json_output(args.output, "unified", "a results file")
     if args.examples:
@@ -121,6 +129,7 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
         backbone=args.backbone,
         backbone_format=args.backbone_format,
         zero_shot=args.zero_shot,
+        allow_other_backbone=args.allow_other_backbone,
         ks=args.ks,
         batch_size=args.batch_size,
         accelerator=accelerator,

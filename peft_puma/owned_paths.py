@@ -75,6 +75,32 @@ class OwnedLayout:
             os.rmdir(folder)  # empty
 
 
+def is_write_failure(error: BaseException) -> bool:
+    """Whether ``error`` is a file that could not be written (a full disk, no permission, a read-only file system),
+    however the writer reports it: an ``OSError``, torch's zip writer's ``RuntimeError``, safetensors' own error."""
+    if isinstance(error, OSError):
+        return True
+    text = str(error).lower()
+    if isinstance(error, RuntimeError):  # torch's zip writer
+        return "write" in text or "inline_container" in text
+    return type(error).__name__ == "SafetensorError" and any(
+        words in text for words in ("i/o error", "ioerror", "os error", "no space", "permission", "read-only")
+    )
+
+
+def describe_write_failure(error: BaseException, path: str) -> str:
+    """Why a write into ``path`` failed, in words: the reason, and the free space where it was written."""
+    reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
+    existing = path
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        free = shutil.disk_usage(existing or ".").free
+    except OSError:
+        return reason
+    return f"{reason}; {free / 1e6:.1f} MB free there"
+
+
 def check_json_output(path: str, key: str, what: str) -> None:
     """A JSON file may be written at ``path`` when nothing is there or when it is ``what`` of peft_puma (a JSON
     object with ``key``); a folder, someone else's file or a missing parent folder is refused before any work."""

@@ -16,8 +16,13 @@ from typing import Any
 import transformers
 from torch import nn
 
-from ..errors import InvalidConfigError, UnsupportedModelError
+from ..errors import IncompatibleCheckpointError, InvalidConfigError, PUMAError, UnsupportedModelError
 from .timm_vit import load_timm_vit_with_processor
+
+try:
+    from safetensors import SafetensorError as _SafetensorError
+except ImportError:  # pragma: no cover - older safetensors
+    _SafetensorError = OSError
 
 _TIMM_PREFIXES = ("timm/", "hf-hub:timm/")
 BACKBONE_FORMATS: tuple[str, ...] = ("auto", "transformers", "timm")
@@ -29,8 +34,13 @@ def resolve_backbone_format(source: str, backbone_format: str = "auto") -> str:
         return backbone_format
     config_file = os.path.join(source, "config.json")
     if os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as handle:
-            config = json.load(handle)
+        try:
+            with open(config_file, encoding="utf-8") as handle:
+                config = json.load(handle)
+        except ValueError as error:
+            raise InvalidConfigError(
+                f"The backbone's {config_file} is not valid JSON ({error}): it is damaged."
+            ) from None
         # transformers configs carry `model_type`; timm's carry `architecture` and `pretrained_cfg`.
         return "transformers" if "model_type" in config else "timm"
     if source.endswith(".safetensors") or source.startswith(_TIMM_PREFIXES):
@@ -38,8 +48,22 @@ def resolve_backbone_format(source: str, backbone_format: str = "auto") -> str:
     return "transformers"
 
 
+def looks_local(source: str) -> bool:
+    """Whether ``source`` names a local path rather than a Hub id: it exists, starts like a path (``.``, ``/``,
+    ``~``), or lies in a folder that exists here (``assets/uml_mini_vitt`` is a mistyped folder, not a Hub id)."""
+    if os.path.exists(source) or source.startswith((".", "/", "~")):
+        return True
+    parent = os.path.dirname(os.path.normpath(source))
+    return bool(parent) and os.path.isdir(parent)
+
+
 def load_backbone(source: str, backbone_format: str = "auto") -> tuple[nn.Module, Any]:
     """``(backbone in eval mode, image processor)`` for a transformers or timm source (see the module docstring)."""
+    if looks_local(source) and not os.path.exists(os.path.expanduser(source)):
+        raise InvalidConfigError(
+            f"The backbone folder {source!r} does not exist (from {os.getcwd()!r}); give an existing model folder or "
+            "a Hub id."
+        )
     kind = resolve_backbone_format(source, backbone_format)
     if kind == "timm":
         backbone, processor = load_timm_vit_with_processor(source)
@@ -65,7 +89,17 @@ def _load_transformers(source: str) -> tuple[nn.Module, Any]:
     kwargs = {}
     if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
         kwargs["add_pooling_layer"] = False  # PUMA's head reads the final LayerNorm; a pooler would be unused
-    backbone = model_class.from_pretrained(source, **kwargs)
+    try:
+        backbone = model_class.from_pretrained(source, **kwargs)
+    except Exception as error:  # a truncated file: OSError, RuntimeError or safetensors' own SafetensorError
+        if isinstance(error, PUMAError) or not isinstance(
+            error, OSError | ValueError | RuntimeError | _SafetensorError
+        ):
+            raise
+        raise IncompatibleCheckpointError(
+            f"The backbone weights of {source!r} cannot be loaded ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:200]}); the files are damaged or incomplete: download or copy them again."
+        ) from None
     try:
         processor = transformers.AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError) as error:
@@ -74,3 +108,16 @@ def _load_transformers(source: str) -> tuple[nn.Module, Any]:
             f"normalisation statistics are needed for the transforms ({error})."
         ) from None
     return backbone.eval(), processor
+
+
+def check_resolution(backbone: nn.Module, image_size: int) -> None:
+    """Refuse an input resolution smaller than one patch of ``backbone`` (or of the model wrapping it) before any
+    image is read: the patch embedding's convolution would fail deep inside torch."""
+    config = getattr(backbone, "config", None) or getattr(getattr(backbone, "model", None), "config", None)
+    patch = getattr(config, "patch_size", None)
+    patch = patch[0] if isinstance(patch, list | tuple) else patch
+    if isinstance(patch, int) and image_size < patch:
+        raise InvalidConfigError(
+            f"image_size {image_size} is smaller than one {patch} x {patch} patch of the backbone; give at least "
+            f"{patch} (the backbone's own resolution is the default)."
+        )

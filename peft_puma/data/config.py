@@ -8,10 +8,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..config.keys import CONTROL, check_choice, check_positive_or_none, check_types, key
+from ..config.keys import CONTROL, check_choice, check_types, key
 from ..errors import InvalidConfigError
 from .images import IMAGE_CHECKS
 from .specs import DATASET_SPECS
+from .transforms import MIN_IMAGE_SIZE
 
 DATA_SOURCES: tuple[str, ...] = ("dataset_path", "dataset_roots", "uml_mini_dir")
 
@@ -75,7 +76,11 @@ class DataConfig:
         if self.datasets is not None and not self.datasets:
             raise InvalidConfigError("datasets must be null (all datasets) or a non-empty list of dataset names.")
         check_choice("check_images", self.check_images, IMAGE_CHECKS)
-        check_positive_or_none("image_size", self.image_size)
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE:
+            raise InvalidConfigError(
+                f"image_size must be at least {MIN_IMAGE_SIZE} pixels (or null: the backbone's own), got "
+                f"{self.image_size!r}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Every key, flat, in declaration order: the ``config`` of a run file."""

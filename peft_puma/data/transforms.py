@@ -33,6 +33,7 @@ from ..errors import InvalidConfigError, InvalidInputError
 from .schema import IMAGE_COLUMN, PIXEL_VALUES
 
 TRAIN_CROP_SCALE: tuple[float, float] = (0.2, 1.0)
+MIN_IMAGE_SIZE = 16  # pixels: a typo such as image_size 3 is refused before any model loads
 TRAIN_CROP_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
 TRAIN_HFLIP_PROBABILITY = 0.5
 EVAL_RESIZE_RATIO = 256 / 224  # "Resize(256), CenterCrop(224)", kept proportional at other sizes

@@ -14,7 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..errors import ForeignContentError, InvalidInputError
+from ..errors import ForeignContentError, InvalidInputError, WriteFailedError
+from ..owned_paths import describe_write_failure, is_write_failure
 
 
 # ------------------------------------------------------------------------------------------------ the output file
@@ -61,6 +62,13 @@ def save_embeddings(path: str, embeddings: torch.Tensor, labels: Any = None, **r
     try:
         save_file(tensors, partial, metadata={name: json.dumps(list(values)) for name, values in rows.items()})
         os.replace(partial, path)
+    except Exception as error:
+        if not is_write_failure(error):
+            raise
+        kept = "the previous file there is unchanged" if os.path.exists(path) else "nothing was written"
+        raise WriteFailedError(
+            f"Writing the embeddings file {path!r} failed ({describe_write_failure(error, path)}); {kept}."
+        ) from None
     finally:
         if os.path.exists(partial):
             os.remove(partial)

@@ -15,6 +15,7 @@ import torch
 from peft import get_peft_model
 from torch import nn
 
+from ..backbones.fingerprint import backbone_fingerprint
 from ..backbones.loading import load_backbone
 from ..errors import IncompatibleCheckpointError, InvalidConfigError, PUMAError
 from ..runs.layout import ADAPTER_FILES
@@ -66,24 +67,30 @@ def load_for_inference(
     backbone_format: str | None = None,
     *,
     zero_shot: bool = False,
+    allow_other_backbone: bool = False,
 ) -> tuple[nn.Module, Any, int | None]:
     """``(model in eval mode, image processor, image size)`` for embedding images.
 
     ``adapter``: a folder written by training (or by ``save_pretrained``); its backbone is read from the run file
-    (:mod:`peft_puma.inference.run_file`) or from ``adapter_config.json`` unless ``backbone`` is given. ``zero_shot``:
-    the frozen backbone alone (``adapter`` may then be omitted).
+    (:mod:`peft_puma.runs.run_file`: the recorded folder is found from any working directory) or from
+    ``adapter_config.json`` unless ``backbone`` is given. ``zero_shot``: the frozen backbone alone (``adapter`` may then
+    be omitted). The backbone's weights are compared with the fingerprint the run recorded: an adapter on other weights
+    of the same shape would give wrong embeddings without any error, so it is refused unless
+    ``allow_other_backbone``.
     """
     if adapter is not None:
         check_adapter_source(adapter)
     run = read_run_file(adapter) if adapter else None
     image_size = run.image_size if run else None
     if backbone is None and run is not None:
-        backbone, backbone_format = run.backbone, backbone_format or run.backbone_format
+        backbone, backbone_format = run.backbone_source(adapter), backbone_format or run.backbone_format
     if backbone is None and adapter is not None:
         backbone = PUMAConfig.from_pretrained(adapter).base_model_name_or_path
     if not backbone:
         raise InvalidConfigError("Give the backbone (--backbone): the adapter folder does not record it.")
     network, processor = load_backbone(backbone, backbone_format or "auto")
+    if run is not None and run.backbone_fingerprint and not (zero_shot or allow_other_backbone):
+        _require_trained_weights(network, backbone, adapter, run.backbone_fingerprint, run.backbone)
     if adapter is None:
         if not zero_shot:
             raise InvalidConfigError("Give an adapter folder, or ask for the zero-shot backbone (--zero_shot).")
@@ -101,3 +108,14 @@ def load_for_inference(
     if zero_shot:
         model = AdaptersOff(model)
     return model.eval(), processor, image_size
+
+
+def _require_trained_weights(network: nn.Module, source: str, adapter: str, recorded: str, trained_on: str) -> None:
+    """Refuse a backbone whose weights are not those the adapter was trained on (same shapes, other values)."""
+    loaded = backbone_fingerprint(network)
+    if loaded != recorded:
+        raise IncompatibleCheckpointError(
+            f"The backbone {source!r} holds other weights than the adapter {adapter} was trained on ({trained_on!r}: "
+            f"fingerprint {recorded[:19]}...; loaded {loaded[:19]}...): its embeddings would be wrong. Give the "
+            "backbone it was trained on, or pass --allow_other_backbone if you mean it."
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InvalidConfigError
+
 
 def add_model_options(parser: argparse.ArgumentParser, use: str = "embed") -> None:
     """``--adapter``, ``--backbone``, ``--backbone_format``, ``--zero_shot``; ``use`` completes the last one's help."""
@@ -12,6 +14,12 @@ def add_model_options(parser: argparse.ArgumentParser, use: str = "embed") -> No
     parser.add_argument("--backbone", help="backbone source (default: the one the adapter was trained on)")
     parser.add_argument("--backbone_format", default=None, help="auto, transformers or timm")
     parser.add_argument("--zero_shot", action="store_true", help=f"{use} with the frozen backbone (adapter off)")
+    parser.add_argument(
+        "--allow_other_backbone",
+        action="store_true",
+        help="use the adapter with a backbone whose weights differ from those it was trained on (refused by "
+        "default: its embeddings would be wrong)",
+    )
 
 
 def add_image_source_options(parser: argparse.ArgumentParser) -> None:
@@ -20,3 +28,9 @@ def add_image_source_options(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--images", help="folder of image files (searched recursively)")
     source.add_argument("--dataset", help="a dataset saved with save_to_disk (a Dataset or a DatasetDict)")
     parser.add_argument("--split", default="test", help="split of a DatasetDict (default: test)")
+
+
+def require_at_least(option: str, value: int | None, minimum: int) -> None:
+    """Refuse a number below ``minimum`` (``--batch_size 0``, ``--image_size 3``) before any work, in one line."""
+    if value is not None and value < minimum:
+        raise InvalidConfigError(f"{option} must be at least {minimum}; got {value}.")

@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import ForeignContentError, IncompatibleCheckpointError
+from ..errors import ForeignContentError, IncompatibleCheckpointError, WriteFailedError
+from ..owned_paths import describe_write_failure, is_write_failure
 from .layout import CHECKPOINTS
 
 MARKER = "checkpoint_complete.json"
@@ -67,7 +68,7 @@ def register_trainable_state_hooks(accelerator: Any, module: nn.Module) -> None:
 def load_trainable_state(module: nn.Module, path: str) -> None:
     expected = trainable_state(module)
     if not os.path.isfile(path):
-        raise IncompatibleCheckpointError(f"The checkpoint has no {os.path.basename(path)} ({path}).")
+        raise CorruptCheckpointError(f"The checkpoint has no {os.path.basename(path)} ({path}): it was damaged.")
     try:
         saved = load_file(path)
     except Exception as error:  # safetensors raises its own SafetensorError for truncated or damaged files
@@ -98,14 +99,27 @@ def save_checkpoint(accelerator: Any, output_dir: str, step: int, trainer_state:
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(staging)
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(staging)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _write_json(os.path.join(staging, TRAINER_STATE), trainer_state)
+            files = sorted(os.listdir(staging))
+            for name in files:
+                _fsync_file(os.path.join(staging, name))
+            # The marker lists every file, so that a checkpoint missing one later is known to be damaged.
+            _write_json(os.path.join(staging, MARKER), {"step": step, "files": files})
+            _fsync_dir(staging)
+    except Exception as error:
+        if not is_write_failure(error):
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WriteFailedError(
+            f"Writing the checkpoint of step {step} in {os.path.dirname(staging)} failed "
+            f"({describe_write_failure(error, staging)}); {_kept(output_dir)} Free some space (or fix the folder's "
+            "permissions) and continue with --resume."
+        ) from None
     if accelerator.is_main_process:
-        _write_json(os.path.join(staging, TRAINER_STATE), trainer_state)
-        for name in os.listdir(staging):
-            _fsync_file(os.path.join(staging, name))
-        _write_json(os.path.join(staging, MARKER), {"step": step})
-        _fsync_dir(staging)
         if os.path.isdir(final):  # the same step saved before (a resumed run ending where it started)
             if not os.path.isfile(os.path.join(final, MARKER)):
                 raise ForeignContentError(f"{final} exists but is no checkpoint peft_puma wrote; move it away.")
@@ -136,6 +150,9 @@ def load_checkpoint(accelerator: Any, path: str) -> None:
 
     Every file is read before anything is restored, so a corrupt checkpoint changes no weight or state.
     """
+    missing = [name for name in _listed_files(path) if not os.path.isfile(os.path.join(path, name))]
+    if missing:
+        raise CorruptCheckpointError(f"The checkpoint {path} lacks {', '.join(missing)}: it was damaged after writing.")
     for name in sorted(os.listdir(path)):
         file = os.path.join(path, name)
         try:
@@ -190,6 +207,24 @@ def read_trainer_state(checkpoint: str) -> dict[str, Any]:
         raise CorruptCheckpointError(
             f"The checkpoint's {TRAINER_STATE} in {checkpoint} cannot be read ({error})."
         ) from None
+
+
+def _listed_files(path: str) -> list[str]:
+    """The files a checkpoint's marker lists (checkpoints written before the list: the model and trainer state)."""
+    try:
+        with open(os.path.join(path, MARKER), encoding="utf-8") as handle:
+            listed = json.load(handle).get("files")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    return listed if isinstance(listed, list) else [_MODEL_FILE, TRAINER_STATE]
+
+
+def _kept(output_dir: str) -> str:
+    found = complete_checkpoints(output_dir)
+    if not found:
+        return "no earlier checkpoint was complete."
+    step, path = found[-1]
+    return f"the newest complete checkpoint, {path} (step {step}), is intact."
 
 
 def _write_json(path: str, value: Any) -> None:

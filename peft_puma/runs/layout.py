@@ -22,10 +22,11 @@ EXAMPLES_FILE = "retrieval_examples.png"  # the retrieval-examples sheet (peft_p
 LORA_FOLDER = "lora"  # LoRA's config and tensors, for the LoRA baseline
 BACKBONE_FOLDER = "backbone"  # the fine-tuned backbone, for full fine-tuning
 ADAPTER_FILES = (CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME)  # what a folder needs to hold an adapter at all
+LOCK_FILE = ".peft_puma.lock"  # held by the one process that writes the folder (.lock)
 
 # What the trainer writes in its output folder; the run file (written at start-up) and the log mark it as a run folder.
 RUN_LAYOUT = OwnedLayout.of(
     "a peft_puma training run",
-    signature=[RUN_FILE, TRAIN_LOG, CHECKPOINTS],
+    signature=[RUN_FILE, TRAIN_LOG, CHECKPOINTS, LOCK_FILE],
     others=[*ADAPTER_FILES, MODEL_CARD, RESULTS_FILE, LOGS, LORA_FOLDER, BACKBONE_FOLDER, EXAMPLES_FILE],
 )

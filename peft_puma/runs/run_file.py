@@ -40,6 +40,20 @@ class RunRecord:
     data_sizes: dict[str, dict[str, int]] | None = None
     data_source: dict[str, Any] | None = None
     backbone_fingerprint: str | None = None  # the frozen weights' fingerprint; absent from older run files
+    backbone_path: str | None = None  # a local backbone folder, absolute, so the run works from any folder
+    backbone_from_run: str | None = None  # the same folder relative to the run folder (a project moved whole)
+
+    def backbone_source(self, run_folder: str) -> str:
+        """Where to load the backbone from: the folder the config names where it exists from here, else its absolute
+        path as recorded at training, else that path relative to the run folder (a project tree moved as a whole),
+        else the name as the config gives it (a Hub id, or a path whose absence the loader reports)."""
+        if not self.backbone_path or os.path.isdir(self.backbone):
+            return self.backbone
+        if os.path.isdir(self.backbone_path):
+            return self.backbone_path
+        if self.backbone_from_run and os.path.isdir(os.path.join(run_folder, self.backbone_from_run)):
+            return os.path.normpath(os.path.join(run_folder, self.backbone_from_run))
+        return self.backbone
 
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON object: the short fields first, the whole config last."""

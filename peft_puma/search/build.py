@@ -13,13 +13,16 @@ from typing import Any
 
 import torch
 
+from ..backbones.loading import check_resolution
 from ..data.images import check_folder, report_skipped, require_readable
 from ..data.saved import load_split
-from ..data.transforms import make_eval_transform
+from ..data.transforms import MIN_IMAGE_SIZE, make_eval_transform
 from ..errors import InvalidConfigError, InvalidInputError
 from ..inference.embedding import embed_dataset, embed_folder
+from ..inference.options import require_at_least
+from ..runs.lock import lock_across_processes
 from .embedding import load_model, preprocessing_record
-from .folder import check_index_output, make_manifest, save_index_folder
+from .folder import check_index_output, index_lock_path, make_manifest, save_index_folder
 from .identity import model_identity
 from .index import build_index, index_params
 from .rows import dataset_rows, folder_rows
@@ -42,13 +45,18 @@ def run_index(args: Any) -> None:
         raise InvalidConfigError("Give --adapter RUN (a training output_dir), or --zero_shot --backbone BACKBONE.")
     if args.dataset and args.on_error is not None:
         raise InvalidInputError("--on_error applies to --images only (a --dataset is decoded by datasets).")
-    if args.batch_size < 1:
-        raise InvalidConfigError(f"--batch_size must be at least 1; got {args.batch_size}.")
+    require_at_least("--batch_size", args.batch_size, 1)
+    require_at_least("--image_size", args.image_size, MIN_IMAGE_SIZE)
     options = index_options(args)
     check_index_output(args.output)
     identity = model_identity(args.adapter, args.backbone, args.backbone_format, zero_shot=args.zero_shot)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    lock = None
     try:
+        # One build per index folder, held until it is written; refused before any image is embedded.
+        lock = lock_across_processes(
+            index_lock_path(args.output), "another index build", accelerator, remove_on_release=True
+        )
         check = None
         if args.images:  # before the model loads: a bad file stops the run at once, and every process agrees
             check = check_folder(args.images, accelerator=accelerator, progress=accelerator.is_main_process)
@@ -58,9 +66,10 @@ def run_index(args: Any) -> None:
             require_readable(args.images, check, on_error, skip_hint="--on_error skip")
         else:
             dataset = load_split(args.dataset, args.split)
-        model, processor, image_size = load_model(identity, identity["adapter"])
+        model, processor, image_size = load_model(identity, identity["adapter"], args.allow_other_backbone)
         model.to(accelerator.device)
         transform = make_eval_transform(args.image_size or image_size, image_processor=processor)
+        check_resolution(model, transform.image_size)
         embed_options = {"batch_size": args.batch_size, "accelerator": accelerator}
         if check is not None:
             embeddings, paths = embed_folder(
@@ -80,4 +89,6 @@ def run_index(args: Any) -> None:
             )
         accelerator.wait_for_everyone()
     finally:
+        if lock is not None:
+            lock.release()
         accelerator.end_training()  # under several processes: leave the process group before exiting

@@ -36,7 +36,7 @@ def _index_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--nlist", type=int, help="ivf: cells (default 4 sqrt(N), at most N / 39)")
     parser.add_argument("--nprobe", type=int, help="ivf: cells scanned per query (default nlist / 64, at least 16)")
     parser.add_argument("--seed", type=int, default=0, help="ivf: k-means seed (default 0)")
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=256, help="images per forward pass (default 256)")
     parser.add_argument("--image_size", type=int, default=None, help="default: the adapter's training resolution")
     parser.add_argument("--on_error", choices=ON_ERROR_CHOICES, default=None, help=f"with --images, {_ON_ERROR_HELP}")
 
@@ -56,7 +56,7 @@ def _query_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--thumbnail_size", type=int, default=DEFAULT_THUMBNAIL, help="grid tiles, pixels (>= 64)")
     parser.add_argument("--ef_search", type=int, help="hnsw: candidate list for this search (default: the index's)")
     parser.add_argument("--nprobe", type=int, help="ivf: cells scanned for this search (default: the index's)")
-    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--batch_size", type=int, default=256, help="images per forward pass (default 256)")
     parser.add_argument("--on_error", choices=ON_ERROR_CHOICES, default=None, help=f"with --images, {_ON_ERROR_HELP}")
 
 

@@ -32,10 +32,18 @@ def transform_from_record(record: dict[str, Any]) -> EvalTransform:
     return make_eval_transform(record["image_size"], record["mean"], record["std"])
 
 
-def load_model(model: dict[str, Any], adapter: str | None) -> tuple[Any, Any, int | None]:
+def load_model(
+    model: dict[str, Any], adapter: str | None, allow_other_backbone: bool = False
+) -> tuple[Any, Any, int | None]:
     """``(model, image processor, image size)`` of ``load_for_inference`` for an identity
     (:func:`peft_puma.search.identity.model_identity`): its backbone and zero-shot choice, with ``adapter``."""
-    return load_for_inference(adapter, model["backbone"], model["backbone_format"], zero_shot=model["zero_shot"])
+    return load_for_inference(
+        adapter,
+        model["backbone"],
+        model["backbone_format"],
+        zero_shot=model["zero_shot"],
+        allow_other_backbone=allow_other_backbone,
+    )
 
 
 def expand_query_paths(paths: Sequence[str]) -> list[str]:

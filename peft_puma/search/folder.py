@@ -13,8 +13,16 @@ import json
 import os
 from typing import Any
 
-from ..errors import InvalidInputError
-from ..owned_paths import OwnedLayout, discard_staging, make_staging_folder, move_into_place, write_json_atomically
+from ..errors import InvalidInputError, WriteFailedError
+from ..owned_paths import (
+    OwnedLayout,
+    describe_write_failure,
+    discard_staging,
+    is_write_failure,
+    make_staging_folder,
+    move_into_place,
+    write_json_atomically,
+)
 from .index import SearchIndex, read_index, require_faiss, write_index
 
 MANIFEST = "peft_puma_index.json"
@@ -49,6 +57,13 @@ def make_manifest(
     }
 
 
+def index_lock_path(folder: str) -> str:
+    """The lock file of the index folder ``folder``: beside it (``.NAME.peft_puma.lock``), since the folder itself is
+    replaced whole when the build moves its staging folder into place."""
+    parent, name = os.path.split(os.path.normpath(os.path.abspath(folder)))
+    return os.path.join(parent, f".{name}.peft_puma.lock")
+
+
 def save_index_folder(folder: str, index: SearchIndex, manifest: dict[str, Any]) -> None:
     """Write ``index`` and ``manifest`` as the index folder ``folder`` (staged, then moved into place)."""
     rows = manifest["gallery"]["num_rows"]
@@ -60,8 +75,13 @@ def save_index_folder(folder: str, index: SearchIndex, manifest: dict[str, Any])
         write_index(index, os.path.join(staging, INDEX_FILE))
         write_json_atomically(os.path.join(staging, MANIFEST), manifest)
         move_into_place(staging, folder, INDEX_LAYOUT)
-    except BaseException:
+    except BaseException as error:
         discard_staging(staging)
+        if isinstance(error, Exception) and is_write_failure(error):
+            kept = "the index folder there is unchanged" if os.path.isdir(folder) else "nothing was written"
+            raise WriteFailedError(
+                f"Writing the index folder {folder!r} failed ({describe_write_failure(error, folder)}); {kept}."
+            ) from None
         raise
 
 

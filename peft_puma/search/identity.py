@@ -63,7 +63,7 @@ def resolve_backbone(
     if adapter is not None and backbone is None:
         run = read_run_file(adapter) if os.path.isdir(adapter) else None
         if run is not None:
-            backbone, backbone_format = run.backbone, backbone_format or run.backbone_format
+            backbone, backbone_format = run.backbone_source(adapter), backbone_format or run.backbone_format
         else:
             backbone = PUMAConfig.from_pretrained(adapter).base_model_name_or_path
     if backbone and os.path.isdir(backbone):

@@ -222,9 +222,25 @@ class TrainingConfig(DataConfig):
                 f"resume: {self.resume} does not exist or is not a folder; resume takes true (the newest complete "
                 "checkpoint of output_dir) or the path of a checkpoint folder (output_dir/checkpoints/checkpoint-N)."
             )
+        self._refuse_output_in_data()
         if self.push_to_hub and not self.hub_model_id:
             raise InvalidConfigError("push_to_hub needs hub_model_id (the Hub repository to upload to).")
         return self
+
+    def _refuse_output_in_data(self) -> None:
+        """The run folder and a data folder must not overlap: the trainer's files would mix with the data's, and
+        --resume and evaluate would then refuse the folder as holding files peft_puma did not write."""
+        output = os.path.abspath(self.output_dir)
+        for name, path in self.data_sources().items():
+            # dataset_roots values may be Hub ids; a path there counts when it exists
+            folders = [f for f in path.values() if os.path.exists(f)] if isinstance(path, dict) else [path]
+            for folder in folders:
+                data = os.path.abspath(folder)
+                if os.path.commonpath([output, data]) in (output, data):
+                    raise InvalidConfigError(
+                        f"output_dir {self.output_dir!r} and {name} {folder!r} overlap (one is, or holds, the "
+                        "other); give the run its own folder."
+                    )
 
     def global_batch(self, num_processes: int) -> int:
         """Images per optimiser step over every process: what the loss sees (docs/spec.md section 6)."""

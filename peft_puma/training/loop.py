@@ -33,20 +33,22 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..backbones.fingerprint import backbone_fingerprint
-from ..backbones.loading import load_backbone
+from ..backbones.loading import check_resolution, load_backbone
 from ..cpu_threads import configure_torch_threads
 from ..data.loader import make_train_loader
 from ..data.schema import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from ..data.transforms import make_eval_transform, make_train_transform
 from ..data.unified import dataset_sizes, describe_source, load_unified, scored_split
-from ..errors import IncompatibleCheckpointError, PUMAError
+from ..errors import IncompatibleCheckpointError, InterruptedRunError, PUMAError, WriteFailedError
 from ..evaluation.examples import write_retrieval_examples
 from ..evaluation.scoring import score_split
 from ..evaluation.table import results_markdown
 from ..inference.embedding import embed_split
 from ..losses import make_loss
+from ..owned_paths import describe_write_failure, is_write_failure
 from ..runs import checkpoints as ckpt
-from ..runs.layout import EXAMPLES_FILE, RESULTS_FILE, RUN_LAYOUT, TRAIN_LOG
+from ..runs.layout import EXAMPLES_FILE, LOCK_FILE, RESULTS_FILE, RUN_LAYOUT, TRAIN_LOG
+from ..runs.lock import lock_across_processes
 from ..runs.run_file import write_run_file
 from ..runs.same_run import RunIdentity, run_differences
 from .arguments import TrainingConfig
@@ -108,10 +110,24 @@ def train(config: TrainingConfig) -> TrainResult:
     config.validate()
     RUN_LAYOUT.is_owned(config.output_dir)  # a file, or a folder of someone else's files: refused, untouched
     if not config.resume:
-        _refuse_existing_run(config)
+        _refuse_existing_run(config)  # before any model loads
     accelerator = make_accelerator(config)
     _set_cpu_threads(config, accelerator)
     os.makedirs(config.output_dir, exist_ok=True)
+    lock = lock_across_processes(
+        os.path.join(config.output_dir, LOCK_FILE), "another training run", accelerator, accelerator.print
+    )
+    try:
+        if not config.resume:
+            _refuse_existing_run(config)  # again under the lock: another run may have finished in the folder meanwhile
+        return _run(config, accelerator)
+    except KeyboardInterrupt:
+        raise InterruptedRunError(_interrupted(config)) from None
+    finally:
+        lock.release()
+
+
+def _run(config: TrainingConfig, accelerator: Any) -> TrainResult:
     set_seed(config.seed)
     run = _set_up(config, accelerator)
     start = _resume(config, accelerator, run) if config.resume else _Position()
@@ -123,6 +139,15 @@ def train(config: TrainingConfig) -> TrainResult:
         accelerator.init_trackers("peft_puma", config=_tracker_config(config))
     state = _train_loop(config, accelerator, run, start)
     return _finish(config, accelerator, run, state)
+
+
+def _interrupted(config: TrainingConfig) -> str:
+    """What an interrupted run kept, and how to continue it."""
+    last = ckpt.complete_checkpoints(config.output_dir)
+    if not last:
+        return f"no checkpoint of {config.output_dir} was complete yet; start the run again (nothing to resume)."
+    step, path = last[-1]
+    return f"the newest complete checkpoint is {path} (step {step}); continue with --resume."
 
 
 # ------------------------------------------------------------------------------------------------------------ set-up
@@ -186,6 +211,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         seed=config.seed,
     )
     eval_transform = make_eval_transform(config.image_size, image_processor=processor)
+    check_resolution(backbone, train_transform.image_size)
     batches = make_train_loader(
         data[TRAIN_SPLIT],
         train_transform,
@@ -491,7 +517,7 @@ def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Posi
     _log_eval(config, accelerator, result, config.eval_split, position)
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(run.objective).model
-        write_outputs(config, model, result, table, run.info)
+        _write_outputs(config, model, result, table, run.info)
         accelerator.print(
             f"\n{table}\n\nRetrieval examples: {os.path.abspath(examples)}\n"
             f"Adapter saved to {os.path.abspath(config.output_dir)}"
@@ -502,6 +528,22 @@ def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Posi
         _push(config)
     model = accelerator.unwrap_model(run.objective).model.eval()
     return TrainResult(config.output_dir, result, position.step, table, model, run.losses, config.eval_split)
+
+
+def _write_outputs(config: TrainingConfig, model: nn.Module, result: dict[str, Any], table: str, info: RunInfo) -> None:
+    """The adapter, its card, ``results.json`` and the run file; a full disk or an unwritable folder is one line that
+    says the last checkpoint is intact (it holds the final step) and how to save again."""
+    try:
+        write_outputs(config, model, result, table, info)
+    except Exception as error:
+        if not is_write_failure(error):
+            raise
+        last = ckpt.latest_checkpoint(config.output_dir)
+        reason = describe_write_failure(error, config.output_dir)
+        raise WriteFailedError(
+            f"Saving the trained adapter in {config.output_dir} failed ({reason}); the final checkpoint {last} is "
+            "intact: free some space and run the same command with --resume to evaluate and save it again."
+        ) from None
 
 
 def _push(config: TrainingConfig) -> None:

@@ -150,8 +150,18 @@ def run_record(config: Any, info: RunInfo) -> RunRecord:
         data_sizes=info.sizes,
         data_source=info.data_source,
         backbone_fingerprint=info.backbone_fingerprint,
+        **local_backbone(config.backbone, config.output_dir),
         config=config.to_dict(),
     )
+
+
+def local_backbone(backbone: str, output_dir: str) -> dict[str, str]:
+    """Where a local backbone folder is, absolute and relative to the run folder, so that ``evaluate``, ``embed`` and
+    ``search`` find it from any working directory (a Hub id records nothing)."""
+    if not os.path.isdir(backbone):
+        return {}
+    absolute = os.path.abspath(backbone)
+    return {"backbone_path": absolute, "backbone_from_run": os.path.relpath(absolute, os.path.abspath(output_dir))}
 
 
 def push_folder(directory: str, repo_id: str) -> str:

@@ -239,3 +239,21 @@ def test_two_processes_build_the_index_of_one(tiny, photos, tmp_path):
     (single, first), (double, second) = open_index_folder(one), open_index_folder(two)
     assert first["gallery"] == second["gallery"]
     torch.testing.assert_close(single.vectors(), double.vectors())
+
+
+# ------------------------------------------------------------------------------------------- faults and look-alikes
+def test_a_second_index_build_into_a_folder_in_use_is_refused(tiny, tmp_path, capsys):
+    from peft_puma.runs.lock import FolderLock
+    from peft_puma.search.folder import index_lock_path
+
+    output = str(tmp_path / "busy_index")
+    with FolderLock(index_lock_path(output), "another index build"):
+        line = _fails(capsys, "index", "--adapter", tiny["run"], "--dataset", tiny["dataset"], "--output", output)
+    assert f"is in use by another index build (process {os.getpid()}" in line
+    assert not os.path.exists(output)
+
+
+def test_impossible_index_numbers_are_refused_before_any_work(photos, tmp_path, capsys):
+    base = ["index", "--zero_shot", "--backbone", "b", "--images", photos, "--output", str(tmp_path / "x")]
+    assert _fails(capsys, *base, "--batch_size", "-1") == "error: --batch_size must be at least 1; got -1."
+    assert _fails(capsys, *base, "--image_size", "3") == "error: --image_size must be at least 16; got 3."

@@ -16,9 +16,14 @@ Fault kinds (``kind:K``, comma-separated for several; steps counted from 1 withi
   and evaluation included: at the start of the forward of step ``K + 1``;
 - ``exit_in_save:K``: hard exit in the middle of writing the checkpoint of step ``K``: every file is in the staging
   folder, the completion marker is not written and nothing is renamed into place (``checkpoint._write_json`` of the
-  marker wrapped).
+  marker wrapped);
+- ``exit_before_step:K``: hard exit just before the forward of step ``K`` (``K = 1``: at the end of the start-up);
+- ``exit_mid_step:K``: hard exit between the forward and the update of step ``K``;
+- ``exit_in_final_eval:1``: hard exit while the final evaluation embeds its split;
+- ``exit_in_final_save:1``: hard exit once the adapter is written and before the card, results and run file are;
+- ``interrupt_*``: the same moments as ``exit_*``, with Ctrl-C (``KeyboardInterrupt``) instead of a kill.
 
-A process cut short on purpose exits with :data:`EXIT_CODE`.
+A process cut short on purpose exits with :data:`EXIT_CODE`; an interrupted one as the command says (130).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXIT_CODE = 86  # what a test sees from a run that was cut short on purpose
-KINDS = ("nan_at_step", "exit_after_step", "exit_in_save")
+PHASES = ("before_step", "mid_step", "in_save", "in_final_eval", "in_final_save")
+KINDS = ("nan_at_step", "exit_after_step", *(f"{how}_{phase}" for how in ("exit", "interrupt") for phase in PHASES))
 
 
 class _Patcher:
@@ -73,35 +79,78 @@ def _on_forward_call(patcher: Any, hook: Callable[[Any, int, tuple], tuple | Non
     patcher.setattr(RetrievalObjective, "forward", forward)
 
 
+def _stop(how: str) -> None:
+    if how == "exit":
+        os._exit(EXIT_CODE)  # no cleanup at all, like kill -9
+    raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+
+
+def _cut(faults: dict[str, int], phase: str) -> tuple[str, int] | None:
+    """``(how, K)`` of the fault at ``phase``, if one was asked for (``exit_in_save:K`` or ``interrupt_in_save:K``)."""
+    for how in ("exit", "interrupt"):
+        if f"{how}_{phase}" in faults:
+            return how, faults[f"{how}_{phase}"]
+    return None
+
+
 def apply(patcher: Any, faults: dict[str, int]) -> None:
     """Install ``faults`` (see :func:`parse_spec`) with ``patcher.setattr`` (``monkeypatch`` or a plain one)."""
     nan_step, exit_step = faults.get("nan_at_step"), faults.get("exit_after_step")
-    if nan_step is not None or exit_step is not None:
+    before, mid = _cut(faults, "before_step"), _cut(faults, "mid_step")
+    if nan_step is not None or exit_step is not None or before or mid:
 
         def hook(objective, step, outputs):
             if outputs is None:
                 if exit_step is not None and step == exit_step + 1:
                     os._exit(EXIT_CODE)
+                if before and step == before[1]:
+                    _stop(before[0])
                 return None
+            if mid and step == mid[1]:
+                _stop(mid[0])
             if step == nan_step:
                 metric_loss, regulariser = outputs
                 return metric_loss * float("nan"), regulariser
             return None
 
         _on_forward_call(patcher, hook)
-    if "exit_in_save" in faults:
+    in_save = _cut(faults, "in_save") or (("exit", faults["exit_in_save"]) if "exit_in_save" in faults else None)
+    if in_save:
         from peft_puma.runs import checkpoints as checkpoint
 
         original_write_json = checkpoint._write_json
-        staging = f".checkpoint-{faults['exit_in_save']}.tmp"
+        staging = f".checkpoint-{in_save[1]}.tmp"
 
         def write_json(path: str, value: Any) -> None:
             folder, name = os.path.split(path)
             if name == checkpoint.MARKER and os.path.basename(folder) == staging:
-                os._exit(EXIT_CODE)  # the checkpoint's files are written; marker and rename never happen
+                _stop(in_save[0])  # the checkpoint's files are written; marker and rename never happen
             original_write_json(path, value)
 
         patcher.setattr(checkpoint, "_write_json", write_json)
+    final_eval = _cut(faults, "in_final_eval")
+    if final_eval:
+        from peft_puma.training import loop
+
+        original_evaluate = loop._evaluate
+
+        def evaluate(config, accelerator, run, split, examples=None):
+            if examples is not None:  # only the final evaluation writes the examples sheet
+                _stop(final_eval[0])
+            return original_evaluate(config, accelerator, run, split, examples)
+
+        patcher.setattr(loop, "_evaluate", evaluate)
+    final_save = _cut(faults, "in_final_save")
+    if final_save:
+        from peft_puma.training import report
+
+        original_save = report.save_trained
+
+        def save_trained(*args: Any, **kwargs: Any) -> None:
+            original_save(*args, **kwargs)
+            _stop(final_save[0])  # the adapter is written; card, results.json and the run file are not
+
+        patcher.setattr(report, "save_trained", save_trained)
 
 
 @contextlib.contextmanager

@@ -30,9 +30,10 @@ LAYOUT = {
 VALIDATION_LAYOUT = {"stripes": (2, 4), "colours": (2, 4), "shop": (2, 5)}
 
 
-def make_backbone(directory: str) -> str:
-    """A random ViT (hidden 32, 2 layers, 16 px, patch 4) with its image processor, saved as a transformers folder."""
-    torch.manual_seed(0)
+def make_backbone(directory: str, seed: int = 0) -> str:
+    """A random ViT (hidden 32, 2 layers, 16 px, patch 4) with its image processor, saved as a transformers folder;
+    ``seed`` draws its weights (another seed: a backbone of the same shape with other weights)."""
+    torch.manual_seed(seed)
     config = ViTConfig(
         hidden_size=32,
         num_hidden_layers=2,

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from peft_puma.errors import IncompatibleCheckpointError
+from peft_puma.errors import IncompatibleCheckpointError, WriteFailedError
 from peft_puma.runs.checkpoints import complete_checkpoints, read_trainer_state
 from peft_puma.training import load_config, train
 
@@ -85,7 +85,7 @@ def test_a_failing_save_leaves_no_loadable_checkpoint(run_config, reference, mon
 
     with monkeypatch.context() as patch:
         patch.setattr(checkpoint, "_fsync_file", disk_full_at_12)
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(WriteFailedError, match="No space left on device.*checkpoint-8 \\(step 8\\), is intact"):
             train(load_config(config_path, []))
     assert [step for step, _ in complete_checkpoints(output_dir)] == [4, 8]
     _resume_and_compare(config_path, output_dir, reference)
