@@ -85,8 +85,26 @@ def split_by_record(collection: Collection, record: SplitRecord) -> list[str]:
 
 
 def draw_split(collection: Collection, rule: SplitRule, source: dict) -> SplitRecord:
-    """The seeded class split of a collection without splits (:mod:`.splits`)."""
-    return SplitRecord.draw(collection.class_lists(), rule, dict(source))
+    """The seeded class split of a collection without splits (:mod:`.splits`; its one-image classes train first)."""
+    sizes = Counter(zip(collection.domains, collection.classes))
+    lonely: dict[str, set[ClassKey]] = defaultdict(set)
+    for (domain, key), count in sizes.items():
+        if count == 1:
+            lonely[domain].add(key)
+    frozen = {domain: frozenset(keys) for domain, keys in lonely.items()}
+    return SplitRecord.draw(collection.class_lists(), rule, dict(source), frozen)
+
+
+def check_queries(collection: Collection, row_splits: Sequence[str], where: str) -> None:
+    """Every domain of a held-out split needs a class of two images or more: something to query."""
+    sizes = Counter(zip(row_splits, collection.domains, collection.classes))
+    queried = {(split, domain) for (split, domain, _), count in sizes.items() if count > 1}
+    for split, domain, _ in sorted(sizes, key=str):
+        if split != TRAIN_SPLIT and (split, domain) not in queried:
+            raise DatasetLayoutError(
+                f"The domain {domain!r} of {where} has no {split} class with two images or more, so none of its "
+                "images could be a query. Add images to its classes, or leave the domain out (the datasets key)."
+            )
 
 
 def to_unified(collection: Collection, row_splits: Sequence[str]) -> datasets.DatasetDict:

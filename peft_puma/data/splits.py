@@ -4,7 +4,8 @@
 Metric learning is scored on classes the model never saw (docs/spec.md section 7), so a collection without splits of
 its own is split by **class**, each domain on its own: its classes, in sorted order, are permuted by a generator seeded
 by ``(split_seed, domain name)``; the first go to training, the next are held out as validation, the rest are test
-classes (UML-mini's order: the validation classes are carved from the training side). The fractions default to the
+classes (UML-mini's order: the validation classes are carved from the training side); classes with a single image
+train first (the rest of them go to test), since held out they could never be queries. The fractions default to the
 paper's protocol, half of every dataset's classes for test (docs/spec.md section 7), with a fifth of the training half
 held out as validation, where recipes are chosen without reading the test split (docs/training.md). Seeding by the
 domain's name rather than its position keeps a domain's split when another domain is added or left out.
@@ -62,12 +63,22 @@ class SplitRule:
                 test -= 1
         return {TRAIN_SPLIT: num_classes - test - validation, VALIDATION_SPLIT: validation, TEST_SPLIT: test}
 
-    def draw(self, domain: str, classes: Sequence[ClassKey]) -> dict[str, list[ClassKey]]:
-        """The classes of ``domain`` by split: sorted, permuted by ``(seed, domain)``, cut by :meth:`counts`."""
+    def draw(
+        self, domain: str, classes: Sequence[ClassKey], lonely: frozenset[ClassKey] = frozenset()
+    ) -> dict[str, list[ClassKey]]:
+        """The classes of ``domain`` by split: sorted, permuted by ``(seed, domain)``, cut by :meth:`counts`.
+
+        The ``lonely`` classes (a single image) train first: held out, they could only be gallery rows, never queries,
+        and a domain could be left with nothing to query. Those the training side cannot take go to the test side.
+        """
         ordered = sorted(set(classes))
         generator = np.random.default_rng([self.seed, zlib.crc32(domain.encode("utf-8"))])
-        drawn = [ordered[index] for index in generator.permutation(len(ordered))]
+        permuted = [ordered[index] for index in generator.permutation(len(ordered))]
         counts = self.counts(len(ordered))
+        alone = [key for key in permuted if key in lonely]
+        drawn = (
+            alone[: counts[TRAIN_SPLIT]] + [key for key in permuted if key not in lonely] + alone[counts[TRAIN_SPLIT] :]
+        )
         cut = counts[TRAIN_SPLIT] + counts[VALIDATION_SPLIT]
         pieces = {
             TRAIN_SPLIT: drawn[: counts[TRAIN_SPLIT]],
@@ -113,9 +124,20 @@ class SplitRecord:
         }
 
     @classmethod
-    def draw(cls, classes: Mapping[str, Sequence[ClassKey]], rule: SplitRule, source: dict[str, Any]) -> SplitRecord:
-        """The split of every domain of ``classes`` (``{domain: its classes}``) by ``rule``."""
-        return cls({domain: rule.draw(domain, members) for domain, members in classes.items()}, rule, source)
+    def draw(
+        cls,
+        classes: Mapping[str, Sequence[ClassKey]],
+        rule: SplitRule,
+        source: dict[str, Any],
+        lonely: Mapping[str, frozenset[ClassKey]] | None = None,
+    ) -> SplitRecord:
+        """The split of every domain of ``classes`` (``{domain: its classes}``) by ``rule``; ``lonely``: each
+        domain's classes of a single image (:meth:`SplitRule.draw`)."""
+        lonely = lonely or {}
+        domains = {
+            domain: rule.draw(domain, members, lonely.get(domain, frozenset())) for domain, members in classes.items()
+        }
+        return cls(domains, rule, source)
 
     def split_of(self, domain: str, key: ClassKey) -> str | None:
         """The split the record gives class ``key`` of ``domain``, ``None`` for a class it does not know."""

@@ -32,6 +32,7 @@ from .builder import build_unified_dataset
 from .collections import (
     Collection,
     check_classes,
+    check_queries,
     draw_split,
     lonely_classes,
     shown,
@@ -140,6 +141,7 @@ def _split_collection(
         rule = SplitRule(tuple(config.split_fractions), config.split_seed)
         split = draw_split(collection, rule, description)
         row_splits = split_by_record(collection, split)
+    check_queries(collection, row_splits, where)
     lonely = lonely_classes(collection, row_splits)
     if lonely:
         warn(

@@ -122,15 +122,34 @@ def test_split_folders_are_used_as_they_are(tmp_path):
     assert column_values(loaded.data["test"], "label") == [1, 1, 2, 2]  # class b keeps its label
 
 
-def test_classes_with_a_single_image_stay_in_the_gallery_and_are_never_queries(tmp_path, capsys):
-    make_collection_tree(str(tmp_path / "c"), {"birds": (6, 1), "cars": (5, 3)})
-    test = _columns(_load(tmp_path / "c").data["test"])
-    roles = dict(zip(zip(test["dataset"], test["label"]), test["role"]))
-    assert {role for (domain, _), role in roles.items() if domain == "birds"} == {"gallery"}
-    assert {role for (domain, _), role in roles.items() if domain == "cars"} == {"both"}
+def _lonely_tree(root, lonely: int) -> None:
+    """birds: 10 classes of 3 images, the first ``lonely`` of them left with one; cars: 5 classes of 3."""
+    make_collection_tree(str(root), {"birds": (10, 3), "cars": (5, 3)})
+    for index in range(lonely):
+        for name in ("1.jpg", "2.png"):
+            os.remove(root / "birds" / f"birds_{index:02d}" / name)
+
+
+def test_classes_with_a_single_image_train_first_and_held_out_are_never_queries(tmp_path, capsys):
+    _lonely_tree(tmp_path / "c", lonely=6)
+    loaded = _load(tmp_path / "c")
+    birds = loaded.split.domains["birds"]
+    assert len(birds["train"]) == 4 and all(int(key[-2:]) < 6 for key in birds["train"])  # four of the six train
+    assert sum(int(key[-2:]) < 6 for key in birds["test"]) == 2 and birds["validation"]  # two are held out
+    test = _columns(loaded.data["test"])
+    sizes = {label: test["label"].count(label) for label in test["label"]}
+    assert {role for label, role in zip(test["label"], test["role"]) if sizes[label] == 1} == {"gallery"}
+    assert {role for label, role in zip(test["label"], test["role"]) if sizes[label] > 1} == {"both"}
     err = capsys.readouterr().err
-    assert "held-out class(es) of" in err and "have a single image (birds/birds_00 (test)" in err
-    assert "never queries" in err
+    assert "2 held-out class(es) of" in err and "have a single image (birds/birds_0" in err and "never queries" in err
+
+
+def test_a_domain_whose_held_out_classes_all_have_one_image_is_refused(tmp_path):
+    _lonely_tree(tmp_path / "c", lonely=10)
+    with pytest.raises(
+        DatasetLayoutError, match="The domain 'birds' of .* has no test class with two images or more, so none"
+    ):
+        _load(tmp_path / "c")
 
 
 def test_files_that_are_not_images_and_hidden_files_are_ignored_and_counted(tmp_path, capsys):
