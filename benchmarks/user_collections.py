@@ -134,7 +134,8 @@ def train_once(config: str, source: dict[str, Any], output_dir: str, max_steps: 
     wall = time.perf_counter() - started
     with open(os.path.join(output_dir, "train_log.jsonl"), encoding="utf-8") as handle:
         logged = [json.loads(line) for line in handle]
-    rates = [line["train/images_per_second"] for line in logged if "train/images_per_second" in line][1:]
+    rates = [line["train/images_per_second"] for line in logged if "train/images_per_second" in line]
+    rates = rates[1:] or rates  # the first window holds the loader's start
     return {
         "images_per_second": statistics.median(rates),
         "wall_s": round(wall, 1),
@@ -150,7 +151,7 @@ def compare_training(config: str, tree: str, table: str, work: str, max_steps: i
         "saved_dataset": {"dataset_path": table, "domain_column": "domain"},
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
-    train_once(config, sources["saved_dataset"], os.path.join(work, "runs", "warm_up"), 5)  # torch's first-run costs
+    train_once(config, sources["saved_dataset"], os.path.join(work, "runs", "warm_up"), 10)  # torch's first-run costs
     for repeat in range(repeats):
         for name, source in sources.items():
             runs[name].append(train_once(config, source, os.path.join(work, "runs", f"{name}_{repeat}"), max_steps))
