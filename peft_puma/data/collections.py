@@ -23,13 +23,13 @@ import os
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import datasets
 import pyarrow as pa
 
-from ..errors import DatasetLayoutError
+from ..errors import DatasetLayoutError, InvalidConfigError
 from .roles import ROLE_BOTH, ROLE_GALLERY, ROLE_TRAIN
 from .schema import DATASET_COLUMN, LABEL_COLUMN, ROLE_COLUMN, SPLITS, TEST_SPLIT, TRAIN_SPLIT
 from .splits import ClassKey, SplitRecord, SplitRule
@@ -41,9 +41,10 @@ _SHOWN = 3  # classes named in a warning (the rest are counted)
 class Collection:
     """Every image of a source with its domain and class (``splits``: the source's own split of each row, if any).
 
-    ``images`` has one column, ``image`` (``datasets.Image()``), one row per image; ``notes`` are what was ignored or
-    left out on the way (files that are not images), said once to the user; ``found``: what the reader found out
-    about the source (a folder tree's layout and counts), which the run records.
+    ``images`` has one column, ``image`` (``datasets.Image()``); ``rows``: the row of ``images`` each entry is, where
+    some domains were left out (:meth:`only`; the table itself is never cut, which could write beside a saved
+    dataset); ``notes`` are what was ignored on the way (files that are not images), said once to the user;
+    ``found``: what the reader found out about the source (a folder tree's layout and counts), which the run records.
     """
 
     images: datasets.Dataset
@@ -52,6 +53,26 @@ class Collection:
     splits: list[str] | None = None
     notes: list[str] = field(default_factory=list)
     found: dict[str, Any] = field(default_factory=dict)
+    rows: list[int] | None = None
+
+    def only(self, names: Sequence[str] | None) -> Collection:
+        """The entries of the domains ``names`` (all for ``None``); an unknown name is refused, naming those there
+        are (the ``datasets`` key)."""
+        if names is None:
+            return self
+        present = sorted(set(self.domains))
+        unknown = sorted(set(names) - set(present))
+        if unknown:
+            raise InvalidConfigError(f"Unknown dataset(s) {unknown} in `datasets`; this source has {present}.")
+        kept = [entry for entry, domain in enumerate(self.domains) if domain in set(names)]
+        rows = self.rows or range(len(self.domains))
+        return replace(
+            self,
+            domains=[self.domains[entry] for entry in kept],
+            classes=[self.classes[entry] for entry in kept],
+            splits=[self.splits[entry] for entry in kept] if self.splits is not None else None,
+            rows=[rows[entry] for entry in kept],
+        )
 
     def class_lists(self) -> dict[str, list[ClassKey]]:
         """``{domain: its classes, sorted}``, domains in name order."""
@@ -108,20 +129,26 @@ def check_queries(collection: Collection, row_splits: Sequence[str], where: str)
 
 
 def to_unified(collection: Collection, row_splits: Sequence[str]) -> datasets.DatasetDict:
-    """The row-schema ``DatasetDict`` of ``collection`` with the split of each row (see the module docstring)."""
+    """The row-schema ``DatasetDict`` of ``collection`` with the split of each entry (see the module docstring)."""
     labels = _labels(collection, row_splits)
-    row_labels = [labels[(domain, key)] for domain, key in zip(collection.domains, collection.classes)]
-    sizes = Counter(zip(row_splits, row_labels))
+    entry_labels = [labels[(domain, key)] for domain, key in zip(collection.domains, collection.classes)]
+    sizes = Counter(zip(row_splits, entry_labels))
     roles = [
         ROLE_TRAIN if split == TRAIN_SPLIT else (ROLE_GALLERY if sizes[(split, label)] == 1 else ROLE_BOTH)
-        for split, label in zip(row_splits, row_labels)
+        for split, label in zip(row_splits, entry_labels)
     ]
-    table = collection.images.add_column(LABEL_COLUMN, row_labels, feature=datasets.Value("int64"))
-    table = table.add_column(DATASET_COLUMN, list(collection.domains), feature=datasets.Value("string"))
-    table = table.add_column(ROLE_COLUMN, roles, feature=datasets.Value("string"))
+    image_rows = collection.rows or list(range(len(entry_labels)))
+    columns = {LABEL_COLUMN: [0] * collection.images.num_rows, DATASET_COLUMN: [""] * collection.images.num_rows}
+    columns[ROLE_COLUMN] = [""] * collection.images.num_rows  # rows of domains left out keep these, never selected
+    for row, label, domain, role in zip(image_rows, entry_labels, collection.domains, roles):
+        columns[LABEL_COLUMN][row], columns[DATASET_COLUMN][row], columns[ROLE_COLUMN][row] = label, domain, role
+    table = collection.images
+    for name, values in columns.items():
+        feature = datasets.Value("int64") if name == LABEL_COLUMN else datasets.Value("string")
+        table = table.add_column(name, values, feature=feature)
     rows: dict[str, list[int]] = defaultdict(list)
-    for row in sorted(range(len(row_labels)), key=lambda row: (row_labels[row], row)):
-        rows[row_splits[row]].append(row)
+    for entry in sorted(range(len(entry_labels)), key=lambda entry: (entry_labels[entry], entry)):
+        rows[row_splits[entry]].append(image_rows[entry])
     return datasets.DatasetDict({split: _select(table, rows[split]) for split in SPLITS if rows[split]})
 
 

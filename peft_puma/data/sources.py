@@ -167,8 +167,10 @@ def _require_hub_reachable(path: str) -> None:
 
 
 def _display_name(path: str) -> str:
-    """A source's name: a Hub id's dataset name, or a local path's last part (also a domain's default name)."""
-    return os.path.basename(os.path.normpath(path)) or path
+    """A source's name: a Hub id's dataset name, a local folder's name, a file's name without its extension (also
+    the domain of a dataset without ``domain_column``)."""
+    name = os.path.basename(os.path.normpath(path)) or path
+    return os.path.splitext(name)[0] if os.path.isfile(path) else name
 
 
 __all__ = ["CLASS_FOLDERS", "DOMAIN_FOLDERS", "FILES", "FOLDER_TREE", "HUB", "SAVED", "open_source", "source_kind"]

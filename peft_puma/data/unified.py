@@ -52,7 +52,7 @@ from .schema import (
     VALIDATION_SPLIT,
     column_values,
 )
-from .sources import SAVED, open_source, source_kind
+from .sources import open_source
 from .splits import SplitRecord, SplitRule
 from .uml_mini import open_uml_mini, provenance, read_manifest
 
@@ -108,13 +108,14 @@ def load_source(config: DataConfig, *, purpose: str = TRAINING, record: SplitRec
             check=config.check_images,
             on_error=config.on_error,
         )
-        description = _path_description(config, kind)
         if isinstance(opened, Collection):
-            description.update(opened.found)
-            data, split = _split_collection(opened, config, description, record)
-            description["split"] = _split_description(opened, split, record)
-        else:
-            data = opened
+            collection = opened.only(config.datasets)
+            description = {**_path_description(config, kind), **collection.found}
+            data, split = _split_collection(collection, config, description, record)
+            description["split"] = _split_description(collection, split, record)
+            _check_splits(data, purpose)
+            return LoadedSource(data, description, split)
+        data, description = opened, describe_source(config)
     elif config.uml_mini_dir is not None:
         data, _ = open_uml_mini(config.uml_mini_dir)
         description = describe_source(config)
@@ -168,10 +169,8 @@ def _split_description(collection: Collection, split: SplitRecord | None, record
 
 
 def _path_description(config: DataConfig, kind: str) -> dict[str, Any]:
-    if kind == SAVED and config.image_column == IMAGE_COLUMN and config.domain_column is None:
-        description: dict[str, Any] = {"dataset_path": config.dataset_path}
-    else:
-        description = {"dataset_path": config.dataset_path, "kind": kind}
+    """A collection's ``dataset_path``: its kind, and the keys that say how it was read."""
+    description: dict[str, Any] = {"dataset_path": config.dataset_path, "kind": kind}
     for name in ("dataset_config", "dataset_revision", "domain_column"):
         if getattr(config, name) is not None:
             description[name] = getattr(config, name)
@@ -213,13 +212,12 @@ def scored_split(data: datasets.DatasetDict, split: str, asked_by: str) -> datas
 
 
 def describe_source(config: DataConfig) -> dict[str, Any]:
-    """What a run records about its data source: for UML-mini the build's seed, scale and builder version; for
-    ``dataset_path`` the kind of source it is (:mod:`.sources`; a loaded source's :class:`LoadedSource`
-    ``.description`` also says how it was split)."""
+    """What a run records about its data source, without reading it: for UML-mini the build's seed, scale and builder
+    version. A loaded collection's :class:`LoadedSource` ``.description`` says more (its kind, layout, split)."""
     if config.uml_mini_dir is not None:
         return provenance(config.uml_mini_dir, read_manifest(config.uml_mini_dir) or {})
     if config.dataset_path is not None:
-        return _path_description(config, source_kind(config.dataset_path))
+        return {"dataset_path": config.dataset_path}
     return {"dataset_roots": dict(config.dataset_roots or {})}
 
 

@@ -349,3 +349,36 @@ def test_nothing_is_written_into_the_source(tmp_path):
     for path, keys in ((tree, {}), (table, {"domain_column": "domain", "datasets": ["birds"]})):
         next(iter(_load(path, **keys).data["train"]))
     assert listing(tmp_path) == before
+
+
+def test_the_datasets_key_leaves_domains_out_before_they_are_checked_or_split(tmp_path):
+    make_collection_tree(str(tmp_path / "c"), {**SMALL, "tiny": (1, 3)})  # a one-class domain, left out
+    loaded = _load(tmp_path / "c", datasets=["cars"])
+    assert set(loaded.split.domains) == {"cars"}
+    assert loaded.split.domains["cars"] == _load(tmp_path / "c", datasets=["birds", "cars"]).split.domains["cars"]
+    assert {name for split in loaded.data.values() for name in column_values(split, "dataset")} == {"cars"}
+    assert column_values(loaded.data["train"], "label") == sorted(column_values(loaded.data["train"], "label"))
+    with pytest.raises(InvalidConfigError, match=r"Unknown dataset\(s\) \['boats'\] in `datasets`; this source has"):
+        _load(tmp_path / "c", datasets=["boats"])
+
+
+def test_the_collections_config_is_a_valid_training_config():
+    from peft_puma.training import load_config
+
+    config = load_config(
+        os.path.join(os.path.dirname(__file__), "..", "..", "configs", "collections.yaml"), ["--output_dir", "x"]
+    )
+    assert config.dataset_path == "my_collections" and config.split_fractions == list(DEFAULT_SPLIT_FRACTIONS)
+
+
+def test_data_files_datasets_reads_are_a_source_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))  # not the user's cache
+    images = [Image.new("RGB", (8, 8), (index * 30, 0, 0)) for index in range(8)]
+    table = datasets.Dataset.from_dict({"photo": images, "kind": ["a", "a", "b", "b", "c", "c", "d", "d"]})
+    (tmp_path / "pq").mkdir()
+    table.to_parquet(str(tmp_path / "pq" / "train.parquet"))
+    for path, name in ((tmp_path / "pq", "pq"), (tmp_path / "pq" / "train.parquet", "train")):
+        loaded = _load(path, image_column="photo", label_column="kind")
+        assert loaded.description["kind"] == "data_files"
+        assert sorted(sum(loaded.split.domains[name].values(), [])) == ["a", "b", "c", "d"]
+        assert loaded.data["test"][0]["image"].size == (8, 8)
