@@ -42,6 +42,7 @@ from .inference.embedding import embed_dataset, embed_folder
 from .inference.embeddings_file import check_output_path, save_embeddings
 from .inference.loading import load_for_inference
 from .inference.options import add_image_source_options, add_model_options, require_at_least
+from .runs.split_file import read_run_split
 
 _ROW_FIELDS = {"dataset": "datasets", "role": "roles"}  # dataset columns kept in the file's metadata
 
@@ -108,7 +109,7 @@ def _embed_with(args: argparse.Namespace, on_error: str, accelerator: Accelerato
         rows: dict[str, Any] = {"paths": paths, "skipped": [item.as_dict() for item in check.bad]}
         labels = None
     else:
-        dataset = load_split(args.dataset, args.split)
+        dataset = load_split(args.dataset, args.split, read_run_split(args.adapter))  # a collection: the run's split
         embeddings = embed_dataset(model, dataset, transform, batch_size=args.batch_size, accelerator=accelerator)
         columns = set(dataset.column_names)
         labels = column_values(dataset, "label") if "label" in columns else None

@@ -4,11 +4,14 @@
     python -m peft_puma.evaluate --adapter runs/uml_mini --uml_mini_dir data/uml_mini --split validation
     python -m peft_puma.evaluate --zero_shot --backbone assets/uml_mini_vit --uml_mini_dir data/uml_mini
     python -m peft_puma.evaluate --adapter runs/paper --dataset_roots.cub /data/CUB_200_2011 --dataset_roots.cars ...
+    python -m peft_puma.evaluate --adapter runs/mine --dataset_path my_collections/
 
 Data keys are those of training (``--dataset_path``, ``--uml_mini_dir``, ``--dataset_roots``, ``--datasets``,
-``--image_size``). ``--split validation`` scores the validation split instead of the test split (a UML-mini build
-has one; the paper's benchmarks do not, and asking for it there is a one-line error). Prints Recall@1 per dataset,
-Unified and Harmonic (docs/spec.md section 7) under a title naming the split, and writes the full mapping of
+``--image_size``, and a collection's columns and split keys); ``--dataset_path`` may be a folder of images, scored
+on the classes the adapter's run held out, or data of test classes alone (docs/collections.md). ``--split
+validation`` scores the validation split instead of the test split (a UML-mini build has one; the paper's benchmarks
+do not, and asking for it there is a one-line error). Prints Recall@1 per dataset, Unified and Harmonic (docs/spec.md
+section 7) under a title naming the split, and writes the full mapping of
 :func:`peft_puma.evaluation.evaluate_retrieval` with ``--output`` (plus ``split`` and ``data_source``). From Python:
 :func:`evaluate_adapter`.
 
@@ -30,7 +33,7 @@ from .config.parsing import ConfigArgumentParser, load_keys
 from .data.config import DataConfig
 from .data.schema import TEST_SPLIT
 from .data.transforms import make_eval_transform
-from .data.unified import SCORED_SPLITS, describe_source, load_unified, scored_split
+from .data.unified import SCORED_SPLITS, SCORING, load_source, scored_split
 from .evaluation.examples import write_retrieval_examples
 from .evaluation.grid import check_grid_output
 from .evaluation.scoring import score_split
@@ -39,6 +42,7 @@ from .inference.embedding import embed_split
 from .inference.loading import load_for_inference
 from .inference.options import add_model_options, require_at_least
 from .owned_paths import check_json_output, write_json_atomically
+from .runs.split_file import read_run_split
 
 
 def evaluate_adapter(
@@ -60,8 +64,11 @@ def evaluate_adapter(
     """The retrieval results of an adapter (or of the zero-shot backbone) on the test split, or on ``split``.
 
     ``data``: a :class:`peft_puma.data.config.DataConfig`, a mapping of its keys, or the ``datasets.Dataset`` to score
-    itself (row schema of docs/data.md; ``split`` is then unused). ``split``: ``"test"`` or ``"validation"``; a source
-    without it is an :class:`~peft_puma.errors.InvalidConfigError` naming the splits it has. Returns the mapping of
+    itself (row schema of docs/data.md; ``split`` is then unused). Only the scored split is needed: data of test
+    classes alone (a new collection) is scored as it is. A collection without splits is split as the adapter's run
+    split it (its split record, docs/collections.md; classes the record does not know are test classes), or, without
+    a record, by the data keys' split rule. ``split``: ``"test"`` or ``"validation"``; a source without it is an
+    :class:`~peft_puma.errors.InvalidConfigError` naming the splits it has. Returns the mapping of
     :func:`peft_puma.evaluation.evaluate_retrieval`. ``examples``: also write the retrieval examples sheet there
     (:mod:`peft_puma.evaluation.examples`).
     """
@@ -69,7 +76,8 @@ def evaluate_adapter(
         data = load_keys(None, data, DataConfig).validate()
     if isinstance(data, DataConfig):
         data.validate_data()
-        scored = scored_split(load_unified(data), split, "--split")
+        loaded = load_source(data, purpose=SCORING, record=read_run_split(adapter))
+        scored = scored_split(loaded.data, split, "--split")
         image_size = image_size or data.image_size
     else:
         scored = data
@@ -123,9 +131,11 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
         check_grid_output(args.examples)
     data = load_keys(None, data_overrides, DataConfig).validate()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    loaded = load_source(data, purpose=SCORING, record=read_run_split(args.adapter))
     result = evaluate_adapter(
         args.adapter,
-        data,
+        scored_split(loaded.data, args.split, "--split"),
+        image_size=data.image_size,
         backbone=args.backbone,
         backbone_format=args.backbone_format,
         zero_shot=args.zero_shot,
@@ -140,7 +150,7 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
         what = "zero-shot backbone" if args.zero_shot else args.adapter
         print(results_markdown(result, f"Evaluation of {what} ({args.split} split)"))
         if args.output:
-            write_json_atomically(args.output, {**result, "split": args.split, "data_source": describe_source(data)})
+            write_json_atomically(args.output, {**result, "split": args.split, "data_source": loaded.description})
             print(f"results written to {args.output}")
         if args.examples:
             print(f"retrieval examples written to {args.examples}")

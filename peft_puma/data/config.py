@@ -8,13 +8,25 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..config.keys import CONTROL, check_choice, check_types, key
+from ..config.keys import CONTROL, check_choice, check_types, key, key_default
 from ..errors import InvalidConfigError
-from .images import IMAGE_CHECKS
+from .images import IMAGE_CHECKS, ON_ERROR_CHOICES
+from .schema import IMAGE_COLUMN, LABEL_COLUMN
 from .specs import DATASET_SPECS
+from .splits import DEFAULT_SPLIT_FRACTIONS, check_fractions
 from .transforms import MIN_IMAGE_SIZE
 
 DATA_SOURCES: tuple[str, ...] = ("dataset_path", "dataset_roots", "uml_mini_dir")
+# The keys that say how to read and split a dataset_path; meaningless with another source.
+_PATH_KEYS: tuple[str, ...] = (
+    "dataset_config",
+    "dataset_revision",
+    "image_column",
+    "label_column",
+    "domain_column",
+    "split_fractions",
+    "split_seed",
+)
 
 
 @dataclass
@@ -22,7 +34,9 @@ class DataConfig:
     """Where the unified benchmark comes from (exactly one source) and which of its datasets to use.
 
     The paths are :data:`~peft_puma.config.keys.CONTROL` keys: a run moved to another machine, whose data lies
-    elsewhere, is the same run; the images and classes it trains on are compared instead (docs/training.md).
+    elsewhere, is the same run; the images and classes it trains on are compared instead (docs/training.md). The
+    columns of a ``dataset_path`` and the class split of a collection without one are recipe keys: they change what
+    is learnt (docs/collections.md).
     """
 
     _argument_group_name = "data keys"  # the --help section of HfArgumentParser (not a field)
@@ -30,7 +44,9 @@ class DataConfig:
     dataset_path: str | None = key(
         None,
         role=CONTROL,
-        help="A DatasetDict (train/test) written by `save_to_disk` in the row schema of docs/data.md.",
+        help="A folder of images (<class>/<image>, or <domain>/<class>/<image> for several domains), a DatasetDict "
+        "written by `save_to_disk`, data files or a Hub dataset id `datasets.load_dataset` opens "
+        "(docs/collections.md).",
     )
     dataset_roots: dict[str, str] | None = key(
         None,
@@ -45,9 +61,40 @@ class DataConfig:
         None, help="Use only these datasets (the `dataset` column) of the source. Default: all."
     )
     check_images: str = key(
-        "header", role=CONTROL, help=f"Image check of dataset_roots builds: {', '.join(IMAGE_CHECKS)}."
+        "header",
+        role=CONTROL,
+        help=f"Image check of folder trees and dataset_roots builds: {', '.join(IMAGE_CHECKS)} (full also finds "
+        "truncated and corrupt files).",
     )
     image_size: int | None = key(None, help="Input resolution; default: the backbone image processor's crop size.")
+    dataset_config: str | None = key(
+        None, role=CONTROL, help="The configuration (subset) of a Hub dataset_path: load_dataset's `name`."
+    )
+    dataset_revision: str | None = key(
+        None, role=CONTROL, help="The revision (branch, tag or commit) of a Hub dataset_path."
+    )
+    image_column: str = key(
+        IMAGE_COLUMN, before=IMAGE_COLUMN, help="The column of a dataset_path dataset that holds the images."
+    )
+    label_column: str = key(
+        LABEL_COLUMN, before=LABEL_COLUMN, help="Its column of classes: strings, integers or a ClassLabel."
+    )
+    domain_column: str | None = key(
+        None, before=None, help="Its column of domains (several collections in one table); null: one domain."
+    )
+    split_fractions: list[float] = key(
+        default_factory=lambda: list(DEFAULT_SPLIT_FRACTIONS),
+        before=list(DEFAULT_SPLIT_FRACTIONS),
+        help="Train, validation and test fractions of each domain's classes, for a dataset_path without splits "
+        "(the paper's half for test; docs/collections.md).",
+    )
+    split_seed: int = key(0, before=0, help="Seed of the class split of a dataset_path without splits.")
+    on_error: str = key(
+        "stop",
+        role=CONTROL,
+        help=f"An unreadable image in a folder tree: {', '.join(ON_ERROR_CHOICES)} (stop: exit 2 naming it; skip: "
+        "leave it out, listed on stderr).",
+    )
 
     def data_sources(self) -> dict[str, Any]:
         """The data-source keys that are set."""
@@ -80,6 +127,21 @@ class DataConfig:
             raise InvalidConfigError(
                 f"image_size must be at least {MIN_IMAGE_SIZE} pixels (or null: the backbone's own), got "
                 f"{self.image_size!r}."
+            )
+        check_fractions(self.split_fractions)
+        check_choice("on_error", self.on_error, ON_ERROR_CHOICES)
+        self._refuse_path_keys_elsewhere()
+
+    def _refuse_path_keys_elsewhere(self) -> None:
+        """The keys of a dataset_path set for another source would silently do nothing: refuse them."""
+        if self.dataset_path is not None:
+            return
+        changed = [name for name in _PATH_KEYS if getattr(self, name) != key_default(DataConfig, name)]
+        if changed:
+            source = next(iter(self.data_sources()))
+            raise InvalidConfigError(
+                f"{', '.join(changed)} appl{'ies' if len(changed) == 1 else 'y'} to a dataset_path only; this "
+                f"config reads {source}. Remove {'it' if len(changed) == 1 else 'them'}."
             )
 
     def to_dict(self) -> dict[str, Any]:

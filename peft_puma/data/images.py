@@ -7,6 +7,10 @@ wrong with one file (or ``None``); :func:`find_bad_images` checks many in parall
 every image file under a folder (on the main process of a multi-process run, the verdict shared with the others).
 The caller then raises, or skips and reports what it skipped (:func:`require_readable`, ``on_error``). Nothing is
 dropped silently.
+
+It is also the one place where a stored image becomes the model's input: :func:`decode_image` decodes as ``datasets``
+does and :func:`to_rgb` makes every mode 8-bit RGB by one rule (docs/collections.md, "Image modes"), for training,
+evaluation, ``embed`` and ``search`` alike.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+import datasets
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
@@ -30,6 +36,10 @@ IMAGE_CHECKS: tuple[str, ...] = ("full", "header", "exists")
 ON_ERROR_CHOICES: tuple[str, ...] = ("stop", "skip")
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _NAMED_IN_MESSAGES = 3  # unreadable files named in a one-line message (the rest are counted)
+_HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit greyscale (PNG, TIFF), or 32-bit integers
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_WHITE = (255, 255, 255, 255)
+_DECODER = datasets.Image()  # datasets' own decoding: from a path or bytes, EXIF orientation applied
 
 # What PIL raises on a file it cannot decode: OSError for truncated or broken data, ValueError / SyntaxError /
 # EOFError / struct.error / IndexError / TypeError from its format parsers on malformed headers.
@@ -93,7 +103,7 @@ def check_image(path: str | os.PathLike[str], mode: CheckMode = "full") -> str |
             with Image.open(path) as image:
                 if mode == "full":
                     image.load()
-                    image.convert("RGB")
+                    to_rgb(image)
     except UnidentifiedImageError:
         return "not a recognised image format (not an image file, or a corrupt one)"
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -156,10 +166,16 @@ def check_files(paths: Sequence[str]) -> FolderCheck:
 
 
 def require_readable(
-    folder: str, check: FolderCheck, on_error: str = "stop", *, skip_hint: str = 'on_error="skip"'
+    folder: str,
+    check: FolderCheck,
+    on_error: str = "stop",
+    *,
+    skip_hint: str = 'on_error="skip"',
+    use: str = "embed",
 ) -> list[str]:
     """Raise ``InvalidInputError`` (one line, naming the files) when ``check`` has unreadable images and
-    ``on_error`` is ``"stop"``, or when it has no readable image at all; return ``check.good`` otherwise."""
+    ``on_error`` is ``"stop"``, or when it has no readable image at all; return ``check.good`` otherwise. ``use``:
+    what the command does with the readable images (``embed``, ``use``), for the hint."""
     check_on_error(on_error)
     total = len(check.good) + len(check.bad)
     if not check.good:
@@ -171,7 +187,7 @@ def require_readable(
         others = f" ({len(check.bad) - 1} more unreadable file(s) under {folder!r})" if len(check.bad) > 1 else ""
         raise InvalidInputError(
             f"Cannot read the image {os.path.join(folder, first.path)!r}: {first.reason}{others}. "
-            f"Use {skip_hint} to embed the {len(check.good)} readable image(s) of {total} and skip the rest."
+            f"Use {skip_hint} to {use} the {len(check.good)} readable image(s) of {total} and skip the rest."
         )
     return check.good
 
@@ -189,15 +205,55 @@ def report_skipped(folder: str, check: FolderCheck) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-def open_rgb(path: str) -> Image.Image:
-    """The image at ``path`` in RGB, as every model input is made; an unreadable file is an ``InvalidInputError``
-    naming it (it was readable when checked: the file changed since)."""
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as every model input is made: 8 bits per channel, RGB (docs/collections.md, "Image modes").
+
+    RGB is kept; greyscale, bilevel, CMYK and the other modes take PIL's conversion; 16-bit greyscale (``I;16``, and
+    ``I`` as older Pillow opens it) is scaled to 8 bits (value / 257), where PIL's conversion would clip everything
+    above 255 to white; float greyscale (``F``) is clipped to 0-255; transparent pixels (``RGBA``, ``LA``, a palette
+    or greyscale image with a transparent colour) are composited onto white, as a viewer on a white page shows them,
+    rather than keeping the colour stored under them (often black).
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in _HIGH_BIT_MODES or image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        pixels = pixels / 257.0 if image.mode != "F" else pixels
+        return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        background = Image.new("RGBA", image.size, _WHITE)
+        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(value: Any) -> Image.Image:
+    """One stored image (a file path, ``datasets``' ``{"path", "bytes"}``, or an image already decoded) in RGB:
+    decoded as ``datasets`` decodes its ``Image`` feature (EXIF orientation applied), then :func:`to_rgb`.
+
+    A file that cannot be decoded (truncated, corrupt, gone, not an image) is an ``InvalidInputError`` naming it, so
+    that a bad file found while training or embedding ends as one line, not a decoder's traceback.
+    """
+    if isinstance(value, Image.Image):
+        return to_rgb(value)
+    stored = {"path": value, "bytes": None} if isinstance(value, str | os.PathLike) else value
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return to_rgb(_DECODER.decode_example(stored))
     except (UnidentifiedImageError, Image.DecompressionBombError, *_DECODE_ERRORS) as error:
+        where = stored.get("path") or "an image stored in the dataset"
         raise InvalidInputError(
-            f"Cannot read the image {path!r} (changed since it was checked?): {_one_line(error)}."
+            f"Cannot read the image {where!r}: {_one_line(error)}. Check every image before training with "
+            "check_images: full (on_error: skip then leaves the unreadable ones out)."
+        ) from error
+
+
+def open_rgb(path: str) -> Image.Image:
+    """The image at ``path`` in RGB, as every model input is made (:func:`decode_image`); an unreadable file is an
+    ``InvalidInputError`` naming it (it was readable when checked: the file changed since)."""
+    try:
+        return decode_image(path)
+    except InvalidInputError as error:
+        raise InvalidInputError(
+            f"Cannot read the image {path!r} (changed since it was checked?): {_one_line(error.__cause__)}."
         ) from error
 
 

@@ -10,13 +10,14 @@ position in the epoch)`` (:mod:`.transforms`). A resumed epoch simply starts at 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import torch
 from accelerate.data_loader import prepare_data_loader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ..errors import InvalidConfigError, InvalidInputError
 from .samplers import DatasetBalancedSampler, GlobalBatchSampler, MPerClassSampler, ShuffleSampler
@@ -25,17 +26,21 @@ from .transforms import EPOCH_COLUMN, POSITION_COLUMN, TrainTransform
 
 SAMPLERS: tuple[str, ...] = ("shuffle", "balanced", "m_per_class")
 LABELS: str = "labels"  # the batch key of the class indices
+_UNREADABLE = "unreadable"  # the batch key a worker returns instead of pixels when an image cannot be read
 
 
 class AugmentedRows(Dataset):
     """Training rows under the training transform, fetched by ``(row, epoch, position)`` keys.
 
     A fetch returns the collated batch ``{"pixel_values": B x 3 x S x S, "labels": B}``; labels are mapped to
-    ``0 .. C-1`` (sorted) so that they index the loss proxies whichever subset of datasets is used.
+    ``0 .. C-1`` (sorted) so that they index the loss proxies whichever subset of datasets is used. Images are read
+    undecoded (a path, or bytes) and decoded by the transform (:func:`.images.decode_image`), in the DataLoader's
+    workers, so that a file that cannot be decoded is named.
     """
 
     def __init__(self, rows: datasets.Dataset, transform: TrainTransform, label_index: dict[int, int]) -> None:
-        self.rows = rows.with_format(None).select_columns([IMAGE_COLUMN, LABEL_COLUMN])
+        rows = rows.with_format(None).select_columns([IMAGE_COLUMN, LABEL_COLUMN])
+        self.rows = rows.cast_column(IMAGE_COLUMN, datasets.Image(decode=False))  # metadata only: nothing is copied
         self.transform = transform
         self.label_index = label_index
 
@@ -50,7 +55,13 @@ class AugmentedRows(Dataset):
             POSITION_COLUMN: [position for _, _, position in keys],
         }
         labels = torch.tensor([self.label_index[label] for label in rows[LABEL_COLUMN]])
-        return {PIXEL_VALUES: self.transform(batch)[PIXEL_VALUES], LABELS: labels}
+        try:
+            pixel_values = self.transform(batch)[PIXEL_VALUES]
+        except InvalidInputError as error:
+            if get_worker_info() is None:
+                raise
+            return {_UNREADABLE: str(error)}  # raised again, as the one line it is, by the main process
+        return {PIXEL_VALUES: pixel_values, LABELS: labels}
 
     def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
         return {name: values[0] for name, values in self.__getitems__([key]).items()}
@@ -60,11 +71,37 @@ def _collated(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch  # AugmentedRows.__getitems__ returns the batch collated
 
 
+class WorkerErrors:
+    """A prepared DataLoader whose workers' unreadable images stop the run with the one-line error they are.
+
+    A DataLoader re-raises a worker's exception with the worker's whole traceback in its message; a worker of
+    :class:`AugmentedRows` returns the error's message instead, and iterating here raises it in the main process.
+    Everything else is the wrapped loader's.
+    """
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self.loader:
+            if _UNREADABLE in batch:
+                raise InvalidInputError(batch[_UNREADABLE])
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":  # not set yet (an object being copied): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
 @dataclass
 class TrainLoader:
     """This process's training batches (``loader``) and the global batch sampler that positions them."""
 
-    loader: DataLoader  # yields {"pixel_values", "labels"}: this process's slice of each global batch
+    loader: WorkerErrors  # yields {"pixel_values", "labels"}: this process's slice of each global batch
     sampler: GlobalBatchSampler  # set_position(epoch, batch) before iterating; batches_per_epoch()
     num_classes: int
 
@@ -130,4 +167,4 @@ def make_train_loader(
     loader = prepare_data_loader(
         loader, num_processes=num_processes, process_index=process_index, split_batches=True, rng_types=None
     )
-    return TrainLoader(loader, batches, len(classes))
+    return TrainLoader(WorkerErrors(loader), batches, len(classes))

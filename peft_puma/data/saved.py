@@ -1,4 +1,9 @@
-"""A dataset saved with ``save_to_disk``, opened as a user names it: a folder and a split."""
+"""A dataset opened as a user names it for ``embed`` and ``search``: a folder and a split.
+
+The folder is a dataset saved with ``save_to_disk`` (read as it is), or any source ``dataset_path`` takes (a folder
+tree of images, data files: docs/collections.md), made into the row schema; a collection without splits is
+split as the adapter's run split it (``record``, its split record), or by the default rule.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,18 @@ from typing import Any
 import datasets
 
 from ..errors import InvalidInputError
+from .config import DataConfig
+from .sources import SAVED, source_kind
+from .splits import SplitRecord
+from .unified import SCORING, load_source
 
 
-def load_split(path: str, split: str) -> Any:
-    """The ``split`` of a dataset saved with ``save_to_disk`` (a plain ``Dataset`` is its own only split)."""
-    if not os.path.isdir(path):
+def load_split(path: str, split: str, record: SplitRecord | None = None) -> Any:
+    """The ``split`` of the dataset at ``path`` (a plain saved ``Dataset`` is its own only split)."""
+    if not os.path.exists(path):
         raise InvalidInputError(f"The dataset folder {path!r} does not exist (give a folder saved with save_to_disk).")
+    if source_kind(path) != SAVED:
+        return _collection_split(path, split, record)
     try:
         data = datasets.load_from_disk(path)
     except FileNotFoundError as error:  # a folder that is not a saved dataset
@@ -23,3 +34,10 @@ def load_split(path: str, split: str) -> Any:
             raise InvalidInputError(f"{path} has splits {list(data)}, not {split!r}.")
         return data[split]
     return data
+
+
+def _collection_split(path: str, split: str, record: SplitRecord | None) -> datasets.Dataset:
+    data = load_source(DataConfig(dataset_path=path).validate(), purpose=SCORING, record=record).data
+    if split not in data:
+        raise InvalidInputError(f"{path} has splits {list(data)}, not {split!r}.")
+    return data[split]

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from ..errors import InvalidConfigError, InvalidInputError
+from .images import decode_image
 from .schema import IMAGE_COLUMN, PIXEL_VALUES
 
 TRAIN_CROP_SCALE: tuple[float, float] = (0.2, 1.0)
@@ -89,10 +90,12 @@ def _resolve(
 
 
 def _to_rgb(image: Any) -> Image.Image:
-    if not isinstance(image, Image.Image):
+    """A row's image in RGB by the one rule of :func:`.images.to_rgb` (CUB and Cars hold greyscale and CMYK files,
+    users' folders 16-bit and transparent ones); an undecoded ``{"path", "bytes"}`` value is decoded first, and an
+    unreadable one is named (:func:`.images.decode_image`)."""
+    if not isinstance(image, Image.Image | dict):
         raise InvalidInputError(f"expected a PIL image in column {IMAGE_COLUMN!r}, got {type(image).__name__}")
-    # CUB and Cars contain greyscale and CMYK files; the backbone expects 3 channels.
-    return image if image.mode == "RGB" else image.convert("RGB")
+    return decode_image(image)
 
 
 def _normalise(image: Image.Image, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,17 @@
 """The unified dataset a config names: its ``train`` and ``test`` splits (and an optional ``validation`` split), the
 datasets kept, what a run records of it.
 
-One of three sources (docs/training.md, "Config keys"): a ``DatasetDict`` saved with ``save_to_disk``
-(``dataset_path``), a UML-mini build (``uml_mini_dir``) or the paper's datasets from their official folders
-(``dataset_roots``), each checked against the row schema of :mod:`.schema` (docs/data.md). Used by training,
+One of three sources (docs/training.md, "Config keys"): ``dataset_path`` (a ``DatasetDict`` saved with
+``save_to_disk`` in the row schema, or a user's collection: a folder tree of images, or any dataset ``datasets``
+opens, docs/collections.md), a UML-mini build (``uml_mini_dir``) or the paper's datasets from their official folders
+(``dataset_roots``), each made into the row schema of :mod:`.schema` (docs/data.md). Used by training,
 ``python -m peft_puma.evaluate`` and the benchmarks, with a :class:`peft_puma.data.config.DataConfig` (or any object
 with its keys).
+
+A collection without splits of its own is split by class (:mod:`.splits`): training draws the split and records it
+(:class:`LoadedSource` ``.split``, which the trainer writes into its run folder); scoring a collection reuses a run's
+record when given one, so that ``evaluate`` scores exactly the classes the run held out. Scoring needs only the split
+it scores: data of test classes alone (a trained adapter on a new collection) is scored as it is.
 
 The ``validation`` split (:data:`.schema.VALIDATION_SPLIT`: classes disjoint from train and test, with the test split's
 roles) is where recipes are chosen without reading the test split. A UML-mini build has one; the paper's benchmarks and
@@ -16,12 +22,25 @@ present when it is missing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import datasets
 
 from ..errors import DatasetLayoutError, InvalidConfigError
 from .builder import build_unified_dataset
+from .collections import (
+    Collection,
+    check_classes,
+    check_queries,
+    draw_split,
+    lonely_classes,
+    shown,
+    split_by_record,
+    to_unified,
+    warn,
+)
+from .columns import ColumnNames
 from .schema import (
     DATASET_COLUMN,
     IMAGE_COLUMN,
@@ -33,32 +52,135 @@ from .schema import (
     VALIDATION_SPLIT,
     column_values,
 )
+from .sources import open_source
+from .splits import SplitRecord, SplitRule
 from .uml_mini import open_uml_mini, provenance, read_manifest
 
 if TYPE_CHECKING:
     from .config import DataConfig
 
-__all__ = ["dataset_sizes", "describe_source", "load_unified", "scored_split", "select_datasets"]
+__all__ = [
+    "LoadedSource",
+    "dataset_sizes",
+    "describe_source",
+    "load_source",
+    "load_unified",
+    "scored_split",
+    "select_datasets",
+]
 
+TRAINING = "training"
+SCORING = "scoring"
 SCORED_SPLITS: tuple[str, ...] = (TEST_SPLIT, VALIDATION_SPLIT)
 """The splits an evaluation may score: the test split (the published protocol) or the validation split."""
+
+
+@dataclass
+class LoadedSource:
+    """The unified dataset of a config, what a run records of its source, and the class split of a collection that
+    had none (``None`` for sources with their own splits)."""
+
+    data: datasets.DatasetDict
+    description: dict[str, Any]
+    split: SplitRecord | None = None
 
 
 def load_unified(config: DataConfig) -> datasets.DatasetDict:
     """The ``train`` and ``test`` splits of the configured source, and its ``validation`` split where it has one,
     restricted to ``config.datasets`` when given."""
+    return load_source(config).data
+
+
+def load_source(config: DataConfig, *, purpose: str = TRAINING, record: SplitRecord | None = None) -> LoadedSource:
+    """The configured source as a :class:`LoadedSource`.
+
+    ``purpose``: :data:`TRAINING` needs ``train`` and ``test`` splits; :data:`SCORING` only the split it scores
+    (:func:`scored_split` names a missing one). ``record``: a run's split record, applied to a collection without
+    splits instead of drawing one (its classes keep their recorded split; classes it does not know are test classes).
+    """
+    split = None
     if config.dataset_path is not None:
-        try:
-            data = datasets.load_from_disk(config.dataset_path)
-        except FileNotFoundError as error:
-            raise DatasetLayoutError(
-                f"dataset_path {config.dataset_path!r} holds no dataset saved with save_to_disk ({error})."
-            ) from None
+        kind, opened = open_source(
+            config.dataset_path,
+            ColumnNames(config.image_column, config.label_column, config.domain_column),
+            config_name=config.dataset_config,
+            revision=config.dataset_revision,
+            check=config.check_images,
+            on_error=config.on_error,
+        )
+        if isinstance(opened, Collection):
+            collection = opened.only(config.datasets)
+            description = {**_path_description(config, kind), **collection.found}
+            data, split = _split_collection(collection, config, description, record)
+            description["split"] = _split_description(collection, split, record)
+            _check_splits(data, purpose)
+            return LoadedSource(data, description, split)
+        data, description = opened, describe_source(config)
     elif config.uml_mini_dir is not None:
         data, _ = open_uml_mini(config.uml_mini_dir)
+        description = describe_source(config)
     else:
         data = build_unified_dataset(config.dataset_roots, check_images=config.check_images)
-    if not isinstance(data, datasets.DatasetDict) or not {TRAIN_SPLIT, TEST_SPLIT} <= set(data):
+        description = describe_source(config)
+    _check_splits(data, purpose)
+    return LoadedSource(select_datasets(data, config.datasets), description, split)
+
+
+def _split_collection(
+    collection: Collection, config: DataConfig, description: dict[str, Any], record: SplitRecord | None
+) -> tuple[datasets.DatasetDict, SplitRecord | None]:
+    """The row-schema splits of a collection: its own, the record's, or drawn by the config's rule."""
+    where = repr(config.dataset_path)
+    for note in collection.notes:
+        warn(note)
+    if collection.splits is not None:
+        row_splits, split = collection.splits, None
+    elif record is not None:
+        row_splits, split = split_by_record(collection, record), record
+    else:
+        check_classes(collection, where)
+        rule = SplitRule(tuple(config.split_fractions), config.split_seed)
+        split = draw_split(collection, rule, description)
+        row_splits = split_by_record(collection, split)
+    check_queries(collection, row_splits, where)
+    lonely = lonely_classes(collection, row_splits)
+    if lonely:
+        warn(
+            f"{len(lonely)} held-out class(es) of {where} have a single image ({shown(lonely)}): they stay in the "
+            "gallery, never queries (nothing else of their class to retrieve)."
+        )
+    return to_unified(collection, row_splits), split
+
+
+def _split_description(collection: Collection, split: SplitRecord | None, record: SplitRecord | None) -> Any:
+    """How the rows were split, for the run file: the source's own splits, a run's record, or the seeded rule."""
+    if collection.splits is not None:
+        return "the source's own splits"
+    if record is not None:
+        unknown = sum(
+            1
+            for domain, members in collection.class_lists().items()
+            for key in members
+            if record.split_of(domain, key) is None
+        )
+        return f"a run's split record ({unknown} class(es) it does not know scored as test classes)"
+    assert split is not None and split.rule is not None
+    return {"split_seed": split.rule.seed, "split_fractions": list(split.rule.fractions)}
+
+
+def _path_description(config: DataConfig, kind: str) -> dict[str, Any]:
+    """A collection's ``dataset_path``: its kind, and the keys that say how it was read."""
+    description: dict[str, Any] = {"dataset_path": config.dataset_path, "kind": kind}
+    for name in ("dataset_config", "dataset_revision", "domain_column"):
+        if getattr(config, name) is not None:
+            description[name] = getattr(config, name)
+    return description
+
+
+def _check_splits(data: Any, purpose: str) -> None:
+    """The splits ``purpose`` needs, each with the row schema's columns."""
+    needed = {TRAIN_SPLIT, TEST_SPLIT} if purpose == TRAINING else set()
+    if not isinstance(data, datasets.DatasetDict) or not needed <= set(data) or not data:
         raise DatasetLayoutError(
             f"The data source must be a DatasetDict with {TRAIN_SPLIT!r} and {TEST_SPLIT!r} splits; got "
             f"{list(data) if isinstance(data, datasets.DatasetDict) else type(data).__name__}."
@@ -72,7 +194,6 @@ def load_unified(config: DataConfig) -> datasets.DatasetDict:
                 f"The {split!r} split of the data source lacks column(s) {sorted(missing)} of the row schema "
                 "(docs/data.md)."
             )
-    return select_datasets(data, config.datasets)
 
 
 def scored_split(data: datasets.DatasetDict, split: str, asked_by: str) -> datasets.Dataset:
@@ -91,7 +212,8 @@ def scored_split(data: datasets.DatasetDict, split: str, asked_by: str) -> datas
 
 
 def describe_source(config: DataConfig) -> dict[str, Any]:
-    """What a run records about its data source: for UML-mini the build's seed, scale and builder version."""
+    """What a run records about its data source, without reading it: for UML-mini the build's seed, scale and builder
+    version. A loaded collection's :class:`LoadedSource` ``.description`` says more (its kind, layout, split)."""
     if config.uml_mini_dir is not None:
         return provenance(config.uml_mini_dir, read_manifest(config.uml_mini_dir) or {})
     if config.dataset_path is not None:
@@ -100,18 +222,21 @@ def describe_source(config: DataConfig) -> dict[str, Any]:
 
 
 def select_datasets(data: datasets.DatasetDict, names: Sequence[str] | None) -> datasets.DatasetDict:
-    """Keep the rows of the named datasets; an unknown name is an error listing those present."""
+    """Keep the rows of the named datasets; an unknown name is an error listing those present.
+
+    Rows are picked by index (``select``), which writes no cache file beside a saved dataset (a user's may be
+    read-only)."""
     if names is None:
         return data
-    seen = column_values(data[TRAIN_SPLIT], DATASET_COLUMN) + column_values(data[TEST_SPLIT], DATASET_COLUMN)
-    present = list(dict.fromkeys(seen))
+    columns = {split: column_values(table, DATASET_COLUMN) for split, table in data.items()}
+    present = list(dict.fromkeys(name for values in columns.values() for name in values))
     unknown = sorted(set(names) - set(present))
     if unknown:
         raise InvalidConfigError(f"Unknown dataset(s) {unknown} in `datasets`; this source has {present}.")
     wanted = set(names)
     return datasets.DatasetDict(
         {
-            split: table.filter(lambda name: name in wanted, input_columns=DATASET_COLUMN)
+            split: table.select([row for row, name in enumerate(columns[split]) if name in wanted])
             for split, table in data.items()
         }
     )

@@ -21,6 +21,7 @@ MODEL_CARD = "README.md"  # written by PEFT's save_pretrained, completed with th
 EXAMPLES_FILE = "retrieval_examples.png"  # the retrieval-examples sheet (peft_puma.evaluation.examples)
 LORA_FOLDER = "lora"  # LoRA's config and tensors, for the LoRA baseline
 BACKBONE_FOLDER = "backbone"  # the fine-tuned backbone, for full fine-tuning
+SPLIT_FILE = "data_split.json"  # the class split drawn for a collection without splits (peft_puma.data.splits)
 ADAPTER_FILES = (CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME)  # what a folder needs to hold an adapter at all
 LOCK_FILE = ".peft_puma.lock"  # held by the one process that writes the folder (.lock)
 
@@ -28,5 +29,5 @@ LOCK_FILE = ".peft_puma.lock"  # held by the one process that writes the folder 
 RUN_LAYOUT = OwnedLayout.of(
     "a peft_puma training run",
     signature=[RUN_FILE, TRAIN_LOG, CHECKPOINTS, LOCK_FILE],
-    others=[*ADAPTER_FILES, MODEL_CARD, RESULTS_FILE, LOGS, LORA_FOLDER, BACKBONE_FOLDER, EXAMPLES_FILE],
+    others=[*ADAPTER_FILES, MODEL_CARD, RESULTS_FILE, LOGS, LORA_FOLDER, BACKBONE_FOLDER, EXAMPLES_FILE, SPLIT_FILE],
 )

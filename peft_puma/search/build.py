@@ -21,6 +21,7 @@ from ..errors import InvalidConfigError, InvalidInputError
 from ..inference.embedding import embed_dataset, embed_folder
 from ..inference.options import require_at_least
 from ..runs.lock import lock_across_processes
+from ..runs.split_file import read_run_split, run_split_path
 from .embedding import load_model, preprocessing_record
 from .folder import check_index_output, index_lock_path, make_manifest, save_index_folder
 from .identity import model_identity
@@ -65,7 +66,7 @@ def run_index(args: Any) -> None:
                 report_skipped(args.images, check)
             require_readable(args.images, check, on_error, skip_hint="--on_error skip")
         else:
-            dataset = load_split(args.dataset, args.split)
+            dataset = load_split(args.dataset, args.split, read_run_split(args.adapter))
         model, processor, image_size = load_model(identity, identity["adapter"], args.allow_other_backbone)
         model.to(accelerator.device)
         transform = make_eval_transform(args.image_size or image_size, image_processor=processor)
@@ -78,7 +79,7 @@ def run_index(args: Any) -> None:
             rows = folder_rows(args.images, paths, [item.as_dict() for item in check.bad])
         else:
             embeddings = embed_dataset(model, dataset, transform, **embed_options)
-            rows = dataset_rows(args.dataset, args.split, dataset)
+            rows = dataset_rows(args.dataset, args.split, dataset, run_split_path(args.adapter))
         if accelerator.is_main_process:
             index = build_index(embeddings, args.index, seed=args.seed, **options)
             save_index_folder(args.output, index, make_manifest(index, identity, preprocessing_record(transform), rows))

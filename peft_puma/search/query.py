@@ -26,6 +26,7 @@ import torch
 
 from ..data.images import FolderCheck, check_files
 from ..data.saved import load_split
+from ..data.splits import SplitRecord
 from ..errors import InvalidConfigError, InvalidInputError
 from ..evaluation.grid import MIN_THUMBNAIL, Tile, check_grid_output, contact_sheet, save_grid
 from ..inference.embedding import embed_dataset, embed_folder
@@ -59,6 +60,12 @@ def _readable_queries(paths: Sequence[str], on_error: str) -> FolderCheck:
         lines += [f"  {item.path}: {item.reason}" for item in check.bad]
         print("\n".join(lines), file=sys.stderr)
     return check
+
+
+def _split_record(gallery: dict[str, Any]) -> SplitRecord | None:
+    """The class split the indexed collection was read with (its run's record), for queries from the same one."""
+    path = gallery.get("split_record")
+    return SplitRecord.read(path) if path and os.path.isfile(path) else None
 
 
 def _query_rows(dataset: Any, rows: Sequence[int]) -> list[int]:
@@ -103,7 +110,7 @@ def _image_queries(args: Any) -> _Queries:
 def _dataset_queries(args: Any, gallery: dict[str, Any]) -> _Queries:
     if args.on_error is not None:
         raise InvalidInputError("--on_error applies to --images only (a --query_dataset is decoded by datasets).")
-    dataset = load_split(args.query_dataset, args.query_split)
+    dataset = load_split(args.query_dataset, args.query_split, _split_record(gallery))
     rows = _query_rows(dataset, args.query_rows)
     subset = dataset.select(rows)
     described = dataset_rows(args.query_dataset, args.query_split, subset)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..data.saved import load_split
 from ..data.schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, ROLE_COLUMN, column_values
+from ..data.splits import SplitRecord
 
 _DATASET_FIELDS = {LABEL_COLUMN: "labels", DATASET_COLUMN: "datasets", ROLE_COLUMN: "roles"}
 
@@ -30,9 +31,12 @@ def folder_rows(folder: str, paths: Sequence[str], skipped: Sequence[dict[str, s
     }
 
 
-def dataset_rows(path: str, split: str, dataset: Any) -> dict[str, Any]:
-    """Rows of a split of a saved dataset, in row order, with the columns the results report."""
+def dataset_rows(path: str, split: str, dataset: Any, split_record: str | None = None) -> dict[str, Any]:
+    """Rows of a split of a saved dataset, in row order, with the columns the results report; ``split_record``: the
+    run's class split a collection was read with (docs/collections.md), so that its rows are read back alike."""
     rows: dict[str, Any] = {"source": "dataset", "dataset": os.path.abspath(path), "split": split}
+    if split_record is not None:
+        rows["split_record"] = os.path.abspath(split_record)
     rows["num_rows"] = dataset.num_rows
     for name, plural in _DATASET_FIELDS.items():
         rows[plural] = column_values(dataset, name) if name in dataset.column_names else None
@@ -72,7 +76,11 @@ class RowImages:
                 with Image.open(os.path.join(self.rows["folder"], self.rows["paths"][row])) as image:
                     return image.convert("RGB")
             if self._split is None:
-                self._split = load_split(self.rows["dataset"], self.rows["split"]).select_columns([IMAGE_COLUMN])
+                record = self.rows.get("split_record")
+                split = load_split(
+                    self.rows["dataset"], self.rows["split"], SplitRecord.read(record) if record else None
+                )
+                self._split = split.select_columns([IMAGE_COLUMN])
             return self._split[int(row)][IMAGE_COLUMN].convert("RGB")
         except (OSError, ValueError):  # moved or deleted since the index was built: the grid shows a blank tile
             return None

@@ -38,7 +38,7 @@ from ..cpu_threads import configure_torch_threads
 from ..data.loader import make_train_loader
 from ..data.schema import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from ..data.transforms import make_eval_transform, make_train_transform
-from ..data.unified import dataset_sizes, describe_source, load_unified, scored_split
+from ..data.unified import dataset_sizes, load_source, scored_split
 from ..errors import IncompatibleCheckpointError, InterruptedRunError, PUMAError, WriteFailedError
 from ..evaluation.examples import write_retrieval_examples
 from ..evaluation.scoring import score_split
@@ -51,6 +51,7 @@ from ..runs.layout import EXAMPLES_FILE, LOCK_FILE, RESULTS_FILE, RUN_LAYOUT, TR
 from ..runs.lock import lock_across_processes
 from ..runs.run_file import write_run_file
 from ..runs.same_run import RunIdentity, run_differences
+from ..runs.split_file import write_run_split
 from .arguments import TrainingConfig
 from .methods import MethodOptions, build_model
 from .report import RunInfo, push_folder, run_record, start_up_summary, write_outputs
@@ -133,6 +134,7 @@ def _run(config: TrainingConfig, accelerator: Any) -> TrainResult:
     start = _resume(config, accelerator, run) if config.resume else _Position()
     if accelerator.is_main_process:
         write_run_file(config.output_dir, run_record(config, run.info))
+        write_run_split(config.output_dir, run.info.data_split)
         _trim_log(config, start.step)
     accelerator.print(start_up_summary(run.info))
     if accelerator.log_with:
@@ -198,7 +200,8 @@ class _Run:
 
 def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
     with accelerator.main_process_first():  # UML-mini is built and Hub files are downloaded once, by the main process
-        data = load_unified(config)
+        source = load_source(config)
+    data = source.data
     scored_split(data, config.eval_split, "eval_split")  # a missing split stops the run before the backbone loads
     with accelerator.main_process_first():
         backbone, processor = load_backbone(config.backbone, config.backbone_format)
@@ -242,7 +245,8 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         groups=step.groups,
         frozen=sum(p.numel() for p in model.parameters() if not p.requires_grad),
         sizes=dataset_sizes(data),
-        data_source=describe_source(config),
+        data_source=source.description,
+        data_split=source.split,
         num_processes=accelerator.num_processes,
         steps_per_epoch=steps_per_epoch,
         total_steps=min(total, config.max_steps or total),

@@ -21,6 +21,7 @@ from huggingface_hub import HfApi
 from torch import nn
 
 from ..data.schema import SPLITS
+from ..data.splits import SplitRecord
 from ..owned_paths import write_json_atomically
 from ..runs.layout import EXAMPLES_FILE, RESULTS_FILE
 from ..runs.run_file import RunRecord, write_run_file
@@ -46,6 +47,7 @@ class RunInfo:
     device: str
     epoch_split: str  # what evaluations every eval_every_epochs score: validation where the data has it, else test
     backbone_fingerprint: str | None = None  # of the frozen weights as loaded (peft_puma.backbones.fingerprint)
+    data_split: SplitRecord | None = None  # the class split of a collection without splits (runs/split_file.py)
 
     @property
     def saved_parameters(self) -> int:

@@ -113,3 +113,43 @@ def write_config(path: str, values: dict) -> str:
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump(values, handle)
     return path
+
+
+# domain -> (classes, images per class) of a user's collection as a folder tree (docs/collections.md)
+COLLECTION = {"stripes": (10, 4), "colours": (10, 4), "shop": (8, 5)}
+
+
+def make_collection_tree(root: str, layout: dict = COLLECTION, seed: int = 0) -> str:
+    """``root/<domain>/<class>/<n>.png|.jpg``: each class's images are its own colour and stripe plus noise, as in
+    :func:`make_dataset`, saved alternately as PNG and JPEG (quality 95)."""
+    rng = np.random.default_rng(seed)
+    label = 0
+    for domain, (classes, per_class) in layout.items():
+        for index in range(classes):
+            folder = os.path.join(root, domain, f"{domain}_{index:02d}")
+            os.makedirs(folder, exist_ok=True)
+            for number in range(per_class):
+                if number % 2:
+                    _image(label, rng).save(os.path.join(folder, f"{number}.jpg"), quality=95)
+                else:
+                    _image(label, rng).save(os.path.join(folder, f"{number}.png"))
+            label += 1
+    return root
+
+
+def tree_as_dataset(root: str, directory: str) -> str:
+    """The images of a folder tree as a dataset of columns ``image`` (the files' bytes), ``label`` (the class folder's
+    name) and ``domain``, in path order, without splits: written with ``save_to_disk``."""
+    columns: dict[str, list] = {"image": [], "label": [], "domain": []}
+    for domain in sorted(os.listdir(root)):
+        for name in sorted(os.listdir(os.path.join(root, domain))):
+            for file in sorted(os.listdir(os.path.join(root, domain, name))):
+                with open(os.path.join(root, domain, name, file), "rb") as handle:
+                    columns["image"].append({"bytes": handle.read(), "path": None})
+                columns["label"].append(name)
+                columns["domain"].append(domain)
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.Value("string"), "domain": datasets.Value("string")}
+    )
+    datasets.Dataset.from_dict(columns, features=features).save_to_disk(directory)
+    return directory

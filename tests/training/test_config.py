@@ -213,7 +213,17 @@ def test_every_key_declares_its_role_in_a_saved_run():
     assert {"output_dir", "resume", "uml_mini_dir", "eval_ks", "activation_checkpointing"} <= roles.control
     assert roles.result == {"epochs", "max_steps", "eval_split"}
     assert roles.per_process == {"per_device_batch_size"}
-    assert dict(roles.before) == {"crop_scale": [0.2, 1.0], "hflip_probability": 0.5, "eval_split": "test"}
+    assert dict(roles.before) == {
+        "crop_scale": [0.2, 1.0],
+        "hflip_probability": 0.5,
+        "eval_split": "test",
+        # a collection's columns and class split: every run before them read the row schema's columns, unsplit
+        "image_column": "image",
+        "label_column": "label",
+        "domain_column": None,
+        "split_fractions": [0.4, 0.1, 0.5],
+        "split_seed": 0,
+    }
     assert not {"learning_rate", "puma", "method", "seed", "crop_scale"} & (roles.control | roles.result)
     assert all("role" in field.metadata for field in dataclasses.fields(TrainingConfig))
 
