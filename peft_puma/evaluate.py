@@ -36,7 +36,7 @@ from .data.transforms import make_eval_transform
 from .data.unified import SCORED_SPLITS, SCORING, load_source, scored_split
 from .evaluation.examples import write_retrieval_examples
 from .evaluation.grid import check_grid_output
-from .evaluation.scoring import score_split
+from .evaluation.scoring import check_split, score_split
 from .evaluation.table import results_markdown
 from .inference.embedding import embed_split
 from .inference.loading import load_for_inference
@@ -81,6 +81,7 @@ def evaluate_adapter(
         image_size = image_size or data.image_size
     else:
         scored = data
+    check_split(scored, ks)  # a k larger than a dataset's gallery: refused before the model loads
     model, processor, trained_size = load_for_inference(
         adapter, backbone, backbone_format, zero_shot=zero_shot, allow_other_backbone=allow_other_backbone
     )

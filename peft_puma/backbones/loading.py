@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any
 
+import huggingface_hub.constants
 import transformers
 from torch import nn
 
@@ -26,13 +27,19 @@ except ImportError:  # pragma: no cover - older safetensors
 
 _TIMM_PREFIXES = ("timm/", "hf-hub:timm/")
 BACKBONE_FORMATS: tuple[str, ...] = ("auto", "transformers", "timm")
+_FIXED_RESOLUTION = ("vit", "deit")  # transformers' ViT and DeiT refuse another input size unless asked to interpolate
 
 
 def resolve_backbone_format(source: str, backbone_format: str = "auto") -> str:
     """``"timm"`` or ``"transformers"``: a folder says so by its config.json; a Hub id under ``timm/`` is timm."""
+    config_file = os.path.join(source, "config.json")
+    if backbone_format == "timm" and _is_transformers_folder(config_file):
+        raise InvalidConfigError(
+            f"backbone_format is timm, but {source!r} is a transformers model folder (its config.json has a "
+            "model_type); set backbone_format: auto (or transformers)."
+        )
     if backbone_format != "auto":
         return backbone_format
-    config_file = os.path.join(source, "config.json")
     if os.path.isfile(config_file):
         try:
             with open(config_file, encoding="utf-8") as handle:
@@ -57,6 +64,14 @@ def looks_local(source: str) -> bool:
     return bool(parent) and os.path.isdir(parent)
 
 
+def _is_transformers_folder(config_file: str) -> bool:
+    try:
+        with open(config_file, encoding="utf-8") as handle:
+            return "model_type" in json.load(handle)
+    except (OSError, ValueError):
+        return False
+
+
 def load_backbone(source: str, backbone_format: str = "auto") -> tuple[nn.Module, Any]:
     """``(backbone in eval mode, image processor)`` for a transformers or timm source (see the module docstring)."""
     if looks_local(source) and not os.path.exists(os.path.expanduser(source)):
@@ -66,7 +81,10 @@ def load_backbone(source: str, backbone_format: str = "auto") -> tuple[nn.Module
         )
     kind = resolve_backbone_format(source, backbone_format)
     if kind == "timm":
-        backbone, processor = load_timm_vit_with_processor(source)
+        try:
+            backbone, processor = load_timm_vit_with_processor(source)
+        except OSError as error:  # huggingface_hub's download errors are OSErrors: offline, missing, no access
+            raise InvalidConfigError(_hub_failure(source, error)) from None
         # PEFT records this in adapter_config.json as the base model; timm loads leave it empty.
         backbone.config._name_or_path = source
         backbone.name_or_path = source
@@ -78,10 +96,7 @@ def _load_transformers(source: str) -> tuple[nn.Module, Any]:
     try:
         config = transformers.AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
-        raise InvalidConfigError(
-            f"Cannot load backbone {source!r}: {error}. Give a transformers model folder or Hub id (offline: a "
-            "cached one), or a timm ViT with backbone_format: timm."
-        ) from None
+        raise InvalidConfigError(_hub_failure(source, error)) from None
     architecture = (getattr(config, "architectures", None) or [None])[0]
     model_class = getattr(transformers, architecture, None) if architecture else None
     if model_class is None:
@@ -110,6 +125,20 @@ def _load_transformers(source: str) -> tuple[nn.Module, Any]:
     return backbone.eval(), processor
 
 
+def _hub_failure(source: str, error: BaseException) -> str:
+    """Why ``source`` could not be loaded, in one line: offline and not cached is said plainly."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE and not looks_local(source):
+        return (
+            f"Cannot load backbone {source!r}: it is no local folder, and the Hub is offline (HF_HUB_OFFLINE=1) "
+            "with no cached copy of it. Give a local model folder, or cache it once online."
+        )
+    reason = " ".join(str(error).split())[:300].rstrip(".")
+    return (
+        f"Cannot load backbone {source!r}: {reason}. Give a transformers model folder or Hub id (offline: a cached "
+        "one), or a timm ViT with backbone_format: timm."
+    )
+
+
 def check_resolution(backbone: nn.Module, image_size: int) -> None:
     """Refuse an input resolution smaller than one patch of ``backbone`` (or of the model wrapping it) before any
     image is read: the patch embedding's convolution would fail deep inside torch."""
@@ -120,4 +149,10 @@ def check_resolution(backbone: nn.Module, image_size: int) -> None:
         raise InvalidConfigError(
             f"image_size {image_size} is smaller than one {patch} x {patch} patch of the backbone; give at least "
             f"{patch} (the backbone's own resolution is the default)."
+        )
+    native = getattr(config, "image_size", None)
+    if getattr(config, "model_type", None) in _FIXED_RESOLUTION and isinstance(native, int) and image_size != native:
+        raise InvalidConfigError(
+            f"image_size {image_size} differs from the {native} px this {config.model_type} backbone embeds (its "
+            f"position embeddings are not interpolated); give image_size {native}, or null for the backbone's own."
         )

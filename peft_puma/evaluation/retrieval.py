@@ -69,6 +69,37 @@ def evaluate_retrieval(
         ``harmonic`` holds the metrics and ``"num_datasets"``. Dataset order is the order of first appearance.
     """
     vectors = as_embeddings(embeddings, device)
+    search, unified, datasets = _plan(vectors, labels, domains, roles, ks, unmatched_queries, backend, block_size)
+    if datasets is None:
+        return {"unified": search.score(unified)}
+    per_dataset = {name: search.score(task) for name, task in datasets.items()}
+    return {
+        "unified": search.score(unified),
+        "per_dataset": per_dataset,
+        "harmonic": harmonic_means(per_dataset, metric_names(search.ks)),
+    }
+
+
+def check_retrieval(
+    labels: Any, domains: Any = None, roles: Any = None, ks: Sequence[int] = (1, 2, 4, 8), unmatched_queries="skip"
+) -> None:
+    """Raise the error :func:`evaluate_retrieval` would raise on these rows before any embedding exists (a k larger
+    than a dataset's gallery, a dataset without queries): a run checks its scored splits before it trains."""
+    num_rows = len(labels)
+    _plan(torch.zeros(num_rows, 1), labels, domains, roles, ks, unmatched_queries, "auto", None)
+
+
+def _plan(
+    vectors: torch.Tensor,
+    labels: Any,
+    domains: Any,
+    roles: Any,
+    ks: Sequence[int],
+    unmatched_queries: str,
+    backend: Backend,
+    block_size: int | None,
+) -> tuple[_Search, _Task, dict[str, _Task] | None]:
+    """Every search of the evaluation, validated: the unified one and one per dataset (``None`` without domains)."""
     num_rows = vectors.shape[0]
     class_labels = as_labels(labels, num_rows)
     dataset_names = as_strings(domains, num_rows, "domains", default="")
@@ -82,21 +113,15 @@ def evaluate_retrieval(
     is_query = torch.from_numpy(row_roles != "gallery").to(vectors.device)
     in_gallery = torch.from_numpy(row_roles != "query").to(vectors.device)
     search = _Search(vectors, unique_labels, ks, unmatched_queries, backend, block_size)
-
     unified = search.plan(is_query, in_gallery, scope="the unified gallery")
     if domains is None:
-        return {"unified": search.score(unified)}
+        return search, unified, None
     names = np.asarray(dataset_names, dtype=object)
     datasets = {}
     for name in dict.fromkeys(dataset_names):
         in_dataset = torch.from_numpy(names == name).to(vectors.device)
         datasets[name] = search.plan(is_query & in_dataset, in_gallery & in_dataset, scope=f"dataset {name!r}")
-    per_dataset = {name: search.score(task) for name, task in datasets.items()}
-    return {
-        "unified": search.score(unified),
-        "per_dataset": per_dataset,
-        "harmonic": harmonic_means(per_dataset, metric_names(ks)),
-    }
+    return search, unified, datasets
 
 
 def unified_top1_rows(embeddings: Any, labels: Any, domains: Any = None, roles: Any = None) -> tuple[Any, Any]:

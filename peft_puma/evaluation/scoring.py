@@ -9,13 +9,24 @@ from typing import Any
 import torch
 
 from ..data.schema import DATASET_COLUMN, LABEL_COLUMN, ROLE_COLUMN, column_values
-from .retrieval import evaluate_retrieval
+from .retrieval import check_retrieval, evaluate_retrieval
 
 
 def score_split(embeddings: torch.Tensor, test: Any, ks: Sequence[int] = (1, 2, 4, 8)) -> dict[str, Any]:
     """:func:`peft_puma.evaluation.evaluate_retrieval` of a split's embeddings, with its labels, datasets, roles."""
     return evaluate_retrieval(
         embeddings,
+        column_values(test, LABEL_COLUMN),
+        domains=column_values(test, DATASET_COLUMN),
+        roles=column_values(test, ROLE_COLUMN),
+        ks=tuple(ks),
+    )
+
+
+def check_split(test: Any, ks: Sequence[int] = (1, 2, 4, 8)) -> None:
+    """Raise now what :func:`score_split` would raise once the split is embedded (a k larger than a dataset's
+    gallery, ...): a run checks the splits it will score before it trains."""
+    check_retrieval(
         column_values(test, LABEL_COLUMN),
         domains=column_values(test, DATASET_COLUMN),
         roles=column_values(test, ROLE_COLUMN),

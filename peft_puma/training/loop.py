@@ -41,7 +41,7 @@ from ..data.transforms import make_eval_transform, make_train_transform
 from ..data.unified import dataset_sizes, load_source, scored_split
 from ..errors import IncompatibleCheckpointError, InterruptedRunError, PUMAError, WriteFailedError
 from ..evaluation.examples import write_retrieval_examples
-from ..evaluation.scoring import score_split
+from ..evaluation.scoring import check_split, score_split
 from ..evaluation.table import results_markdown
 from ..inference.embedding import embed_split
 from ..losses import make_loss
@@ -202,7 +202,10 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
     with accelerator.main_process_first():  # UML-mini is built and Hub files are downloaded once, by the main process
         source = load_source(config)
     data = source.data
-    scored_split(data, config.eval_split, "eval_split")  # a missing split stops the run before the backbone loads
+    # A missing split, or eval_ks larger than a dataset's gallery, stops the run before the backbone loads.
+    check_split(scored_split(data, config.eval_split, "eval_split"), config.eval_ks)
+    if config.eval_every_epochs and VALIDATION_SPLIT in data:
+        check_split(data[VALIDATION_SPLIT], config.eval_ks)
     with accelerator.main_process_first():
         backbone, processor = load_backbone(config.backbone, config.backbone_format)
     fingerprint = backbone_fingerprint(backbone)  # before the method adds its modules

@@ -316,3 +316,28 @@ def test_data_and_run_in_one_folder_is_refused(tiny_values, tmp_path, capsys):
     assert train.main(_argv({**values, "uml_mini_dir": folder, "output_dir": folder})) == 2
     assert "output_dir" in (line := _error_line(capsys.readouterr().err)) and "overlap" in line
     assert not os.path.exists(folder)
+
+
+def test_eval_ks_larger_than_a_gallery_is_refused_before_the_backbone_loads(tiny_values, capsys):
+    values = {**tiny_values, "eval_ks": [1, 500], "backbone": "never/loaded"}
+    assert train.main(_argv(values)) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "k = 500 exceeds the" in line and "gallery rows" in line
+    assert not os.path.exists(os.path.join(tiny_values["output_dir"], ADAPTER))
+
+
+def test_an_image_size_the_backbone_cannot_embed_is_refused_before_training(tiny_values, capsys):
+    assert train.main(_argv({**tiny_values, "image_size": 32})) == 2  # the tiny ViT embeds 16 px
+    line = _error_line(capsys.readouterr().err)
+    assert "image_size 32 differs from the 16 px this vit backbone embeds" in line
+
+
+def test_a_timm_format_for_a_transformers_folder_names_the_key_to_change(tiny_values, capsys):
+    assert train.main(_argv({**tiny_values, "backbone_format": "timm"})) == 2
+    assert "set backbone_format: auto" in _error_line(capsys.readouterr().err)
+
+
+def test_a_hub_id_that_is_not_cached_offline_says_so(tiny_values, capsys):
+    assert train.main(_argv({**tiny_values, "backbone": "nobody-here/no-such-vit"})) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "the Hub is offline (HF_HUB_OFFLINE=1) with no cached copy" in line
