@@ -210,6 +210,10 @@ class InferenceFormsRow:
     def infer_vs_frozen(self, name: str) -> float | None:
         return ratio(self.forms[name].infer_s, self.forms["frozen"].infer_s)
 
+    def infer_cpu_vs_frozen(self, name: str) -> float | None:
+        """The same ratio in process CPU time, which another process's load on the cores stretches less."""
+        return ratio(self.forms[name].infer_cpu_s, self.forms["frozen"].infer_cpu_s)
+
     def flops_vs_frozen(self, name: str) -> float | None:
         return ratio(self.forms[name].flops_per_image, self.forms["frozen"].flops_per_image)
 
@@ -226,6 +230,7 @@ class InferenceFormsRow:
             name: {
                 **dataclasses.asdict(form),
                 "infer_vs_frozen": self.infer_vs_frozen(name),
+                "infer_cpu_vs_frozen": self.infer_cpu_vs_frozen(name),
                 "flops_vs_frozen": self.flops_vs_frozen(name),
             }
             for name, form in self.forms.items()

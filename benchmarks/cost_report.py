@@ -30,6 +30,7 @@ def headline(result: CostResult) -> dict[str, float | None]:
         lines.update(
             {
                 f"batch {row.batch_size}: fused PUMA inference / frozen backbone": row.infer_vs_frozen("puma_fused"),
+                f"batch {row.batch_size}: the same in CPU time": row.infer_cpu_vs_frozen("puma_fused"),
                 f"batch {row.batch_size}: PUMA FLOPs / frozen backbone (the floor)": row.flops_floor,
                 f"batch {row.batch_size}: fused PUMA / the floor": row.fused_vs_floor,
             }
@@ -107,8 +108,9 @@ def _compiled_table(result: CostResult) -> list[str]:
 
 def _forms_table(rows: list[InferenceFormsRow]) -> list[str]:
     lines = [
-        "| batch | form | ms/image | vs frozen | GFLOP/image | FLOPs vs frozen | max abs diff vs source |",
-        "|---|---|---|---|---|---|---|",
+        "| batch | form | ms/image | vs frozen | CPU time vs frozen | GFLOP/image | FLOPs vs frozen | "
+        "max abs diff vs source |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         for name in INFERENCE_FORMS:
@@ -118,6 +120,7 @@ def _forms_table(rows: list[InferenceFormsRow]) -> list[str]:
                 name,
                 _fmt(_ms(form.infer_s), 1),
                 _fmt(row.infer_vs_frozen(name), 3),
+                _fmt(row.infer_cpu_vs_frozen(name), 3),
                 _fmt(form.flops_per_image / 1e9, 3),
                 _fmt(row.flops_vs_frozen(name), 3),
                 "-" if form.max_abs_difference is None else f"{form.max_abs_difference:.1e}",

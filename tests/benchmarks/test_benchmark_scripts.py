@@ -260,6 +260,7 @@ def _check_inference_forms(rows: list[dict], batch_sizes: list[int]) -> None:
         for name, form in forms.items():
             assert _positive(form["infer_s"]) and _positive(form["flops_per_image"]), (name, form)
             assert form["infer_vs_frozen"] == pytest.approx(form["infer_s"] / frozen["infer_s"])
+            assert form["infer_cpu_vs_frozen"] == pytest.approx(form["infer_cpu_s"] / frozen["infer_cpu_s"])
             assert form["flops_vs_frozen"] == pytest.approx(form["flops_per_image"] / frozen["flops_per_image"])
         assert forms["puma_fused"]["flops_per_image"] == forms["puma"]["flops_per_image"]
         assert frozen["flops_per_image"] < forms["lora_merged"]["flops_per_image"] < forms["lora"]["flops_per_image"]
@@ -289,6 +290,23 @@ def test_cost_only_inference_measures_the_forms_alone(cost_inference_only) -> No
 def test_cost_only_inference_refuses_the_full_runs_figure() -> None:
     with pytest.raises(SystemExit):
         _load_script("cost.py").parse_args(["--output", "x.json", "--only", "inference", "--figure", "x.png"])
+
+
+def test_fusion_training_measurement_checks_its_folds_against_the_unfused_step(tmp_path) -> None:
+    output = str(tmp_path / "fusion_training.json")
+    printed = _run_script(
+        "fusion_training.py", *("--shape", "tiny", "--output", output, "--batch_size", "2", "--repeats", "1")
+    )
+    with open(output, encoding="utf-8") as handle:
+        result = json.load(handle)
+    assert set(result["timings"]) == {"unfused", "autograd", "custom"}
+    assert all(_positive(timing["wall_s"]) for timing in result["timings"].values())
+    for fold in ("autograd", "custom"):
+        assert result["largest_difference_vs_unfused"][fold]["gradients"] < 1e-4
+        assert result["wall_vs_unfused"][fold] == pytest.approx(
+            result["timings"][fold]["wall_s"] / result["timings"]["unfused"]["wall_s"]
+        )
+    assert "custom:" in printed
 
 
 # ---------------------------------------------------------------------------------------------------- accuracy
