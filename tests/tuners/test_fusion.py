@@ -3,9 +3,11 @@ the frozen linears beside it, for every backbone family; an eval-only model that
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
-from peft import get_peft_model
+from peft import LoraConfig, get_peft_model, inject_adapter_in_model
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -90,6 +92,42 @@ def test_swiglu_mlp_keeps_its_adapter_unfused_and_exact(pixels):
 
 def _addmm_in_place_flops(bias_shape, first_shape, second_shape, out_shape=None, **kwargs) -> int:
     return 2 * first_shape[0] * first_shape[1] * second_shape[1]  # FlopCounterMode counts addmm, not addmm_
+
+
+def test_a_projection_wrapped_by_another_method_keeps_its_adapter_unfused(pixels):
+    """LoRA on the query projections (as the LoRA baseline injects it): those attention branches are not plain linears,
+    so their PUMA adapters stay unfused, and the model stays exact."""
+    backbone = make_family("vit", num_hidden_layers=LAYERS)
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False), backbone)
+    with warnings.catch_warnings():  # PEFT's notes that the backbone already holds an adapter: LoRA's, on purpose
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        warnings.filterwarnings("ignore", message="You are trying to modify a model with PEFT for a second time")
+        model = get_peft_model(backbone, peft_puma.PUMAConfig(**SMALL))
+    randomize_adapters(model)
+    model.eval()
+    fused = fuse_for_inference(model)
+    assert fused.unfused_sites == tuple(f"layers.{i}.attention" for i in range(LAYERS))
+    assert sum(isinstance(m, FusedMLP) for m in fused.modules()) == LAYERS
+    assert_same_outputs(fused, model, pixels)
+
+
+def test_disabled_adapters_fuse_to_the_zero_shot_model(pixels):
+    model = trained_puma()
+    with model.disable_adapter():
+        expected = outputs(model, pixels)
+        fused = fuse_for_inference(model)
+    assert not fused_branches(fused) and not adapters_left(fused)
+    for got, want in zip(outputs(fused, pixels), expected, strict=True):
+        torch.testing.assert_close(got, want, **TOLERANCE)
+
+
+def test_fused_model_returns_a_tuple_without_return_dict(pixels):
+    model = trained_puma()
+    fused = fuse_for_inference(model)
+    with torch.no_grad():
+        got, want = fused(pixel_values=pixels, return_dict=False), model(pixel_values=pixels, return_dict=False)
+    assert isinstance(got, tuple) and len(got) == len(want)
+    torch.testing.assert_close(got[0], want[0], **TOLERANCE)
 
 
 def test_fused_model_runs_the_same_flops_as_the_unfused_one(pixels):
