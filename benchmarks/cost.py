@@ -104,6 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     option("--form_batch_sizes", type=int, nargs="*", default=[1, 8, 32], help="batches of the inference forms")
     option("--form_repeats", type=int, default=5, help="timed rounds of the inference forms (medians reported)")
     option("--seed", type=int, default=0)
+    option("--note", help="free text kept in the result, e.g. that another job shares the cores")
     args = parser.parse_args(argv)
     args.precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
     if args.precision == "fp16" and args.device != "cuda":
@@ -182,6 +183,7 @@ def measure(options: CostOptions, args: argparse.Namespace) -> CostResult:
             inference_forms=_inference_forms(options),
             load_average_end=load_average(),
             elapsed_s=time.perf_counter() - start,
+            note=args.note,
         )
     compiled = None
     if options.compile_methods:  # first: a backend that cannot compile here fails before the long measurements
@@ -207,6 +209,7 @@ def measure(options: CostOptions, args: argparse.Namespace) -> CostResult:
         inference_forms=_inference_forms(options),
         load_average_end=load_average(),
         elapsed_s=time.perf_counter() - start,
+        note=args.note,
     )
 
 

@@ -286,6 +286,7 @@ class CostResult:
     inference_forms: list[InferenceFormsRow] | None
     load_average_end: list[float]
     elapsed_s: float
+    note: str | None = None  # --note: what the person running it knows of the machine (another job on the cores, ...)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of the result file; non-finite numbers become ``null``."""

@@ -86,6 +86,7 @@ def cost_inference_only(tmp_path_factory) -> tuple[dict, str]:
         "cost.py",
         *("--only", "inference", "--shape", "tiny", "--output", output),
         *("--form_batch_sizes", "2", "--form_repeats", "2", "--warmup", "1"),
+        *("--note", "another job shares the cores"),
     )
     with open(output, encoding="utf-8") as handle:
         return json.load(handle), printed
@@ -281,7 +282,7 @@ def test_cost_reports_the_inference_forms_in_the_full_run(cost) -> None:
 def test_cost_only_inference_measures_the_forms_alone(cost_inference_only) -> None:
     result, printed = cost_inference_only
     _check_inference_forms(result["inference_forms"], [2])
-    assert result["settings"]["measured"] == "inference"
+    assert result["settings"]["measured"] == "inference" and result["note"] == "another job shares the cores"
     for part in ("methods", "components", "activation_checkpointing", "ratios", "scaling", "compiled_inference"):
         assert result[part] is None, part
     assert "fused PUMA inference / frozen backbone" in printed and "training step" not in printed
