@@ -14,15 +14,15 @@ where the branch's output projection adds. With ``Attn(z) = softmax(q k^T * scal
     [f | a2]         = LN2(h) @ [W_1 | D2] + [b_1 | 0]
     x' = h + act(f) @ W_2 + b_2                    + relu(a2) @ (s U2)
 
-The down projections become extra output columns of the frozen input projections: one product where the unfused
-model runs five (q, k, v, D1 and then fc1, D2 as two). Each up projection is accumulated in place (``addmm_``) onto
-the output projection's result, which is the product ``[context | relu(a1)] @ [W_o ; s U1]`` split along its inner
+The down projections become extra output columns of the frozen input projections: one product where the unfused model
+runs four (q, k, v and D1), one where it runs two (fc1 and D2). Each up projection is accumulated in place (``addmm_``)
+onto the output projection's result, which is the product ``[context | relu(a1)] @ [W_o ; s U1]`` split along its inner
 dimension, without materialising the concatenated input (measured on a CPU: as fast for attention, faster for the MLP,
 where the concatenation would copy the ``4d``-wide activation; docs/fusion.md). Where a LayerScale vector ``lambda``
 multiplies a branch's output before the adapter adds to it (DINOv2: the adapter joins after it, see families.py),
 ``lambda`` is folded into that branch's output projection, ``W_o * lambda`` and ``b_o * lambda``, and the LayerScale
-module goes. Nothing is approximated: the fused model computes the same function, up to the rounding of sums taken
-in another order.
+module goes. Nothing is approximated: the fused model computes the same function, up to the rounding of sums taken in
+another order.
 
 Which linears a branch has is family knowledge and lives in families.py (:class:`FusableBranch`); a branch without
 that layout (DINOv2's SwiGLU MLP, a projection that is not a plain ``nn.Linear``) keeps its unfused adapter, which
