@@ -1,6 +1,7 @@
 """Cost benchmark: PUMA against its baselines on one backbone, side by side, in one run (docs/benchmarks.md).
 
     python benchmarks/cost.py --output benchmarks/results/cost_vits16_cpu.json --figure docs/figures/cost.png
+    python benchmarks/cost.py --only inference --output benchmarks/results/cost_vits16_cpu_fused.json
 
 For each method of the comparison (the paper's Table 2 rows, arXiv 2309.08944, plus PUMA) it measures, on a
 ViT-S/16-shaped backbone with random weights (cost depends on shapes, not on weight values):
@@ -12,10 +13,15 @@ ViT-S/16-shaped backbone with random weights (cost depends on shapes, not on wei
   step) at ``--train_batch_size`` images; also per image;
 - ``train_peak_mb``: how far memory rises above the model at rest during training steps, in a fresh process per
   method on a CPU; also per image;
-- ``infer_s``: eval-mode forward (embeddings) per image at ``--infer_batch_size``.
+- ``infer_s``: eval-mode forward (embeddings) per image at ``--infer_batch_size``;
+- ``inference_forms``: the frozen backbone, PUMA as trained and fused for inference (docs/fusion.md), LoRA unmerged
+  and merged, at each of ``--form_batch_sizes``: time per image, FLOPs per image and their ratios to the frozen
+  backbone, the FLOPs ratio of PUMA being the floor its fused form is measured against. ``--only inference``
+  measures this part alone (a few minutes).
 
 The pieces: ``cost_models`` (shapes, methods as the trainer builds them, the trainer's step), ``cost_timing`` and
-``cost_memory`` (how time and memory are measured), ``cost_measure`` (what is measured), ``cost_analysis`` (ratios,
+``cost_memory`` and ``cost_flops`` (how time, memory and FLOPs are measured), ``cost_measure`` (what is measured),
+``cost_analysis`` (ratios,
 overhead by part), ``cost_report`` (tables, figure), ``cost_records`` (the typed results and their JSON).
 """
 
@@ -30,7 +36,13 @@ from collections.abc import Sequence
 
 import torch
 from cost_analysis import checkpointing_ratios, puma_overhead, ratios
-from cost_measure import CostOptions, compiled_inference, measure_methods, scaling
+from cost_measure import (
+    CostOptions,
+    compiled_inference,
+    measure_inference_forms,
+    measure_methods,
+    scaling,
+)
 from cost_memory import malloc_setting
 from cost_models import (
     CHECKPOINTED,
@@ -41,7 +53,7 @@ from cost_models import (
     SHAPES,
     Runtime,
 )
-from cost_records import CostResult, CostSettings
+from cost_records import CostResult, CostSettings, InferenceFormsRow
 from cost_report import markdown_table, plot, summary
 from run_info import check_output, load_average, run_info
 from script_options import add_option
@@ -54,6 +66,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     option = functools.partial(add_option, parser)
     option("--output", required=True, help="JSON file to write")
+    option(
+        "--only",
+        default="all",
+        choices=("all", "inference"),
+        help="inference: only the inference forms (frozen, PUMA unfused/fused, LoRA unmerged/merged), a few minutes",
+    )
     option("--figure", help="PNG to draw the ratios and the scaling into")
     option("--shape", default="vit_s16", choices=sorted(SHAPES), help="backbone shape (tiny: CI)")
     option("--image_size", type=int, help="default: the shape's (224 for vit_s16)")
@@ -79,11 +97,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also time these methods' inference under torch.compile, beside their eager forms (e.g. frozen puma)",
     )
     option("--compile_backend", default="inductor", help="torch.compile backend (aot_eager: no compiler)")
+    option("--form_batch_sizes", type=int, nargs="*", default=[1, 8, 32], help="batches of the inference forms")
+    option("--form_repeats", type=int, default=5, help="timed rounds of the inference forms (medians reported)")
     option("--seed", type=int, default=0)
+    option("--note", help="free text kept in the result, e.g. that another job shares the cores")
     args = parser.parse_args(argv)
     args.precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
     if args.precision == "fp16" and args.device != "cuda":
         parser.error("--precision fp16 needs --device cuda: accelerate scales fp16 gradients on a GPU only")
+    if args.only == "inference" and (args.figure or args.compile_methods):
+        parser.error("--figure and --compile_methods belong to the full run; leave them out with --only inference")
     return args
 
 
@@ -108,6 +131,8 @@ def cost_options(args: argparse.Namespace) -> CostOptions:
         scale_repeats=args.scale_repeats,
         compile_methods=tuple(dict.fromkeys(args.compile_methods)),
         compile_backend=args.compile_backend,
+        form_batch_sizes=tuple(args.form_batch_sizes),
+        form_repeats=args.form_repeats,
     )
 
 
@@ -136,13 +161,26 @@ def cost_settings(args: argparse.Namespace, options: CostOptions) -> CostSetting
             else "rise of peak RSS (VmHWM, reset via /proc/self/clear_refs) over the model at rest, "
             f"fresh forkserver process per method, glibc {malloc_setting()}"
         ),
+        measured=args.only,
+        form_batch_sizes=list(options.form_batch_sizes),
+        form_repeats=options.form_repeats,
     )
 
 
 def measure(options: CostOptions, args: argparse.Namespace) -> CostResult:
-    """Every measurement and what follows from it."""
+    """Every measurement and what follows from it; with ``--only inference`` the inference forms alone."""
     info = run_info(options.threads)
     start = time.perf_counter()
+    if args.only == "inference":
+        return CostResult(
+            run=info,
+            settings=cost_settings(args, options),
+            **dict.fromkeys(_FULL_RUN_PARTS),
+            inference_forms=_inference_forms(options),
+            load_average_end=load_average(),
+            elapsed_s=time.perf_counter() - start,
+            note=args.note,
+        )
     compiled = None
     if options.compile_methods:  # first: a backend that cannot compile here fails before the long measurements
         print(f"timing compiled inference ({options.compile_backend})", file=sys.stderr)
@@ -164,9 +202,31 @@ def measure(options: CostOptions, args: argparse.Namespace) -> CostResult:
         puma_overhead=puma_overhead(rows),
         scaling=scaled,
         compiled_inference=compiled,
+        inference_forms=_inference_forms(options),
         load_average_end=load_average(),
         elapsed_s=time.perf_counter() - start,
+        note=args.note,
     )
+
+
+# What --only inference leaves unmeasured (None in the result).
+_FULL_RUN_PARTS = (
+    "methods",
+    "components",
+    "activation_checkpointing",
+    "ratios",
+    "checkpointing_ratios",
+    "puma_overhead",
+    "scaling",
+    "compiled_inference",
+)
+
+
+def _inference_forms(options: CostOptions) -> list[InferenceFormsRow] | None:
+    if not options.form_batch_sizes:
+        return None
+    print(f"timing inference forms at batches {list(options.form_batch_sizes)}", file=sys.stderr)
+    return measure_inference_forms(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,22 +11,34 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from cost_flops import count_flops
 from cost_memory import ProbeSettings, memory_by_method
 from cost_models import (
     CHECKPOINTED,
     COMPONENTS,
+    INFERENCE_FORM_SOURCES,
     METHODS,
     BackboneShape,
     Runtime,
     adapter_megabytes,
     build_method,
     count_trainable,
+    embed,
+    inference_forms,
     lora_rank,
     make_batch,
     trainer_method,
     training_step,
 )
-from cost_records import CompiledInference, MethodCost, Scaling, ScalingRow, Timing
+from cost_records import (
+    CompiledInference,
+    InferenceForm,
+    InferenceFormsRow,
+    MethodCost,
+    Scaling,
+    ScalingRow,
+    Timing,
+)
 from cost_timing import inference_task, interleaved_timings, train_task
 from torch import nn
 
@@ -55,6 +67,8 @@ class CostOptions:
     scale_repeats: int = 3
     compile_methods: Sequence[str] = ()
     compile_backend: str = "inductor"
+    form_batch_sizes: Sequence[int] = (1, 8, 32)
+    form_repeats: int = 5
 
     @property
     def scales(self) -> bool:
@@ -225,4 +239,42 @@ def compiled_inference(options: CostOptions) -> dict[str, CompiledInference]:
             compiled_vs_frozen_compiled=None if frozen is None else per_image[name, True] / frozen,
         )
         for name in compile_s
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- inference forms
+def measure_inference_forms(options: CostOptions) -> list[InferenceFormsRow]:
+    """Every inference form (frozen, PUMA unfused and fused, LoRA unmerged and merged) at each of
+    ``--form_batch_sizes``: FLOPs per image, then ``--warmup`` + ``--form_repeats`` interleaved rounds of eval-mode
+    embeddings, and how far a rewritten form's embeddings are from its source's."""
+    runtime = options.runtime
+    forms = inference_forms(options.shape.vit(options.image_size, seed=options.seed), runtime.device, options.seed)
+    rows = []
+    for batch_size in options.form_batch_sizes:
+        pixels, _ = make_batch(batch_size, options.image_size, 1, 1, runtime.device)
+        flops = {name: count_flops(model, pixels) // batch_size for name, model in forms.items()}
+        differences = _form_differences(forms, pixels, runtime)
+        rounds = (options.warmup, options.form_repeats)
+        timings = _time_inference(forms, options, batch_size, rounds=rounds)
+        measured = {
+            name: InferenceForm(
+                infer_s=timing.wall_s / batch_size,
+                infer_cpu_s=timing.cpu_s / batch_size,
+                infer_wall_samples_s=timing.wall_samples_s,
+                flops_per_image=flops[name],
+                max_abs_difference=differences.get(name),
+            )
+            for name, timing in timings.items()
+        }
+        rows.append(InferenceFormsRow(batch_size, {name: measured[name] for name in forms}))
+    return rows
+
+
+def _form_differences(forms: dict[str, nn.Module], pixels: torch.Tensor, runtime: Runtime) -> dict[str, float]:
+    """Largest absolute difference of each rewritten form's embeddings from its source form's."""
+    with torch.inference_mode(), runtime.autocast():
+        embeddings = {name: embed(model, pixels).float() for name, model in forms.items()}
+    return {
+        name: (embeddings[name] - embeddings[source]).abs().max().item()
+        for name, source in INFERENCE_FORM_SOURCES.items()
     }

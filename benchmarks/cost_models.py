@@ -8,6 +8,7 @@ an ``accelerate.Accelerator`` for the benchmark's device and precision, so fp16 
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from method_names import BENCHMARK_METHODS  # a sibling module: a script's own folder is on its path
 from torch import nn
 
+from peft_puma import fuse_for_inference
 from peft_puma.losses import make_loss
 from peft_puma.runs.saving import save_trained
 from peft_puma.training.arguments import TrainingConfig
@@ -25,6 +27,18 @@ from peft_puma.training.methods import MethodOptions, build_model
 from peft_puma.training.step import build_training_step
 
 METHODS = BENCHMARK_METHODS
+# The forms a trained model can run inference in, each exact: PUMA as trained and fused for inference
+# (peft_puma.fuse_for_inference, docs/fusion.md), LoRA with its update beside the frozen linears and merged into them
+# (PEFT's merge, then the LoRA wrappers unloaded). Form -> the benchmark method it is built from.
+INFERENCE_FORMS: dict[str, str] = {
+    "frozen": "frozen",
+    "puma": "puma",
+    "puma_fused": "puma",
+    "lora": "lora",
+    "lora_merged": "lora",
+}
+# A rewritten form -> the form it must give the same embeddings as.
+INFERENCE_FORM_SOURCES: dict[str, str] = {"puma_fused": "puma", "lora_merged": "lora"}
 # PUMA with one of its two parts removed: their extra cost over the frozen model splits PUMA's overhead by part.
 COMPONENTS: dict[str, str] = {"prompts_only": "conditional_prompt", "adapters_only": "stochastic_adapter"}
 # PUMA and full fine-tuning trained with activation checkpointing (the trainer's `activation_checkpointing: true`):
@@ -135,6 +149,45 @@ def build_method(name: str, backbone: nn.Module, device: str = "cpu") -> nn.Modu
         return backbone.requires_grad_(False).to(device)
     options = MethodOptions.from_config(recipe().for_method(method))
     return build_model(method, backbone, options, activation_checkpointing=name in CHECKPOINTED).to(device)
+
+
+def inference_forms(backbone: nn.Module, device: str = "cpu", seed: int = 0) -> dict[str, nn.Module]:
+    """Every ``INFERENCE_FORMS`` model, in eval mode, each trained form on its own copy of ``backbone``. The trained
+    tensors get seeded random values first (PUMA's ``U`` and LoRA's ``B`` start at zero), so that a rewritten form
+    equal to its source shows that it computes the same function, not only the frozen one; costs do not depend on
+    values."""
+
+    forms: dict[str, nn.Module] = {"frozen": build_method("frozen", copy.deepcopy(backbone), device)}
+    for method in ("puma", "lora"):
+        model = build_method(method, copy.deepcopy(backbone), device)
+        _randomize_trained(model, seed)
+        forms[method] = model.eval()
+    forms["puma_fused"] = fuse_for_inference(forms["puma"])
+    forms["lora_merged"] = merged_lora(copy.deepcopy(forms["lora"]))
+    return {name: forms[name] for name in INFERENCE_FORMS}
+
+
+def _randomize_trained(model: nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                noise = torch.randn(parameter.shape, generator=generator) * 0.02
+                parameter.copy_(noise.to(parameter))
+
+
+def merged_lora(model: nn.Module) -> nn.Module:
+    """The LoRA baseline with its update merged into the frozen linears and the LoRA wrappers replaced by those
+    linears: what ``merge_and_unload`` gives (the baseline injects LoRA into the backbone, beside PUMA's head, so the
+    wrappers are unloaded here)."""
+    from peft.tuners.lora import LoraLayer
+
+    backbone = model.get_base_model()
+    for name, module in list(backbone.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            backbone.set_submodule(name, module.get_base_layer())
+    return model.eval()
 
 
 def training_step(model: nn.Module, num_classes: int, runtime: Runtime) -> Any:

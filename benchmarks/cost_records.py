@@ -186,6 +186,64 @@ class CompiledInference:
 
 
 @dataclass(frozen=True)
+class InferenceForm:
+    """One inference form of a model (``cost_models.INFERENCE_FORMS``) at one batch size: per-image time (median of
+    the timed rounds), FLOPs per image (``cost_flops``), and for a rewritten form (fused PUMA, merged LoRA) the largest
+    absolute difference of its embeddings from its source form's on the timed batch."""
+
+    infer_s: float
+    infer_cpu_s: float
+    infer_wall_samples_s: list[float]
+    flops_per_image: int
+    max_abs_difference: float | None = None
+
+
+@dataclass(frozen=True)
+class InferenceFormsRow:
+    """Every inference form at one batch size, with their ratios to the frozen backbone. ``flops_floor`` is PUMA's
+    FLOPs over the frozen backbone's: the time ratio PUMA would have if every operation ran as fast per FLOP as the
+    frozen model's."""
+
+    batch_size: int
+    forms: dict[str, InferenceForm]
+
+    def infer_vs_frozen(self, name: str) -> float | None:
+        return ratio(self.forms[name].infer_s, self.forms["frozen"].infer_s)
+
+    def infer_cpu_vs_frozen(self, name: str) -> float | None:
+        """The same ratio in process CPU time, which another process's load on the cores stretches less."""
+        return ratio(self.forms[name].infer_cpu_s, self.forms["frozen"].infer_cpu_s)
+
+    def flops_vs_frozen(self, name: str) -> float | None:
+        return ratio(self.forms[name].flops_per_image, self.forms["frozen"].flops_per_image)
+
+    @property
+    def flops_floor(self) -> float | None:
+        return self.flops_vs_frozen("puma")
+
+    @property
+    def fused_vs_floor(self) -> float | None:
+        return ratio(self.infer_vs_frozen("puma_fused"), self.flops_floor)
+
+    def to_json(self) -> dict[str, Any]:
+        forms = {
+            name: {
+                **dataclasses.asdict(form),
+                "infer_vs_frozen": self.infer_vs_frozen(name),
+                "infer_cpu_vs_frozen": self.infer_cpu_vs_frozen(name),
+                "flops_vs_frozen": self.flops_vs_frozen(name),
+            }
+            for name, form in self.forms.items()
+        }
+        return {
+            "batch_size": self.batch_size,
+            "forms": forms,
+            "flops_floor": self.flops_floor,
+            "fused_vs_floor": self.fused_vs_floor,
+        }
+
+
+@dataclass(frozen=True)
 class CostSettings:
     """What was measured, how: the backbone, the batches, the recipe's loss, device, precision, rounds."""
 
@@ -204,25 +262,31 @@ class CostSettings:
     repeats: int
     memory: str
     units: str = "seconds; MB = 1e6 bytes; infer_s per image; train_step_s per step of train_batch_size images"
+    measured: str = "all"  # or "inference": the inference forms only (--only inference)
+    form_batch_sizes: list[int] = field(default_factory=list)
+    form_repeats: int = 0
 
 
 @dataclass(frozen=True)
 class CostResult:
     """One run of the cost benchmark. ``run`` is ``run_info`` (date, command, machine, versions, commit, load at the
-    start), written at the top level of the JSON file like every benchmark's."""
+    start), written at the top level of the JSON file like every benchmark's. With ``--only inference`` the method
+    rows and what derives from them are ``None``: only ``inference_forms`` is measured."""
 
     run: dict[str, Any]
     settings: CostSettings
-    methods: dict[str, MethodCost]
-    components: dict[str, MethodCost]
-    activation_checkpointing: dict[str, MethodCost]
-    ratios: dict[str, Ratios]
-    checkpointing_ratios: CheckpointingRatios
-    puma_overhead: dict[str, PhaseOverhead]
+    methods: dict[str, MethodCost] | None
+    components: dict[str, MethodCost] | None
+    activation_checkpointing: dict[str, MethodCost] | None
+    ratios: dict[str, Ratios] | None
+    checkpointing_ratios: CheckpointingRatios | None
+    puma_overhead: dict[str, PhaseOverhead] | None
     scaling: Scaling | None
     compiled_inference: dict[str, CompiledInference] | None
+    inference_forms: list[InferenceFormsRow] | None
     load_average_end: list[float]
     elapsed_s: float
+    note: str | None = None  # --note: what the person running it knows of the machine (another job on the cores, ...)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of the result file; non-finite numbers become ``null``."""
@@ -245,6 +309,8 @@ def _plain(value: Any) -> Any:
         return dataclasses.asdict(value)
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
     return value
 
 

@@ -5,24 +5,37 @@ from __future__ import annotations
 import os
 
 from cost_analysis import versus_full_ft
-from cost_models import METHODS
-from cost_records import CostResult, MethodCost, ScalingRow
+from cost_models import INFERENCE_FORMS, METHODS
+from cost_records import CostResult, InferenceFormsRow, MethodCost, ScalingRow
 
 SCALED_COLOURS = {"frozen": "tab:blue", "puma": "tab:red", "full_ft": "tab:green"}
 
 
 def headline(result: CostResult) -> dict[str, float | None]:
-    """The comparisons docs/benchmarks.md states its cost targets in (the targets themselves live there, as prose)."""
-    puma = result.ratios["puma"]
-    return {
-        "PUMA inference time per image / frozen backbone": puma.infer_vs_frozen,
-        "PUMA training step time / full fine-tuning": puma.train_step_vs_full_ft,
-        "PUMA training peak memory / full fine-tuning": puma.train_peak_vs_full_ft,
-        "the same, both with activation checkpointing": (
-            result.checkpointing_ratios.both_checkpointed_train_peak_puma_vs_full_ft
-        ),
-        "PUMA adapter file (MB)": result.methods["puma"].adapter_mb,
-    }
+    """The comparisons docs/benchmarks.md and docs/fusion.md state their cost targets in (the targets themselves live
+    there, as prose), for the parts the run measured."""
+    lines: dict[str, float | None] = {}
+    if result.ratios is not None and result.methods is not None and result.checkpointing_ratios is not None:
+        puma = result.ratios["puma"]
+        lines = {
+            "PUMA inference time per image / frozen backbone": puma.infer_vs_frozen,
+            "PUMA training step time / full fine-tuning": puma.train_step_vs_full_ft,
+            "PUMA training peak memory / full fine-tuning": puma.train_peak_vs_full_ft,
+            "the same, both with activation checkpointing": (
+                result.checkpointing_ratios.both_checkpointed_train_peak_puma_vs_full_ft
+            ),
+            "PUMA adapter file (MB)": result.methods["puma"].adapter_mb,
+        }
+    for row in result.inference_forms or []:
+        lines.update(
+            {
+                f"batch {row.batch_size}: fused PUMA inference / frozen backbone": row.infer_vs_frozen("puma_fused"),
+                f"batch {row.batch_size}: the same in CPU time": row.infer_cpu_vs_frozen("puma_fused"),
+                f"batch {row.batch_size}: PUMA FLOPs / frozen backbone (the floor)": row.flops_floor,
+                f"batch {row.batch_size}: fused PUMA / the floor": row.fused_vs_floor,
+            }
+        )
+    return lines
 
 
 def summary(result: CostResult) -> str:
@@ -34,7 +47,17 @@ def summary(result: CostResult) -> str:
 
 # ---------------------------------------------------------------------------------------------------- tables
 def markdown_table(result: CostResult) -> str:
-    """The side-by-side table of docs/benchmarks.md, and the compiled-inference table when measured."""
+    """The side-by-side table of docs/benchmarks.md, the compiled-inference table and the inference forms' table of
+    docs/fusion.md, each when measured."""
+    lines = _methods_table(result) if result.methods is not None else []
+    if result.compiled_inference:
+        lines += ["", *_compiled_table(result)]
+    if result.inference_forms:
+        lines += ["", *_forms_table(result.inference_forms)]
+    return "\n".join(lines).strip("\n")
+
+
+def _methods_table(result: CostResult) -> list[str]:
     lines = [
         f"| method | trainable params | adapter MB | train step s (batch {result.settings.train_batch_size}) | "
         "step vs full FT | train peak MB | peak vs full FT | infer ms/image | infer vs frozen |",
@@ -47,9 +70,7 @@ def markdown_table(result: CostResult) -> str:
     full_ft = result.methods["full_ft"]
     for name, row in result.activation_checkpointing.items():
         lines.append(_row(name, row, *versus_full_ft(row, full_ft), ["(as without)", ""]))
-    if result.compiled_inference:
-        lines += ["", *_compiled_table(result)]
-    return "\n".join(lines)
+    return lines
 
 
 def _row(name: str, row: MethodCost, step_ratio: float | None, peak_ratio: float | None, infer: list[str]) -> str:
@@ -82,6 +103,29 @@ def _compiled_table(result: CostResult) -> list[str]:
             _fmt(entry.compiled_vs_frozen_compiled, 2),
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _forms_table(rows: list[InferenceFormsRow]) -> list[str]:
+    lines = [
+        "| batch | form | ms/image | vs frozen | CPU time vs frozen | GFLOP/image | FLOPs vs frozen | "
+        "max abs diff vs source |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        for name in INFERENCE_FORMS:
+            form = row.forms[name]
+            cells = [
+                str(row.batch_size),
+                name,
+                _fmt(_ms(form.infer_s), 1),
+                _fmt(row.infer_vs_frozen(name), 3),
+                _fmt(row.infer_cpu_vs_frozen(name), 3),
+                _fmt(form.flops_per_image / 1e9, 3),
+                _fmt(row.flops_vs_frozen(name), 3),
+                "-" if form.max_abs_difference is None else f"{form.max_abs_difference:.1e}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

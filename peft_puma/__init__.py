@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .errors import (
     DatasetLayoutError,
+    FusedModelError,
     IncompatibleCheckpointError,
     InvalidConfigError,
     InvalidInputError,
@@ -19,9 +20,11 @@ from .tuners.puma import (
     PUMA_PRESETS,
     SUPPORTED_MODELS,
     SUPPORTED_PEFT_VERSIONS,
+    FusedPUMAModel,
     PUMAConfig,
     PUMAModel,
     PUMAOutput,
+    fuse_for_inference,
 )
 
 __version__ = "0.1.0"
@@ -31,6 +34,8 @@ __all__ = [
     "SUPPORTED_MODELS",
     "SUPPORTED_PEFT_VERSIONS",
     "DatasetLayoutError",
+    "FusedModelError",
+    "FusedPUMAModel",
     "IncompatibleCheckpointError",
     "InvalidConfigError",
     "InvalidInputError",
@@ -39,4 +44,5 @@ __all__ = [
     "PUMAModel",
     "PUMAOutput",
     "UnsupportedModelError",
+    "fuse_for_inference",
 ]

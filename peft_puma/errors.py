@@ -29,6 +29,11 @@ class InvalidInputError(PUMAError):
     """Data handed to a function (embeddings, labels, images, pixel values) has the wrong shape, type or content."""
 
 
+class FusedModelError(PUMAError):
+    """A fused inference model (``fuse_for_inference``) was asked for what only the trainable PUMA model does: training,
+    saving an adapter."""
+
+
 class DatasetLayoutError(PUMAError):
     """A dataset folder does not have the layout, files or contents its spec expects."""
 

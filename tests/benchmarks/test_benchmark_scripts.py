@@ -72,9 +72,24 @@ def cost(tmp_path_factory) -> tuple[dict, str, str]:
         *("--scale_image_sizes", "32", "--scale_infer_batch_sizes", "1", "--scale_train_batch_sizes", "2"),
         *("--scale_repeats", "1", "--memory_steps", "1"),
         *("--compile_methods", "frozen", "puma", "--compile_backend", "aot_eager"),
+        *("--form_batch_sizes", "1", "2", "--form_repeats", "1"),
     )
     with open(output, encoding="utf-8") as handle:
         return json.load(handle), figure, printed
+
+
+@pytest.fixture(scope="module")
+def cost_inference_only(tmp_path_factory) -> tuple[dict, str]:
+    """The smoke run of ``--only inference``: its JSON and printed report."""
+    output = str(tmp_path_factory.mktemp("cost_inference") / "cost.json")
+    printed = _run_script(
+        "cost.py",
+        *("--only", "inference", "--shape", "tiny", "--output", output),
+        *("--form_batch_sizes", "2", "--form_repeats", "2", "--warmup", "1"),
+        *("--note", "another job shares the cores"),
+    )
+    with open(output, encoding="utf-8") as handle:
+        return json.load(handle), printed
 
 
 def test_cost_reports_every_method_with_finite_numbers_of_the_right_sign(cost) -> None:
@@ -229,6 +244,70 @@ def test_cost_times_compiled_inference_beside_eager(cost) -> None:
         assert entry["compiled_vs_frozen_compiled"] == pytest.approx(
             entry["compiled_infer_s"] / compiled["frozen"]["compiled_infer_s"]
         )
+
+
+INFERENCE_FORMS = ("frozen", "puma", "puma_fused", "lora", "lora_merged")
+
+
+def _check_inference_forms(rows: list[dict], batch_sizes: list[int]) -> None:
+    """Every form at every batch, timed, its FLOPs counted; rewritten forms equal to their sources; ratios computed
+    from the numbers beside them; fused PUMA with PUMA's FLOPs and merged LoRA with the frozen backbone's plus the
+    head's."""
+    assert [row["batch_size"] for row in rows] == batch_sizes
+    for row in rows:
+        forms = row["forms"]
+        assert tuple(forms) == INFERENCE_FORMS
+        frozen = forms["frozen"]
+        for name, form in forms.items():
+            assert _positive(form["infer_s"]) and _positive(form["flops_per_image"]), (name, form)
+            assert form["infer_vs_frozen"] == pytest.approx(form["infer_s"] / frozen["infer_s"])
+            assert form["infer_cpu_vs_frozen"] == pytest.approx(form["infer_cpu_s"] / frozen["infer_cpu_s"])
+            assert form["flops_vs_frozen"] == pytest.approx(form["flops_per_image"] / frozen["flops_per_image"])
+        assert forms["puma_fused"]["flops_per_image"] == forms["puma"]["flops_per_image"]
+        assert frozen["flops_per_image"] < forms["lora_merged"]["flops_per_image"] < forms["lora"]["flops_per_image"]
+        for name in ("puma_fused", "lora_merged"):
+            assert 0 <= forms[name]["max_abs_difference"] < 1e-5, (name, forms[name])
+        assert row["flops_floor"] == pytest.approx(forms["puma"]["flops_vs_frozen"]) and row["flops_floor"] > 1
+        assert row["fused_vs_floor"] == pytest.approx(forms["puma_fused"]["infer_vs_frozen"] / row["flops_floor"])
+
+
+def test_cost_reports_the_inference_forms_in_the_full_run(cost) -> None:
+    result, _, printed = cost
+    _check_inference_forms(result["inference_forms"], [1, 2])
+    assert "| 2 | puma_fused |" in printed
+    floor = result["inference_forms"][1]["flops_floor"]
+    assert f"batch 2: PUMA FLOPs / frozen backbone (the floor): {floor:,.3f}" in printed
+
+
+def test_cost_only_inference_measures_the_forms_alone(cost_inference_only) -> None:
+    result, printed = cost_inference_only
+    _check_inference_forms(result["inference_forms"], [2])
+    assert result["settings"]["measured"] == "inference" and result["note"] == "another job shares the cores"
+    for part in ("methods", "components", "activation_checkpointing", "ratios", "scaling", "compiled_inference"):
+        assert result[part] is None, part
+    assert "fused PUMA inference / frozen backbone" in printed and "training step" not in printed
+
+
+def test_cost_only_inference_refuses_the_full_runs_figure() -> None:
+    with pytest.raises(SystemExit):
+        _load_script("cost.py").parse_args(["--output", "x.json", "--only", "inference", "--figure", "x.png"])
+
+
+def test_fusion_training_measurement_checks_its_folds_against_the_unfused_step(tmp_path) -> None:
+    output = str(tmp_path / "fusion_training.json")
+    printed = _run_script(
+        "fusion_training.py", *("--shape", "tiny", "--output", output, "--batch_size", "2", "--repeats", "1")
+    )
+    with open(output, encoding="utf-8") as handle:
+        result = json.load(handle)
+    assert set(result["timings"]) == {"unfused", "autograd", "custom"}
+    assert all(_positive(timing["wall_s"]) for timing in result["timings"].values())
+    for fold in ("autograd", "custom"):
+        assert result["largest_difference_vs_unfused"][fold]["gradients"] < 1e-4
+        assert result["wall_vs_unfused"][fold] == pytest.approx(
+            result["timings"][fold]["wall_s"] / result["timings"]["unfused"]["wall_s"]
+        )
+    assert "custom:" in printed
 
 
 # ---------------------------------------------------------------------------------------------------- accuracy

@@ -40,28 +40,36 @@ def load_backbone(path) -> ViTModel:
     return ViTModel.from_pretrained(path, add_pooling_layer=False).eval()
 
 
-# name -> (factory, number of prefix tokens)
+# name -> (factory taking config overrides, number of prefix tokens)
 FAMILIES = {
-    "vit": (lambda: ViTModel(vit_config(), add_pooling_layer=False), 1),
-    "vit_classifier": (lambda: ViTForImageClassification(vit_config(num_labels=5)), 1),
-    "deit": (lambda: DeiTModel(DeiTConfig(**COMMON, intermediate_size=64), add_pooling_layer=False), 2),
-    "deit_teacher": (lambda: DeiTForImageClassificationWithTeacher(DeiTConfig(**COMMON, intermediate_size=64)), 2),
-    "dinov2": (lambda: Dinov2Model(Dinov2Config(**COMMON, mlp_ratio=2)), 1),
+    "vit": (lambda **o: ViTModel(vit_config(**o), add_pooling_layer=False), 1),
+    "vit_classifier": (lambda **o: ViTForImageClassification(vit_config(num_labels=5, **o)), 1),
+    "deit": (lambda **o: DeiTModel(DeiTConfig(**{**COMMON, "intermediate_size": 64, **o}), add_pooling_layer=False), 2),
+    "deit_teacher": (
+        lambda **o: DeiTForImageClassificationWithTeacher(DeiTConfig(**{**COMMON, "intermediate_size": 64, **o})),
+        2,
+    ),
+    "dinov2": (lambda **o: Dinov2Model(Dinov2Config(**{**COMMON, "mlp_ratio": 2, **o})), 1),
     "dinov2_registers": (
-        lambda: Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**COMMON, mlp_ratio=2, num_register_tokens=3)),
+        lambda **o: Dinov2WithRegistersModel(
+            Dinov2WithRegistersConfig(**{**COMMON, "mlp_ratio": 2, "num_register_tokens": 3, **o})
+        ),
         4,
     ),
-    "clip": (lambda: CLIPVisionModel(CLIPVisionConfig(**COMMON, intermediate_size=64)), 1),
+    "clip": (lambda **o: CLIPVisionModel(CLIPVisionConfig(**{**COMMON, "intermediate_size": 64, **o})), 1),
     "clip_projection": (
-        lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**COMMON, intermediate_size=64, projection_dim=16)),
+        lambda **o: CLIPVisionModelWithProjection(
+            CLIPVisionConfig(**{**COMMON, "intermediate_size": 64, "projection_dim": 16, **o})
+        ),
         1,
     ),
 }
 
 
 def make_family(name: str, **config_overrides):
+    """A tiny random model of one family; ``config_overrides`` replace fields of its config (``num_hidden_layers``)."""
     torch.manual_seed(0)
-    return FAMILIES[name][0]().eval()
+    return FAMILIES[name][0](**config_overrides).eval()
 
 
 def randomize_adapters(model, seed: int = 0) -> None:

@@ -2,6 +2,7 @@
 
 from .config import PUMA_PRESETS, PUMAConfig
 from .families import SUPPORTED_MODELS
+from .fusion import FusedAttention, FusedMLP, FusedPUMAModel, fuse_for_inference
 from .head import EmbeddingHead
 from .layer import PUMALayer, StochasticAdapter
 from .model import PUMAModel
@@ -19,10 +20,14 @@ __all__ = [
     "SUPPORTED_PEFT_VERSIONS",
     "ConditionalPromptPool",
     "EmbeddingHead",
+    "FusedAttention",
+    "FusedMLP",
+    "FusedPUMAModel",
     "PUMAConfig",
     "PUMALayer",
     "PUMAModel",
     "PUMAOutput",
     "StochasticAdapter",
     "TransformersIntegrationError",
+    "fuse_for_inference",
 ]

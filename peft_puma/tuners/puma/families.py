@@ -4,6 +4,8 @@ PUMA touches five places of a pre-norm ViT: the patch projection (the prompt que
 (prompts are inserted into its output), the two branches of every block (an adapter reads the branch's LayerNorm output
 and adds to the branch's output), and the final LayerNorm (the head reads its CLS token). A :class:`BackboneFamily`
 names those places; :func:`resolve_sites` turns a model into the concrete module paths, or explains why it cannot.
+For the fused eval path (fusion.py, docs/fusion.md) a family also names the frozen linear layers inside each branch
+(:class:`FusableBranch`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,23 @@ import torch
 from torch import nn
 
 from ...errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class FusableBranch:
+    """The frozen linear layers of one branch of a block, relative to the block, for the fused eval path (fusion.py).
+
+    The adapter's down projection joins the ``inputs`` (they read the same LayerNorm output) as extra output columns;
+    its up projection adds onto the result of ``output``. ``layer_scale``, where set, is the path of a vector that
+    multiplies the branch's output before the adapter adds to it (DINOv2's LayerScale); it is folded into ``output``.
+    """
+
+    module: str  # the attention or MLP module of the block
+    inputs: tuple[str, ...]  # linears of `module` that read the LayerNorm output: (q, k, v) or (fc1,)
+    output: str  # the linear of `module` whose result is the branch output
+    scaling: str | None = None  # attention: the attribute holding the softmax scale
+    activation: str | None = None  # MLP: the activation module between `inputs` and `output`
+    layer_scale: str | None = None  # path of the LayerScale vector after `module`, relative to the block
 
 
 @dataclass(frozen=True)
@@ -30,6 +49,8 @@ class BackboneFamily:
     final_norm: str
     cls_position: Callable[[nn.Module], torch.Tensor]  # embeddings module -> position embedding of CLS, shape (d,)
     num_prefix_tokens: Callable[[object], int]  # model config -> tokens before the patches (CLS, distillation, ...)
+    attention_fusion: FusableBranch
+    mlp_fusion: FusableBranch
 
 
 def _learned_cls_position(embeddings: nn.Module) -> torch.Tensor:
@@ -38,6 +59,10 @@ def _learned_cls_position(embeddings: nn.Module) -> torch.Tensor:
 
 def _clip_cls_position(embeddings: nn.Module) -> torch.Tensor:
     return embeddings.position_embedding.weight[0]
+
+
+_QKV = ("q_proj", "k_proj", "v_proj")
+_MLP_FUSION = FusableBranch("mlp", ("fc1",), "fc2", activation="activation_fn")
 
 
 _VIT = BackboneFamily(
@@ -50,6 +75,8 @@ _VIT = BackboneFamily(
     final_norm="layernorm",
     cls_position=_learned_cls_position,
     num_prefix_tokens=lambda config: 1,
+    attention_fusion=FusableBranch("attention", _QKV, "o_proj", scaling="scaling"),
+    mlp_fusion=_MLP_FUSION,
 )
 _DEIT = BackboneFamily(
     **{**_VIT.__dict__, "name": "deit", "num_prefix_tokens": lambda config: 2}  # CLS + distillation token
@@ -65,6 +92,9 @@ _DINOV2 = BackboneFamily(
     final_norm="layernorm",
     cls_position=_learned_cls_position,
     num_prefix_tokens=lambda config: 1 + getattr(config, "num_register_tokens", 0),
+    attention_fusion=FusableBranch("attention", _QKV, "o_proj", scaling="scaling", layer_scale="layer_scale1.lambda1"),
+    # With `use_swiglu_ffn` the MLP has no fc1/fc2 (gate, up and down projections): that branch is left unfused.
+    mlp_fusion=FusableBranch("mlp", ("fc1",), "fc2", activation="activation_fn", layer_scale="layer_scale2.lambda1"),
 )
 _CLIP = BackboneFamily(
     name="clip",
@@ -76,6 +106,8 @@ _CLIP = BackboneFamily(
     final_norm="post_layernorm",  # applied to the CLS token only
     cls_position=_clip_cls_position,
     num_prefix_tokens=lambda config: 1,
+    attention_fusion=FusableBranch("self_attn", _QKV, "out_proj", scaling="scale"),
+    mlp_fusion=_MLP_FUSION,
 )
 
 # Supported top-level classes -> (path of the encoder model inside them, family).
@@ -105,12 +137,13 @@ _REFUSED_REASONS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class AdapterSite:
-    """One adapter branch: the block index, the branch name, and the module paths of its LayerNorm and output."""
+    """One adapter branch: the block index, the branch name, and the module paths of its block, LayerNorm and output."""
 
     layer: int
     branch: str  # "attention" or "mlp"
     norm: str
     output: str
+    block: str
 
     @property
     def canonical_name(self) -> str:
@@ -126,6 +159,7 @@ class PUMASites:
     num_layers: int
     num_prefix_tokens: int
     hidden_size: int
+    num_attention_heads: int
     adapters: tuple[AdapterSite, ...]
     embeddings: str
     patch_projection: str
@@ -164,13 +198,14 @@ def resolve_sites(model: nn.Module, layers: list[int] | None = None) -> PUMASite
     for index in selected:
         block = _join(encoder_path, family.layers, str(index))
         for branch, (norm, output) in (("attention", family.attention_branch), ("mlp", family.mlp_branch)):
-            adapters.append(AdapterSite(index, branch, _join(block, norm), _join(block, output)))
+            adapters.append(AdapterSite(index, branch, _join(block, norm), _join(block, output), block))
     return PUMASites(
         family=family,
         encoder=encoder_path,
         num_layers=num_layers,
         num_prefix_tokens=family.num_prefix_tokens(config),
         hidden_size=int(config.hidden_size),
+        num_attention_heads=int(config.num_attention_heads),
         adapters=tuple(adapters),
         embeddings=_join(encoder_path, family.embeddings),
         patch_projection=_join(encoder_path, family.patch_projection),

@@ -157,11 +157,15 @@ class StochasticAdapter(PUMAWrapper):
         self, branch_input: torch.Tensor, adapter_name: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
         """``relu(x @ down)``, the scaled up matrix ``s * up`` and the gate."""
-        down, up = self.puma_down[adapter_name], self.puma_up[adapter_name]
-        scale = self.puma_scale[adapter_name] if adapter_name in self.puma_scale else self.scale[adapter_name]
+        down = self.puma_down[adapter_name]
         hidden = torch.relu_(branch_input.to(down.dtype) @ down)  # in place: the product is a fresh temporary
         gate = self.gate(branch_input.shape[0], adapter_name, branch_input.device)
-        return hidden, up * scale, gate
+        return hidden, self.scaled_up(adapter_name), gate
+
+    def scaled_up(self, adapter_name: str) -> torch.Tensor:
+        """``s * up``, shape (r, d): the up matrix times the adapter's scale, fixed or trained (``train_scale``)."""
+        scale = self.puma_scale[adapter_name] if adapter_name in self.puma_scale else self.scale[adapter_name]
+        return self.puma_up[adapter_name] * scale
 
     @staticmethod
     def _up_projection(hidden: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | float) -> torch.Tensor:

@@ -21,6 +21,7 @@ from ...errors import (
 from .checkpoint_keys import CANONICAL_PREFIX, model_to_canonical_keys, remap_for_load
 from .config import PUMAConfig
 from .families import PUMASites, resolve_sites
+from .fusion import FusedPUMAModel, fuse_for_inference
 from .head import EmbeddingHead
 from .layer import NOT_MERGEABLE, PUMALayer, StochasticAdapter
 from .output import PUMAOutput
@@ -213,6 +214,11 @@ class PUMAModel(BaseTuner):
                         params = [value] if isinstance(value, nn.Parameter) else list(value.parameters())
                         groups[PARAMETER_GROUPS[attr]].extend(params)
         return groups
+
+    def fuse_for_inference(self) -> FusedPUMAModel:
+        """An eval-only copy of this model with the active adapter folded into the frozen linears beside it: the same
+        embeddings at the cost of its FLOPs (docs/fusion.md). This model is left unchanged."""
+        return fuse_for_inference(self)
 
     def _single_active_adapter(self) -> str:
         active = self.active_adapters
