@@ -258,7 +258,7 @@ def trained_model(run: dict[str, Any]) -> torch.nn.Module:
     if "_model" in run:
         return run["_model"]
 
-    return load_for_inference(run["reused_from"])[0]
+    return load_for_inference(run["reused_from"], fuse=False)[0]  # the prompt-weight figure reads its pool
 
 
 def zero_shot(args: argparse.Namespace) -> dict[str, Any]:

@@ -140,7 +140,7 @@ def colour_measurement(args: argparse.Namespace) -> dict[str, Any]:
     models = {"frozen": (None, True), **{adapter: (adapter, False) for adapter in args.adapter}}
     table: dict[str, Any] = {}
     for name, (adapter, zero_shot) in models.items():
-        model, processor, image_size = load_for_inference(adapter, args.backbone, zero_shot=zero_shot)
+        model, processor, image_size = load_for_inference(adapter, args.backbone, zero_shot=zero_shot, fuse=False)
         transform = make_eval_transform(image_size, image_processor=processor)
         entry: dict[str, Any] = {}
         for variant, images in variants.items():
@@ -178,7 +178,7 @@ def fit_measurement(args: argparse.Namespace) -> dict[str, Any]:
     labels, domains = column_values(rows, LABEL_COLUMN), column_values(rows, DATASET_COLUMN)
     table: dict[str, dict[str, float]] = {}
     for name, adapter in [("frozen", None), *((adapter, adapter) for adapter in args.adapter)]:
-        model, processor, image_size = load_for_inference(adapter, args.backbone, zero_shot=adapter is None)
+        model, processor, image_size = load_for_inference(adapter, args.backbone, zero_shot=adapter is None, fuse=False)
         transform = make_eval_transform(image_size, image_processor=processor)
         embeddings = embed_split(model, rows, transform, progress=False)
         result = evaluate_retrieval(embeddings, labels, domains, ks=(1,))  # every training row is query and gallery
@@ -253,7 +253,7 @@ def misses_measurement(args: argparse.Namespace) -> dict[str, Any]:
     roles = column_values(validation, ROLE_COLUMN)
     table: dict[str, Any] = {}
     for name, adapter in [("frozen", None), *((adapter, adapter) for adapter in args.adapter)]:
-        model, processor, image_size = load_for_inference(adapter, args.backbone, zero_shot=adapter is None)
+        model, processor, image_size = load_for_inference(adapter, args.backbone, zero_shot=adapter is None, fuse=False)
         transform = make_eval_transform(image_size, image_processor=processor)
         embeddings = embed_split(model, validation, transform, progress=False)
         table[name] = nearest_neighbour_domains(embeddings, labels, domains, roles, manifest.get("class_names"))

@@ -21,6 +21,7 @@ from ..errors import IncompatibleCheckpointError, InvalidConfigError, PUMAError
 from ..runs.layout import ADAPTER_FILES
 from ..runs.run_file import read_run_file
 from ..runs.saving import load_trained
+from ..tuners.puma import fuse_for_inference
 from ..tuners.puma.config import PUMAConfig
 
 
@@ -68,6 +69,7 @@ def load_for_inference(
     *,
     zero_shot: bool = False,
     allow_other_backbone: bool = False,
+    fuse: bool = True,
 ) -> tuple[nn.Module, Any, int | None]:
     """``(model in eval mode, image processor, image size)`` for embedding images.
 
@@ -76,7 +78,9 @@ def load_for_inference(
     ``adapter_config.json`` unless ``backbone`` is given. ``zero_shot``: the frozen backbone alone (``adapter`` may then
     be omitted). The backbone's weights are compared with the fingerprint the run recorded: an adapter on other weights
     of the same shape would give wrong embeddings without any error, so it is refused unless
-    ``allow_other_backbone``.
+    ``allow_other_backbone``. ``fuse`` (default): a trained adapter runs fused into the frozen projections
+    (:func:`peft_puma.fuse_for_inference`, docs/fusion.md): the same embeddings to float rounding, at the cost of
+    its FLOPs; the model is eval-only then.
     """
     if adapter is not None:
         check_adapter_source(adapter)
@@ -106,7 +110,9 @@ def load_for_inference(
                 "or incomplete. Save or train it again."
             ) from None
     if zero_shot:
-        model = AdaptersOff(model)
+        model = AdaptersOff(model)  # needs the PeftModel's disable_adapter: never fused
+    elif adapter is not None and fuse:
+        model = fuse_for_inference(model)
     return model.eval(), processor, image_size
 
 
