@@ -35,15 +35,11 @@ def run_command(body: Callable[[], int | None]) -> int:
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
         return body() or EXIT_OK
-    except InterruptedRunError as error:
-        if debug:
-            raise
-        print(f"interrupted: {error}", file=sys.stderr)
-        return error.exit_status
     except PUMAError as error:
         if debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        prefix = "interrupted" if isinstance(error, InterruptedRunError) else "error"
+        print(f"{prefix}: {error}", file=sys.stderr)
         return error.exit_status
     except KeyboardInterrupt:
         if debug:

@@ -10,16 +10,17 @@ interrupted build never deletes the complete one it was to replace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ForeignContentError
+from .errors import ForeignContentError, WriteFailedError
 
 STAGING_MARKER = ".peft_puma_staging"  # written first into every staging folder: proves peft_puma made it
 _SHOWN = 5  # foreign names listed in an error
@@ -73,6 +74,23 @@ class OwnedLayout:
             shutil.rmtree(folder)
         elif os.path.isdir(folder):
             os.rmdir(folder)  # empty
+
+
+@contextlib.contextmanager
+def write_failures_reported(
+    what: str, path: str, kept: Callable[[], str], cleanup: Callable[[], object] | None = None
+) -> Iterator[None]:
+    """Turn a write that fails inside the block (:func:`is_write_failure`) into one
+    :class:`~peft_puma.errors.WriteFailedError`: ``<what> failed (<reason>; <N> MB free there); <kept()>``, after
+    ``cleanup``. Every other error passes through unchanged."""
+    try:
+        yield
+    except Exception as error:
+        if not is_write_failure(error):
+            raise
+        if cleanup is not None:
+            cleanup()
+        raise WriteFailedError(f"{what} failed ({describe_write_failure(error, path)}); {kept()}") from None
 
 
 def is_write_failure(error: BaseException) -> bool:

@@ -14,8 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..errors import ForeignContentError, InvalidInputError, WriteFailedError
-from ..owned_paths import describe_write_failure, is_write_failure
+from ..errors import ForeignContentError, InvalidInputError
+from ..owned_paths import write_failures_reported
 
 
 # ------------------------------------------------------------------------------------------------ the output file
@@ -59,16 +59,14 @@ def save_embeddings(path: str, embeddings: torch.Tensor, labels: Any = None, **r
         tensors["labels"] = torch.as_tensor(list(labels), dtype=torch.int64)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = f"{path}.partial-{os.getpid()}"
+
+    def kept() -> str:
+        return "the previous file there is unchanged" if os.path.exists(path) else "nothing was written"
+
     try:
-        save_file(tensors, partial, metadata={name: json.dumps(list(values)) for name, values in rows.items()})
-        os.replace(partial, path)
-    except Exception as error:
-        if not is_write_failure(error):
-            raise
-        kept = "the previous file there is unchanged" if os.path.exists(path) else "nothing was written"
-        raise WriteFailedError(
-            f"Writing the embeddings file {path!r} failed ({describe_write_failure(error, path)}); {kept}."
-        ) from None
+        with write_failures_reported(f"Writing the embeddings file {path!r}", path, kept):
+            save_file(tensors, partial, metadata={name: json.dumps(list(values)) for name, values in rows.items()})
+            os.replace(partial, path)
     finally:
         if os.path.exists(partial):
             os.remove(partial)

@@ -24,8 +24,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import ForeignContentError, IncompatibleCheckpointError, WriteFailedError
-from ..owned_paths import describe_write_failure, is_write_failure
+from ..errors import ForeignContentError, IncompatibleCheckpointError
+from ..owned_paths import write_failures_reported
 from .layout import CHECKPOINTS
 
 MARKER = "checkpoint_complete.json"
@@ -99,7 +99,14 @@ def save_checkpoint(accelerator: Any, output_dir: str, step: int, trainer_state:
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
-    try:
+    with write_failures_reported(
+        f"Writing the checkpoint of step {step} in {os.path.dirname(staging)}",
+        staging,
+        kept=lambda: (
+            f"{_kept(output_dir)} Free some space (or fix the folder's permissions) and continue with --resume."
+        ),
+        cleanup=lambda: shutil.rmtree(staging, ignore_errors=True),
+    ):
         accelerator.save_state(staging)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -110,15 +117,6 @@ def save_checkpoint(accelerator: Any, output_dir: str, step: int, trainer_state:
             # The marker lists every file, so that a checkpoint missing one later is known to be damaged.
             _write_json(os.path.join(staging, MARKER), {"step": step, "files": files})
             _fsync_dir(staging)
-    except Exception as error:
-        if not is_write_failure(error):
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
-        raise WriteFailedError(
-            f"Writing the checkpoint of step {step} in {os.path.dirname(staging)} failed "
-            f"({describe_write_failure(error, staging)}); {_kept(output_dir)} Free some space (or fix the folder's "
-            "permissions) and continue with --resume."
-        ) from None
     if accelerator.is_main_process:
         if os.path.isdir(final):  # the same step saved before (a resumed run ending where it started)
             if not os.path.isfile(os.path.join(final, MARKER)):

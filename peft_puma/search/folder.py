@@ -13,14 +13,13 @@ import json
 import os
 from typing import Any
 
-from ..errors import InvalidInputError, WriteFailedError
+from ..errors import InvalidInputError
 from ..owned_paths import (
     OwnedLayout,
-    describe_write_failure,
     discard_staging,
-    is_write_failure,
     make_staging_folder,
     move_into_place,
+    write_failures_reported,
     write_json_atomically,
 )
 from .index import SearchIndex, read_index, require_faiss, write_index
@@ -71,17 +70,17 @@ def save_index_folder(folder: str, index: SearchIndex, manifest: dict[str, Any])
         raise InvalidInputError(f"The manifest describes {rows} gallery rows; the index holds {index.num_vectors}.")
     check_index_output(folder)
     staging = make_staging_folder(folder)
+
+    def kept() -> str:
+        return "the index folder there is unchanged" if os.path.isdir(folder) else "nothing was written"
+
     try:
-        write_index(index, os.path.join(staging, INDEX_FILE))
-        write_json_atomically(os.path.join(staging, MANIFEST), manifest)
-        move_into_place(staging, folder, INDEX_LAYOUT)
-    except BaseException as error:
+        with write_failures_reported(f"Writing the index folder {folder!r}", folder, kept):
+            write_index(index, os.path.join(staging, INDEX_FILE))
+            write_json_atomically(os.path.join(staging, MANIFEST), manifest)
+            move_into_place(staging, folder, INDEX_LAYOUT)
+    except BaseException:
         discard_staging(staging)
-        if isinstance(error, Exception) and is_write_failure(error):
-            kept = "the index folder there is unchanged" if os.path.isdir(folder) else "nothing was written"
-            raise WriteFailedError(
-                f"Writing the index folder {folder!r} failed ({describe_write_failure(error, folder)}); {kept}."
-            ) from None
         raise
 
 

@@ -72,6 +72,11 @@ METHOD_NAMES: tuple[str, ...] = (*PUMA_PRESETS, *BASELINES)
 HEAD_ONLY_PRESET = "linear"  # the PUMA preset under a baseline: PUMA's head, no adapters, no prompts
 
 
+def preset_of(method: str) -> str:
+    """The PUMA preset a method's model is built from: its own, or PUMA's head alone under a baseline."""
+    return method if method in PUMA_PRESETS else HEAD_ONLY_PRESET
+
+
 def puma_fields() -> dict[str, Entry]:
     """The fields of :class:`PUMAConfig` a run may set in its ``puma`` mapping (PUMA's own, not PEFT's bookkeeping),
     with their types, help and defaults."""
@@ -261,7 +266,7 @@ class TrainingConfig(DataConfig):
         """The :class:`PUMAConfig` the method is built with: its preset (for a baseline, PUMA's head alone) with the
         ``puma`` entries. An entry that contradicts one of the preset's defining fields is refused, naming both:
         ``--method static_adapter --puma.keep_prob 0.5`` would not be the static adapter."""
-        preset = self.method if self.method in PUMA_PRESETS else HEAD_ONLY_PRESET
+        preset = preset_of(self.method)
         entries = self.puma_entries()
         for name, (fixed, given) in preset_conflicts(preset, entries).items():
             raise InvalidConfigError(
@@ -274,8 +279,8 @@ class TrainingConfig(DataConfig):
         """This run with another ``method``, everything else the same: the ``puma`` entries the new method's preset
         fixes are left to the preset (a benchmark that trains every method from one config file changes only the
         method; ``--method single_prompt`` on a config that sizes the prompt pool still gives one prompt)."""
-        preset = PUMA_PRESETS[method if method in PUMA_PRESETS else HEAD_ONLY_PRESET] if method in METHOD_NAMES else {}
-        puma = {name: value for name, value in self.puma.items() if name not in preset}
+        fixed = PUMA_PRESETS[preset_of(method)] if method in METHOD_NAMES else {}
+        puma = {name: value for name, value in self.puma.items() if name not in fixed}
         return dataclasses.replace(self, method=method, puma=puma)
 
     def _validate_method(self) -> None:

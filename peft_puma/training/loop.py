@@ -39,13 +39,13 @@ from ..data.loader import make_train_loader
 from ..data.schema import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from ..data.transforms import make_eval_transform, make_train_transform
 from ..data.unified import dataset_sizes, load_source, scored_split
-from ..errors import IncompatibleCheckpointError, InterruptedRunError, PUMAError, WriteFailedError
+from ..errors import IncompatibleCheckpointError, InterruptedRunError, PUMAError
 from ..evaluation.examples import write_retrieval_examples
 from ..evaluation.scoring import check_split, score_split
 from ..evaluation.table import results_markdown
 from ..inference.embedding import embed_split
 from ..losses import make_loss
-from ..owned_paths import describe_write_failure, is_write_failure
+from ..owned_paths import write_failures_reported
 from ..runs import checkpoints as ckpt
 from ..runs.layout import EXAMPLES_FILE, LOCK_FILE, RESULTS_FILE, RUN_LAYOUT, TRAIN_LOG
 from ..runs.lock import lock_across_processes
@@ -540,17 +540,15 @@ def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Posi
 def _write_outputs(config: TrainingConfig, model: nn.Module, result: dict[str, Any], table: str, info: RunInfo) -> None:
     """The adapter, its card, ``results.json`` and the run file; a full disk or an unwritable folder is one line that
     says the last checkpoint is intact (it holds the final step) and how to save again."""
-    try:
+    with write_failures_reported(
+        f"Saving the trained adapter in {config.output_dir}",
+        config.output_dir,
+        kept=lambda: (
+            f"the final checkpoint {ckpt.latest_checkpoint(config.output_dir)} is intact: free some space and "
+            "run the same command with --resume to evaluate and save it again."
+        ),
+    ):
         write_outputs(config, model, result, table, info)
-    except Exception as error:
-        if not is_write_failure(error):
-            raise
-        last = ckpt.latest_checkpoint(config.output_dir)
-        reason = describe_write_failure(error, config.output_dir)
-        raise WriteFailedError(
-            f"Saving the trained adapter in {config.output_dir} failed ({reason}); the final checkpoint {last} is "
-            "intact: free some space and run the same command with --resume to evaluate and save it again."
-        ) from None
 
 
 def _push(config: TrainingConfig) -> None:

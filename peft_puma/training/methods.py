@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import InvalidConfigError
 from ..runs.saving import LORA_ADAPTER
 from ..tuners.puma.config import PUMA_PRESETS, PUMAConfig, preset_conflicts
-from .arguments import BASELINES, HEAD_ONLY_PRESET, TrainingConfig
+from .arguments import BASELINES, TrainingConfig, preset_of
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,8 @@ METHODS: dict[str, Method] = {
         )
         for name, fields in PUMA_PRESETS.items()
     },
-    "lora": Method(BASELINES["lora"], HEAD_ONLY_PRESET, _build_lora),
-    "full_finetune": Method(BASELINES["full_finetune"], HEAD_ONLY_PRESET, _build_full_finetune),
+    "lora": Method(BASELINES["lora"], preset_of("lora"), _build_lora),
+    "full_finetune": Method(BASELINES["full_finetune"], preset_of("full_finetune"), _build_full_finetune),
 }
 
 
