@@ -7,6 +7,7 @@ evaluation, data, training) live in sub-packages and are imported only when used
 
 from __future__ import annotations
 
+from .data.image_processor import PUMAImageProcessor, register_image_processor
 from .errors import (
     DatasetLayoutError,
     FusedModelError,
@@ -29,6 +30,8 @@ from .tuners.puma import (
 
 __version__ = "0.1.0"
 
+register_image_processor()  # AutoImageProcessor.from_pretrained(<adapter folder>) finds PUMA's eval transform
+
 __all__ = [
     "PUMA_PRESETS",
     "SUPPORTED_MODELS",
@@ -42,6 +45,7 @@ __all__ = [
     "PUMAConfig",
     "PUMAError",
     "PUMAModel",
+    "PUMAImageProcessor",
     "PUMAOutput",
     "UnsupportedModelError",
     "fuse_for_inference",

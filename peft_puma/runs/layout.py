@@ -2,12 +2,15 @@
 (docs/training.md, "The run folder"; docs/safety.md says what may be replaced there).
 
 A run folder holds the adapter as PEFT saves it (``adapter_config.json``, ``adapter_model.safetensors``, the model
-card ``README.md``), ``lora/`` or ``backbone/`` for the baselines that train them, ``results.json``, the run file
+card ``README.md``), its image processor (``preprocessor_config.json``: the eval transform), ``lora/`` or
+``backbone/`` for the baselines that train them, ``results.json``, the run file
 ``peft_puma_training.json`` (:mod:`.run_file`), ``train_log.jsonl``, ``logs/`` (trackers), ``checkpoints/``
 (:mod:`.checkpoints`) and the retrieval-examples sheet.
 """
 
 from __future__ import annotations
+
+from transformers.utils import IMAGE_PROCESSOR_NAME
 
 from ..owned_paths import OwnedLayout
 from ..tuners.puma.config import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
@@ -29,5 +32,15 @@ LOCK_FILE = ".peft_puma.lock"  # held by the one process that writes the folder 
 RUN_LAYOUT = OwnedLayout.of(
     "a peft_puma training run",
     signature=[RUN_FILE, TRAIN_LOG, CHECKPOINTS, LOCK_FILE],
-    others=[*ADAPTER_FILES, MODEL_CARD, RESULTS_FILE, LOGS, LORA_FOLDER, BACKBONE_FOLDER, EXAMPLES_FILE, SPLIT_FILE],
+    others=[
+        *ADAPTER_FILES,
+        MODEL_CARD,
+        IMAGE_PROCESSOR_NAME,
+        RESULTS_FILE,
+        LOGS,
+        LORA_FOLDER,
+        BACKBONE_FOLDER,
+        EXAMPLES_FILE,
+        SPLIT_FILE,
+    ],
 )

@@ -257,6 +257,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         device=str(accelerator.device),
         epoch_split=VALIDATION_SPLIT if VALIDATION_SPLIT in data else TEST_SPLIT,
         backbone_fingerprint=fingerprint,
+        eval_transform=eval_transform,
     )
     return _Run(step, batches, data, eval_transform, info, steps_per_epoch)
 

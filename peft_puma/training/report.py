@@ -12,7 +12,10 @@ tell which recipe and data a finished run had). This module says what goes into 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +23,16 @@ import torch
 from huggingface_hub import HfApi
 from torch import nn
 
+from ..backbones.loading import looks_local
+from ..data.image_processor import PUMAImageProcessor
 from ..data.schema import SPLITS
 from ..data.splits import SplitRecord
 from ..owned_paths import write_json_atomically
-from ..runs.layout import EXAMPLES_FILE, RESULTS_FILE
+from ..runs.layout import CHECKPOINTS, EXAMPLES_FILE, LOCK_FILE, LOGS, RESULTS_FILE, RUN_FILE
 from ..runs.run_file import RunRecord, write_run_file
 from ..runs.saving import save_trained
-from ..tuners.puma.model_card import update_model_card
+from ..tuners.puma.hub import prepare_for_upload
+from ..tuners.puma.model_card import CardResults, update_model_card
 
 
 @dataclass
@@ -48,6 +54,7 @@ class RunInfo:
     epoch_split: str  # what evaluations every eval_every_epochs score: validation where the data has it, else test
     backbone_fingerprint: str | None = None  # of the frozen weights as loaded (peft_puma.backbones.fingerprint)
     data_split: SplitRecord | None = None  # the class split of a collection without splits (runs/split_file.py)
+    eval_transform: Any = None  # the transform the results were scored with; saved as the run's image processor
 
     @property
     def saved_parameters(self) -> int:
@@ -111,9 +118,15 @@ def _multipliers(info: RunInfo) -> str:
 
 
 def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: str, info: RunInfo) -> None:
-    """Save the adapter (``save_pretrained``) with its model card, ``results.json`` and the run file."""
+    """Save the adapter (``save_pretrained``) with its image processor and model card, ``results.json`` and the run
+    file."""
     directory = config.output_dir
     save_trained(model, directory)
+    if info.eval_transform is not None:
+        transform = info.eval_transform
+        PUMAImageProcessor(
+            transform.image_size, transform.mean.flatten().tolist(), transform.std.flatten().tolist()
+        ).save_pretrained(directory)
     card = "\n".join(
         [
             "### Training (peft_puma)",
@@ -121,7 +134,7 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
             f"- method: `{config.method}`, loss: `{config.loss}`, {config.epochs} epochs, global batch "
             f"{config.global_batch(info.num_processes)}, seed {config.seed}",
             f"- trained parameters (adapter): {info.saved_parameters:,}",
-            f"- datasets: {', '.join(info.sizes)} ({_source(info.data_source)})",
+            f"- datasets: {', '.join(info.sizes)} ({_source(public_description(info.data_source))})",
             "- model selection: the final epoch (never a test-set pick)",
             f"- results: the {config.eval_split} split",
             "",
@@ -133,10 +146,54 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
             f"gallery; green: same class): [{EXAMPLES_FILE}]({EXAMPLES_FILE})",
         ]
     )
-    update_model_card(directory, model.peft_config["default"], extra=card)
+    update_model_card(
+        directory, model.peft_config["default"], extra=card, results=card_results(result, info, config.eval_split)
+    )
     results = {**result, "split": config.eval_split, "data_source": info.data_source}
     write_json_atomically(os.path.join(directory, RESULTS_FILE), results)
     write_run_file(directory, run_record(config, info))
+
+
+def card_results(result: dict[str, Any], info: RunInfo, split: str) -> CardResults:
+    """The model card's model-index entries: Recall@1 per dataset, unified and harmonic, on the data named as the Hub
+    knows it (a Hub dataset id is listed under the card's ``datasets``; other data by its name only)."""
+    source = info.data_source
+    if "uml_mini_dir" in source:
+        name, kind, on_hub = "UML-mini", "uml_mini", False
+    elif "dataset_path" in source and not looks_local(str(source["dataset_path"])):
+        name = kind = str(source["dataset_path"])
+        on_hub = True
+    elif "dataset_path" in source:
+        name = kind = os.path.basename(os.path.normpath(str(source["dataset_path"])))
+        on_hub = False
+    else:
+        name, kind, on_hub = "UML (" + ", ".join(info.sizes) + ")", "uml", False
+    per_dataset = result.get("per_dataset") or {}
+    return CardResults(
+        dataset_name=name,
+        dataset_type=kind,
+        split=split,
+        per_domain={domain: metrics["recall@1"] for domain, metrics in per_dataset.items()},
+        unified=result["unified"]["recall@1"],
+        harmonic=(result.get("harmonic") or {}).get("recall@1"),
+        on_hub=on_hub,
+    )
+
+
+def public_description(value: Any) -> Any:
+    """``value`` with every local path (a string naming something on this machine) cut to its last part: what a run
+    records for itself, made fit to publish."""
+    if isinstance(value, dict):
+        return {key: public_description(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [public_description(item) for item in value]
+    if isinstance(value, str) and ("/" in value or os.sep in value) and _names_local_path(value):
+        return os.path.basename(os.path.normpath(value))
+    return value
+
+
+def _names_local_path(text: str) -> bool:
+    return os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1 or os.path.exists(text)
 
 
 def run_record(config: Any, info: RunInfo) -> RunRecord:
@@ -166,14 +223,43 @@ def local_backbone(backbone: str, output_dir: str) -> dict[str, str]:
     return {"backbone_path": absolute, "backbone_from_run": os.path.relpath(absolute, os.path.abspath(output_dir))}
 
 
-def push_folder(directory: str, repo_id: str) -> str:
-    """Upload the adapter folder (without checkpoints and logs) to the Hub; returns the repository URL."""
+# What an upload of a run folder leaves out: the run file and the checkpoints hold local paths and resume state, the
+# logs are the trackers' own, the lock is the writer's; everything else is the adapter and its evidence.
+_NOT_UPLOADED = (RUN_FILE, CHECKPOINTS, LOGS, LOCK_FILE)
+
+
+def push_folder(directory: str, repo_id: str, *, private: bool = False) -> str:
+    """Upload the run folder's adapter, card, image processor and results to the Hub; returns the repository URL.
+
+    The upload is a copy made fit to publish: without the run file, checkpoints and logs, with every local path in its
+    JSON files cut to its last part, the adapter config naming the backbone by Hub id only, and the card's loading
+    code naming ``repo_id``. ``private`` creates the repository private (an existing one keeps its visibility).
+    """
     api = HfApi()
-    url = api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id,
-        folder_path=directory,
-        ignore_patterns=["checkpoints/*", "logs/*"],
-        commit_message="PUMA adapter",
-    )
+    url = api.create_repo(repo_id, exist_ok=True, private=private)
+    with tempfile.TemporaryDirectory() as staging:
+        for name in sorted(os.listdir(directory)):
+            if name in _NOT_UPLOADED or name.startswith("."):
+                continue
+            source, target = os.path.join(directory, name), os.path.join(staging, name)
+            (shutil.copytree if os.path.isdir(source) else shutil.copy2)(source, target)
+        prepare_for_upload(staging, repo_id)  # first: it reads the backbone's path to tell its Hub id
+        _publish_json_files(staging)
+        api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message="PUMA adapter")
     return str(url)
+
+
+def _publish_json_files(folder: str) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if name.endswith(".json"):
+                with open(path, encoding="utf-8") as handle:
+                    values = json.load(handle)
+                with open(path, "w", encoding="utf-8") as handle:
+                    json.dump(public_description(values), handle, indent=2)
+            elif name.endswith(".jsonl"):
+                with open(path, encoding="utf-8") as handle:
+                    lines = [json.loads(line) for line in handle if line.strip()]
+                with open(path, "w", encoding="utf-8") as handle:
+                    handle.writelines(json.dumps(public_description(line)) + "\n" for line in lines)

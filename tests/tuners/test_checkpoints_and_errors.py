@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,8 @@ import peft_puma
 from peft_puma import IncompatibleCheckpointError, InvalidConfigError, InvalidInputError, UnsupportedModelError
 
 from .tiny_models import COMMON, make_family, make_vit
+
+REPO = Path(__file__).resolve().parents[2]
 
 SMALL = dict(r=8, num_prompts=4, prompt_length=3, embedding_size=16)
 
@@ -77,15 +80,15 @@ def test_pickled_weights_are_never_loaded(saved):
         PeftModel.from_pretrained(make_vit(), saved)
 
 
-def test_loading_without_import_tells_the_user_to_import_peft_puma(saved):
+def test_loading_without_import_peft_puma_fails_as_keyerror_puma_as_the_docs_explain(saved):
     script = (
         "from peft import PeftModel\n"
         "from transformers import ViTConfig, ViTModel\n"
         f"PeftModel.from_pretrained(ViTModel(ViTConfig(**{COMMON!r})), {str(saved)!r})\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "import peft_puma" in result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == "KeyError: 'PUMA'"
+    assert "**`KeyError: 'PUMA'`**" in (REPO / "docs" / "puma.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -251,21 +254,19 @@ def test_unknown_fields_are_refused_when_building_a_config():
     assert peft_puma.PUMAConfig(r=4, peft_type="PUMA", inference_mode=True).r == 4  # PEFT's own fields are fields
 
 
-def test_saved_peft_type_says_how_to_get_peft_puma_truthfully(saved):
-    saved_type = json.loads((saved / "adapter_config.json").read_text())["peft_type"]
-    assert saved_type.startswith("PUMA") and "import peft_puma" in saved_type
-    assert "pip install" not in saved_type and "source repository" in saved_type
+def test_saved_peft_type_is_the_method_name_as_peft_saves_its_own(saved):
+    assert json.loads((saved / "adapter_config.json").read_text())["peft_type"] == "PUMA"
 
 
 def test_adapters_saved_with_the_old_peft_type_text_still_load(saved, pixels):
     from peft_puma.tuners.puma.registration import LEGACY_SAVED_PEFT_TYPES
 
     expected = PeftModel.from_pretrained(make_vit(), saved).eval()(pixel_values=pixels).embeddings
-    old = "PUMA (a peft_puma adapter: `pip install peft_puma` and `import peft_puma` before loading it)"
-    assert old in LEGACY_SAVED_PEFT_TYPES
-    _edit_saved_config(saved, peft_type=old)
-    model = PeftModel.from_pretrained(make_vit(), saved).eval()
-    assert model.peft_config["default"].peft_type == "PUMA"
-    torch.testing.assert_close(model(pixel_values=pixels).embeddings, expected, atol=0, rtol=0)
-    model.save_pretrained(saved)  # re-saving writes the current text
-    assert json.loads((saved / "adapter_config.json").read_text())["peft_type"] != old
+    assert len(LEGACY_SAVED_PEFT_TYPES) == 2
+    for old in LEGACY_SAVED_PEFT_TYPES:
+        _edit_saved_config(saved, peft_type=old)
+        model = PeftModel.from_pretrained(make_vit(), saved).eval()
+        assert model.peft_config["default"].peft_type == "PUMA"
+        torch.testing.assert_close(model(pixel_values=pixels).embeddings, expected, atol=0, rtol=0)
+        model.save_pretrained(saved)  # re-saving writes the method's name
+        assert json.loads((saved / "adapter_config.json").read_text())["peft_type"] == "PUMA"

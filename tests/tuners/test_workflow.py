@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -169,23 +171,26 @@ def test_saved_model_card_is_our_own_card_without_template_placeholders(trained,
     trained.save_pretrained(tmp_path / "adapter")
     card = read_card(tmp_path / "adapter")
     assert "[More Information Needed]" not in str(card)
-    assert card.data.library_name == "peft" and card.data.base_model == str(backbone_dir)
-    assert {"puma", "peft_puma", "transformers", f"base_model:adapter:{backbone_dir}"} <= set(card.data.tags)
+    assert card.data.library_name == "peft" and card.data.pipeline_tag == "image-feature-extraction"
+    assert card.data.base_model is None  # a local backbone is no Hub id: named in words, never by its path
+    assert {"puma", "peft_puma", "transformers", "image-retrieval"} <= set(card.data.tags)
+    assert str(backbone_dir) not in str(card) and str(tmp_path) not in str(card)
     text = card.text
-    assert f"# PUMA adapter for `{backbone_dir}`" in text
+    assert "# PUMA adapter\n" in text and f"a local folder, `{backbone_dir.name}`, not a Hub repository" in text
     assert "arXiv 2309.08944" in text and "install peft_puma from its source repository" in text
     assert "import peft_puma" in card_code(text) and "PeftModel.from_pretrained" in card_code(text)
     assert "r = 8, s = 0.1" in text and "conditional prompt pool, M = 4, L = 3" in text and "Linear(d, 16)" in text
     assert f"- PEFT {peft.__version__}" in text and f"- peft_puma {peft_puma.__version__}" in text
 
 
-def test_model_card_code_loads_the_adapter(trained, tmp_path, pixels):
+def test_model_card_code_loads_the_adapter_beside_its_local_backbone(trained, backbone_dir, tmp_path, pixels):
     trained.save_pretrained(tmp_path / "adapter")
-    code = card_code(read_card(tmp_path / "adapter").text).replace(
-        '"<this repo or folder>"', repr(str(tmp_path / "adapter"))
-    )
+    if backbone_dir.parent != tmp_path:
+        shutil.copytree(backbone_dir, tmp_path / backbone_dir.name)
+    code = card_code(read_card(tmp_path / "adapter").text)
     namespace = {"pixel_values": pixels}
-    exec(code, namespace)  # the card's own snippet, as a Hub visitor would paste it
+    with contextlib.chdir(tmp_path):  # where the card says the folders are: the adapter and a copy of the backbone
+        exec(code, namespace)  # the card's own snippet, verbatim, as a visitor would paste it
     torch.testing.assert_close(namespace["embeddings"], trained(pixel_values=pixels).embeddings)
 
 
@@ -227,8 +232,11 @@ def test_model_card_of_a_named_adapter_points_to_its_subfolder(trained, backbone
         assert "[More Information Needed]" not in (folder / "README.md").read_text()
     code = card_code(read_card(tmp_path / "out").text)
     assert "subfolder='shop'" in code
+    if backbone_dir.parent != tmp_path:
+        shutil.copytree(backbone_dir, tmp_path / backbone_dir.name)
     namespace = {"pixel_values": pixels}
-    exec(code.replace('"<this repo or folder>"', repr(str(tmp_path / "out"))), namespace)
+    with contextlib.chdir(tmp_path):
+        exec(code, namespace)
     torch.testing.assert_close(namespace["embeddings"], trained(pixel_values=pixels).embeddings)
 
 

@@ -12,7 +12,7 @@ from peft.config import PeftConfig
 
 from ...errors import IncompatibleCheckpointError, InvalidConfigError
 from .model_card import update_model_card
-from .registration import PEFT_TYPE, SAVED_PEFT_TYPE, TASK_TYPE
+from .registration import PEFT_TYPE, TASK_TYPE
 
 SAFETENSORS_WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -148,12 +148,6 @@ class PUMAConfig(PeftConfig):
         return self.num_prompts > 1
 
     # ------------------------------------------------------------------ persistence
-    def to_dict(self) -> dict[str, Any]:
-        """Save ``peft_type`` under the alias that tells a user without ``import peft_puma`` what to do."""
-        output = super().to_dict()
-        output["peft_type"] = SAVED_PEFT_TYPE
-        return output
-
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
         super().save_pretrained(save_directory, **kwargs)
         update_model_card(save_directory, self)

@@ -159,6 +159,20 @@ class FusedPUMAModel(nn.Module):
     def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
         return self.model(pixel_values=pixel_values, **kwargs)
 
+    # What transformers' pipelines read of a model (``pipeline("image-feature-extraction", model=fused)``), as on a
+    # PeftModel, which forwards them to its backbone.
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def train(self, mode: bool = True) -> FusedPUMAModel:
         if mode:
             raise FusedModelError(_TRAINING_REFUSED)

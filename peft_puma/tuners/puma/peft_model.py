@@ -10,6 +10,7 @@ from typing import Any
 from peft import PeftModel
 from peft.utils import CONFIG_NAME
 
+from .hub import prepare_for_upload
 from .model_card import update_model_card
 
 # PEFT 0.21's PeftModel.__init__ reads `model.is_gradient_checkpointing`, which transformers 5 deprecated in favour of
@@ -22,8 +23,9 @@ class PeftModelForImageEmbedding(PeftModel):
 
     It differs from ``PeftModel`` in three places: building it does not print PEFT's ``is_gradient_checkpointing``
     FutureWarning; ``save_pretrained`` writes PUMA's model card instead of PEFT's generic template; and
-    ``push_to_hub`` uploads exactly what ``save_pretrained`` writes (transformers' generic ``push_to_hub`` replaces
-    README.md with the Hub's card after saving, which would drop the model card).
+    ``push_to_hub`` uploads what ``save_pretrained`` writes, made fit to publish (transformers' generic
+    ``push_to_hub`` replaces README.md with the Hub's card after saving, which would drop the model card; hub.py
+    removes local paths and points the card's loading code at the repository).
     """
 
     def __init__(self, model, peft_config, *args: Any, **kwargs: Any) -> None:
@@ -69,6 +71,7 @@ class PeftModelForImageEmbedding(PeftModel):
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, **save_kwargs)
+            prepare_for_upload(folder, repo_id)
             return api.upload_folder(
                 repo_id=repo_id,
                 folder_path=folder,

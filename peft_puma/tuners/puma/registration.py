@@ -4,9 +4,12 @@ PEFT has no plugin entry points and ``register_peft_method`` accepts only names 
 ``PeftType`` enum. So we add the member ``PUMA`` to the enum first, the way ``enum`` itself adds members, and then
 register through PEFT's public function. Registration is idempotent.
 
-Saved configs carry :data:`SAVED_PEFT_TYPE` rather than the bare ``"PUMA"``: PEFT looks the saved value up in its
-mapping, and without ``import peft_puma`` the resulting ``KeyError`` then prints a message that says what to do.
-Adapters saved by earlier versions carry one of :data:`LEGACY_SAVED_PEFT_TYPES`; those load too.
+Saved configs carry ``"peft_type": "PUMA"``, the method's name, as every PEFT method saves its own (``"LORA"``): PEFT
+reads the field only as the key of its method table (``PEFT_TYPE_TO_CONFIG_MAPPING``), and the Hub reads
+``base_model_name_or_path`` and ``task_type`` from adapter_config.json, not this field; tools that do read it expect a
+name. Without ``import peft_puma``, PEFT's lookup fails as ``KeyError: 'PUMA'``; the model card's loading code
+imports peft_puma first, and docs/puma.md says what the error means. Adapters saved by earlier versions carry a
+sentence there (:data:`LEGACY_SAVED_PEFT_TYPES`); those still load.
 
 Registering also makes transformers' own adapter API refuse PUMA configs with advice (transformers_integration.py).
 """
@@ -15,14 +18,14 @@ from __future__ import annotations
 
 from peft.utils.peft_types import PeftType, TaskType
 
-SAVED_PEFT_TYPE = (
-    "PUMA (an adapter made with the peft_puma library: install peft_puma from its source repository and run "
-    "`import peft_puma` before loading it with peft.PeftModel.from_pretrained)"
-)
-# Earlier values of SAVED_PEFT_TYPE, still found in saved adapters; each resolves to the same classes.
+# Earlier values of the saved peft_type (sentences telling a user to import peft_puma), still found in saved
+# adapters; each resolves to the same classes.
 LEGACY_SAVED_PEFT_TYPES: tuple[str, ...] = (
+    "PUMA (an adapter made with the peft_puma library: install peft_puma from its source repository and run "
+    "`import peft_puma` before loading it with peft.PeftModel.from_pretrained)",
     "PUMA (a peft_puma adapter: `pip install peft_puma` and `import peft_puma` before loading it)",
 )
+
 
 # Versions of PEFT whose registration and save/load hooks this module is written against and tested with.
 SUPPORTED_PEFT_VERSIONS = ">=0.21,<0.22"
@@ -65,8 +68,8 @@ def register() -> None:
     if PEFT_TYPE not in PEFT_TYPE_TO_CONFIG_MAPPING:
         register_peft_method(name="puma", config_cls=PUMAConfig, model_cls=PUMAModel, prefix=PUMAModel.prefix)
     MODEL_TYPE_TO_PEFT_MODEL_MAPPING.setdefault(TASK_TYPE, PeftModelForImageEmbedding)
-    # The aliases under which configs are saved (now and by earlier versions) resolve to the same classes.
-    for alias in (SAVED_PEFT_TYPE, *LEGACY_SAVED_PEFT_TYPES):
+    # The sentences earlier versions saved as peft_type resolve to the same classes.
+    for alias in LEGACY_SAVED_PEFT_TYPES:
         PEFT_TYPE_TO_CONFIG_MAPPING.setdefault(alias, PUMAConfig)
         PEFT_TYPE_TO_TUNER_MAPPING.setdefault(alias, PUMAModel)
         PEFT_TYPE_TO_PREFIX_MAPPING.setdefault(alias, PUMAModel.prefix)
