@@ -100,25 +100,26 @@ def test_train_command_exit_codes(tiny_values, tmp_path, capsys):
     assert [step for step, _ in complete_checkpoints(tiny_values["output_dir"])] == [4]
 
 
-def test_push_to_hub_uploads_the_adapter_folder_without_checkpoints(finished_run, monkeypatch):
+def test_push_to_hub_uploads_a_copy_of_the_adapter_folder_without_checkpoints(finished_run, monkeypatch):
     from peft_puma.training import report
 
     calls = []
 
     class FakeApi:
-        def create_repo(self, repo_id, exist_ok):
-            calls.append(("create", repo_id, exist_ok))
+        def create_repo(self, repo_id, exist_ok, private=False):
+            calls.append(("create", repo_id, exist_ok, private))
             return f"https://huggingface.co/{repo_id}"
 
         def upload_folder(self, **kwargs):
-            calls.append(("upload", kwargs))
+            calls.append(("upload", kwargs, sorted(os.listdir(kwargs["folder_path"]))))
 
     monkeypatch.setattr(report, "HfApi", FakeApi)
     config, _ = finished_run
     assert report.push_folder(config.output_dir, "me/puma-tiny") == "https://huggingface.co/me/puma-tiny"
-    assert calls[0] == ("create", "me/puma-tiny", True)
-    upload = calls[1][1]
-    assert upload["folder_path"] == config.output_dir and {"checkpoints/*", "logs/*"} <= set(upload["ignore_patterns"])
+    assert calls[0] == ("create", "me/puma-tiny", True, False)
+    _, upload, files = calls[1]
+    assert upload["folder_path"] != config.output_dir  # a copy made fit to publish (tests/training/test_hub_habits.py)
+    assert "adapter_model.safetensors" in files and not {"checkpoints", "logs", "peft_puma_training.json"} & set(files)
 
 
 def test_evaluate_writes_retrieval_examples_and_never_over_a_foreign_file(finished_run, tmp_path, capsys):

@@ -100,7 +100,7 @@ def test_a_finished_run_is_not_overwritten_by_a_fresh_start(tiny_values, capsys)
 
 
 def test_an_offline_push_keeps_the_run_and_prints_the_results_first(tiny_values, monkeypatch, capsys):
-    def offline(directory, repo_id):
+    def offline(directory, repo_id, **options):
         raise ConnectionError("Failed to resolve 'huggingface.co'\nretries exhausted")
 
     monkeypatch.setattr(training_loop, "push_folder", offline)
