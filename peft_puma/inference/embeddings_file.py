@@ -15,6 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import ForeignContentError, InvalidInputError
+from ..file_modes import apply_umask
 from ..owned_paths import write_failures_reported
 
 
@@ -66,6 +67,7 @@ def save_embeddings(path: str, embeddings: torch.Tensor, labels: Any = None, **r
     try:
         with write_failures_reported(f"Writing the embeddings file {path!r}", path, kept):
             save_file(tensors, partial, metadata={name: json.dumps(list(values)) for name, values in rows.items()})
+            apply_umask(partial)
             os.replace(partial, path)
     finally:
         if os.path.exists(partial):
