@@ -33,6 +33,7 @@ from accelerate import Accelerator
 
 from .backbones.loading import check_resolution
 from .command_line import run_command
+from .config.cli import CommandParser
 from .data.images import ON_ERROR_CHOICES, check_folder, report_skipped, require_readable
 from .data.saved import load_split
 from .data.schema import column_values
@@ -48,12 +49,34 @@ _ROW_FIELDS = {"dataset": "datasets", "role": "roles"}  # dataset columns kept i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m peft_puma.embed", description=__doc__.split("\n\n")[0])
+    parser = build_parser()
+    return run_command(lambda: _embed(parser.parse_args(argv)))
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(prog="python -m peft_puma.embed", description=__doc__.split("\n\n")[0])
     add_model_options(parser, "embed")
     add_image_source_options(parser)
-    parser.add_argument("--output", required=True, help="embeddings file to write (.safetensors)")
-    parser.add_argument("--batch_size", type=int, default=256, help="images per forward pass (default 256)")
-    parser.add_argument("--image_size", type=int, default=None, help="default: the adapter's training resolution")
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="embeddings file to write (.safetensors): new, or one this command wrote",
+    )
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=256,
+        metavar="INT",
+        help="images per forward pass in each process (default: 256)",
+    )
+    parser.add_argument(
+        "--image_size",
+        type=int,
+        default=None,
+        metavar="INT",
+        help="input resolution in pixels (default: the adapter's training resolution)",
+    )
     parser.add_argument(
         "--on_error",
         choices=ON_ERROR_CHOICES,
@@ -61,8 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --images, an unreadable image file: stop (default; exit 2 naming it, nothing written) or skip "
         "(embed the others, list the skipped files on stderr and in the output's 'skipped' metadata)",
     )
-    args = parser.parse_args(argv)
-    return run_command(lambda: _embed(args))
+    return parser
 
 
 def _embed(args: argparse.Namespace) -> None:

@@ -29,13 +29,16 @@ from accelerate import Accelerator
 
 from .backbones.loading import check_resolution
 from .command_line import run_command
+from .config.cli import add_option
 from .config.parsing import ConfigArgumentParser, load_keys
 from .data.config import DataConfig
 from .data.schema import TEST_SPLIT
 from .data.transforms import make_eval_transform
 from .data.unified import SCORED_SPLITS, SCORING, load_source, scored_split
+from .errors import InvalidConfigError
 from .evaluation.examples import write_retrieval_examples
 from .evaluation.grid import check_grid_output
+from .evaluation.retrieval import KTooLargeError
 from .evaluation.scoring import check_split, score_split
 from .evaluation.table import results_markdown
 from .inference.embedding import embed_split
@@ -98,34 +101,63 @@ def evaluate_adapter(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(lambda: _evaluate(build_parser(), argv))
+
+
+def build_parser() -> ConfigArgumentParser:
+    """The data keys of training (``--dataset_path``, ``--uml_mini_dir``, ...), the model options and this command's
+    own; ``--ks`` is the old spelling of ``--eval_ks`` (training's key), still accepted."""
     parser = ConfigArgumentParser(
         DataConfig,
         prog="python -m peft_puma.evaluate",
         description=__doc__.split("\n\n")[0],
-        epilog="Data: --dataset_path DIR | --uml_mini_dir DIR | --dataset_roots.NAME PATH ...; --datasets '[a, b]'.",
+        epilog="Data: --dataset_path DIR | --uml_mini_dir DIR | --dataset_roots.NAME PATH ...; --datasets a b.",
     )
     add_model_options(parser, "evaluate")
-    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8], help="k of Recall@k (default 1 2 4 8)")
-    parser.add_argument("--batch_size", type=int, default=256, help="images per forward pass (default 256)")
-    parser.add_argument(
+    own = parser.add_argument_group("evaluation options")
+    add_option(
+        own,
+        "--eval_ks",
+        hidden=["--ks"],
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8],
+        metavar="INT",
+        help="k of Recall@k, as training's eval_ks; each must fit the smallest gallery a query searches (itself "
+        "excluded), checked before the model loads (default: 1 2 4 8)",
+    )
+    own.add_argument(
+        "--batch_size",
+        type=int,
+        default=256,
+        metavar="INT",
+        help="images per forward pass in each process, as training's eval_batch_size (default: 256)",
+    )
+    own.add_argument(
         "--split",
         choices=SCORED_SPLITS,
         default=TEST_SPLIT,
         help="split to score: test (default, the published protocol) or validation (where the data has one)",
     )
-    parser.add_argument("--output", help="write the results mapping here (JSON)")
-    parser.add_argument(
+    own.add_argument(
+        "--output",
+        metavar="FILE",
+        help="also write the results mapping (with split and data_source) to this JSON file: new, or one this command "
+        "wrote",
+    )
+    own.add_argument(
         "--examples",
+        metavar="FILE",
         help="write a PNG of retrieval examples here: seeded queries per dataset of the scored split and their top 5",
     )
-    return run_command(lambda: _evaluate(parser, argv))
+    return parser
 
 
 def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
     data_overrides, args = parser.parse_config_args(argv)  # unknown keys: one-line error, exit 2
     require_at_least("--batch_size", args.batch_size, 1)
-    for k in args.ks:
-        require_at_least("--ks", k, 1)
+    for k in args.eval_ks:
+        require_at_least("--eval_ks", k, 1)
     if args.output:
         check_json_output(args.output, "unified", "a results file")
     if args.examples:
@@ -133,15 +165,21 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
     data = load_keys(None, data_overrides, DataConfig).validate()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     loaded = load_source(data, purpose=SCORING, record=read_run_split(args.adapter))
+    scored = scored_split(loaded.data, args.split, "--split")
+    try:  # before the model loads: a k larger than the smallest gallery, named with the ks that fit
+        check_split(scored, args.eval_ks)
+    except KTooLargeError as error:
+        described = error.describe("--eval_ks", args.eval_ks, args.split)
+        raise InvalidConfigError(f"--eval_ks {' '.join(map(str, args.eval_ks))}: {described}") from None
     result = evaluate_adapter(
         args.adapter,
-        scored_split(loaded.data, args.split, "--split"),
+        scored,
         image_size=data.image_size,
         backbone=args.backbone,
         backbone_format=args.backbone_format,
         zero_shot=args.zero_shot,
         allow_other_backbone=args.allow_other_backbone,
-        ks=args.ks,
+        ks=args.eval_ks,
         batch_size=args.batch_size,
         accelerator=accelerator,
         examples=args.examples,

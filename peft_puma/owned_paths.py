@@ -68,6 +68,21 @@ class OwnedLayout:
             )
         return True
 
+    def clear(self, folder: str, keep: Iterable[str] = ()) -> list[str]:
+        """Remove from ``folder`` everything this command wrote there but ``keep`` (the folder itself stays), if it
+        holds only this command's output (else :class:`ForeignContentError`, nothing touched); returns the names
+        removed, sorted."""
+        if not self.is_owned(folder):
+            return []
+        removed = sorted(set(os.listdir(folder)) - set(keep))
+        for name in removed:
+            path = os.path.join(folder, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        return removed
+
     def remove(self, folder: str) -> None:
         """Delete ``folder`` if it holds only this command's output (nothing when it does not exist)."""
         if self.is_owned(folder):

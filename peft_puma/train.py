@@ -35,14 +35,18 @@ def build_parser():
         epilog=EPILOG,
     )
     parser.add_argument(
-        "--config", metavar="FILE", help="YAML file of config keys (configs/*.yaml); the keys given here replace them"
+        "--config",
+        metavar="FILE",
+        help="YAML file of config keys (configs/*.yaml); the keys given on the command line replace its values",
     )
     return parser
 
 
-EPILOG = """values are read as YAML: --eval_ks "[1, 4]", --max_steps null, --progress_bar false, --report_to "[]";
-a key without a value is true (--resume, --push_to_hub). One entry of a mapping key: --puma.keep_prob 1.0,
---lr_multipliers.head 1, --dataset_roots.cub /data/CUB_200_2011.
+EPILOG = """values are read as YAML: --max_steps null, --progress_bar false, --report_to "[]"; a list key takes its
+items one by one or as a YAML list (--eval_ks 1 4, --eval_ks "[1, 4]"); a key without a value is true (--resume).
+One entry of a mapping key: --puma.keep_prob 1.0, --lr_multipliers.head 1, --dataset_roots.cub /data/CUB_200_2011.
+transformers' TrainingArguments names are accepted where they mean the same thing (--num_train_epochs,
+--per_device_train_batch_size, --bf16, --logging_steps, ...; docs/training.md has the table).
 exit status: 0 done, 2 invalid configuration or data, 3 the loss became NaN/inf (the last good checkpoint is kept)."""
 
 

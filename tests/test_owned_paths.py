@@ -48,6 +48,20 @@ def test_a_build_with_foreign_files_beside_it_is_refused(tmp_path):
     assert (tmp_path / "build" / "my_notes.txt").exists()
 
 
+def test_clear_empties_only_an_owned_folder_and_keeps_what_it_is_told(tmp_path):
+    folder = tmp_path / "build"
+    _own_build(folder)
+    (folder / "data" / "rows.bin").write_text("x")
+    assert LAYOUT.clear(str(folder), keep=["manifest.json"]) == ["data"]
+    assert sorted(os.listdir(folder)) == ["manifest.json"]
+    (folder / "data").mkdir()
+    (folder / "my_notes.txt").write_text("keep me")
+    with pytest.raises(ForeignContentError, match=r"also files peft_puma did not write \(my_notes.txt\)"):
+        LAYOUT.clear(str(folder))
+    assert sorted(os.listdir(folder)) == ["data", "manifest.json", "my_notes.txt"]
+    assert LAYOUT.clear(str(tmp_path / "new")) == []
+
+
 def test_a_file_where_a_folder_is_expected_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ForeignContentError, match="is a file"):

@@ -1,13 +1,16 @@
-"""Reading a config: a YAML (or JSON) file of keys, then command-line overrides, through transformers'
-``HfArgumentParser`` (docs/training.md, "Config keys").
+"""Reading a config: a YAML (or JSON) file of keys, then command-line overrides (docs/training.md, "Config keys").
 
-:class:`ConfigArgumentParser` is ``HfArgumentParser`` over a config dataclass (``DataConfig``, or ``TrainingConfig``
-which extends it): one option per key, named as the key (``--output_dir``; ``--output-dir`` is accepted too), whose
-``--help`` line is the field's help and default. Values are read as YAML (``3``, ``1e-4``, ``null``, ``false``,
-``[1, 2]``, ``{r: 8}``), a key without a value is ``true`` (``--resume``), and ``--mapping.key VALUE`` sets one entry of
-a mapping key (``--puma.keep_prob 1.0``; a mapping whose entries are declared, as ``puma``'s, lists each of them in
-``--help``). :func:`load_keys` starts from the file's keys and lets the given keys replace them; the dataclasses check
-types and values themselves (:mod:`.keys`).
+:class:`ConfigArgumentParser` is transformers' ``HfArgumentParser`` over a config dataclass (``DataConfig``, or
+``TrainingConfig`` which extends it) with the conventions of every command (:class:`.cli.CommandParser`):
+one option per key, named as the key (``--output_dir``; ``--output-dir`` is accepted too), whose ``--help`` line is the
+field's help and default. Values are read as YAML (``3``, ``1e-4``, ``null``, ``false``, ``[1, 2]``, ``{r: 8}``); a list
+key also takes its items one by one (``--eval_ks 1 4`` is ``--eval_ks "[1, 4]"``), a key without a value is ``true``
+(``--resume``), and ``--mapping.key VALUE`` sets one entry of a mapping key (``--puma.keep_prob 1.0``; a mapping whose
+entries are declared, as ``puma``'s, lists each of them in ``--help``). A key's aliases (transformers'
+``TrainingArguments`` names: ``--num_train_epochs``) are accepted in files and on the command line alike, names that
+mean something else here are refused with the key to use, and an unknown name gets a did-you-mean
+(:func:`~peft_puma.config.keys.resolve_names`). :func:`load_keys` starts from the file's keys and lets the given keys
+replace them; the dataclasses check types and values themselves (:mod:`.keys`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,7 +28,20 @@ import yaml
 from transformers.hf_argparser import HfArgumentParser
 
 from ..errors import InvalidConfigError
-from .keys import is_mapping_type, key_default, key_types, type_name
+from .cli import CommandParser, HelpFormatter
+from .keys import (
+    coerce,
+    is_list_type,
+    is_mapping_type,
+    key_aliases,
+    key_default,
+    key_types,
+    known_names,
+    metavar_of,
+    refused_names,
+    resolve_names,
+    unknown_names_error,
+)
 
 
 def load_keys(
@@ -36,21 +53,20 @@ def load_keys(
 
     ``overrides`` is a mapping of keys (a dotted key sets one entry of a mapping key: ``{"puma.keep_prob": 1.0}``) or
     a list of command-line tokens (``["--epochs", "3", "--puma.keep_prob=1.0"]``); they replace the file's values.
+    Aliases are accepted in both and in the file (:func:`~peft_puma.config.keys.resolve_names`).
     """
-    values = _read_config_file(path) if path is not None else {}
+    values = _read_config_file(path, cls) if path is not None else {}
     if overrides is not None:
-        given = parse_cli_overrides(overrides, cls) if _is_token_list(overrides) else dict(overrides)
+        given = parse_cli_overrides(overrides, cls) if _is_token_list(overrides) else resolve_names(overrides, cls)
         for key, value in given.items():
             _set_key(values, key, value, cls)
     return build_config(values, cls)
 
 
 def build_config(values: Mapping[str, Any], cls: type) -> Any:
-    """A config (not validated yet) from a mapping of its keys; unknown keys are an error naming the accepted ones."""
-    keys = key_types(cls)
-    unknown = sorted(set(values) - set(keys))
-    if unknown:
-        raise InvalidConfigError(f"Unknown config key(s) {unknown}; accepted keys: {', '.join(keys)}.")
+    """A config (not validated yet) from a mapping of its keys (aliases accepted); an unknown key is an error with a
+    did-you-mean and the accepted keys."""
+    values = resolve_names(values, cls)
     (config,) = ConfigArgumentParser(cls, add_help=False).parse_dict(dict(values))
     return config
 
@@ -69,7 +85,7 @@ def yaml_value(text: str) -> Any:
         return text
 
 
-class ConfigArgumentParser(HfArgumentParser):
+class ConfigArgumentParser(HfArgumentParser, CommandParser):
     """``HfArgumentParser`` over the dataclasses of a config class, whose options take YAML values.
 
     A command adds its own options with ``add_argument``; :meth:`parse_config_args` returns the config keys given
@@ -77,37 +93,30 @@ class ConfigArgumentParser(HfArgumentParser):
     """
 
     def __init__(self, cls: type, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)  # --epoch is an unknown key, not --epochs
-        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)  # each key's help has its default
         self.config_class = cls
-        keys = key_types(cls)
-        self.config_options = {f"--{key}" for key in keys} | {f"--{key.replace('_', '-')}" for key in keys}
-        super().__init__(cls, **kwargs)
+        kwargs.setdefault("formatter_class", HelpFormatter)  # HfArgumentParser would choose its own
+        super().__init__(cls, **kwargs)  # CommandParser's formatter and allow_abbrev=False: --epoch is no --epochs
         self._list_mapping_entries(cls)
 
     @staticmethod
     def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
-        """HfArgumentParser's hook for one field (``field.type`` is resolved by then): ``--key VALUE``, the value read
-        as YAML, ``true`` without one; a key not given stays out of the namespace, so a file's value stands."""
+        """HfArgumentParser's hook for one field (``field.type`` is resolved by then): its ``--help`` line. The values
+        themselves are read by :meth:`_take_config_tokens` (YAML, lists item by item, aliases, dotted entries)."""
         default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
         text = field.metadata.get("help", "")
         if is_mapping_type(field.type):
             text += f" One entry: --{field.name}.KEY VALUE."
-        options = {
-            "dest": field.name,
-            "type": yaml_value,
-            "nargs": "?",
-            "const": True,
-            "default": argparse.SUPPRESS,
-            "metavar": type_name(field.type, "|").upper(),
-        }
-        parser.add_argument(f"--{field.name}", help=f"{text} (default: {_flow(default)})".replace("%", "%%"), **options)
-        if "_" in field.name:  # the hyphenated spelling works too; --help shows one
-            parser.add_argument(f"--{field.name.replace('_', '-')}", help=argparse.SUPPRESS, **options)
+        parser.add_argument(
+            f"--{field.name}",
+            dest=field.name,
+            default=argparse.SUPPRESS,
+            metavar=field.metadata.get("metavar") or metavar_of(field.type),
+            help=f"{text} (default: {_flow(default)})".replace("%", "%%"),
+        )
 
     def _list_mapping_entries(self, cls: type) -> None:
         """One ``--help`` section per mapping key with declared entries (``--puma.keep_prob FLOAT``), typed and
-        explained by the entry's own field. Only listed: the dotted options are read by :meth:`_pair_values`."""
+        explained by the entry's own field. Only listed: the dotted options are read by :meth:`_take_config_tokens`."""
         for field in dataclasses.fields(cls):
             entries = field.metadata.get("entries")
             if entries is None:
@@ -118,46 +127,94 @@ class ConfigArgumentParser(HfArgumentParser):
                     f"--{field.name}.{name}",
                     dest=f"{field.name}.{name}",
                     default=argparse.SUPPRESS,
-                    metavar=type_name(entry.hint, "|").upper(),
-                    help=f"{entry.help} (default: {_flow(entry.default)})".replace("%", "%%"),
+                    metavar=metavar_of(entry.hint),
+                    help=f"{_without_default(entry.help)} (default: {_flow(entry.default)})".replace("%", "%%"),
                 )
 
     def parse_config_args(self, args: Sequence[str] | None = None) -> tuple[dict[str, Any], argparse.Namespace]:
-        """The config keys given in ``args`` (default ``sys.argv[1:]``), dotted ones included, and the namespace of
-        the parser's other options. Unknown keys and stray tokens raise :class:`InvalidConfigError`."""
-        tokens, dotted = self._pair_values(list(sys.argv[1:] if args is None else args))
-        namespace, rest = self.parse_known_args(tokens)
-        keys = key_types(self.config_class)
-        unknown = sorted({token[2:].partition("=")[0].replace("-", "_") for token in rest if token.startswith("--")})
-        if unknown:
-            raise InvalidConfigError(f"Unknown config key(s) {unknown}; accepted keys: {', '.join(keys)}.")
+        """The config keys given in ``args`` (default ``sys.argv[1:]``) under their own names (aliases resolved,
+        dotted ones included), and the namespace of the parser's other options. Unknown options (with a
+        did-you-mean), refused names and stray tokens raise :class:`InvalidConfigError`."""
+        given, others = self._take_config_tokens(list(sys.argv[1:] if args is None else args))
+        namespace, rest = self.parse_known_args(others)
         if rest:
-            raise InvalidConfigError(f"Expected a --key on the command line, got {rest[0]!r}.")
-        given = {key: value for key, value in vars(namespace).items() if key in keys}
-        others = argparse.Namespace(**{key: value for key, value in vars(namespace).items() if key not in keys})
-        return {**given, **dotted}, others
+            self._refuse_unknown_keys(rest)
+        values = resolve_names(given, self.config_class, where="on the command line", prefix="--")
+        keys = key_types(self.config_class)
+        others_namespace = argparse.Namespace(**{k: v for k, v in vars(namespace).items() if k not in keys})
+        return values, others_namespace
 
-    def _pair_values(self, tokens: list[str]) -> tuple[list[str], dict[str, Any]]:
-        """``--key value`` of a config key becomes ``--key=value`` (a value may start with ``-``: ``-.inf``); the
-        ``--mapping.key`` ones, which argparse cannot name, are taken out as ``{"mapping.key": value}``."""
-        plain: list[str] = []
-        dotted: dict[str, Any] = {}
+    def _refuse_unknown_keys(self, rest: Sequence[str]) -> None:
+        """Tokens neither a key nor an option of the command: unknown keys (with a did-you-mean over the keys, their
+        aliases and the command's own options, and the accepted keys), or a stray value."""
+        unknown = [token.partition("=")[0] for token in rest if token.startswith("--")]
+        if not unknown:
+            raise InvalidConfigError(f"Expected a --key on the command line, got {rest[0]!r}.")
+        candidates = [*(f"--{name}" for name in known_names(self.config_class)), *self.option_names()]
+        keys = ", ".join(key_types(self.config_class))
+        raise unknown_names_error(unknown, candidates, listing=f"accepted keys: {keys}.")
+
+    def _take_config_tokens(self, tokens: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """Split the tokens into the config keys given (``{name as given: value}``: a key, an alias, a refused name
+        or a dotted entry, ``-`` read as ``_``) and the tokens of the command's own options. A key's value is the next
+        token (one that does not start with ``--``; none: ``true``); a list key takes every such token."""
+        cls = self.config_class
+        types = key_types(cls)
+        names = {*types, *key_aliases(cls), *refused_names(cls)}
+        given: dict[str, Any] = {}
+        others: list[str] = []
         index = 0
         while index < len(tokens):
             token = tokens[index]
-            key, has_value, text = token[2:].partition("=")
-            if not token.startswith("--") or ("." not in key and token.partition("=")[0] not in self.config_options):
-                plain.append(token)
+            written, has_value, text = token[2:].partition("=")
+            name = written.replace("-", "_")
+            if not token.startswith("--") or (name not in names and name.partition(".")[0] not in types):
+                others.append(token)
                 index += 1
                 continue
-            if not has_value and index + 1 < len(tokens) and not tokens[index + 1].startswith("--"):
-                has_value, text, index = True, tokens[index + 1], index + 1
-            if "." in key:
-                dotted[key.replace("-", "_")] = yaml_value(text) if has_value else True
-            else:
-                plain.append(f"--{key}={text}" if has_value else token)
+            values = [text] if has_value else []
+            while not has_value and index + 1 < len(tokens) and not tokens[index + 1].startswith("--"):
+                values.append(tokens[index + 1])
+                index += 1
+                if not _takes_items(types.get(name)):
+                    break
+            given.pop(name, None)  # a name given twice: the last value stands, as argparse does
+            given[name] = _token_value(name, values, types.get(name))
             index += 1
-        return plain, dotted
+        return given, others
+
+
+def _takes_items(hint: Any) -> bool:
+    """Whether a key's value may be given item by item (``--eval_ks 1 4``): a list key."""
+    return hint is not None and is_list_type(hint)
+
+
+def _token_value(name: str, texts: list[str], hint: Any) -> Any:
+    """The value of a key from the tokens after it: none -> ``true``; several -> the list of their YAML values; one
+    -> its YAML value, made a list of one for a list key that cannot take it as it is (``--eval_ks 4``, ``--report_to
+    wandb``)."""
+    if not texts:
+        return True
+    values = [yaml_value(text) for text in texts]
+    if len(values) > 1:
+        return values
+    (value,) = values
+    if hint is None or not _takes_items(hint) or value is None or isinstance(value, list):
+        return value
+    try:
+        coerce(name, value, hint)
+        return value
+    except InvalidConfigError:
+        return [value]
+
+
+_DEFAULT_SENTENCE = re.compile(r"\s*Default: .*$", re.DOTALL)
+
+
+def _without_default(text: str) -> str:
+    """A field's help without its own closing ``Default: ...`` sentence (PUMAConfig's), since ``--help`` adds the
+    default once, as YAML writes it."""
+    return _DEFAULT_SENTENCE.sub("", text)
 
 
 def _flow(value: Any) -> str:
@@ -166,7 +223,7 @@ def _flow(value: Any) -> str:
     return text.removesuffix("...").strip()
 
 
-def _read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+def _read_config_file(path: str | os.PathLike, cls: type) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             values = yaml.safe_load(handle)
@@ -178,7 +235,7 @@ def _read_config_file(path: str | os.PathLike) -> dict[str, Any]:
         return {}
     if not isinstance(values, dict):
         raise InvalidConfigError(f"Config file {os.fspath(path)!r} must hold a mapping of keys, got {type(values)}.")
-    return values
+    return resolve_names(values, cls, where=f"in config file {os.fspath(path)!r}")
 
 
 def _is_token_list(overrides: Any) -> bool:

@@ -29,7 +29,7 @@ from .schema import (
     row_features,
 )
 from .specs import DATASET_SPECS
-from .specs.base import DatasetSpec, ParsedDataset, ParsedSplit, ParseOptions
+from .specs.base import DEFAULT_IMAGE_CHECK, DatasetSpec, ParsedDataset, ParsedSplit, ParseOptions
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def union_parsed(parsed: Sequence[ParsedDataset]) -> datasets.DatasetDict:
 def build_unified_dataset_with_report(
     roots: Mapping[str, str | os.PathLike[str]],
     *,
-    check_images: CheckMode = "full",
+    check_images: CheckMode = DEFAULT_IMAGE_CHECK,
     skip_bad_images: bool = False,
     allow_singletons: bool = False,
     num_threads: int | None = None,
@@ -167,7 +167,7 @@ def build_unified_dataset_with_report(
 def build_unified_dataset(
     roots: Mapping[str, str | os.PathLike[str]],
     *,
-    check_images: CheckMode = "full",
+    check_images: CheckMode = DEFAULT_IMAGE_CHECK,
     skip_bad_images: bool = False,
     allow_singletons: bool = False,
     num_threads: int | None = None,

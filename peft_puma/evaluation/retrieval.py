@@ -35,6 +35,26 @@ UnmatchedPolicy = Literal["skip", "error"]
 UNMATCHED_POLICIES: tuple[str, ...] = ("skip", "error")
 
 
+class KTooLargeError(InvalidInputError):
+    """A k of Recall@k larger than the smallest gallery a query searches: ``k``, that gallery's ``scope`` (``dataset
+    'cub'``) and ``limit``, the gallery rows a query there can retrieve (itself excluded), the largest k accepted."""
+
+    def __init__(self, k: int, limit: int, scope: str) -> None:
+        self.k, self.limit, self.scope = k, limit, scope
+        super().__init__(self.describe())
+
+    def describe(self, option: str = "ks", ks: Sequence[int] = (), split: str | None = None) -> str:
+        """The refusal in one line, naming the command's ``option`` (``eval_ks``, ``--eval_ks``) and the ``split``;
+        with the ``ks`` given, the ones that fit."""
+        where = f" in the {split} split" if split else ""
+        fit = [k for k in ks if k <= self.limit]
+        return (
+            f"k = {self.k} exceeds the {self.limit} gallery rows a query of {self.scope}{where} can retrieve (the "
+            f"smallest gallery; the query itself excluded); use {option} no larger than {self.limit}"
+            + (f", e.g. {' '.join(map(str, fit)) if option.startswith('--') else fit}." if fit else ".")
+        )
+
+
 def evaluate_retrieval(
     embeddings: Any,
     labels: Any,
@@ -84,7 +104,8 @@ def check_retrieval(
     labels: Any, domains: Any = None, roles: Any = None, ks: Sequence[int] = (1, 2, 4, 8), unmatched_queries="skip"
 ) -> None:
     """Raise the error :func:`evaluate_retrieval` would raise on these rows before any embedding exists (a k larger
-    than a dataset's gallery, a dataset without queries): a run checks its scored splits before it trains."""
+    than the smallest gallery, :class:`KTooLargeError`; a dataset without queries): a run checks its scored splits
+    before it trains."""
     num_rows = len(labels)
     _plan(torch.zeros(num_rows, 1), labels, domains, roles, ks, unmatched_queries, "auto", None)
 
@@ -114,13 +135,18 @@ def _plan(
     in_gallery = torch.from_numpy(row_roles != "query").to(vectors.device)
     search = _Search(vectors, unique_labels, ks, unmatched_queries, backend, block_size)
     unified = search.plan(is_query, in_gallery, scope="the unified gallery")
-    if domains is None:
-        return search, unified, None
-    names = np.asarray(dataset_names, dtype=object)
-    datasets = {}
-    for name in dict.fromkeys(dataset_names):
-        in_dataset = torch.from_numpy(names == name).to(vectors.device)
-        datasets[name] = search.plan(is_query & in_dataset, in_gallery & in_dataset, scope=f"dataset {name!r}")
+    datasets = None
+    if domains is not None:
+        names = np.asarray(dataset_names, dtype=object)
+        datasets = {}
+        for name in dict.fromkeys(dataset_names):
+            in_dataset = torch.from_numpy(names == name).to(vectors.device)
+            datasets[name] = search.plan(is_query & in_dataset, in_gallery & in_dataset, scope=f"dataset {name!r}")
+    # k is checked against the smallest gallery of all, so the refusal names the one that limits it
+    scopes = {"the unified gallery": unified, **{f"dataset {name!r}": task for name, task in (datasets or {}).items()}}
+    scope, smallest = min(scopes.items(), key=lambda item: item[1].searchable)
+    if ks[-1] > smallest.searchable:
+        raise KTooLargeError(ks[-1], smallest.searchable, scope)
     return search, unified, datasets
 
 
@@ -170,6 +196,7 @@ class _Task:
     self_index: torch.Tensor  # gallery position of each query itself, -1 if it is not in the gallery
     num_relevant: torch.Tensor  # R of each query
     num_unmatched: int
+    searchable: int  # gallery rows a query can retrieve (itself excluded): the largest k this search scores
 
 
 class _Search:
@@ -216,14 +243,8 @@ class _Search:
         if num_unmatched == query_rows.numel():
             raise InvalidInputError(f"No query of {scope} has a gallery row of its class; nothing can be scored.")
         keep = ~unmatched
-        task = _Task(query_rows[keep], gallery_rows, self_index[keep], num_relevant[keep], num_unmatched)
-        searchable = gallery_rows.numel() - int(bool((task.self_index >= 0).any()))
-        if self.ks[-1] > searchable:
-            raise InvalidInputError(
-                f"k = {self.ks[-1]} exceeds the {searchable} gallery rows a query of {scope} can retrieve (the query "
-                f"itself excluded); use ks no larger than {searchable}."
-            )
-        return task
+        searchable = gallery_rows.numel() - int(bool((self_index[keep] >= 0).any()))
+        return _Task(query_rows[keep], gallery_rows, self_index[keep], num_relevant[keep], num_unmatched, searchable)
 
     def score(self, task: _Task) -> dict[str, Any]:
         """Mean of each metric over the task's queries, plus the counts."""

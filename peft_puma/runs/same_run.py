@@ -17,9 +17,10 @@ Two runs are the same run when they agree on
   yet.
 
 Which key plays which part is declared on the key itself (:mod:`peft_puma.config.keys`) and arrives here as
-:class:`~peft_puma.config.keys.KeyRoles` (``TrainingConfig.key_roles()``). A key that a saved config lacks because it
-predates the key counts with the value every run had before the key existed (the key's ``before``), so older
-checkpoints and finished runs stay usable.
+:class:`~peft_puma.config.keys.KeyRoles` (``TrainingConfig.key_roles()``), as is a key compared by what it means rather
+than as written (``mixed_precision``: the precision that applies; a run records what applied). A key that a saved
+config lacks because it predates the key counts with the value every run had before the key existed (the key's
+``before``), so older checkpoints and finished runs stay usable.
 
 The trainer's ``resume`` (``peft_puma.training.loop``) calls :func:`run_differences` and words its own refusal; the
 benchmark scripts that reuse finished runs (``benchmarks/accuracy.py``, ``benchmarks/diagnosis.py``) call
@@ -68,8 +69,8 @@ def run_differences(saved: RunIdentity, wanted: RunIdentity, roles: KeyRoles, *,
     ``finished``: ``saved`` is a finished run, whose result keys count. A key only one side records is a difference,
     unless its role gives the value it had ``before`` it existed."""
     ignored = roles.control | roles.per_process | (frozenset() if finished else roles.result)
-    old = {**_as_json(roles.before), **_as_json(saved.config)}
-    new = {**_as_json(roles.before), **_as_json(wanted.config)}
+    old = _compared(roles, {**_as_json(roles.before), **_as_json(saved.config)})
+    new = _compared(roles, {**_as_json(roles.before), **_as_json(wanted.config)})
     differences = [
         difference
         for key in sorted(set(old) | set(new))
@@ -101,6 +102,13 @@ def finished_run_mismatch(saved: RunRecord, wanted: RunIdentity, roles: KeyRoles
         finished=True,
     )
     return "; ".join(f"{d.key}: {d.saved!r} there, {d.wanted!r} here" for d in differences)
+
+
+def _compared(roles: KeyRoles, values: dict[str, Any]) -> dict[str, Any]:
+    """The config as compared: a key with a ``compare`` rule is compared as what it means here (``mixed_precision``:
+    the precision that applies, so a run that recorded ``bf16`` and one that lets accelerate choose bf16 agree, and an
+    older run's ``auto`` counts as what auto gives on this machine)."""
+    return {key: roles.compare[key](value) if key in roles.compare else value for key, value in values.items()}
 
 
 def _as_json(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def index_options(args: Any) -> dict[str, int | None]:
 
 
 def run_index(args: Any) -> None:
-    """Build the index folder ``args.output`` from ``args.images`` or ``args.dataset`` (see :mod:`.cli`)."""
+    """Build the index folder ``args.output_dir`` from ``args.images`` or ``args.dataset`` (see :mod:`.cli`)."""
     from accelerate import Accelerator
 
     if args.adapter is None and not args.zero_shot:
@@ -49,14 +49,14 @@ def run_index(args: Any) -> None:
     require_at_least("--batch_size", args.batch_size, 1)
     require_at_least("--image_size", args.image_size, MIN_IMAGE_SIZE)
     options = index_options(args)
-    check_index_output(args.output)
+    check_index_output(args.output_dir)
     identity = model_identity(args.adapter, args.backbone, args.backbone_format, zero_shot=args.zero_shot)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     lock = None
     try:
         # One build per index folder, held until it is written; refused before any image is embedded.
         lock = lock_across_processes(
-            index_lock_path(args.output), "another index build", accelerator, remove_on_release=True
+            index_lock_path(args.output_dir), "another index build", accelerator, remove_on_release=True
         )
         check = None
         if args.images:  # before the model loads: a bad file stops the run at once, and every process agrees
@@ -82,11 +82,12 @@ def run_index(args: Any) -> None:
             rows = dataset_rows(args.dataset, args.split, dataset, run_split_path(args.adapter))
         if accelerator.is_main_process:
             index = build_index(embeddings, args.index, seed=args.seed, **options)
-            save_index_folder(args.output, index, make_manifest(index, identity, preprocessing_record(transform), rows))
+            manifest = make_manifest(index, identity, preprocessing_record(transform), rows)
+            save_index_folder(args.output_dir, index, manifest)
             skipped = f", {len(check.bad)} unreadable image(s) skipped (listed above)" if check and check.bad else ""
             print(
                 f"{index.num_vectors} images indexed ({args.index}, {index.dimension} dimensions) in "
-                f"{args.output}{skipped}"
+                f"{args.output_dir}{skipped}"
             )
         accelerator.wait_for_everyone()
     finally:

@@ -23,7 +23,9 @@ import os
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import yaml
 
 from ..backbones.loading import BACKBONE_FORMATS
 from ..config.keys import (
@@ -36,7 +38,10 @@ from ..config.keys import (
     check_positive,
     check_positive_or_none,
     check_types,
+    choice_metavar,
     coerce,
+    did_you_mean,
+    flag_alias,
     key,
     key_roles,
 )
@@ -47,10 +52,102 @@ from ..data.schema import TEST_SPLIT
 from ..data.transforms import TRAIN_CROP_SCALE, TRAIN_HFLIP_PROBABILITY
 from ..data.unified import SCORED_SPLITS
 from ..errors import InvalidConfigError
-from ..losses import PAIR_LOSSES, loss_spec
+from ..losses import LOSS_NAMES, PAIR_LOSSES, loss_spec
 from ..tuners.puma.config import PUMA_PRESETS, PUMAConfig, preset_conflicts
 
 MIXED_PRECISION_CHOICES: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
+APPLIED_PRECISIONS: tuple[str, ...] = ("no", "fp16", "bf16")  # what a run trains in (accelerate's names)
+PRECISION_VARIABLE = "ACCELERATE_MIXED_PRECISION"  # set by `accelerate launch` from its flag or its config file
+
+
+class Precision(NamedTuple):
+    """The precision a run trains in (``no``, ``fp16``, ``bf16``) and, in words, where that came from."""
+
+    applied: str
+    source: str
+
+    def line(self) -> str:
+        """The one line a run prints at start-up."""
+        return f"Precision: {self.applied} ({self.source})."
+
+
+def resolve_precision(given: str | None) -> Precision:
+    """The precision a run trains in: the ``mixed_precision`` key when the config gives it (``auto``: bf16, or fp16
+    on a GPU without bf16, on a GPU; fp32 on the CPU); without it, accelerate's choice, as ``accelerate launch``
+    passes it (``ACCELERATE_MIXED_PRECISION``, from its ``--mixed_precision`` flag or its config file) or, for a
+    plain ``python -m`` run, as ``accelerate config`` wrote it in accelerate's default config file; with neither,
+    ``auto``. An explicit key wins, so a config file that names its precision trains in it however it is launched."""
+    if given is not None and given != "auto":
+        return Precision(given, f"mixed_precision: {given} in the config")
+    if given is None:
+        variable = os.environ.get(PRECISION_VARIABLE, "").strip().lower()
+        if variable:
+            where = f"{PRECISION_VARIABLE}={variable}, set by accelerate launch from --mixed_precision or its config"
+            return Precision(_accelerate_precision(variable, where), f"from {where}")
+        path = accelerate_config_file()
+        configured = _configured_precision(path)
+        if configured:
+            where = f"the accelerate config file {path}"
+            return Precision(_accelerate_precision(configured, where), f"mixed_precision: {configured} in {where}")
+    return _auto_precision("mixed_precision: auto in the config" if given == "auto" else _NOTHING_SAID)
+
+
+_NOTHING_SAID = f"auto: neither the config, {PRECISION_VARIABLE} nor an accelerate config file sets mixed_precision"
+
+
+def _auto_precision(why: str) -> Precision:
+    import torch
+
+    if not torch.cuda.is_available():
+        return Precision("no", f"{why}; fp32 on the CPU")
+    if torch.cuda.is_bf16_supported():
+        return Precision("bf16", f"{why}; bf16 on a GPU that supports it")
+    return Precision("fp16", f"{why}; fp16 on a GPU without bf16")
+
+
+def _accelerate_precision(value: str, where: str) -> str:
+    if value not in APPLIED_PRECISIONS:
+        raise InvalidConfigError(
+            f"{where} asks for mixed precision {value!r}; peft_puma trains in {', '.join(APPLIED_PRECISIONS)}: set "
+            "mixed_precision in the config, or another value for accelerate."
+        )
+    return value
+
+
+def accelerate_config_file() -> str:
+    """Accelerate's default config file, where ``accelerate config`` writes it: ``$HF_HOME/accelerate/
+    default_config.yaml``, HF_HOME defaulting to ``$XDG_CACHE_HOME/huggingface`` or ``~/.cache/huggingface`` (found as
+    accelerate finds it)."""
+    cache = os.environ.get("HF_HOME", os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface"))
+    folder = os.path.join(os.path.expanduser(cache), "accelerate")
+    yaml_file, json_file = os.path.join(folder, "default_config.yaml"), os.path.join(folder, "default_config.json")
+    return json_file if os.path.isfile(json_file) and not os.path.isfile(yaml_file) else yaml_file
+
+
+def _configured_precision(path: str) -> str | None:
+    """The ``mixed_precision`` of an accelerate config file (YAML or JSON), or ``None`` where it names none."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as error:
+        raise InvalidConfigError(
+            f"The accelerate config file {path} cannot be read ({error}); repair it with `accelerate config`, or set "
+            "mixed_precision in the config."
+        ) from None
+    value = values.get("mixed_precision") if isinstance(values, dict) else None
+    return str(value).strip().lower() if value else None
+
+
+def applied_precision(value: str | None) -> str:
+    """A saved or wanted ``mixed_precision`` as the precision it trains in here, which is what two runs compare
+    (:mod:`peft_puma.runs.same_run`): runs record what applied; older ones recorded ``auto``, and a config that does
+    not say takes accelerate's choice."""
+    if value in APPLIED_PRECISIONS:
+        return value
+    return resolve_precision(value).applied if value in (None, "auto") else value
+
 
 # The paper's learning-rate multipliers (prompt pool, adapters, head x10; proxies x1e4). `lora` and `backbone` are
 # the groups of the LoRA and full fine-tuning baselines (backbone: base lr 1e-4, as the paper's full fine-tuning).
@@ -77,6 +174,45 @@ def preset_of(method: str) -> str:
     return method if method in PUMA_PRESETS else HEAD_ONLY_PRESET
 
 
+# Which PUMAConfig fields shape which part (the others, use_adapters, use_prompts, embedding_size and backbone_family,
+# shape every method's model): a method without that part does not use them.
+ADAPTER_FIELDS: tuple[str, ...] = ("r", "scale", "train_scale", "keep_prob", "layers")
+PROMPT_FIELDS: tuple[str, ...] = ("num_prompts", "prompt_length", "regularization_weight")
+# LoRA's automatic rank matches the size PUMA's adapters and prompt pool would have (methods.lora_rank_for_budget).
+LORA_BUDGET_FIELDS: tuple[str, ...] = ("r", "layers", "train_scale", "num_prompts", "prompt_length")
+
+
+def unused_puma_fields(method: str, config: PUMAConfig, lora_r: int | None = None) -> dict[str, str]:
+    """``{field: why}`` of the PUMAConfig fields a method built with ``config`` does not use: the adapters' fields
+    without adapters, the prompt pool's without prompts, unless LoRA sizes its automatic rank by them."""
+    unused: dict[str, str] = {}
+    preset = PUMA_PRESETS[preset_of(method)]
+    what = BASELINES.get(method, f"PUMA preset {method!r}")
+    if not config.use_adapters:
+        why = f"it trains no PUMA adapters: {what}" if "use_adapters" in preset else "puma.use_adapters is false"
+        unused.update(dict.fromkeys(ADAPTER_FIELDS, why))
+    if not config.use_prompts:
+        why = f"it has no prompt pool: {what}" if "use_prompts" in preset else "puma.use_prompts is false"
+        unused.update(dict.fromkeys(PROMPT_FIELDS, why))
+    if method == "lora":
+        for name in LORA_BUDGET_FIELDS:
+            if lora_r is None:
+                unused.pop(name, None)  # they size LoRA's automatic rank
+            elif name in unused:
+                unused[name] += f"; lora_r is {lora_r}, so it no longer sizes LoRA's rank either"
+    return unused
+
+
+def _methods_using(name: str) -> str:
+    """Which methods use a PUMAConfig field, as the end of a refusal."""
+    part = "use_adapters" if name in ADAPTER_FIELDS else "use_prompts"
+    methods = [method for method, fixed in PUMA_PRESETS.items() if fixed.get(part, True)]
+    advice = f"choose a method that uses it ({', '.join(methods)})"
+    if name in LORA_BUDGET_FIELDS:
+        advice += ", or lora with lora_r: null, whose rank it sizes"
+    return advice
+
+
 def puma_fields() -> dict[str, Entry]:
     """The fields of :class:`PUMAConfig` a run may set in its ``puma`` mapping (PUMA's own, not PEFT's bookkeeping),
     with their types, help and defaults."""
@@ -96,74 +232,141 @@ class TrainingConfig(DataConfig):
     _argument_group_name = "training keys"  # the --help section of HfArgumentParser (not a field)
 
     output_dir: str | None = key(
-        None, role=CONTROL, help="Run folder: adapter, results.json, checkpoints/, logs/. Required."
+        None, role=CONTROL, metavar="DIR", help="Run folder: adapter, results.json, checkpoints/, logs/. Required."
+    )
+    overwrite_output_dir: bool = key(
+        False,
+        role=CONTROL,
+        help="Start afresh in an output_dir that holds a finished or checkpointed run: first remove what the "
+        "trainer wrote there (a folder with other files is still refused, untouched; docs/safety.md).",
     )
     # --- model ---
     backbone: str | None = key(
-        None, help="Backbone: a transformers folder or Hub id, or a timm ViT Hub id / folder. Required."
+        None,
+        metavar="NAME_OR_PATH",
+        help="Backbone: a transformers folder or Hub id, or a timm ViT Hub id / folder. Required.",
     )
     backbone_format: str = key(
-        "auto", help="auto, transformers or timm (timm ViTs load via peft_puma.backbones.timm_vit)."
+        "auto",
+        metavar=choice_metavar(BACKBONE_FORMATS),
+        help="transformers, timm (timm ViTs load via peft_puma.backbones.timm_vit) or auto (guessed).",
     )
     method: str = key(
-        "puma", help="PUMA preset (puma, static_adapter, single_prompt, linear, ...) or lora, full_finetune."
+        "puma",
+        metavar=choice_metavar(METHOD_NAMES),
+        help="A PUMA preset (puma is the published method; the others are its ablations) or a baseline: lora, "
+        "full_finetune.",
     )
     puma: dict[str, Any] = key(
         default_factory=dict,
         entries=puma_fields,
-        help="PUMAConfig fields (docs/puma.md); a PUMA method's preset fixes some (a contradiction is an error).",
+        help="PUMAConfig fields (docs/puma.md); a PUMA method's preset fixes some (a contradiction is an error), and "
+        "a field the method does not use is an error too (lora has no PUMA adapters: --puma.keep_prob).",
     )
     lora_r: int | None = key(None, help="LoRA rank; null: the rank whose size is closest to PUMA's adapter budget.")
     lora_alpha: float | None = key(None, help="LoRA alpha; null: equal to the rank.")
     lora_dropout: float = key(0.0, help="LoRA dropout.")
     lora_target_modules: list[str] | str = key(
-        "all-linear", help="LoRA targets (PEFT syntax); default every attention/MLP linear."
+        "all-linear",
+        metavar="NAME ...",
+        help="LoRA targets (PEFT syntax: module names, or all-linear: every attention and MLP linear).",
     )
     activation_checkpointing: bool = key(
         False,
         role=CONTROL,
+        aliases=("gradient_checkpointing",),
         help="Recompute each transformer block in backward instead of keeping its activations: much less "
         "training memory for about one more forward pass of compute; same gradients (the gates' random state "
         "is replayed).",
     )
     # --- loss ---
-    loss: str = key("curricularface", help="Loss name of peft_puma.losses.make_loss.")
+    loss: str = key(
+        "curricularface", metavar=choice_metavar(LOSS_NAMES), help="Loss name of peft_puma.losses.make_loss."
+    )
     loss_options: dict[str, Any] = key(default_factory=dict, help="Loss constructor overrides.")
     # --- optimisation (the paper's recipe) ---
-    epochs: int = key(100, role=RESULT, help="Training epochs (100).")
+    epochs: int = key(100, role=RESULT, aliases=("num_train_epochs",), help="Training epochs.")
     max_steps: int | None = key(
         None, role=RESULT, help="Stop after this many optimiser steps (smoke runs); null: all epochs."
     )
-    per_device_batch_size: int = key(45, per_process=True, help="Batch per process (45 x 4 GPUs = 180).")
-    learning_rate: float = key(1e-4, help="Base learning rate (1e-4).")
+    per_device_batch_size: int = key(
+        45,
+        per_process=True,
+        aliases=("per_device_train_batch_size",),
+        refused={
+            "batch_size": "the batch is given per process, as per_device_batch_size; the loss sees it times the "
+            "number of processes (45 x 4 GPUs = 180).",
+            "train_batch_size": "the batch is given per process, as per_device_batch_size; the loss sees it times "
+            "the number of processes (45 x 4 GPUs = 180).",
+            "gradient_accumulation_steps": "the loss sees the whole global batch at once (its proxies and every "
+            "process's embeddings), so accumulating smaller batches would train another loss. For a larger global "
+            "batch, raise per_device_batch_size or the number of processes; for less memory, "
+            "activation_checkpointing.",
+        },
+        help="Images per process in a training step; the loss sees this times the number of processes (45 x 4 GPUs "
+        "= 180, the published batch).",
+    )
+    learning_rate: float = key(1e-4, help="Base learning rate; each parameter group's is this times its multiplier.")
     lr_multipliers: dict[str, float] = key(
         default_factory=lambda: dict(DEFAULT_LR_MULTIPLIERS),
         help="Per-group multipliers of the base lr: prompts, adapters, head, proxies, lora, backbone.",
     )
-    weight_decay: float = key(1e-4, help="AdamW weight decay on every group (1e-4).")
-    adam_betas: list[float] = key(default_factory=lambda: [0.9, 0.999], help="AdamW betas.")
-    adam_eps: float = key(1e-8, help="AdamW eps.")
-    lr_step_epochs: int = key(20, help="Multiply the lr by lr_gamma every this many epochs.")
-    lr_gamma: float = key(0.5, help="Step-schedule factor (0.5).")
-    grad_clamp: float | None = key(1.0, help="Element-wise gradient clamp to [-v, v] (value clipping); null: off.")
-    mixed_precision: str = key("auto", help="auto (bf16/fp16 on GPU, fp32 on CPU), no, fp16 or bf16.")
-    seed: int = key(0, help="Seed of initialisation, data order, augmentation, gates (0).")
+    weight_decay: float = key(1e-4, help="AdamW weight decay on every group.")
+    adam_betas: list[float] = key(
+        default_factory=lambda: [0.9, 0.999],
+        refused={
+            "adam_beta1": "AdamW's two betas are one key here, adam_betas: [beta1, beta2].",
+            "adam_beta2": "AdamW's two betas are one key here, adam_betas: [beta1, beta2].",
+        },
+        help="AdamW betas (two numbers).",
+    )
+    adam_eps: float = key(1e-8, aliases=("adam_epsilon",), help="AdamW eps.")
+    lr_step_epochs: int = key(
+        20,
+        refused={
+            name: "the schedule is the paper's step schedule, without warmup: the lr is multiplied by lr_gamma every "
+            "lr_step_epochs epochs."
+            for name in ("lr_scheduler_type", "warmup_steps", "warmup_ratio")
+        },
+        help="Multiply the lr by lr_gamma every this many epochs.",
+    )
+    lr_gamma: float = key(0.5, help="Step-schedule factor.")
+    grad_clamp: float | None = key(
+        1.0,
+        refused={
+            "max_grad_norm": "max_grad_norm rescales the gradients to a global norm; the published recipe clamps "
+            "each gradient element to [-v, v] instead, grad_clamp: v (null: off)."
+        },
+        help="Element-wise gradient clamp to [-v, v] (value clipping); null: off.",
+    )
+    mixed_precision: str | None = key(
+        None,
+        metavar=choice_metavar(MIXED_PRECISION_CHOICES),
+        aliases=(flag_alias("bf16", "bf16", "no"), flag_alias("fp16", "fp16", "no")),
+        compare=applied_precision,
+        help="no (fp32), fp16, bf16, or auto (bf16, or fp16 without bf16, on a GPU; fp32 on the CPU); null: "
+        "accelerate's choice (accelerate launch --mixed_precision, or the accelerate config file), else auto. Losses "
+        "always run in fp32; the run prints which precision applied and why, and records it.",
+    )
+    seed: int = key(0, help="Seed of initialisation, data order, augmentation, gates.")
     sampler: str = key(
-        "shuffle", help="shuffle (published), balanced (datasets equally often) or m_per_class (pair losses)."
+        "shuffle",
+        metavar=choice_metavar(SAMPLERS),
+        help="shuffle (published), balanced (datasets equally often) or m_per_class (pair losses).",
     )
     samples_per_class: int = key(4, help="Images per class in a batch for m_per_class.")
     # --- augmentation (the paper's recipe) ---
     crop_scale: list[float] = key(
         default_factory=lambda: list(TRAIN_CROP_SCALE),
         before=list(TRAIN_CROP_SCALE),
-        help="Area range of the training RandomResizedCrop, as fractions of the image ([0.2, 1.0]).",
+        help="Area range of the training RandomResizedCrop, as fractions of the image: low high.",
     )
     hflip_probability: float = key(
         TRAIN_HFLIP_PROBABILITY,
         before=TRAIN_HFLIP_PROBABILITY,
-        help="Probability of a horizontal flip in training (0.5).",
+        help="Probability of a horizontal flip in training.",
     )
-    num_workers: int = key(0, role=CONTROL, help="DataLoader worker processes.")
+    num_workers: int = key(0, role=CONTROL, aliases=("dataloader_num_workers",), help="DataLoader worker processes.")
     cpu_threads: int | None = key(
         None,
         role=CONTROL,
@@ -174,6 +377,10 @@ class TrainingConfig(DataConfig):
     eval_every_epochs: int = key(
         0,
         role=CONTROL,
+        refused={
+            name: "evaluations come every eval_every_epochs epochs (0: only the final one), not every N steps."
+            for name in ("eval_steps", "eval_strategy")
+        },
         help="Also evaluate every N epochs (0: only at the end): the validation split where the data has one, "
         "else the test split.",
     )
@@ -181,22 +388,49 @@ class TrainingConfig(DataConfig):
         TEST_SPLIT,
         role=RESULT,
         before=TEST_SPLIT,
+        metavar=choice_metavar(SCORED_SPLITS),
         help="Split the final evaluation scores: test (the published protocol) or validation.",
     )
-    eval_batch_size: int = key(256, role=CONTROL, help="Batch per process when embedding test images.")
-    eval_ks: list[int] = key(default_factory=lambda: [1, 2, 4, 8], role=CONTROL, help="k of Recall@k.")
-    log_every_steps: int = key(10, role=CONTROL, help="Tracker logging interval in steps.")
-    report_to: list[str] = key(
-        default_factory=lambda: ["tensorboard"], role=CONTROL, help="Accelerate trackers (tensorboard, wandb, ...)."
+    eval_batch_size: int = key(
+        256,
+        role=CONTROL,
+        aliases=("per_device_eval_batch_size",),
+        help="Images per process in a forward pass when embedding the scored split.",
     )
-    progress_bar: bool = key(True, role=CONTROL, help="Show a progress bar on the main process.")
-    save_every_steps: int = key(500, role=CONTROL, help="Checkpoint interval in steps (0: only at the end).")
-    save_total_limit: int = key(2, role=CONTROL, help="Complete checkpoints kept (newest).")
+    eval_ks: list[int] = key(
+        default_factory=lambda: [1, 2, 4, 8],
+        role=CONTROL,
+        help="k of Recall@k (--eval_ks 1 4, or a YAML list). Each must fit the smallest gallery a query searches "
+        "(itself excluded): a larger k stops the run before training, naming that gallery.",
+    )
+    log_every_steps: int = key(
+        10, role=CONTROL, aliases=("logging_steps",), help="Tracker and train_log.jsonl interval in steps."
+    )
+    report_to: list[str] | str = key(
+        default_factory=lambda: ["tensorboard"],
+        role=CONTROL,
+        metavar="NAME ...",
+        help="Accelerate trackers (tensorboard, wandb, mlflow, ...; none or [] for none).",
+    )
+    progress_bar: bool = key(
+        True,
+        role=CONTROL,
+        aliases=(flag_alias("disable_tqdm", False, True),),
+        help="Show a progress bar on the main process.",
+    )
+    save_every_steps: int = key(
+        500, role=CONTROL, aliases=("save_steps",), help="Checkpoint interval in steps (0: only at the end)."
+    )
+    save_total_limit: int = key(2, role=CONTROL, help="Complete checkpoints kept (the newest).")
     resume: bool | str = key(
-        False, role=CONTROL, help="true: continue from the newest complete checkpoint; or a checkpoint path."
+        False,
+        role=CONTROL,
+        aliases=("resume_from_checkpoint",),
+        metavar="{true,false,PATH}",
+        help="true: continue from the newest complete checkpoint of output_dir; or a checkpoint folder's path.",
     )
     push_to_hub: bool = key(False, role=CONTROL, help="Upload the final adapter folder to the Hub.")
-    hub_model_id: str | None = key(None, role=CONTROL, help="Hub repository for push_to_hub.")
+    hub_model_id: str | None = key(None, role=CONTROL, metavar="REPO_ID", help="Hub repository for push_to_hub.")
 
     def validate(self) -> TrainingConfig:
         """Check every key; raise :class:`InvalidConfigError` naming the first mistake. Returns ``self``."""
@@ -213,15 +447,27 @@ class TrainingConfig(DataConfig):
             check_positive(name, getattr(self, name))
         for name in ("num_workers", "eval_every_epochs", "save_every_steps"):
             check_not_negative(name, getattr(self, name))
-        check_positive_or_none("max_steps", self.max_steps)
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise InvalidConfigError(
+                f"max_steps must be positive or null (all epochs), got {self.max_steps!r}"
+                + (" (TrainingArguments' -1 is null here)." if self.max_steps == -1 else ".")
+            )
         check_positive_or_none("cpu_threads", self.cpu_threads)
         check_positive("save_total_limit", self.save_total_limit)
         self._validate_optimiser()
-        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
+        if self.mixed_precision is not None:
+            check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
         check_choice("eval_split", self.eval_split, SCORED_SPLITS)
         self._validate_augmentation()
         if not self.eval_ks or any(k < 1 for k in self.eval_ks):
             raise InvalidConfigError(f"eval_ks must be a non-empty list of positive integers, got {self.eval_ks!r}.")
+        if isinstance(self.report_to, str):  # TrainingArguments' habit: one tracker by name, or none
+            self.report_to = [self.report_to]
+        if self.resume and self.overwrite_output_dir:
+            raise InvalidConfigError(
+                "resume continues the run in output_dir, overwrite_output_dir starts it afresh: give one of them "
+                "(--overwrite_output_dir false, or --resume false)."
+            )
         if isinstance(self.resume, str) and not os.path.isdir(self.resume):
             raise InvalidConfigError(
                 f"resume: {self.resume} does not exist or is not a folder; resume takes true (the newest complete "
@@ -257,15 +503,19 @@ class TrainingConfig(DataConfig):
         accepted = puma_fields()
         unknown = sorted(set(self.puma) - set(accepted))
         if unknown:
+            guess = did_you_mean(unknown[0], accepted)
+            hint = f" (did you mean puma.{guess}?)" if guess else ""
             raise InvalidConfigError(
-                f"Unknown PUMAConfig fields {unknown} in puma; accepted fields: {', '.join(accepted)} (docs/puma.md)."
+                f"Unknown PUMAConfig fields {unknown} in puma{hint}; accepted fields: {', '.join(accepted)} "
+                "(docs/puma.md)."
             )
         return {name: coerce(f"puma.{name}", value, accepted[name].hint) for name, value in self.puma.items()}
 
     def puma_config(self) -> PUMAConfig:
         """The :class:`PUMAConfig` the method is built with: its preset (for a baseline, PUMA's head alone) with the
         ``puma`` entries. An entry that contradicts one of the preset's defining fields is refused, naming both:
-        ``--method static_adapter --puma.keep_prob 0.5`` would not be the static adapter."""
+        ``--method static_adapter --puma.keep_prob 0.5`` would not be the static adapter. So is an entry the method
+        does not use (:func:`unused_puma_fields`): ``--method lora --puma.keep_prob 0.3`` would change nothing."""
         preset = preset_of(self.method)
         entries = self.puma_entries()
         for name, (fixed, given) in preset_conflicts(preset, entries).items():
@@ -273,15 +523,32 @@ class TrainingConfig(DataConfig):
                 f"method {self.method!r} fixes puma.{name} to {fixed!r}, but the config sets puma.{name}: {given!r}. "
                 f"Drop puma.{name}, or choose a method that leaves it free (puma)."
             )
-        return PUMAConfig.from_preset(preset, **entries)
+        config = PUMAConfig.from_preset(preset, **entries)
+        for name, why in unused_puma_fields(self.method, config, self.lora_r).items():
+            if name in entries:
+                raise InvalidConfigError(
+                    f"method {self.method!r} does not use puma.{name} ({why}), so the config's puma.{name}: "
+                    f"{entries[name]!r} would change nothing. Drop puma.{name}, or {_methods_using(name)}."
+                )
+        return config
 
     def for_method(self, method: str) -> TrainingConfig:
         """This run with another ``method``, everything else the same: the ``puma`` entries the new method's preset
-        fixes are left to the preset (a benchmark that trains every method from one config file changes only the
-        method; ``--method single_prompt`` on a config that sizes the prompt pool still gives one prompt)."""
-        fixed = PUMA_PRESETS[preset_of(method)] if method in METHOD_NAMES else {}
-        puma = {name: value for name, value in self.puma.items() if name not in fixed}
-        return dataclasses.replace(self, method=method, puma=puma)
+        fixes, or that the new method does not use, are left out (a benchmark that trains every method from one
+        config file changes only the method; ``--method single_prompt`` on a config that sizes the prompt pool still
+        gives one prompt, and ``linear`` on a config that sizes the adapters trains PUMA's head)."""
+        if method not in METHOD_NAMES:
+            return dataclasses.replace(self, method=method)
+        preset = preset_of(method)
+        fixed = PUMA_PRESETS[preset]
+        candidate = dataclasses.replace(
+            self, method=method, puma={name: value for name, value in self.puma.items() if name not in fixed}
+        )
+        config = PUMAConfig.from_preset(preset, **candidate.puma_entries())
+        unused = unused_puma_fields(method, config, self.lora_r)
+        return dataclasses.replace(
+            candidate, puma={name: value for name, value in candidate.puma.items() if name not in unused}
+        )
 
     def _validate_method(self) -> None:
         if self.method not in METHOD_NAMES:

@@ -39,8 +39,15 @@ from ..data.loader import make_train_loader
 from ..data.schema import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 from ..data.transforms import make_eval_transform, make_train_transform
 from ..data.unified import dataset_sizes, load_source, scored_split
-from ..errors import IncompatibleCheckpointError, InterruptedRunError, PUMAError
+from ..errors import (
+    ForeignContentError,
+    IncompatibleCheckpointError,
+    InterruptedRunError,
+    InvalidConfigError,
+    PUMAError,
+)
 from ..evaluation.examples import write_retrieval_examples
+from ..evaluation.retrieval import KTooLargeError
 from ..evaluation.scoring import check_split, score_split
 from ..evaluation.table import results_markdown
 from ..inference.embedding import embed_split
@@ -52,7 +59,7 @@ from ..runs.lock import lock_across_processes
 from ..runs.run_file import write_run_file
 from ..runs.same_run import RunIdentity, run_differences
 from ..runs.split_file import write_run_split
-from .arguments import TrainingConfig
+from .arguments import TrainingConfig, resolve_precision
 from .methods import MethodOptions, build_model
 from .report import RunInfo, push_folder, run_record, start_up_summary, write_outputs
 from .step import StepLosses, TrainingStep, build_training_step
@@ -88,15 +95,17 @@ class TrainResult:
 
 
 def make_accelerator(config: TrainingConfig) -> Accelerator:
+    """The run's accelerator, in the precision :func:`~peft_puma.training.arguments.resolve_precision` chooses; the
+    config then records what applied (``mixed_precision``: ``no``, ``fp16`` or ``bf16``, in the run file and the
+    checkpoints), and the main process prints it with where it came from."""
     has_gpu = torch.cuda.is_available()
-    precision = config.mixed_precision
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if has_gpu else "no"
+    precision = resolve_precision(config.mixed_precision)
+    config.mixed_precision = precision.applied
     trackers = [name for name in config.report_to if name != "none"] or None
-    return Accelerator(
+    accelerator = Accelerator(
         # Without cpu=True, accelerate treats a CPU-only torchrun / `accelerate launch --multi_gpu` as one process.
         cpu=not has_gpu,
-        mixed_precision=precision,
+        mixed_precision=precision.applied,
         log_with=trackers,
         # Full fine-tuning of a classifier backbone leaves its classification layer without gradient.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.method == "full_finetune")],
@@ -104,13 +113,15 @@ def make_accelerator(config: TrainingConfig) -> Accelerator:
             project_dir=config.output_dir, logging_dir=os.path.join(config.output_dir, "logs")
         ),
     )
+    accelerator.print(precision.line())
+    return accelerator
 
 
 def train(config: TrainingConfig) -> TrainResult:
     """Run the training described by ``config`` (validated here) and return where its outputs are."""
     config.validate()
     RUN_LAYOUT.is_owned(config.output_dir)  # a file, or a folder of someone else's files: refused, untouched
-    if not config.resume:
+    if not config.resume and not config.overwrite_output_dir:
         _refuse_existing_run(config)  # before any model loads
     accelerator = make_accelerator(config)
     _set_cpu_threads(config, accelerator)
@@ -119,7 +130,9 @@ def train(config: TrainingConfig) -> TrainResult:
         os.path.join(config.output_dir, LOCK_FILE), "another training run", accelerator, accelerator.print
     )
     try:
-        if not config.resume:
+        if config.overwrite_output_dir:
+            _start_afresh(config, accelerator)  # under the lock: no other run writes there meanwhile
+        elif not config.resume:
             _refuse_existing_run(config)  # again under the lock: another run may have finished in the folder meanwhile
         return _run(config, accelerator)
     except KeyboardInterrupt:
@@ -203,9 +216,9 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         source = load_source(config)
     data = source.data
     # A missing split, or eval_ks larger than a dataset's gallery, stops the run before the backbone loads.
-    check_split(scored_split(data, config.eval_split, "eval_split"), config.eval_ks)
+    _check_eval_ks(scored_split(data, config.eval_split, "eval_split"), config, config.eval_split)
     if config.eval_every_epochs and VALIDATION_SPLIT in data:
-        check_split(data[VALIDATION_SPLIT], config.eval_ks)
+        _check_eval_ks(data[VALIDATION_SPLIT], config, VALIDATION_SPLIT)
     with accelerator.main_process_first():
         backbone, processor = load_backbone(config.backbone, config.backbone_format)
     fingerprint = backbone_fingerprint(backbone)  # before the method adds its modules
@@ -262,6 +275,16 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
     return _Run(step, batches, data, eval_transform, info, steps_per_epoch)
 
 
+def _check_eval_ks(rows: Any, config: TrainingConfig, split: str) -> None:
+    """The scored ``split``'s rows can be scored at every k of ``eval_ks``: a k larger than its smallest gallery is
+    refused now, naming that gallery, its size and the ks that fit."""
+    try:
+        check_split(rows, config.eval_ks)
+    except KTooLargeError as error:
+        described = error.describe("eval_ks", config.eval_ks, split)
+        raise InvalidConfigError(f"eval_ks {config.eval_ks}: {described}") from None
+
+
 @dataclass
 class _Position:
     step: int = 0
@@ -270,16 +293,41 @@ class _Position:
 
 
 def _refuse_existing_run(config: TrainingConfig) -> None:
-    """A fresh start must not mix its checkpoints with those of another run, nor overwrite a finished run."""
+    """A fresh start must not mix its checkpoints with those of another run, nor overwrite a finished run unasked."""
     existing = ckpt.complete_checkpoints(config.output_dir)
     if existing:
         raise IncompatibleCheckpointError(
             f"{config.output_dir} already holds checkpoints (newest: {existing[-1][1]}); pass --resume to continue "
-            "that run, or choose another output_dir."
+            "that run, --overwrite_output_dir to start afresh there (removing only what the trainer wrote), or "
+            "choose another output_dir."
         )
     if os.path.isfile(os.path.join(config.output_dir, RESULTS_FILE)):
         raise IncompatibleCheckpointError(
-            f"{config.output_dir} already holds a finished run ({RESULTS_FILE}); choose another output_dir."
+            f"{config.output_dir} already holds a finished run ({RESULTS_FILE}); pass --overwrite_output_dir to "
+            "train afresh there (removing only what the trainer wrote), or choose another output_dir."
+        )
+
+
+def _start_afresh(config: TrainingConfig, accelerator: Any) -> None:
+    """``overwrite_output_dir``: remove what the trainer wrote in ``output_dir`` (its run layout's names; the lock
+    this run holds stays), on the main process, under the lock. A folder holding anything else is refused untouched
+    on every process (docs/safety.md: never delete what we did not write)."""
+    refusal, removed = "", []
+    if accelerator.is_main_process:
+        try:
+            removed = RUN_LAYOUT.clear(config.output_dir, keep=(LOCK_FILE,))
+        except ForeignContentError as error:
+            refusal = str(error)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list  # only under several processes
+
+        refusal = broadcast_object_list([refusal])[0]
+    if refusal:
+        raise ForeignContentError(refusal)
+    if removed:
+        accelerator.print(
+            f"overwrite_output_dir: removed the earlier run's {', '.join(removed)} from {config.output_dir}; "
+            "starting afresh."
         )
 
 

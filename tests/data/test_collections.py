@@ -235,9 +235,11 @@ def test_a_truncated_image_is_found_before_training_by_the_full_check(tmp_path):
     noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(noise).save(jpeg, quality=95)
     jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
-    assert _load(tmp_path / "c").data  # the header is whole
+    assert _load(tmp_path / "c", check_images="header").data  # the header is whole
     with pytest.raises(InvalidInputError, match="1.jpg': cannot be decoded .* truncated or corrupt"):
         _load(tmp_path / "c", check_images="full")
+    with pytest.raises(InvalidInputError, match="1.jpg': cannot be decoded .* truncated or corrupt"):
+        _load(tmp_path / "c")  # full is the default
 
 
 def _table(path, labels, **columns) -> str:

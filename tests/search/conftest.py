@@ -41,7 +41,7 @@ def photos(tiny) -> str:
 def test_index(tiny) -> str:
     """A flat index of the tiny test split, built with the finished run's adapter."""
     output = os.path.join(tiny["root"], "test_index")
-    argv = ["index", "--adapter", tiny["run"], "--dataset", tiny["dataset"], "--split", "test", "--output", output]
+    argv = ["index", "--adapter", tiny["run"], "--dataset", tiny["dataset"], "--split", "test", "--output_dir", output]
     assert main(argv) == 0
     return output
 

@@ -193,6 +193,11 @@ MISTAKES = {
         {"check_images": "full"},
         "Cannot read the image '{root}/d/d_01/t.jpg': cannot be decoded (OSError",
     ),
+    "a truncated image (the default check, full, finds it before training)": (
+        lambda root: (_tree(root, {"d": (3, 2)}), _truncated(os.path.join(root, "d", "d_01", "t.jpg")), root)[2],
+        {},
+        "Cannot read the image '{root}/d/d_01/t.jpg': cannot be decoded (OSError",
+    ),
     "an unreadable file": (
         lambda root: (
             _tree(root, {"d": (3, 2)}),
@@ -296,11 +301,13 @@ def test_labels_that_are_strings_or_integers_train(tiny_assets, tmp_path, labels
 
 
 def test_a_truncated_image_met_while_training_stops_with_one_line_naming_it(tiny_assets, tmp_path, capsys):
-    """The default header check cannot see a truncated JPEG; the DataLoader worker that decodes it names it."""
+    """The header check cannot see a truncated JPEG; the DataLoader worker that decodes it names it."""
     root = _tree(str(tmp_path / "source"), {"d": (6, 3)})
     for name in os.listdir(root + "/d"):
         _truncated(os.path.join(root, "d", name, "1.jpg"))
-    values = tiny_config(tiny_assets["backbone"], root, output_dir=str(tmp_path / "run"), num_workers=1)
+    values = tiny_config(
+        tiny_assets["backbone"], root, output_dir=str(tmp_path / "run"), num_workers=1, check_images="header"
+    )
     assert train.main(_argv({**values, "per_device_batch_size": 2})) == 2
     line = _one_line_error(capsys.readouterr().err)
     assert f"error: Cannot read the image '{os.path.abspath(root)}/d/d_0" in line

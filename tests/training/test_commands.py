@@ -20,7 +20,7 @@ from .conftest import train_in_subprocess, write_config
 def test_evaluate_command_reproduces_the_training_results(finished_run, tmp_path, capsys):
     config, result = finished_run
     output = str(tmp_path / "results.json")
-    argv = ["--adapter", config.output_dir, "--dataset_path", config.dataset_path, "--ks", "1", "2", "4"]
+    argv = ["--adapter", config.output_dir, "--dataset_path", config.dataset_path, "--eval_ks", "1", "2", "4"]
     assert evaluate.main([*argv, "--output", output]) == 0
     printed = capsys.readouterr().out
     assert f"Evaluation of {config.output_dir} (test split)" in printed

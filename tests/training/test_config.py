@@ -4,6 +4,7 @@ clear validation errors."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 
 import pytest
@@ -11,9 +12,18 @@ import pytest
 from peft_puma import evaluate, train
 from peft_puma.config.keys import key_types
 from peft_puma.config.parsing import load_keys, parse_cli_overrides
+from peft_puma.data.builder import build_unified_dataset
 from peft_puma.data.config import DataConfig
+from peft_puma.data.specs.base import ParseOptions
 from peft_puma.errors import InvalidConfigError
-from peft_puma.training.arguments import DEFAULT_LR_MULTIPLIERS, TrainingConfig, load_config
+from peft_puma.training.arguments import (
+    ADAPTER_FIELDS,
+    DEFAULT_LR_MULTIPLIERS,
+    PROMPT_FIELDS,
+    TrainingConfig,
+    load_config,
+    puma_fields,
+)
 from peft_puma.tuners.puma.config import PUMAConfig
 
 from .fixtures import write_config
@@ -94,13 +104,14 @@ def test_resume_takes_true_or_a_checkpoint_path(tmp_path):
 
 
 def test_unknown_keys_and_stray_tokens_name_the_accepted_keys():
-    for tokens, key in (
-        (["--batch", "4"], "batch"),
-        (["--epoch=3"], "epoch"),
-        (["--per-device-batch", "2"], "per_device_batch"),
+    for tokens, key, guess in (
+        (["--batch", "4"], "--batch", "--per_device_batch_size"),
+        (["--epoch=3"], "--epoch", "--epochs"),
+        (["--per-device-batch", "2"], "--per-device-batch", "--per_device_batch_size"),
     ):
         with pytest.raises(
-            InvalidConfigError, match=rf"Unknown config key\(s\) \['{key}'\]; accepted keys: dataset_path, "
+            InvalidConfigError,
+            match=rf"Unknown config key\(s\) \['{key}'\] \(did you mean {guess}\?\); accepted keys: dataset_path, ",
         ):
             load_config(None, tokens)
     with pytest.raises(InvalidConfigError, match="Unknown config key"):
@@ -198,13 +209,16 @@ def test_help_lists_every_key_with_its_help_and_default(capsys):
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for key in key_types(TrainingConfig):
-        assert f"--{key} [" in text, key
+        assert f"--{key} " in text, key
     assert "--output-dir" not in text  # the hyphenated spellings work but are not listed
-    assert "Base learning rate (1e-4). (default: 0.0001)" in text
+    assert "--num_train_epochs INT" not in text  # nor the aliases (the epilog names a few; docs/training.md all)
+    assert "--learning_rate FLOAT Base learning rate; each parameter group's is this times its multiplier. " in text
+    assert "(default: 0.0001)" in text and "--eval_ks INT ... k of Recall@k" in text
     assert "(default: [1, 2, 4, 8])" in text and "(default: {})" in text and "--puma.KEY VALUE" in text
     for name in ("keep_prob", "r", "num_prompts", "scale", "embedding_size"):  # every PUMA field, typed, with help
         assert f"--puma.{name} " in text, name
     assert "--puma.keep_prob FLOAT Bernoulli keep probability p" in text and "(default: 0.5)" in text
+    assert "Default: 0.5" not in text  # PUMAConfig's own sentence is left out: the default is said once
 
 
 def test_every_key_declares_its_role_in_a_saved_run():
@@ -243,6 +257,49 @@ def test_a_preset_refuses_a_value_that_contradicts_it_naming_both():
         PUMAConfig.from_preset("single_prompt", num_prompts=4)
 
 
+def test_a_puma_field_the_method_does_not_use_is_refused_naming_both():
+    """The newcomer's --method lora --puma.keep_prob 0.3: LoRA has no PUMA adapters, so the value would do nothing."""
+    with pytest.raises(InvalidConfigError) as error:
+        load_config(None, ["--method", "lora", "--puma.keep_prob", "0.3", *BASE_TOKENS])
+    assert str(error.value).startswith(
+        "method 'lora' does not use puma.keep_prob (it trains no PUMA adapters: LoRA (PEFT) on the backbone's linears"
+    )
+    assert "Drop puma.keep_prob, or choose a method that uses it (puma, stochastic_adapter, static_adapter" in str(
+        error.value
+    )
+    for method, entry in (("linear", "r"), ("conditional_prompt", "scale"), ("static_adapter", "num_prompts")):
+        with pytest.raises(InvalidConfigError, match=f"method '{method}' does not use puma.{entry} "):
+            load_config(None, {**BASE, "method": method, "puma": {entry: 2}})
+    with pytest.raises(InvalidConfigError, match=r"does not use puma.r \(puma.use_adapters is false\)"):
+        load_config(None, {**BASE, "puma": {"use_adapters": False, "r": 8}})
+    # what a method does use stays accepted: the head's size everywhere, r for LoRA's automatic rank
+    assert load_config(None, {**BASE, "method": "full_finetune", "puma": {"embedding_size": 64}})
+    assert load_config(None, {**BASE, "method": "lora", "puma": {"r": 8, "num_prompts": 4}})
+    with pytest.raises(InvalidConfigError, match="lora_r is 4, so it no longer sizes LoRA's rank either"):
+        load_config(None, {**BASE, "method": "lora", "lora_r": 4, "puma": {"r": 8}})
+
+
+def test_every_puma_field_is_known_to_shape_a_part_or_every_model():
+    """A new PUMAConfig field must be placed: adapters, prompt pool, or every method (then it is never refused)."""
+    every_model = {"use_adapters", "use_prompts", "embedding_size", "backbone_family"}
+    assert set(puma_fields()) == set(ADAPTER_FIELDS) | set(PROMPT_FIELDS) | every_model
+
+
+def test_for_method_keeps_the_entries_a_method_uses_as_the_benchmarks_need():
+    config = load_config(None, {**BASE, "puma": {"r": 32, "keep_prob": 0.75, "num_prompts": 8}})
+    assert config.for_method("lora").validate().puma == {"r": 32, "num_prompts": 8}  # they size LoRA's rank
+    assert config.for_method("linear").validate().puma == {}
+    assert config.for_method("static_adapter").validate().puma == {"r": 32}
+    assert config.for_method("single_prompt").validate().puma == {}
+    assert config.for_method("puma").validate().puma == config.puma
+
+
+def test_one_image_check_default_everywhere():
+    """full finds a truncated file before training; the Python builders and the config keys agree on it."""
+    builder_default = inspect.signature(build_unified_dataset).parameters["check_images"].default
+    assert DataConfig().check_images == ParseOptions().check_images == builder_default == "full"
+
+
 def test_puma_entries_are_typed_by_pumaconfig():
     config = load_config(None, ["--puma.keep_prob", "1", "--puma.r", "16.0", *BASE_TOKENS])
     assert config.puma_entries() == {"keep_prob": 1.0, "r": 16}
@@ -254,14 +311,14 @@ def test_puma_entries_are_typed_by_pumaconfig():
 
 def test_command_line_mistakes_are_one_line_errors_with_status_2(capsys):
     assert train.main(["--output_dir", "o", "--batch", "4"]) == train.EXIT_INVALID
-    assert capsys.readouterr().err.strip().startswith("error: Unknown config key(s) ['batch']; accepted keys: ")
+    assert capsys.readouterr().err.strip().startswith("error: Unknown config key(s) ['--batch'] (did you mean ")
     assert train.main(["--config", "/nonexistent/c.yaml"]) == train.EXIT_INVALID
     assert (
         capsys.readouterr().err.strip()
         == "error: Cannot read config file '/nonexistent/c.yaml': No such file or directory."
     )
     assert evaluate.main(["--adapter", "a", "--uml_mini", "x"]) == 2
-    assert capsys.readouterr().err.strip().startswith("error: Unknown config key(s) ['uml_mini']; accepted keys: ")
+    assert capsys.readouterr().err.strip().startswith("error: Unknown config key(s) ['--uml_mini'] (did you mean ")
 
 
 def test_unreadable_and_malformed_files_are_config_errors(tmp_path):

@@ -292,7 +292,8 @@ def test_a_damaged_backbone_is_one_line(tiny_values, tmp_path, capsys):
         (embed, ["--batch_size", "0"], "--batch_size must be at least 1; got 0."),
         (embed, ["--image_size", "3"], "--image_size must be at least 16; got 3."),
         (evaluate, ["--batch_size", "0"], "--batch_size must be at least 1; got 0."),
-        (evaluate, ["--ks", "1", "0"], "--ks must be at least 1; got 0."),
+        (evaluate, ["--ks", "1", "0"], "--eval_ks must be at least 1; got 0."),  # --ks: its old spelling
+        (evaluate, ["--eval_ks", "0"], "--eval_ks must be at least 1; got 0."),
     ],
 )
 def test_impossible_numbers_are_refused_before_any_work(command, argv, words, tmp_path, capsys):

@@ -133,7 +133,10 @@ def test_unknown_dataset_in_the_selection_is_refused(tiny_values):
             {"loss": "multi_similarity", "sampler": "m_per_class", "samples_per_class": 2},
             {"adapters", "prompts", "head"},
         ),
-        ({"sampler": "balanced", "method": "lora", "lora_r": 2}, {"lora", "head", "proxies"}),
+        (  # with its rank given, LoRA uses only the head's puma field (the others would be refused as unused)
+            {"sampler": "balanced", "method": "lora", "lora_r": 2, "puma": {"embedding_size": 16}},
+            {"lora", "head", "proxies"},
+        ),
     ],
 )
 def test_other_samplers_losses_and_methods_run(tiny_values, overrides, groups):
