@@ -431,6 +431,11 @@ class TrainingConfig(DataConfig):
     )
     push_to_hub: bool = key(False, role=CONTROL, help="Upload the final adapter folder to the Hub.")
     hub_model_id: str | None = key(None, role=CONTROL, metavar="REPO_ID", help="Hub repository for push_to_hub.")
+    hub_private_repo: bool = key(
+        False,
+        role=CONTROL,
+        help="Create the push_to_hub repository private (an existing repository keeps its visibility).",
+    )
 
     def validate(self) -> TrainingConfig:
         """Check every key; raise :class:`InvalidConfigError` naming the first mistake. Returns ``self``."""

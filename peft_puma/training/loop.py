@@ -603,13 +603,15 @@ def _write_outputs(config: TrainingConfig, model: nn.Module, result: dict[str, A
 def _push(config: TrainingConfig) -> None:
     """Upload the saved run; any failure (offline, no token, no rights) leaves everything saved and says so."""
     try:
-        url = push_folder(config.output_dir, config.hub_model_id)
+        url = push_folder(config.output_dir, config.hub_model_id, private=config.hub_private_repo)
     except Exception as error:  # huggingface_hub raises HTTP, connection, auth and validation errors alike
         reason = (str(error).splitlines() or [""])[0]
+        again = f"push_folder({config.output_dir!r}, {config.hub_model_id!r}, private={config.hub_private_repo})"
         raise PushToHubError(
             f"The run is saved in {os.path.abspath(config.output_dir)}, but pushing it to the Hub repository "
             f"{config.hub_model_id!r} failed ({type(error).__name__}: {reason}). Upload it later with "
-            f"`hf upload {config.hub_model_id} {config.output_dir} --exclude 'checkpoints/*' --exclude 'logs/*'`."
+            f'`python -c "from peft_puma.training.report import push_folder; {again}"` (it uploads a copy without '
+            "local paths, checkpoints and logs)."
         ) from None
     print(f"Pushed to {url}")
 

@@ -109,7 +109,8 @@ def test_an_offline_push_keeps_the_run_and_prints_the_results_first(tiny_values,
     captured = capsys.readouterr()
     assert "Results of the final epoch (test split)" in captured.out and "Adapter saved to" in captured.out
     error = _one_line_error(captured)
-    assert "pushing it to the Hub repository 'me/puma-tiny' failed (ConnectionError" in error and "hf upload" in error
+    assert "pushing it to the Hub repository 'me/puma-tiny' failed (ConnectionError" in error
+    assert "push_folder('" in error and "'me/puma-tiny', private=False)" in error
     assert os.path.isfile(os.path.join(values["output_dir"], "adapter_model.safetensors"))
 
 
