@@ -1,5 +1,5 @@
-"""``python -m peft_puma.standin --out assets/uml_mini_vit``: pretrain the stand-in ViT (:mod:`.pretraining`), measure
-it zero-shot on UML-mini's validation split, and save it in HF format."""
+"""``python -m peft_puma.standin --output_dir assets/uml_mini_vit``: pretrain the stand-in ViT (:mod:`.pretraining`),
+measure it zero-shot on UML-mini's validation split, and save it in HF format."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 from transformers import ViTImageProcessorPil, ViTModel
 
 from ..command_line import run_command
+from ..data.uml_mini.command_options import CommandParser
 from ..errors import InvalidInputError
 from .pool import PoolSize, build_pretraining_pool
 from .pretraining import (
@@ -28,48 +29,73 @@ from .pretraining import (
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: pretrain the mini ViT, measure it zero-shot on UML-mini, save it in HF format."""
-    parser = argparse.ArgumentParser(prog="python -m peft_puma.standin", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="folder for config.json, model.safetensors, processor, README")
-    parser.add_argument("--seed", type=int, default=MiniViTRecipe.seed)
-    parser.add_argument("--epochs", type=int, default=MiniViTRecipe.epochs)
-    parser.add_argument(
-        "--max_steps", "--max-steps", type=int, default=None, help="stop after this many steps (quick checks)"
+def build_parser() -> CommandParser:
+    """The options: where the backbone goes, the recipe's knobs, and the UML-mini build it is measured on."""
+    parser = CommandParser(prog="python -m peft_puma.standin", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_option(
+        "--output_dir",
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder for config.json, model.safetensors, the processor, pretraining.json and README.md (new, empty or "
+        "a backbone of this command)",
     )
-    parser.add_argument(
-        "--pool_scale", "--pool-scale", type=float, default=1.0, help="shrink the pretraining pool (quick checks)"
-    )
-    parser.add_argument(
-        "--uml_mini", "--uml-mini", default=".cache/uml_mini", help="UML-mini build folder (built there if absent)"
-    )
-    parser.add_argument(
+    parser.add_option(
+        "--seed", type=int, default=MiniViTRecipe.seed, metavar="INT",
+        help=f"seed of the pool, the initialisation and the batches (default {MiniViTRecipe.seed})",
+    )  # fmt: skip
+    parser.add_option(
+        "--epochs", type=int, default=MiniViTRecipe.epochs, metavar="INT",
+        help=f"pretraining epochs (default {MiniViTRecipe.epochs})",
+    )  # fmt: skip
+    parser.add_option("--max_steps", type=int, default=None, metavar="INT", help="stop after this many steps (quick "
+                      "checks; default: all epochs)")  # fmt: skip
+    parser.add_option(
+        "--pool_scale", type=float, default=1.0, metavar="FLOAT",
+        help="shrink the pretraining pool to this fraction, in (0, 1] (quick checks; default 1.0)",
+    )  # fmt: skip
+    parser.add_option(
+        "--uml_mini_dir", "--uml_mini", "--uml-mini", default=".cache/uml_mini", metavar="DIR",
+        help="the UML-mini build the zero-shot record is measured on (the default build is made there where the "
+        "folder does not exist; default .cache/uml_mini)",
+    )  # fmt: skip
+    parser.add_option(
         "--no_recolour_glyphs",
-        "--no-recolour-glyphs",
         action="store_true",
         help="keep every glyph image in the colours it was rendered in (the ablation of the colour redraw)",
     )
-    parser.add_argument("--no_eval", "--no-eval", action="store_true", help="skip the zero-shot evaluation on UML-mini")
-    parser.add_argument(
+    parser.add_option("--no_eval", action="store_true", help="skip the zero-shot evaluation on UML-mini")
+    parser.add_option(
         "--remeasure",
         action="store_true",
-        help="do not pretrain: measure the backbone already in --out zero-shot on the current UML-mini build's "
+        help="do not pretrain: measure the backbone already in --output_dir zero-shot on the current UML-mini build's "
         "validation split and rewrite its record and README (after a UML-mini builder version change)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+DESCRIPTION = """Pretrain the stand-in ViT (a tiny ViT for UML-mini, from classes disjoint from UML-mini's), measure it
+zero-shot on UML-mini's validation split, and save it in HF format (docs/data.md, "The stand-in backbone")."""
+EPILOG = """Exit status: 0 done, 2 a mistake or a missing source (one line), 130 interrupted."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: pretrain the mini ViT, measure it zero-shot on UML-mini, save it in HF format."""
     command = "python -m peft_puma.standin " + " ".join(sys.argv[1:] if argv is None else argv)
-    return run_command(lambda: _pretrain(args, command))
+    return run_command(lambda: _pretrain(build_parser().parse_args(argv), command))
 
 
 def _pretrain(args: argparse.Namespace, command: str) -> None:
-    owned = BACKBONE_LAYOUT.is_owned(args.out)  # refuse someone else's folder before an hour of pretraining
+    owned = BACKBONE_LAYOUT.is_owned(args.output_dir)  # refuse someone else's folder before an hour of pretraining
     if args.remeasure:
         if not owned:
-            raise InvalidInputError(f"{args.out} holds no backbone written by this command; nothing to remeasure.")
-        _remeasure(args.out, args.uml_mini)
+            raise InvalidInputError(
+                f"{args.output_dir} holds no backbone written by this command; nothing to remeasure."
+            )
+        _remeasure(args.output_dir, args.uml_mini_dir)
         return
     # The build the evaluation reads is checked (or made) before the pretraining, not after it.
-    evaluation = None if args.no_eval else _open_evaluation_data(args.uml_mini)
+    evaluation = None if args.no_eval else _open_evaluation_data(args.uml_mini_dir)
     recipe = MiniViTRecipe(
         seed=args.seed,
         epochs=args.epochs,
@@ -93,7 +119,7 @@ def _pretrain(args: argparse.Namespace, command: str) -> None:
     }
     if evaluation is not None:
         metadata.update(_zero_shot_record(model, processor, evaluation))
-    save_backbone(args.out, model, processor, metadata)
+    save_backbone(args.output_dir, model, processor, metadata)
     print(_readme(metadata))
 
 

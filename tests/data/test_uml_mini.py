@@ -194,7 +194,7 @@ def test_scale_outside_its_range_is_refused():
 
 def test_command_line_prints_the_summary(tiny, capsys: pytest.CaptureFixture[str]):
     _, _, out = tiny
-    assert main(["--out", str(out), "--seed", str(TINY.seed), "--scale", str(TINY.scale)]) == 0
+    assert main(["--output_dir", str(out), "--seed", str(TINY.seed), "--scale", str(TINY.scale)]) == 0
     printed = capsys.readouterr().out
     assert "reused cached build" in printed
     for domain in DOMAINS:

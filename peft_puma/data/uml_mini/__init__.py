@@ -12,9 +12,9 @@ section 7):
 - class-disjoint train/validation/test splits with at least 20 test classes per domain; the validation classes are
   carved from each domain's training classes, so recipes are chosen without reading the test split.
 
-Build: ``python -m peft_puma.data.uml_mini --out DIR`` (cached in DIR; ``--force`` rebuilds a build there; a folder
-holding anything else is never touched). The output is a
-``datasets.DatasetDict`` with the row schema of :mod:`peft_puma.data.schema`. Sources and licences: docs/data.md.
+Build: ``python -m peft_puma.data.uml_mini --output_dir DIR`` (cached in DIR; ``--force`` rebuilds a build there; a
+folder holding anything else is never touched). The output is a ``datasets.DatasetDict`` with the row schema of
+:mod:`peft_puma.data.schema`. Sources and licences: docs/data.md.
 """
 
 from __future__ import annotations
@@ -326,7 +326,7 @@ def build_command(folder: str, config: UMLMiniConfig = UMLMiniConfig(), force: b
     options = "".join(
         f" --{name} {value}" for name, value in asdict(config).items() if value != getattr(UMLMiniConfig(), name)
     )
-    return f"python -m peft_puma.data.uml_mini --out {folder}{options}{' --force' if force else ''}"
+    return f"python -m peft_puma.data.uml_mini --output_dir {folder}{options}{' --force' if force else ''}"
 
 
 def _is_complete(folder: str, manifest: dict | None) -> bool:
@@ -361,7 +361,7 @@ def load_or_build_uml_mini(
         raise ForeignContentError(
             f"{out} holds a UML-mini build of {_describe(manifest)}, not the one asked for (seed {config.seed}, scale "
             f"{config.scale}, builder version {BUILDER_VERSION}). Nothing was touched: replace it with "
-            f"`{build_command(out, config, force=True)}`, or choose another --out."
+            f"`{build_command(out, config, force=True)}`, or choose another --output_dir."
         )
     dataset, plans = build_uml_mini(config, root, install_missing)
     manifest = _manifest(config, plans)
