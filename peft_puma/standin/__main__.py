@@ -15,7 +15,8 @@ import torch
 from transformers import ViTImageProcessorPil, ViTModel
 
 from ..command_line import run_command
-from ..data.uml_mini.command_options import CommandParser
+from ..data.uml_mini.command_options import CommandParser, add_source_options, source_folders
+from ..data.uml_mini.sources import SourceFolders
 from ..errors import InvalidInputError
 from .pool import PoolSize, build_pretraining_pool
 from .pretraining import (
@@ -59,6 +60,7 @@ def build_parser() -> CommandParser:
         help="the UML-mini build the zero-shot record is measured on (the default build is made there where the "
         "folder does not exist; default .cache/uml_mini)",
     )  # fmt: skip
+    add_source_options(parser)
     parser.add_option(
         "--no_recolour_glyphs",
         action="store_true",
@@ -76,7 +78,9 @@ def build_parser() -> CommandParser:
 
 DESCRIPTION = """Pretrain the stand-in ViT (a tiny ViT for UML-mini, from classes disjoint from UML-mini's), measure it
 zero-shot on UML-mini's validation split, and save it in HF format (docs/data.md, "The stand-in backbone")."""
-EPILOG = """Exit status: 0 done, 2 a mistake or a missing source (one line), 130 interrupted."""
+EPILOG = """--fonts_dir and --fashion_mnist_dir (or their environment variables) serve both the pretraining pool and a
+UML-mini build this command makes; the same files give the same pool (docs/data.md). Exit status: 0 done, 2 a mistake
+or a missing source (one line), 130 interrupted."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,15 +91,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _pretrain(args: argparse.Namespace, command: str) -> None:
     owned = BACKBONE_LAYOUT.is_owned(args.output_dir)  # refuse someone else's folder before an hour of pretraining
+    sources = source_folders(args)
     if args.remeasure:
         if not owned:
             raise InvalidInputError(
                 f"{args.output_dir} holds no backbone written by this command; nothing to remeasure."
             )
-        _remeasure(args.output_dir, args.uml_mini_dir)
+        _remeasure(args.output_dir, args.uml_mini_dir, sources)
         return
     # The build the evaluation reads is checked (or made) before the pretraining, not after it.
-    evaluation = None if args.no_eval else _open_evaluation_data(args.uml_mini_dir)
+    evaluation = None if args.no_eval else _open_evaluation_data(args.uml_mini_dir, sources)
     recipe = MiniViTRecipe(
         seed=args.seed,
         epochs=args.epochs,
@@ -104,7 +109,7 @@ def _pretrain(args: argparse.Namespace, command: str) -> None:
         recolour_glyphs=not args.no_recolour_glyphs,
     )
     start = time.perf_counter()
-    pool = build_pretraining_pool(recipe.seed, PoolSize().scaled(recipe.pool_scale))
+    pool = build_pretraining_pool(recipe.seed, PoolSize().scaled(recipe.pool_scale), sources)
     print(f"pretraining pool: {len(pool.labels)} images, {len(pool.class_names)} classes "
           f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
     probe = None if evaluation is None else evaluation[0].score
@@ -115,6 +120,7 @@ def _pretrain(args: argparse.Namespace, command: str) -> None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "threads": torch.get_num_threads(),
         "pool": pool.source_counts(),
+        "pool_sources": sources.describe(),  # a record only: the same files give the same pool wherever they lie
         "pretraining": record,
     }
     if evaluation is not None:
@@ -123,12 +129,12 @@ def _pretrain(args: argparse.Namespace, command: str) -> None:
     print(_readme(metadata))
 
 
-def _open_evaluation_data(uml_mini: str) -> tuple[ZeroShotSplit, dict]:
+def _open_evaluation_data(uml_mini: str, sources: SourceFolders) -> tuple[ZeroShotSplit, dict]:
     """The UML-mini validation split the zero-shot record is measured on, and what the record says of its build."""
     from ..data.schema import VALIDATION_SPLIT
     from ..data.uml_mini import open_uml_mini, provenance  # only with the evaluation; UML-mini pulls in its sources
 
-    data, manifest = open_uml_mini(uml_mini)
+    data, manifest = open_uml_mini(uml_mini, sources=sources)
     return ZeroShotSplit.of(data[VALIDATION_SPLIT]), provenance(uml_mini, manifest)
 
 
@@ -145,14 +151,14 @@ def _zero_shot_record(model: ViTModel, processor: ViTImageProcessorPil, evaluati
     }
 
 
-def _remeasure(folder: str, uml_mini: str) -> int:
+def _remeasure(folder: str, uml_mini: str, sources: SourceFolders) -> int:
     """Rewrite the zero-shot part of a committed backbone's record for the current UML-mini build; the weights, the
     processor and the pretraining record stay as they are (the weights are bitwise unchanged)."""
     with open(os.path.join(folder, "pretraining.json"), encoding="utf-8") as handle:
         metadata = json.load(handle)
     model = ViTModel.from_pretrained(folder, add_pooling_layer=False).eval()
     processor = ViTImageProcessorPil.from_pretrained(folder)
-    metadata.update(_zero_shot_record(model, processor, _open_evaluation_data(uml_mini)))
+    metadata.update(_zero_shot_record(model, processor, _open_evaluation_data(uml_mini, sources)))
     save_backbone(folder, model, processor, metadata)
     print(_readme(metadata))
     return 0

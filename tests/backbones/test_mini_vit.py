@@ -42,7 +42,8 @@ def tiny_pool():
     return build_pretraining_pool(seed=0, size=PoolSize().scaled(TINY_POOL))
 
 
-def test_script_saves_a_backbone_that_transformers_loads(tmp_path: Path):
+def test_script_saves_a_backbone_that_transformers_loads(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("PEFT_PUMA_FONTS_DIR", raising=False)  # the Debian fonts, whatever the developer's variables
     out = tmp_path / "vit"
     assert main(["--output_dir", str(out), "--pool_scale", str(TINY_POOL), "--max_steps", "2", "--no_eval"]) == 0
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "pretraining.json", "README.md"):
@@ -54,6 +55,7 @@ def test_script_saves_a_backbone_that_transformers_loads(tmp_path: Path):
     record = json.loads((out / "pretraining.json").read_text())
     assert record["pretraining"]["steps"] == 2
     assert record["parameters"] == sum(p.numel() for p in model.parameters())
+    assert record["pool_sources"]["fonts"].startswith("Debian packages")  # where the pool's fonts were read
     pixels = processor(images=[np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)], return_tensors="pt")
     hidden = model(**pixels).last_hidden_state
     assert hidden.shape == (1, 1 + (IMAGE_SIZE // PATCH_SIZE) ** 2, config.hidden_size)

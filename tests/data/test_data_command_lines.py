@@ -42,7 +42,7 @@ def test_help_shows_output_dir_and_hides_the_former_spellings(command, capsys):
         command.main(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    assert "--output_dir DIR" in text
+    assert "--output_dir DIR" in text and "--fonts_dir DIR" in text and "--fashion_mnist_dir DIR" in text
     shown = {word.strip("[],") for word in text.split() if word.startswith(("--", "[--"))}
     assert not shown & HIDDEN
 
@@ -70,8 +70,10 @@ def test_former_spellings_of_the_stand_ins_options_still_work():
     ("argv", "closest"),
     [
         (["--outt", "x"], "--output_dir"),
-        (["--output_dir", "x", "--output-dri=y"], "--output_dir"),
+        (["--output_dir", "x", "--font_dir", "f"], "--fonts_dir"),
+        (["--output_dir", "x", "--fashion-mnist-dirs=f"], "--fashion_mnist_dir"),
         (["--output_dir", "x", "--sed", "1"], "--seed"),
+        (["--output_dir", "x", "--output-dri=y"], "--output_dir"),
     ],
 )
 def test_an_unknown_option_is_one_line_naming_the_closest_one(command, capsys, argv, closest):

@@ -11,10 +11,13 @@ from collections.abc import Sequence
 from ...command_line import run_command
 from ..schema import SPLITS
 from . import UMLMiniConfig, format_summary, load_or_build_uml_mini
-from .command_options import CommandParser
+from .command_options import CommandParser, add_source_options, source_folders
+from .sources import FASHION_MNIST_DIR_VARIABLE, FONTS_DIR_VARIABLE
 
-EPILOG = """Only --install_missing needs root (for apt-get); building does not. Exit status: 0 built or reused, 2 a
-mistake or a missing source (one line)."""
+EPILOG = f"""Only --install_missing needs root (for apt-get); building does not. Without root, or off Debian, give your
+own copies with --fonts_dir and --fashion_mnist_dir, or set {FONTS_DIR_VARIABLE} and {FASHION_MNIST_DIR_VARIABLE}
+(python -m peft_puma.train --uml_mini_dir, which builds UML-mini where the folder is missing, reads them too); the same
+files give the same build (docs/data.md). Exit status: 0 built or reused, 2 a mistake or a missing source (one line)."""
 
 
 def build_parser() -> CommandParser:
@@ -42,10 +45,12 @@ def build_parser() -> CommandParser:
         action="store_true",
         help="rebuild when --output_dir holds a UML-mini build of another seed, scale or builder version",
     )
+    add_source_options(parser)
     parser.add_option(
         "--install_missing",
         action="store_true",
-        help="apt-get install the Debian packages of the sources that are missing (needs root and apt-get)",
+        help="apt-get install the Debian packages of the sources that are missing (needs root and apt-get; sources "
+        "given by --fonts_dir or --fashion_mnist_dir are not installed)",
     )
     return parser
 
@@ -59,7 +64,7 @@ def _build(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     config = UMLMiniConfig(seed=args.seed, scale=args.scale)
     dataset, manifest, cached = load_or_build_uml_mini(
-        args.output_dir, config, args.force, install_missing=args.install_missing
+        args.output_dir, config, args.force, sources=source_folders(args), install_missing=args.install_missing
     )
     what = "reused cached build in" if cached else "built"
     print(f"UML-mini ({what} {args.output_dir}, {time.perf_counter() - start:.1f} s, seed {args.seed}, scale "

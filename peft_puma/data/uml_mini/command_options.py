@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import InvalidConfigError
+from .sources import FASHION_MNIST_DIR_VARIABLE, FONTS_DIR_VARIABLE, SourceFolders
 
 
 class OneSpellingFormatter(argparse.RawDescriptionHelpFormatter):
@@ -96,3 +97,25 @@ def _is_number(token: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def add_source_options(parser: CommandParser) -> None:
+    """``--fonts_dir DIR`` and ``--fashion_mnist_dir DIR``: build from a user's own copies instead of the Debian
+    packages (no root needed); their defaults are the environment variables, which ``train`` reads too."""
+    parser.add_option(
+        "--fonts_dir",
+        metavar="DIR",
+        help=f"read the fonts from DIR instead of the Debian packages: a folder searched (with its subfolders) for the "
+        f"font files by name, e.g. a copy of /usr/share/fonts; no root needed (default: ${FONTS_DIR_VARIABLE})",
+    )
+    parser.add_option(
+        "--fashion_mnist_dir",
+        metavar="DIR",
+        help="read Fashion-MNIST from DIR instead of the Debian package: a folder holding the gz files of its GitHub "
+        f"release (train-images-idx3-ubyte.gz, ...) (default: ${FASHION_MNIST_DIR_VARIABLE})",
+    )
+
+
+def source_folders(args: argparse.Namespace) -> SourceFolders:
+    """The sources the options (else the environment variables, else the Debian packages) name."""
+    return SourceFolders.from_environment(args.fonts_dir, args.fashion_mnist_dir)
