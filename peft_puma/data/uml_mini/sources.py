@@ -176,7 +176,7 @@ def _own_copies_hint(packages: Iterable[str], lead: str = "or build from your ow
         options.append(f"--fonts_dir DIR (a folder holding the fonts' files; or {FONTS_DIR_VARIABLE})")
     if FASHION_PACKAGE in packages:
         options.append(f"--fashion_mnist_dir DIR (Fashion-MNIST's gz files; or {FASHION_MNIST_DIR_VARIABLE})")
-    return f"{lead}: {' and '.join(options)}, see {OWN_COPIES_DOC}"
+    return f"{lead}: {' and '.join(options)}, see {OWN_COPIES_DOC}" if options else f"{lead}: see {OWN_COPIES_DOC}"
 
 
 def require_packages(packages: Iterable[str], root: str = "/", install_missing: bool = False) -> None:
