@@ -334,3 +334,10 @@ def test_manifest_on_disk_records_the_sources(tmp_path):
     out = tmp_path / "uml"
     load_or_build_uml_mini(str(out), TINY, sources=SourceFolders())
     assert json.loads((out / MANIFEST).read_text())["sources"]["fashion_mnist"].startswith("Debian package")
+
+
+def test_the_section_the_errors_point_to_exists_and_names_the_variables():
+    docs = (Path(__file__).parents[2] / "docs" / "data.md").read_text(encoding="utf-8")
+    section = uml_sources.OWN_COPIES_DOC.split('"')[1]
+    assert f"### {section}\n" in docs
+    assert FONTS_DIR_VARIABLE in docs and FASHION_MNIST_DIR_VARIABLE in docs
