@@ -38,6 +38,11 @@ class DatasetLayoutError(PUMAError):
     """A dataset folder does not have the layout, files or contents its spec expects."""
 
 
+class PackageInstallError(PUMAError):
+    """A system package a command needs could not be installed (no ``apt-get``, not root, apt failed); the message
+    names the command to run with privileges and how to do without it."""
+
+
 class ForeignContentError(PUMAError):
     """An output path holds something peft_puma did not write: nothing there is deleted or overwritten."""
 

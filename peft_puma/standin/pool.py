@@ -31,14 +31,17 @@ from PIL import Image
 from ..data.uml_mini import DOMAINS, EMOJI_CLASSES, required_packages
 from ..data.uml_mini.render import emoji_bitmap, render_emoji, render_fashion_view, render_glyph, render_number
 from ..data.uml_mini.sources import (
+    EMOJI_FONT,
     FASHION_CATEGORIES,
+    SourceFolders,
     digit_pools,
-    faces_drawing,
+    emoji_font,
+    faces_for,
     load_digits,
     load_fashion,
-    require_packages,
+    require_sources,
 )
-from ..errors import DatasetLayoutError, InvalidConfigError
+from ..errors import InvalidConfigError
 
 SYMBOLS = "0123456789&?@#$%*+=/<>[]{}()!;:"
 
@@ -122,7 +125,7 @@ class PretrainingPool:
         return glyph_class[self.labels]
 
 
-def pretraining_emoji(count: int, seed: int) -> list[str]:
+def pretraining_emoji(count: int, seed: int, font: str = EMOJI_FONT) -> list[str]:
     """``count`` emoji the font draws that share no code point with UML-mini's emoji classes, drawn by ``seed``."""
     used = {char for sequence in EMOJI_CLASSES for char in sequence}
     candidates = [
@@ -131,7 +134,7 @@ def pretraining_emoji(count: int, seed: int) -> list[str]:
         for c in range(first, last + 1)
         if chr(c) not in used and not 0x1F3FB <= c <= 0x1F3FF
     ]
-    drawn = [char for char in candidates if emoji_bitmap(char) is not None]
+    drawn = [char for char in candidates if emoji_bitmap(char, font) is not None]
     picks = np.random.default_rng([seed, 11]).choice(len(drawn), size=min(count, len(drawn)), replace=False)
     return [drawn[i] for i in sorted(picks)]
 
@@ -164,23 +167,29 @@ class _PoolWriter:
         self.add_class(f"{source}:{char}", [render_glyph(char, faces[f], rng) for f, rng in zip(picks, rngs)])
 
 
-def build_pretraining_pool(seed: int = 0, size: PoolSize = PoolSize(), root: str = "/") -> PretrainingPool:
-    """Render the whole pool (deterministic in ``seed``); raises with the ``apt-get`` line if a source is missing."""
-    require_packages(required_packages(), root)
+def build_pretraining_pool(
+    seed: int = 0, size: PoolSize = PoolSize(), sources: SourceFolders | None = None
+) -> PretrainingPool:
+    """Render the whole pool (deterministic in ``seed``); raises with the ``apt-get`` line if a source is missing.
+
+    ``sources`` as for UML-mini (default: the folders of the environment variables, else the Debian packages); the
+    same files give the same pool.
+    """
+    sources = SourceFolders.from_environment() if sources is None else sources
+    alphabets = {"symbols": SYMBOLS, **OTHER_SCRIPTS}
+    require_sources(required_packages(), sources, alphabets=alphabets, fashion_parts=("t10k",))
+    faces = {name: faces_for(name, alphabet, sources) for name, alphabet in alphabets.items()}
     writer = _PoolWriter(seed)
-    symbol_faces = faces_drawing(SYMBOLS, root)
     for char in SYMBOLS:
-        writer.glyph_class("symbols", char, symbol_faces, size.symbol_instances)
+        writer.glyph_class("symbols", char, faces["symbols"], size.symbol_instances)
     for script, alphabet in OTHER_SCRIPTS.items():
-        faces = faces_drawing(alphabet, root)
-        if not faces:
-            raise DatasetLayoutError(f"no installed typeface draws every {script} letter (fonts-noto-core has them)")
         for char in alphabet:
-            writer.glyph_class(script, char, faces, size.script_instances)
-    for sequence in pretraining_emoji(size.emoji_classes, seed):
-        bitmap = emoji_bitmap(sequence)
+            writer.glyph_class(script, char, faces[script], size.script_instances)
+    font = emoji_font(sources)
+    for sequence in pretraining_emoji(size.emoji_classes, seed, font):
+        bitmap = emoji_bitmap(sequence, font)
         writer.add_class(f"emoji:{sequence}", [render_emoji(bitmap, rng) for rng in writer.rngs(size.emoji_instances)])
-    garments, categories = load_fashion("t10k", root)
+    garments, categories = load_fashion("t10k", sources)
     chosen = np.random.default_rng([seed, 17]).choice(len(garments), size=size.fashion_images, replace=False)
     for category, name in enumerate(FASHION_CATEGORIES):
         members = chosen[categories[chosen] == category]

@@ -15,7 +15,7 @@ ViT can be downloaded on the project's machines, so this script makes one:
   feature, which zero-shot retrieval and PUMA's head read (docs/spec.md section 4), the quantity being trained. The
   head is thrown away; only the ViT is saved.
 
-``python -m peft_puma.standin --out assets/uml_mini_vit`` writes ``config.json``, ``model.safetensors``,
+``python -m peft_puma.standin --output_dir assets/uml_mini_vit`` writes ``config.json``, ``model.safetensors``,
 ``preprocessor_config.json`` (the pixel statistics used), ``pretraining.json`` and ``README.md``. It measures
 zero-shot Recall@1 on UML-mini's validation split after every epoch, and at the end against two baselines (raw
 pixels and the same ViT untrained); the test split is never read.

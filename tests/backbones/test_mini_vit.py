@@ -42,9 +42,10 @@ def tiny_pool():
     return build_pretraining_pool(seed=0, size=PoolSize().scaled(TINY_POOL))
 
 
-def test_script_saves_a_backbone_that_transformers_loads(tmp_path: Path):
+def test_script_saves_a_backbone_that_transformers_loads(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("PEFT_PUMA_FONTS_DIR", raising=False)  # the Debian fonts, whatever the developer's variables
     out = tmp_path / "vit"
-    assert main(["--out", str(out), "--pool-scale", str(TINY_POOL), "--max-steps", "2", "--no-eval"]) == 0
+    assert main(["--output_dir", str(out), "--pool_scale", str(TINY_POOL), "--max_steps", "2", "--no_eval"]) == 0
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "pretraining.json", "README.md"):
         assert (out / name).is_file(), name
     model = ViTModel.from_pretrained(out, add_pooling_layer=False)
@@ -54,14 +55,15 @@ def test_script_saves_a_backbone_that_transformers_loads(tmp_path: Path):
     record = json.loads((out / "pretraining.json").read_text())
     assert record["pretraining"]["steps"] == 2
     assert record["parameters"] == sum(p.numel() for p in model.parameters())
+    assert record["pool_sources"]["fonts"].startswith("Debian packages")  # where the pool's fonts were read
     pixels = processor(images=[np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)], return_tensors="pt")
     hidden = model(**pixels).last_hidden_state
     assert hidden.shape == (1, 1 + (IMAGE_SIZE // PATCH_SIZE) ** 2, config.hidden_size)
     assert "not a real pretrained ViT" in (out / "README.md").read_text()
     assert record["recipe"]["recolour_glyphs"] is True
     assert "redrawn at every step" in (out / "README.md").read_text()
-    assert main(["--out", str(out), "--pool-scale", str(TINY_POOL), "--max-steps", "1", "--no-eval",
-                 "--no_recolour_glyphs"]) == 0  # fmt: skip
+    former_spellings = ["--out", str(out), "--pool-scale", str(TINY_POOL), "--max-steps", "1", "--no-eval"]
+    assert main([*former_spellings, "--no_recolour_glyphs"]) == 0
     assert json.loads((out / "pretraining.json").read_text())["recipe"]["recolour_glyphs"] is False
     assert "redrawn" not in (out / "README.md").read_text()
 
@@ -238,14 +240,13 @@ def test_remeasure_rewrites_the_zero_shot_record_on_validation_and_keeps_the_wei
 
     out, uml_mini = tmp_path / "vit", tmp_path / "uml"
     load_or_build_uml_mini(str(uml_mini), UMLMiniConfig(scale=0.03))
-    assert (
-        main(["--out", str(out), "--pool-scale", str(TINY_POOL), "--max-steps", "2", "--uml_mini", str(uml_mini)]) == 0
-    )
+    options = ["--pool_scale", str(TINY_POOL), "--max_steps", "2", "--uml_mini_dir", str(uml_mini)]
+    assert main(["--output_dir", str(out), *options]) == 0
     # every epoch of the pretraining is probed zero-shot on validation: the record shows how its budget was chosen
     (epoch,) = json.loads((out / "pretraining.json").read_text())["pretraining"]["epochs"]
     assert set(epoch["zero_shot_recall_at_1"]) >= {"unified", "harmonic", *(domain.name for domain in DOMAINS)}
     weights = (out / "model.safetensors").read_bytes()
-    assert main(["--out", str(out), "--remeasure", "--uml_mini", str(uml_mini)]) == 0
+    assert main(["--output_dir", str(out), "--remeasure", "--uml_mini_dir", str(uml_mini)]) == 0
     record = json.loads((out / "pretraining.json").read_text())
     assert (out / "model.safetensors").read_bytes() == weights
     assert record["zero_shot_split"] == "validation" and record["zero_shot_data"]["scale"] == 0.03
@@ -257,6 +258,6 @@ def test_remeasure_rewrites_the_zero_shot_record_on_validation_and_keeps_the_wei
     manifest = json.loads((uml_mini / MANIFEST).read_text())
     (uml_mini / MANIFEST).write_text(json.dumps({**manifest, "builder_version": BUILDER_VERSION - 1}))
     capsys.readouterr()
-    assert main(["--out", str(out), "--remeasure", "--uml_mini", str(uml_mini)]) == 2
+    assert main(["--out", str(out), "--remeasure", "--uml_mini", str(uml_mini)]) == 2  # former spellings
     assert "--force" in capsys.readouterr().err
     assert json.loads((out / "pretraining.json").read_text()) == record

@@ -26,7 +26,14 @@ from peft_puma.data.uml_mini import (
 )
 from peft_puma.data.uml_mini.__main__ import main
 from peft_puma.data.uml_mini.render import IMAGE_SIZE, emoji_bitmap
-from peft_puma.data.uml_mini.sources import SOURCES, digit_pools, faces_drawing, install_command, missing_packages
+from peft_puma.data.uml_mini.sources import (
+    SOURCES,
+    SourceFolders,
+    digit_pools,
+    faces_drawing,
+    install_command,
+    missing_packages,
+)
 from peft_puma.errors import DatasetLayoutError, ForeignContentError, InvalidConfigError
 
 TINY = UMLMiniConfig(seed=3, scale=0.05)
@@ -175,7 +182,7 @@ def test_cache_is_reused_for_the_same_config_and_redone_for_another_only_when_fo
 
 def test_missing_sources_are_named_with_the_apt_get_line(tmp_path: Path):
     with pytest.raises(DatasetLayoutError) as error:
-        build_uml_mini(TINY, root=str(tmp_path))
+        build_uml_mini(TINY, SourceFolders(root=str(tmp_path)))
     assert install_command(required_packages()) in str(error.value)
     present = [s for s in SOURCES if s.package != "dataset-fashion-mnist"]
     for source in present:
@@ -183,8 +190,8 @@ def test_missing_sources_are_named_with_the_apt_get_line(tmp_path: Path):
         sentinel.parent.mkdir(parents=True, exist_ok=True)
         sentinel.write_bytes(b"")
     assert missing_packages(required_packages(), str(tmp_path)) == ["dataset-fashion-mnist"]
-    with pytest.raises(DatasetLayoutError, match="apt-get install -y --no-install-recommends dataset-fashion-mnist\n"):
-        build_uml_mini(TINY, root=str(tmp_path))
+    with pytest.raises(DatasetLayoutError, match="apt-get install -y --no-install-recommends dataset-fashion-mnist`"):
+        build_uml_mini(TINY, SourceFolders(root=str(tmp_path)))
 
 
 def test_scale_outside_its_range_is_refused():
@@ -194,7 +201,7 @@ def test_scale_outside_its_range_is_refused():
 
 def test_command_line_prints_the_summary(tiny, capsys: pytest.CaptureFixture[str]):
     _, _, out = tiny
-    assert main(["--out", str(out), "--seed", str(TINY.seed), "--scale", str(TINY.scale)]) == 0
+    assert main(["--output_dir", str(out), "--seed", str(TINY.seed), "--scale", str(TINY.scale)]) == 0
     printed = capsys.readouterr().out
     assert "reused cached build" in printed
     for domain in DOMAINS:

@@ -41,23 +41,23 @@ def test_command_refuses_a_folder_of_user_files_and_touches_nothing(tmp_path, ca
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "my_notes.txt").write_text("keep me")
-    assert main(["--out", str(folder), "--scale", "0.03"]) == 2
+    assert main(["--output_dir", str(folder), "--scale", "0.03"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and str(folder) in error and len(error.strip().splitlines()) == 1
     assert os.listdir(folder) == ["my_notes.txt"] and (folder / "my_notes.txt").read_text() == "keep me"
     assert sorted(os.listdir(tmp_path)) == ["mine"]  # no staging folder left beside it
 
 
-def test_command_refuses_a_file_as_out(tmp_path, capsys):
+def test_command_refuses_a_file_as_output_dir(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    assert main(["--out", str(tmp_path / "file"), "--scale", "0.03"]) == 2
+    assert main(["--output_dir", str(tmp_path / "file"), "--scale", "0.03"]) == 2
     assert "is a file" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["file"]
 
 
 def test_a_build_of_another_seed_is_kept_unless_forced(seed_7_build, capsys):
     before = _snapshot(seed_7_build)
-    assert main(["--out", seed_7_build, "--scale", str(SEED_7.scale)]) == 2  # seed 0 asked for
+    assert main(["--output_dir", seed_7_build, "--scale", str(SEED_7.scale)]) == 2  # seed 0 asked for
     error = capsys.readouterr().err
     assert "seed 7" in error and "--force" in error
     assert _snapshot(seed_7_build) == before
@@ -72,7 +72,7 @@ def test_open_reads_a_build_as_built(seed_7_build):
 def test_force_rebuilds_our_own_build(tmp_path):
     out = str(tmp_path / "uml")
     load_or_build_uml_mini(out, SEED_7)
-    assert main(["--out", out, "--seed", "8", "--scale", str(SEED_7.scale), "--force"]) == 0
+    assert main(["--output_dir", out, "--seed", "8", "--scale", str(SEED_7.scale), "--force"]) == 0
     assert open_uml_mini(out)[1]["config"]["seed"] == 8
     assert sorted(os.listdir(tmp_path)) == ["uml"]
 
@@ -107,7 +107,7 @@ def test_an_older_builder_version_is_an_error_naming_the_rebuild_command(seed_7_
     manifest = json.loads((open(os.path.join(seed_7_build, MANIFEST), encoding="utf-8")).read())
     (copy / MANIFEST).write_text(json.dumps({**manifest, "builder_version": uml_mini.BUILDER_VERSION - 1}))
     (copy / "dataset_dict.json").write_text("{}")
-    with pytest.raises(DatasetLayoutError, match=r"--out .*old --seed 7 --scale 0.03 --force"):
+    with pytest.raises(DatasetLayoutError, match=r"--output_dir .*old --seed 7 --scale 0.03 --force"):
         open_uml_mini(str(copy))
     assert sorted(os.listdir(copy)) == ["dataset_dict.json", MANIFEST]
 

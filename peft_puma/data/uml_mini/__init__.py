@@ -12,9 +12,10 @@ section 7):
 - class-disjoint train/validation/test splits with at least 20 test classes per domain; the validation classes are
   carved from each domain's training classes, so recipes are chosen without reading the test split.
 
-Build: ``python -m peft_puma.data.uml_mini --out DIR`` (cached in DIR; ``--force`` rebuilds a build there; a folder
-holding anything else is never touched). The output is a
-``datasets.DatasetDict`` with the row schema of :mod:`peft_puma.data.schema`. Sources and licences: docs/data.md.
+Build: ``python -m peft_puma.data.uml_mini --output_dir DIR`` (cached in DIR; ``--force`` rebuilds a build there; a
+folder holding anything else is never touched). The output is a ``datasets.DatasetDict`` with the row schema of
+:mod:`peft_puma.data.schema`. Sources (Debian packages, or a user's own copies: :class:`.sources.SourceFolders`) and
+licences: docs/data.md.
 """
 
 from __future__ import annotations
@@ -46,7 +47,18 @@ from ..schema import (
     row_features,
 )
 from .render import emoji_bitmap, render_emoji, render_fashion_view, render_glyph, render_number
-from .sources import FONT_PACKAGES, SOURCES, digit_pools, faces_drawing, load_digits, load_fashion, require_packages
+from .sources import (
+    FONT_PACKAGES,
+    SOURCES,
+    SourceFolders,
+    digit_pools,
+    emoji_font,
+    faces_drawing,
+    faces_for,
+    load_digits,
+    load_fashion,
+    require_sources,
+)
 
 BUILDER_VERSION = 3  # bump when a change alters the images, so that cached builds are redone
 MANIFEST = "uml_mini.json"
@@ -214,9 +226,10 @@ def plan_uml_mini(config: UMLMiniConfig = UMLMiniConfig()) -> list[ClassPlan]:
 class _Renderer:
     """Turns one planned class into its images; holds the loaded sources so each is read once per build."""
 
-    def __init__(self, config: UMLMiniConfig, root: str) -> None:
+    def __init__(self, config: UMLMiniConfig, sources: SourceFolders) -> None:
         self.config = config
-        self.root = root
+        self.sources = sources
+        self.emoji_font = emoji_font(sources)
         self.domains = {d.name: d for d in DOMAINS}
         digit_labels = load_digits()[1]
         # per split, per digit: the handwritten digit images its numbers may be composed from; validation numbers,
@@ -232,33 +245,37 @@ class _Renderer:
         class_rng = np.random.default_rng([self.config.seed, plan.label, 1])
         rngs = [np.random.default_rng([self.config.seed, plan.label, 2, i]) for i in range(len(plan.roles))]
         if domain.kind == "glyphs":
-            faces = faces_drawing(GLYPH_ALPHABETS[domain.name], self.root)
+            faces = faces_drawing(GLYPH_ALPHABETS[domain.name], self.sources)
             picks = class_rng.choice(len(faces), size=len(rngs), replace=len(rngs) > len(faces))
             return [render_glyph(plan.key, faces[f], rng) for f, rng in zip(picks, rngs)]
         if domain.kind == "emoji":
-            bitmap = emoji_bitmap(plan.key)
+            bitmap = emoji_bitmap(plan.key, self.emoji_font)
             if bitmap is None:
-                raise DatasetLayoutError(f"the installed Noto Color Emoji does not draw {plan.key!r}")
+                raise DatasetLayoutError(f"the Noto Color Emoji at {self.emoji_font} does not draw {plan.key!r}")
             return [render_emoji(bitmap, rng) for rng in rngs]
         if domain.kind == "fashion":
-            garment = load_fashion("train", self.root)[0][int(plan.key)]
+            garment = load_fashion("train", self.sources)[0][int(plan.key)]
             return [render_fashion_view(garment, rng) for rng in rngs]
         images, by_digit = load_digits()[0], self.digits[plan.split]
         return [render_number([images[rng.choice(by_digit[int(c)])] for c in plan.key], rng) for rng in rngs]
 
 
-def build_uml_mini(config: UMLMiniConfig = UMLMiniConfig(), root: str = "/", install_missing: bool = False):
+def build_uml_mini(
+    config: UMLMiniConfig = UMLMiniConfig(), sources: SourceFolders | None = None, install_missing: bool = False
+):
     """Render the whole benchmark into a ``DatasetDict`` (no cache; see :func:`load_or_build_uml_mini`).
 
-    Missing Debian sources are detected first and reported with the ``apt-get install`` line that provides them.
-    Returns the dataset and the plan it was rendered from.
+    ``sources`` says where the fonts and Fashion-MNIST are read (default: the user's folders named by the environment
+    variables, else the Debian packages). Missing sources are detected first and reported with the ``apt-get install``
+    line that provides them, or the files a user's folder lacks. The same files give the same dataset, wherever they
+    lie. Returns the dataset and the plan it was rendered from.
     """
-    require_packages(required_packages(), root, install_missing)
+    sources = SourceFolders.from_environment() if sources is None else sources
+    require_sources(required_packages(), sources, install_missing, alphabets=GLYPH_ALPHABETS, fashion_parts=("train",))
     for name, alphabet in GLYPH_ALPHABETS.items():
-        if not faces_drawing(alphabet, root):
-            raise DatasetLayoutError(f"no installed typeface draws every {name} letter; install {FONT_PACKAGES}")
+        faces_for(name, alphabet, sources)
     plans = plan_uml_mini(config)
-    renderer = _Renderer(config, root)
+    renderer = _Renderer(config, sources)
     features = row_features()
     columns: dict[str, dict[str, list]] = {s: {c: [] for c in features} for s in SPLITS}
     for plan in plans:
@@ -299,12 +316,15 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _manifest(config: UMLMiniConfig, plans: Sequence[ClassPlan]) -> dict:
+def _manifest(config: UMLMiniConfig, plans: Sequence[ClassPlan], sources: SourceFolders) -> dict:
+    """What the build is (version, config: the keys a cached build is matched by), what it holds, and where its
+    sources were read (only a record: the same files give the same build wherever they lie)."""
     return {
         "builder_version": BUILDER_VERSION,
         "config": asdict(config),
         "summary": summarize(plans),
         "class_names": {str(p.label): f"{p.domain}:{p.key}" for p in plans},
+        "sources": sources.describe(),
     }
 
 
@@ -326,7 +346,7 @@ def build_command(folder: str, config: UMLMiniConfig = UMLMiniConfig(), force: b
     options = "".join(
         f" --{name} {value}" for name, value in asdict(config).items() if value != getattr(UMLMiniConfig(), name)
     )
-    return f"python -m peft_puma.data.uml_mini --out {folder}{options}{' --force' if force else ''}"
+    return f"python -m peft_puma.data.uml_mini --output_dir {folder}{options}{' --force' if force else ''}"
 
 
 def _is_complete(folder: str, manifest: dict | None) -> bool:
@@ -342,10 +362,11 @@ def load_or_build_uml_mini(
     out: str,
     config: UMLMiniConfig = UMLMiniConfig(),
     force: bool = False,
-    root: str = "/",
+    sources: SourceFolders | None = None,
     install_missing: bool = False,
 ) -> tuple[datasets.DatasetDict, dict, bool]:
-    """The benchmark of ``config`` in ``out``: loaded when ``out`` holds that build, else built there.
+    """The benchmark of ``config`` in ``out``: loaded when ``out`` holds that build, else built there (from
+    ``sources``, see :func:`build_uml_mini`; a build is reused whatever sources it was read from).
 
     Returns ``(dataset, manifest, was_cached)``. ``out`` may be new, empty, or hold a UML-mini build; a build of
     another seed, scale or builder version is replaced only with ``force`` (an incomplete one always). Anything else
@@ -361,10 +382,11 @@ def load_or_build_uml_mini(
         raise ForeignContentError(
             f"{out} holds a UML-mini build of {_describe(manifest)}, not the one asked for (seed {config.seed}, scale "
             f"{config.scale}, builder version {BUILDER_VERSION}). Nothing was touched: replace it with "
-            f"`{build_command(out, config, force=True)}`, or choose another --out."
+            f"`{build_command(out, config, force=True)}`, or choose another --output_dir."
         )
-    dataset, plans = build_uml_mini(config, root, install_missing)
-    manifest = _manifest(config, plans)
+    sources = SourceFolders.from_environment() if sources is None else sources
+    dataset, plans = build_uml_mini(config, sources, install_missing)
+    manifest = _manifest(config, plans, sources)
     staging = make_staging_folder(out)
     try:
         dataset.save_to_disk(staging)
