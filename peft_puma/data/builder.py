@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 
 from ..errors import InvalidConfigError
-from .images import IMAGE_CHECKS, BadImage, CheckMode
+from .images import DEFAULT_IMAGE_CHECK, IMAGE_CHECKS, BadImage, CheckMode
 from .schema import (
     DATASET_COLUMN,
     IMAGE_COLUMN,
@@ -29,7 +29,7 @@ from .schema import (
     row_features,
 )
 from .specs import DATASET_SPECS
-from .specs.base import DEFAULT_IMAGE_CHECK, DatasetSpec, ParsedDataset, ParsedSplit, ParseOptions
+from .specs.base import DatasetSpec, ParsedDataset, ParsedSplit, ParseOptions
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ from typing import Any
 
 from ..config.keys import CONTROL, check_choice, check_types, choice_metavar, key, key_default
 from ..errors import InvalidConfigError
-from .images import IMAGE_CHECKS, ON_ERROR_CHOICES
+from .images import DEFAULT_IMAGE_CHECK, IMAGE_CHECKS, ON_ERROR_CHOICES
 from .schema import IMAGE_COLUMN, LABEL_COLUMN
 from .specs import DATASET_SPECS
-from .specs.base import DEFAULT_IMAGE_CHECK
 from .splits import DEFAULT_SPLIT_FRACTIONS, check_fractions
 from .transforms import MIN_IMAGE_SIZE
 

@@ -25,6 +25,7 @@ import datasets
 from ..errors import DatasetLayoutError
 from .collections import Collection, is_main_process
 from .images import (
+    DEFAULT_IMAGE_CHECK,
     IMAGE_EXTENSIONS,
     BadImage,
     CheckMode,
@@ -189,7 +190,7 @@ class _Walk:
 
 
 def tree_collection(
-    root: str, *, check: CheckMode = "header", on_error: str = "stop", num_threads: int | None = None
+    root: str, *, check: CheckMode = DEFAULT_IMAGE_CHECK, on_error: str = "stop", num_threads: int | None = None
 ) -> Collection:
     """The collection of the folder tree ``root``: each image file (by path, decoded later), its domain and class.
 

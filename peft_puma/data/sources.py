@@ -27,7 +27,7 @@ from ..errors import DatasetLayoutError
 from .collections import Collection
 from .columns import ColumnNames, collection_of
 from .folder_tree import CLASS_FOLDERS, DOMAIN_FOLDERS, tree_collection
-from .images import CheckMode
+from .images import DEFAULT_IMAGE_CHECK, CheckMode
 from .schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, ROLE_COLUMN
 
 SAVED = "saved_dataset"
@@ -86,7 +86,7 @@ def open_source(
     *,
     config_name: str | None = None,
     revision: str | None = None,
-    check: CheckMode = "header",
+    check: CheckMode = DEFAULT_IMAGE_CHECK,
     on_error: str = "stop",
 ) -> tuple[str, datasets.DatasetDict | Collection]:
     """``(kind, what it holds)``: a row-schema ``DatasetDict`` (used as it is) or a :class:`Collection`."""

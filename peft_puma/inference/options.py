@@ -10,9 +10,16 @@ from ..errors import InvalidConfigError
 
 def add_model_options(parser: argparse.ArgumentParser, use: str = "embed") -> None:
     """``--adapter``, ``--backbone``, ``--backbone_format``, ``--zero_shot``; ``use`` completes the last one's help."""
-    parser.add_argument("--adapter", help="trained adapter folder (the training output_dir)")
-    parser.add_argument("--backbone", help="backbone source (default: the one the adapter was trained on)")
-    parser.add_argument("--backbone_format", default=None, help="auto, transformers or timm")
+    parser.add_argument("--adapter", metavar="DIR", help="trained adapter folder (the training output_dir) or Hub id")
+    parser.add_argument(
+        "--backbone", metavar="DIR_OR_ID", help="backbone source (default: the one the adapter was trained on)"
+    )
+    parser.add_argument(
+        "--backbone_format",
+        default=None,
+        choices=("auto", "transformers", "timm"),
+        help="how to read the backbone (default: auto, from its files)",
+    )
     parser.add_argument("--zero_shot", action="store_true", help=f"{use} with the frozen backbone (adapter off)")
     parser.add_argument(
         "--allow_other_backbone",
@@ -25,9 +32,11 @@ def add_model_options(parser: argparse.ArgumentParser, use: str = "embed") -> No
 def add_image_source_options(parser: argparse.ArgumentParser) -> None:
     """``--images DIR`` or ``--dataset DIR`` (exactly one), and ``--split`` of a dataset."""
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", help="folder of image files (searched recursively)")
-    source.add_argument("--dataset", help="a dataset saved with save_to_disk (a Dataset or a DatasetDict)")
-    parser.add_argument("--split", default="test", help="split of a DatasetDict (default: test)")
+    source.add_argument("--images", metavar="DIR", help="folder of image files (searched recursively)")
+    source.add_argument(
+        "--dataset", metavar="DIR", help="a dataset saved with save_to_disk (a Dataset or a DatasetDict)"
+    )
+    parser.add_argument("--split", default="test", metavar="NAME", help="split of a DatasetDict (default: test)")
 
 
 def require_at_least(option: str, value: int | None, minimum: int) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ...errors import DatasetLayoutError
-from ..images import BadImage, CheckMode, find_bad_images
+from ..images import DEFAULT_IMAGE_CHECK, BadImage, CheckMode, find_bad_images
 from ..schema import ROLE_BOTH, ROLE_GALLERY, ROLE_QUERY, ROLE_TRAIN
 
 logger = logging.getLogger(__name__)
@@ -68,13 +68,6 @@ class ParsedDataset:
     test: ParsedSplit
     source: str  # the folder or Hub id it was read from
     skipped: list[BadImage] = field(default_factory=list)
-
-
-# The image check of every folder read before training (the Python builders, DataConfig's check_images): "full" decodes
-# each image once, so a truncated or corrupt file is found at start (and skipped or reported there) instead of stopping
-# a training run mid-epoch, where on_error no longer applies; it costs about 0.05-0.1 ms more per small image than
-# "header" on 2 cores (docs/training.md, "Config keys", has the measurements).
-DEFAULT_IMAGE_CHECK: CheckMode = "full"
 
 
 @dataclass(frozen=True)
