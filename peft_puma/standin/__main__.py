@@ -57,8 +57,8 @@ def build_parser() -> CommandParser:
     )  # fmt: skip
     parser.add_option(
         "--uml_mini_dir", "--uml_mini", "--uml-mini", default=".cache/uml_mini", metavar="DIR",
-        help="the UML-mini build the zero-shot record is measured on (the default build is made there where the "
-        "folder does not exist; default .cache/uml_mini)",
+        help="the UML-mini build the zero-shot record is measured on, built there where the folder does not exist "
+        "(default .cache/uml_mini)",
     )  # fmt: skip
     add_source_options(parser)
     parser.add_option(
