@@ -244,3 +244,23 @@ def _fsync_dir(path: str) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def foreign_entries(output_dir: str) -> list[str]:
+    """Paths under ``output_dir/checkpoints`` that the trainer did not write: anything but ``checkpoint-<step>``
+    folders holding only the files their marker lists (and the marker), and the trainer's own staging folders.
+    ``--overwrite_output_dir`` refuses a run folder with any, so that it never deletes a user's file."""
+    root = os.path.join(output_dir, CHECKPOINTS)
+    if not os.path.isdir(root):
+        return []
+    foreign = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if _STAGING_NAME.match(name) and os.path.isdir(path):
+            continue
+        if not (_NAME.match(name) and os.path.isfile(os.path.join(path, MARKER))):
+            foreign.append(os.path.join(CHECKPOINTS, name))
+            continue
+        expected = {MARKER, *_listed_files(path)}
+        foreign += [os.path.join(CHECKPOINTS, name, entry) for entry in sorted(set(os.listdir(path)) - expected)]
+    return foreign

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +55,16 @@ from ..inference.embedding import embed_split
 from ..losses import make_loss
 from ..owned_paths import write_failures_reported
 from ..runs import checkpoints as ckpt
-from ..runs.layout import EXAMPLES_FILE, LOCK_FILE, RESULTS_FILE, RUN_LAYOUT, TRAIN_LOG
+from ..runs.layout import (
+    BACKBONE_FOLDER,
+    EXAMPLES_FILE,
+    LOCK_FILE,
+    LOGS,
+    LORA_FOLDER,
+    RESULTS_FILE,
+    RUN_LAYOUT,
+    TRAIN_LOG,
+)
 from ..runs.lock import lock_across_processes
 from ..runs.run_file import write_run_file
 from ..runs.same_run import RunIdentity, run_differences
@@ -315,7 +325,15 @@ def _start_afresh(config: TrainingConfig, accelerator: Any) -> None:
     refusal, removed = "", []
     if accelerator.is_main_process:
         try:
-            removed = RUN_LAYOUT.clear(config.output_dir, keep=(LOCK_FILE,))
+            inside = ckpt.foreign_entries(config.output_dir) + _foreign_saved_files(config.output_dir)
+            if inside:
+                raise ForeignContentError(
+                    f"{config.output_dir} holds a peft_puma training run and, inside its folders, files peft_puma did "
+                    f"not write ({', '.join(inside[:5])}{', ...' if len(inside) > 5 else ''}). Nothing was touched: "
+                    "move them out or choose another folder."
+                )
+            # logs/ stays: trackers append new event files there, and a user's notes there are theirs.
+            removed = RUN_LAYOUT.clear(config.output_dir, keep=(LOCK_FILE, LOGS))
         except ForeignContentError as error:
             refusal = str(error)
     if accelerator.num_processes > 1:
@@ -329,6 +347,23 @@ def _start_afresh(config: TrainingConfig, accelerator: Any) -> None:
             f"overwrite_output_dir: removed the earlier run's {', '.join(removed)} from {config.output_dir}; "
             "starting afresh."
         )
+
+
+# What save_pretrained writes in the baselines' folders (lora/: LoRA's config and tensors; backbone/: a fine-tuned
+# backbone, sharded when large).
+_SAVED_NAMES = re.compile(
+    r"^(adapter_config\.json|adapter_model\.safetensors|README\.md|config\.json|generation_config\.json"
+    r"|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json)$"
+)
+
+
+def _foreign_saved_files(output_dir: str) -> list[str]:
+    found = []
+    for folder in (LORA_FOLDER, BACKBONE_FOLDER):
+        path = os.path.join(output_dir, folder)
+        if os.path.isdir(path):
+            found += [os.path.join(folder, name) for name in sorted(os.listdir(path)) if not _SAVED_NAMES.match(name)]
+    return found
 
 
 def _trim_log(config: TrainingConfig, step: int) -> None:

@@ -82,6 +82,34 @@ def test_a_run_folder_holding_a_foreign_file_is_refused_and_left_untouched(finis
     assert _tree(output_dir) == before
 
 
+@pytest.mark.parametrize(
+    "inside", [os.path.join("checkpoints", "my_notes.txt"), os.path.join("checkpoints", "checkpoint-4", "extra.txt")]
+)
+def test_a_foreign_file_inside_the_trainers_folders_is_refused_and_left_untouched(finished, capsys, inside):
+    output_dir = finished["output_dir"]
+    with open(os.path.join(output_dir, inside), "w") as handle:
+        handle.write("mine")
+    before = _tree(output_dir)
+    assert train.main([*_argv(finished), "--overwrite_output_dir"]) == 2
+    line = _error_line(capsys.readouterr())
+    assert f"inside its folders, files peft_puma did not write ({inside})" in line and "Nothing was touched" in line
+    assert _tree(output_dir) == before
+
+
+def test_overwrite_keeps_the_logs_folder_and_what_a_user_put_there(finished, capsys):
+    output_dir = finished["output_dir"]
+    os.makedirs(os.path.join(output_dir, "logs"), exist_ok=True)
+    with open(os.path.join(output_dir, "logs", "mine.txt"), "w") as handle:
+        handle.write("mine")
+    assert train.main([*_argv({**finished, "seed": 1}), "--overwrite_output_dir"]) == 0
+    removed = next(
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("overwrite_output_dir: removed")
+    )
+    assert "logs," not in removed and "logs from" not in removed
+    with open(os.path.join(output_dir, "logs", "mine.txt")) as handle:
+        assert handle.read() == "mine"
+
+
 def test_overwrite_and_resume_together_are_refused():
     values = {"output_dir": "o", "backbone": "b", "dataset_path": "d", "resume": True, "overwrite_output_dir": True}
     with pytest.raises(InvalidConfigError, match="give one of them"):
