@@ -85,11 +85,14 @@ def load_backbone(source: str, backbone_format: str = "auto") -> tuple[nn.Module
             backbone, processor = load_timm_vit_with_processor(source)
         except OSError as error:  # huggingface_hub's download errors are OSErrors: offline, missing, no access
             raise InvalidConfigError(_hub_failure(source, error)) from None
-        # PEFT records this in adapter_config.json as the base model; timm loads leave it empty.
-        backbone.config._name_or_path = source
-        backbone.name_or_path = source
-        return backbone.eval(), processor
-    return _load_transformers(source)
+    else:
+        backbone, processor = _load_transformers(source)
+    # PEFT records this in adapter_config.json as the base model (timm loads leave it empty). A local folder is
+    # recorded absolute: "assets/uml_mini_vit" would read as a Hub id from any other working directory.
+    name = os.path.abspath(os.path.expanduser(source)) if looks_local(source) else source
+    backbone.config._name_or_path = name
+    backbone.name_or_path = name
+    return backbone, processor
 
 
 def _load_transformers(source: str) -> tuple[nn.Module, Any]:

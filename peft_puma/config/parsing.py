@@ -152,7 +152,18 @@ class ConfigArgumentParser(HfArgumentParser, CommandParser):
             raise InvalidConfigError(f"Expected a --key on the command line, got {rest[0]!r}.")
         candidates = [*(f"--{name}" for name in known_names(self.config_class)), *self.option_names()]
         keys = ", ".join(key_types(self.config_class))
-        raise unknown_names_error(unknown, candidates, listing=f"accepted keys: {keys}.")
+        own = [  # the options --help lists that are not config keys (nor a key's entries)
+            action.option_strings[0]
+            for action in self._actions
+            if action.help != argparse.SUPPRESS
+            and action.option_strings[:1] != ["-h"]
+            and action.option_strings
+            and action.option_strings[0].startswith("--")
+            and "." not in action.option_strings[0]
+            and action.dest not in key_types(self.config_class)
+        ]
+        listing = f"the command's options: {', '.join(own)}; config keys: {keys}." if own else f"accepted keys: {keys}."
+        raise unknown_names_error(unknown, candidates, listing=listing)
 
     def _take_config_tokens(self, tokens: list[str]) -> tuple[dict[str, Any], list[str]]:
         """Split the tokens into the config keys given (``{name as given: value}``: a key, an alias, a refused name

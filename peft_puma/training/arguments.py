@@ -78,18 +78,20 @@ def resolve_precision(given: str | None) -> Precision:
     plain ``python -m`` run, as ``accelerate config`` wrote it in accelerate's default config file; with neither,
     ``auto``. An explicit key wins, so a config file that names its precision trains in it however it is launched."""
     if given is not None and given != "auto":
-        return Precision(given, f"mixed_precision: {given} in the config")
+        return Precision(given, f"mixed_precision: {given}, given in the config or on the command line")
     if given is None:
         variable = os.environ.get(PRECISION_VARIABLE, "").strip().lower()
         if variable:
-            where = f"{PRECISION_VARIABLE}={variable}, set by accelerate launch from --mixed_precision or its config"
+            where = (
+                f"{PRECISION_VARIABLE}={variable}, which accelerate launch sets from --mixed_precision or its config"
+            )
             return Precision(_accelerate_precision(variable, where), f"from {where}")
         path = accelerate_config_file()
         configured = _configured_precision(path)
         if configured:
             where = f"the accelerate config file {path}"
             return Precision(_accelerate_precision(configured, where), f"mixed_precision: {configured} in {where}")
-    return _auto_precision("mixed_precision: auto in the config" if given == "auto" else _NOTHING_SAID)
+    return _auto_precision("mixed_precision: auto, given" if given == "auto" else _NOTHING_SAID)
 
 
 _NOTHING_SAID = f"auto: neither the config, {PRECISION_VARIABLE} nor an accelerate config file sets mixed_precision"
@@ -137,6 +139,8 @@ def _configured_precision(path: str) -> str | None:
             "mixed_precision in the config."
         ) from None
     value = values.get("mixed_precision") if isinstance(values, dict) else None
+    if value is False:  # an unquoted `no` in a YAML file
+        return "no"
     return str(value).strip().lower() if value else None
 
 
@@ -439,6 +443,8 @@ class TrainingConfig(DataConfig):
 
     def validate(self) -> TrainingConfig:
         """Check every key; raise :class:`InvalidConfigError` naming the first mistake. Returns ``self``."""
+        if self.mixed_precision is False:  # YAML reads an unquoted `no` as false: the value `no` is meant
+            self.mixed_precision = "no"
         check_types(self)
         if not self.output_dir:
             raise InvalidConfigError("output_dir is required (the run folder: adapter, results, checkpoints).")

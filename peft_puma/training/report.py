@@ -131,7 +131,7 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
         [
             "### Training (peft_puma)",
             "",
-            f"- method: `{config.method}`, loss: `{config.loss}`, {config.epochs} epochs, global batch "
+            f"- method: `{config.method}`, loss: `{config.loss}`, {_length(config, info)}, global batch "
             f"{config.global_batch(info.num_processes)}, seed {config.seed}",
             f"- trained parameters (adapter): {info.saved_parameters:,}",
             f"- datasets: {', '.join(info.sizes)} ({_source(public_description(info.data_source))})",
@@ -152,6 +152,14 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
     results = {**result, "split": config.eval_split, "data_source": info.data_source}
     write_json_atomically(os.path.join(directory, RESULTS_FILE), results)
     write_run_file(directory, run_record(config, info))
+
+
+def _length(config: Any, info: RunInfo) -> str:
+    """How long the run trained: its epochs, or its steps where ``max_steps`` stopped it earlier."""
+    epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+    if info.total_steps < config.epochs * info.steps_per_epoch:
+        return f"{info.total_steps} steps (max_steps; {epochs} planned)"
+    return epochs
 
 
 def card_results(result: dict[str, Any], info: RunInfo, split: str) -> CardResults:

@@ -13,6 +13,7 @@ from peft_puma import train
 from peft_puma.config.keys import key_roles
 from peft_puma.errors import InvalidConfigError
 from peft_puma.runs.same_run import RunIdentity, run_differences
+from peft_puma.training import load_config
 from peft_puma.training.arguments import PRECISION_VARIABLE, TrainingConfig, resolve_precision
 
 from .conftest import train_in_subprocess, write_config
@@ -45,8 +46,8 @@ def test_without_a_key_the_launch_variable_decides(monkeypatch):
     precision = resolve_precision(None)
     assert precision.applied == "bf16"
     assert precision.line() == (
-        "Precision: bf16 (from ACCELERATE_MIXED_PRECISION=bf16, set by accelerate launch from --mixed_precision or its "
-        "config)."
+        "Precision: bf16 (from ACCELERATE_MIXED_PRECISION=bf16, which accelerate launch sets from --mixed_precision or "
+        "its config)."
     )
 
 
@@ -60,9 +61,26 @@ def test_without_a_key_or_a_variable_the_accelerate_config_file_decides(tmp_path
 def test_an_explicit_key_wins_over_accelerate(monkeypatch, tmp_path):
     monkeypatch.setenv(PRECISION_VARIABLE, "bf16")
     _accelerate_config(tmp_path, "fp16")
-    assert resolve_precision("no") == ("no", "mixed_precision: no in the config")
+    assert resolve_precision("no") == ("no", "mixed_precision: no, given in the config or on the command line")
     auto = resolve_precision("auto")  # auto, given, is the device's rule, not accelerate's choice
-    assert auto.applied == "no" and auto.source.startswith("mixed_precision: auto in the config; fp32 on the CPU")
+    assert auto.applied == "no" and auto.source.startswith("mixed_precision: auto, given; fp32 on the CPU")
+
+
+@pytest.mark.parametrize("written", ["--mixed_precision no", "--mixed_precision=no", "file"])
+def test_an_unquoted_no_is_the_value_no_not_yaml_false(tmp_path, written):
+    values = {"output_dir": "o", "backbone": "b", "dataset_path": "d"}
+    if written == "file":
+        path = tmp_path / "config.yaml"
+        path.write_text("output_dir: o\nbackbone: b\ndataset_path: d\nmixed_precision: no\n")
+        config = load_config(str(path), [])
+    else:
+        config = load_config(None, [f"--{k}={v}" for k, v in values.items()] + written.replace("=", " ").split())
+    assert config.mixed_precision == "no"
+
+
+def test_an_accelerate_config_file_with_an_unquoted_no_means_no(tmp_path):
+    _accelerate_config(tmp_path, "no")
+    assert resolve_precision(None).applied == "no"
 
 
 def test_with_neither_the_run_keeps_auto():
