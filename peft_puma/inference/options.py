@@ -34,7 +34,12 @@ def add_image_source_options(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", metavar="DIR", help="folder of image files (searched recursively)")
     source.add_argument(
-        "--dataset", metavar="DIR", help="a dataset saved with save_to_disk (a Dataset or a DatasetDict)"
+        "--dataset",
+        "--dataset_path",  # the name train and evaluate give the same folder
+        "--uml_mini_dir",  # a UML-mini build is such a DatasetDict
+        metavar="DIR",
+        dest="dataset",
+        help="a dataset saved with save_to_disk (a Dataset or a DatasetDict, e.g. a UML-mini build)",
     )
     parser.add_argument("--split", default="test", metavar="NAME", help="split of a DatasetDict (default: test)")
 
