@@ -32,7 +32,7 @@ from ..runs.layout import CHECKPOINTS, EXAMPLES_FILE, LOCK_FILE, LOGS, RESULTS_F
 from ..runs.run_file import RunRecord, write_run_file
 from ..runs.saving import save_trained
 from ..tuners.puma.hub import prepare_for_upload
-from ..tuners.puma.model_card import CardResults, update_model_card
+from ..tuners.puma.model_card import CardResults, is_local_path, update_model_card
 
 
 @dataclass
@@ -195,13 +195,9 @@ def public_description(value: Any) -> Any:
         return {key: public_description(item) for key, item in value.items()}
     if isinstance(value, list):
         return [public_description(item) for item in value]
-    if isinstance(value, str) and ("/" in value or os.sep in value) and _names_local_path(value):
+    if isinstance(value, str) and ("/" in value or os.sep in value) and is_local_path(value):
         return os.path.basename(os.path.normpath(value))
     return value
-
-
-def _names_local_path(text: str) -> bool:
-    return os.path.isabs(text) or text.startswith((".", "~")) or text.count("/") > 1 or os.path.exists(text)
 
 
 def run_record(config: Any, info: RunInfo) -> RunRecord:

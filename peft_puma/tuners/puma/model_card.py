@@ -62,7 +62,7 @@ def backbone_source(base_model_name_or_path: str | None) -> BackboneSource:
     source = (base_model_name_or_path or "").strip()
     if not source:
         return BackboneSource(None, "transformers")
-    if _is_local(source):
+    if is_local_path(source):
         timm_source = _recorded_timm_source(source)
         if timm_source:
             return backbone_source(timm_source)
@@ -72,7 +72,7 @@ def backbone_source(base_model_name_or_path: str | None) -> BackboneSource:
     return BackboneSource(source, "transformers")
 
 
-def _is_local(source: str) -> bool:
+def is_local_path(source: str) -> bool:
     """A path on this machine rather than a Hub id (which has one ``/`` and exists nowhere here)."""
     return os.path.exists(source) or source.startswith((".", "/", "~")) or source.count("/") > 1
 
@@ -83,7 +83,7 @@ def _recorded_timm_source(folder: str) -> str | None:
             source = json.load(handle).get("timm_source")
     except (OSError, ValueError, AttributeError):
         return None
-    return source if isinstance(source, str) and not _is_local(source) else None
+    return source if isinstance(source, str) and not is_local_path(source) else None
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,7 @@ def update_model_card(
     metadata.tags = sorted(tag for tag in every if not tag.startswith("base_model:") or tag.endswith(f":{hub_id}"))
     if hub_id:
         metadata.base_model = hub_id
-    elif isinstance(metadata.base_model, str) and _is_local(metadata.base_model):
+    elif isinstance(metadata.base_model, str) and is_local_path(metadata.base_model):
         metadata.base_model = None  # an older card recorded a local path: never a Hub id
     if results is not None:
         metadata.model_name = metadata.model_name or f"PUMA adapter ({adapter_ref or _folder_name(save_directory)})"
