@@ -20,6 +20,7 @@ This module is the command (the name it is run by); the metrics are computed by 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -41,10 +42,12 @@ from .evaluation.grid import check_grid_output
 from .evaluation.retrieval import KTooLargeError
 from .evaluation.scoring import check_split, score_split
 from .evaluation.table import results_markdown
+from .evaluation.test_reads import record_test_read
 from .inference.embedding import embed_split
 from .inference.loading import load_for_inference
 from .inference.options import add_model_options, require_at_least
 from .owned_paths import check_json_output, write_json_atomically
+from .runs.run_file import read_run_file
 from .runs.split_file import read_run_split
 
 
@@ -97,7 +100,27 @@ def evaluate_adapter(
     )
     if examples and (accelerator is None or accelerator.is_main_process):
         write_retrieval_examples(examples, {"zero-shot" if zero_shot else "trained": embeddings}, scored)
-    return score_split(embeddings, scored, ks)
+    result = score_split(embeddings, scored, ks)
+    if isinstance(data, DataConfig) and (accelerator is None or accelerator.is_main_process):
+        _record_read(adapter, split, zero_shot, backbone, result, loaded.description)
+    return result
+
+
+def _record_read(
+    adapter: str | None, split: str, zero_shot: bool, backbone: str | None, result: dict, data_source: Any
+) -> None:
+    """This scoring's line in the test-read ledger (peft_puma/evaluation/test_reads.py), when it reads test."""
+    run = read_run_file(adapter) if adapter and os.path.isdir(adapter) else None
+    record_test_read(
+        split,
+        "evaluate, the zero-shot backbone" if zero_shot else "evaluate, a trained adapter",
+        result,
+        data_source=data_source,
+        config=run.config if run and not zero_shot else None,
+        backbone=backbone or (run.backbone if run else None),
+        backbone_fingerprint=run.backbone_fingerprint if run and not zero_shot else None,
+        adapter=None if zero_shot or not adapter else os.path.abspath(adapter),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,6 +209,7 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
         split=args.split,
     )
     if accelerator.is_main_process:
+        _record_read(args.adapter, args.split, args.zero_shot, args.backbone, result, loaded.description)
         what = "zero-shot backbone" if args.zero_shot else args.adapter
         print(results_markdown(result, f"Evaluation of {what} ({args.split} split)"))
         if args.output:

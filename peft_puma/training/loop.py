@@ -51,6 +51,7 @@ from ..evaluation.examples import write_retrieval_examples
 from ..evaluation.retrieval import KTooLargeError
 from ..evaluation.scoring import check_split, score_split
 from ..evaluation.table import results_markdown
+from ..evaluation.test_reads import record_test_read
 from ..inference.embedding import embed_split
 from ..losses import make_loss
 from ..owned_paths import write_failures_reported
@@ -577,7 +578,19 @@ def _evaluate(
     )
     if examples and accelerator.is_main_process:
         write_retrieval_examples(examples, {config.method: embeddings}, rows, seed=config.seed)
-    return score_split(embeddings, rows, config.eval_ks)
+    result = score_split(embeddings, rows, config.eval_ks)
+    if accelerator.is_main_process:
+        record_test_read(
+            split,
+            f"training {config.method}: the final evaluation" if examples else "training: a per-epoch evaluation",
+            result,
+            data_source=run.info.data_source,
+            config=config.to_dict(),
+            backbone=config.backbone,
+            backbone_fingerprint=run.info.backbone_fingerprint,
+            adapter=os.path.abspath(config.output_dir),
+        )
+    return result
 
 
 def _log_eval(
