@@ -46,7 +46,7 @@ from peft_puma.cpu_threads import configure_torch_threads
 from peft_puma.data.schema import DATASET_COLUMN
 from peft_puma.data.schema import column_values as column
 from peft_puma.data.transforms import make_eval_transform
-from peft_puma.data.unified import SCORED_SPLITS, dataset_sizes, load_unified, scored_split
+from peft_puma.data.unified import SCORED_SPLITS, dataset_sizes, describe_source, load_unified, scored_split
 from peft_puma.errors import ForeignContentError, IncompatibleCheckpointError, InvalidConfigError
 from peft_puma.evaluate import evaluate_adapter
 from peft_puma.evaluation.examples import write_retrieval_examples
@@ -590,7 +590,10 @@ def settings(setup: Setup) -> dict[str, Any]:
         "config_text": setup.config_text,
         "overrides": base_overrides(args),
         "backbone": config.backbone,
+        # Which weights and which data build every figure of the result is traceable to.
+        "backbone_fingerprint": setup.weights or fingerprint_of(config.backbone, config.backbone_format),
         "data": config.uml_mini_dir or config.dataset_path,
+        "data_source": describe_source(config),  # for UML-mini: its builder version, seed and scale
         "seeds": args.seeds,
         "tables": list(args.tables),
         "keep_probs": setup.plan.keep_probs,

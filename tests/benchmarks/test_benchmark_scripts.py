@@ -328,6 +328,16 @@ def accuracy(tmp_path_factory) -> tuple[dict, str]:
         return json.load(handle), figures
 
 
+def test_accuracy_records_the_backbones_fingerprint_and_the_data_source(accuracy) -> None:
+    from peft_puma.backbones.fingerprint import fingerprint_of
+
+    result, _ = accuracy
+    folder = _accuracy_folder(accuracy)
+    assert result["settings"]["backbone_fingerprint"] == fingerprint_of(str(folder / "vit"))
+    assert result["settings"]["data_source"] == {"dataset_path": str(folder / "data")}
+    assert result["git_commit"]
+
+
 def _accuracy_folder(accuracy) -> Path:
     """The smoke run's folder (its backbone, data and run folders), from where its figures went."""
     return Path(accuracy[1]).parent
