@@ -11,12 +11,12 @@ import datetime
 import importlib.metadata
 import os
 import platform
-import subprocess
 import sys
 from typing import Any
 
 from peft_puma.errors import ForeignContentError
 from peft_puma.owned_paths import check_json_output
+from peft_puma.source_commit import source_commit
 
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "safetensors", "numpy", "peft_puma")
 
@@ -59,19 +59,6 @@ def versions() -> dict[str, str]:
     return found
 
 
-def git_commit() -> str | None:
-    """The checkout's HEAD commit (with ``+dirty`` when tracked files differ), so a result can be traced to code."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
 def run_info(torch_threads: int) -> dict[str, Any]:
     """Machine, versions, command, date and the load average at the start of a benchmark run."""
     import torch
@@ -88,7 +75,7 @@ def run_info(torch_threads: int) -> dict[str, Any]:
             "platform": platform.platform(),
         },
         "versions": versions(),
-        "git_commit": git_commit(),
+        "git_commit": source_commit(),  # the checkout's HEAD, +dirty for uncommitted code
         "load_average_start": load_average(),
     }
 

@@ -42,7 +42,12 @@ from .errors import InvalidInputError
 from .inference.embedding import embed_dataset, embed_folder
 from .inference.embeddings_file import check_output_path, save_embeddings
 from .inference.loading import load_for_inference
-from .inference.options import add_image_source_options, add_model_options, require_at_least
+from .inference.options import (
+    add_image_size_option,
+    add_image_source_options,
+    add_model_options,
+    require_at_least,
+)
 from .runs.split_file import read_run_split
 
 _ROW_FIELDS = {"dataset": "datasets", "role": "roles"}  # dataset columns kept in the file's metadata
@@ -70,13 +75,7 @@ def build_parser() -> CommandParser:
         metavar="INT",
         help="images per forward pass in each process (default: 256)",
     )
-    parser.add_argument(
-        "--image_size",
-        type=int,
-        default=None,
-        metavar="INT",
-        help="input resolution in pixels (default: the adapter's training resolution)",
-    )
+    add_image_size_option(parser)
     parser.add_argument(
         "--on_error",
         choices=ON_ERROR_CHOICES,

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "peft_puma.errors",
             "peft_puma.owned_paths",
             "peft_puma.file_modes",
+            "peft_puma.source_commit",
             "peft_puma.cpu_threads",
             "peft_puma.lazy_exports",
         ),

@@ -15,10 +15,11 @@ import fcntl
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from typing import Any
+
+from ..source_commit import source_commit
 
 LEDGER_VARIABLE = "PEFT_PUMA_TEST_READS"
 TEST_SPLIT_NAME = "test"
@@ -47,7 +48,7 @@ def record_test_read(
         return
     line = {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _commit(),
+        "commit": source_commit(),
         "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]) if sys.argv else None,
         "scored": scored,
         "split": split,
@@ -63,16 +64,3 @@ def record_test_read(
     with open(path, "a", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # runs of several processes or benchmarks append whole lines
         handle.write(json.dumps(line, default=str) + "\n")
-
-
-def _commit() -> str | None:
-    """The commit of the checkout peft_puma runs from (``+dirty`` when its tracked files differ), if it is one."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")

@@ -44,6 +44,17 @@ def add_image_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", metavar="NAME", help="split of a DatasetDict (default: test)")
 
 
+def add_image_size_option(parser: argparse.ArgumentParser) -> None:
+    """``--image_size INT``: the input resolution, by default the one the adapter was trained at."""
+    parser.add_argument(
+        "--image_size",
+        type=int,
+        default=None,
+        metavar="INT",
+        help="input resolution in pixels (default: the adapter's training resolution)",
+    )
+
+
 def require_at_least(option: str, value: int | None, minimum: int) -> None:
     """Refuse a number below ``minimum`` (``--batch_size 0``, ``--image_size 3``) before any work, in one line."""
     if value is not None and value < minimum:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from typing import Any
 
@@ -69,3 +70,22 @@ def load_trained(backbone: nn.Module, directory: str, **kwargs: Any) -> PeftMode
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
         model = PeftModel.from_pretrained(backbone, directory, **kwargs)
     return model.eval()
+
+
+# What save_pretrained writes in the baselines' folders (lora/: LoRA's config and tensors; backbone/: a fine-tuned
+# backbone, sharded when large).
+_SAVED_NAMES = re.compile(
+    r"^(adapter_config\.json|adapter_model\.safetensors|README\.md|config\.json|generation_config\.json"
+    r"|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json)$"
+)
+
+
+def foreign_saved_entries(output_dir: str) -> list[str]:
+    """Paths under ``output_dir``'s ``lora/`` and ``backbone/`` that :func:`save_trained` did not write there:
+    ``--overwrite_output_dir`` refuses a run folder with any, so that it never deletes a user's file."""
+    found = []
+    for folder in (LORA_FOLDER, BACKBONE_FOLDER):
+        path = os.path.join(output_dir, folder)
+        if os.path.isdir(path):
+            found += [os.path.join(folder, name) for name in sorted(os.listdir(path)) if not _SAVED_NAMES.match(name)]
+    return found

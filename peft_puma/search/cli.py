@@ -16,7 +16,7 @@ from ..command_line import run_command
 from ..config.cli import CommandParser, add_option
 from ..data.images import ON_ERROR_CHOICES
 from ..evaluation.grid import DEFAULT_THUMBNAIL
-from ..inference.options import add_image_source_options, add_model_options
+from ..inference.options import add_image_size_option, add_image_source_options, add_model_options
 from .index import INDEX_TYPES
 
 _ON_ERROR_HELP = (
@@ -62,13 +62,7 @@ def _index_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch_size", type=int, default=256, metavar="INT", help="images per forward pass (default: 256)"
     )
-    parser.add_argument(
-        "--image_size",
-        type=int,
-        default=None,
-        metavar="INT",
-        help="input resolution in pixels (default: the adapter's training resolution)",
-    )
+    add_image_size_option(parser)
     parser.add_argument("--on_error", choices=ON_ERROR_CHOICES, default=None, help=f"with --images, {_ON_ERROR_HELP}")
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,11 +56,9 @@ from ..losses import make_loss
 from ..owned_paths import write_failures_reported
 from ..runs import checkpoints as ckpt
 from ..runs.layout import (
-    BACKBONE_FOLDER,
     EXAMPLES_FILE,
     LOCK_FILE,
     LOGS,
-    LORA_FOLDER,
     RESULTS_FILE,
     RUN_LAYOUT,
     TRAIN_LOG,
@@ -69,6 +66,7 @@ from ..runs.layout import (
 from ..runs.lock import lock_across_processes
 from ..runs.run_file import write_run_file
 from ..runs.same_run import RunIdentity, run_differences
+from ..runs.saving import foreign_saved_entries
 from ..runs.split_file import write_run_split
 from .arguments import TrainingConfig, resolve_precision
 from .methods import MethodOptions, build_model
@@ -326,7 +324,7 @@ def _start_afresh(config: TrainingConfig, accelerator: Any) -> None:
     refusal, removed = "", []
     if accelerator.is_main_process:
         try:
-            inside = ckpt.foreign_entries(config.output_dir) + _foreign_saved_files(config.output_dir)
+            inside = ckpt.foreign_entries(config.output_dir) + foreign_saved_entries(config.output_dir)
             if inside:
                 raise ForeignContentError(
                     f"{config.output_dir} holds a peft_puma training run and, inside its folders, files peft_puma did "
@@ -348,23 +346,6 @@ def _start_afresh(config: TrainingConfig, accelerator: Any) -> None:
             f"overwrite_output_dir: removed the earlier run's {', '.join(removed)} from {config.output_dir}; "
             "starting afresh."
         )
-
-
-# What save_pretrained writes in the baselines' folders (lora/: LoRA's config and tensors; backbone/: a fine-tuned
-# backbone, sharded when large).
-_SAVED_NAMES = re.compile(
-    r"^(adapter_config\.json|adapter_model\.safetensors|README\.md|config\.json|generation_config\.json"
-    r"|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json)$"
-)
-
-
-def _foreign_saved_files(output_dir: str) -> list[str]:
-    found = []
-    for folder in (LORA_FOLDER, BACKBONE_FOLDER):
-        path = os.path.join(output_dir, folder)
-        if os.path.isdir(path):
-            found += [os.path.join(folder, name) for name in sorted(os.listdir(path)) if not _SAVED_NAMES.match(name)]
-    return found
 
 
 def _trim_log(config: TrainingConfig, step: int) -> None:

@@ -1,6 +1,7 @@
-"""Every option of every command has help text and a readable value placeholder in ``--help``: ``PATH``, ``INT``,
-``FLOAT ...``, ``{a,b}``; never argparse's or a type's raw spelling (``[STR|NULL]``, ``INT [INT ...]``), and never a
-default said twice."""
+"""Every command prints its ``--help`` from a fresh interpreter (its imports resolve whatever order they run in: an
+import cycle through the package would only show when a command is the first thing imported), and every option there
+has help text and a readable value placeholder: ``PATH``, ``INT``, ``FLOAT ...``, ``{a,b}``; never argparse's or a
+type's raw spelling (``[STR|NULL]``, ``INT [INT ...]``), and never a default said twice."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_the_parser_of_help_texts_finds_missing_help_and_ugly_placeholders():
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
-def test_every_option_has_help_and_a_readable_placeholder(command):
+def test_every_command_starts_fresh_and_every_option_has_help_and_a_readable_placeholder(command):
     result = subprocess.run(
         [sys.executable, "-m", *command, "--help"],
         capture_output=True,
@@ -66,6 +67,7 @@ def test_every_option_has_help_and_a_readable_placeholder(command):
         env={**os.environ, "COLUMNS": "200"},  # one option per line where the help fits
     )
     assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
     entries = help_entries(result.stdout)
     assert len(entries) > 2, result.stdout
     missing = [invocation for invocation, text in entries.items() if not text]

@@ -133,7 +133,6 @@ def render_section(
     from ... import __version__ as peft_puma_version  # deferred: the package's __init__ imports this module
 
     backbone = backbone_source(config.base_model_name_or_path)
-    title = backbone.hub_id or (f"a local backbone ({backbone.local_name})" if backbone.local_name else None)
     lines = [
         _BEGIN,
         f"# PUMA adapter for `{backbone.hub_id}`" if backbone.hub_id else "# PUMA adapter",
@@ -161,7 +160,7 @@ def render_section(
         "",
         "| part | setting |",
         "|---|---|",
-        f"| base model | {_named(title)}, frozen ({config.backbone_family or 'family not recorded'}) |",
+        f"| base model | {_base_model_cell(backbone)}, frozen ({config.backbone_family or 'family not recorded'}) |",
         f"| adapters | {_adapter_summary(config)} |",
         f"| prompts | {_prompt_summary(config)} |",
         f"| embedding head | Linear(d, {config.embedding_size}) on the CLS token, L2-normalised |",
@@ -177,8 +176,10 @@ def render_section(
     return "\n".join(lines)
 
 
-def _named(title: str | None) -> str:
-    return f"`{title}`" if title and "(" not in title else (title or "(not recorded)")
+def _base_model_cell(backbone: BackboneSource) -> str:
+    if backbone.hub_id:
+        return f"`{backbone.hub_id}`"
+    return f"a local backbone ({backbone.local_name})" if backbone.local_name else "(not recorded)"
 
 
 def _backbone_note(backbone: BackboneSource) -> list[str]:

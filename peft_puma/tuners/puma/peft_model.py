@@ -41,10 +41,10 @@ class PeftModelForImageEmbedding(PeftModel):
 
     def save_pretrained(self, save_directory: str, *args: Any, **kwargs: Any) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)
-        for root, _, names in os.walk(save_directory):  # safetensors writes 0600 (file_modes.py says why)
-            for name in names:
-                if name == SAFETENSORS_WEIGHTS_NAME:
-                    apply_umask(os.path.join(root, name))
+        # safetensors writes 0600 (file_modes.py says why): the adapters PEFT just wrote, at the top or in subfolders.
+        for folder in (save_directory, *(os.path.join(save_directory, name) for name in self.peft_config)):
+            if os.path.isfile(os.path.join(folder, SAFETENSORS_WEIGHTS_NAME)):
+                apply_umask(os.path.join(folder, SAFETENSORS_WEIGHTS_NAME))
         if kwargs.get("is_main_process", True) and not os.path.isfile(os.path.join(save_directory, CONFIG_NAME)):
             # No adapter at the top (``default`` was not among the selected ones): the top card points to a subfolder.
             saved = [n for n in self.peft_config if os.path.isfile(os.path.join(save_directory, n, CONFIG_NAME))]
