@@ -14,14 +14,13 @@ from transformers import AutoImageProcessor, ViTModel
 from peft_puma.data.uml_mini import BUILDER_VERSION, DOMAINS, EMOJI_CLASSES, GLYPH_ALPHABETS
 from peft_puma.errors import InvalidConfigError
 from peft_puma.standin.__main__ import main
+from peft_puma.standin.disjointness import overlap_with_uml_mini
 from peft_puma.standin.pool import (
     GLYPH_SOURCES,
-    OTHER_SCRIPTS,
-    SYMBOLS,
     PoolSize,
     build_pretraining_pool,
-    overlap_with_uml_mini,
     pretraining_emoji,
+    pretraining_numbers,
 )
 from peft_puma.standin.pretraining import (
     IMAGE_SIZE,
@@ -79,22 +78,51 @@ def test_pretraining_is_reproducible_from_the_seed(tiny_pool):
     assert not all(torch.equal(a, c) for a, c in zip(first.state_dict().values(), other.state_dict().values()))
 
 
-def test_pretraining_pool_shares_no_class_with_uml_mini(tiny_pool):
+def test_pretraining_pool_shares_no_class_with_uml_mini_in_any_normalised_form(tiny_pool):
+    # Both class sets enumerated here, compared without the module's rule: values of numbers, code points.
+    uml_numbers = {int(key) for domain in DOMAINS if domain.kind == "numbers" for key in domain.classes}
+    assert uml_numbers == set(range(100))
     letters = set("".join(GLYPH_ALPHABETS.values()))
-    assert not set(SYMBOLS) & letters
-    assert not set("".join(OTHER_SCRIPTS.values())) & letters
-    used = {char for sequence in EMOJI_CLASSES for char in sequence}
+    pool_keys = {name.split(":", 1)[1] for name in tiny_pool.class_names if not name.startswith("fashion:")}
+    assert not {int(key) for key in pool_keys if key.isdigit()} & uml_numbers
+    assert not {int(key) for key in pretraining_numbers()} & uml_numbers and len(pretraining_numbers()) == 900
+    assert not {char for key in pool_keys for char in key} & letters
+    used = {char for sequence in EMOJI_CLASSES for char in sequence} - {"\ufe0f"}
     assert not {char for emoji in pretraining_emoji(PoolSize().emoji_classes, seed=0) for char in emoji} & used
+    # and by the whole rule (confusables, emoji families and look-alikes included)
     assert overlap_with_uml_mini(tiny_pool.class_names) == []
-    mistakes = ["latin:A", "emoji:" + EMOJI_CLASSES[0], "numbers:12"]
-    assert overlap_with_uml_mini(mistakes) == mistakes
-    assert {name.split(":")[0] for name in tiny_pool.class_names} >= {
-        "symbols",
-        "emoji",
-        "fashion",
-        "digits",
-        "numbers",
-    }
+    assert {name.split(":")[0] for name in tiny_pool.class_names} >= {"symbols", "emoji", "fashion", "numbers"}
+
+
+@pytest.mark.parametrize(
+    "pool_class, uml_mini_class, rule",
+    [
+        ("numbers:000", "numbers:00", "same number"),  # the committed stand-in of builder version 3 had these
+        ("numbers:099", "numbers:99", "same number"),
+        ("digits:7", "numbers:07", "same number"),
+        ("symbols:5", "numbers:05", "same number"),
+        ("latin:A", "latin:A", "shared code point"),
+        ("emoji:\u2764", "emoji:\u2764\ufe0f", "shared code point"),  # the heart without its presentation selector
+        ("armenian:\u0555", "latin:O", "Unicode confusable"),  # Armenian capital oh
+        ("malayalam:\u0d20", "latin:o", "Unicode confusable"),
+        ("ethiopic:\u1200", "latin:U", "Unicode confusable"),
+        ("emoji:\U0001f53c", "emoji:\U0001f53a", "family TRIANGLE"),  # the small red triangle
+        ("emoji:\U0001f4d3", "emoji:\U0001f4d5", "family BOOK"),  # a notebook
+        ("emoji:\U0001f496", "emoji:\u2764\ufe0f", "family HEART"),
+        ("emoji:\U0001f532", "emoji:\U0001f7e5", "family SQUARE"),  # the black square button
+        ("emoji:\U0001f91a", "emoji:\U0001f44b", "family HAND"),  # raised back of hand
+        ("emoji:\U0001f32b", "emoji:\u2b1c", "image distance"),  # fog: a grey square
+    ],
+)
+def test_the_disjointness_rule_finds_every_kind_of_overlap(pool_class, uml_mini_class, rule):
+    found = overlap_with_uml_mini([pool_class])
+    assert any(o.uml_mini_class == uml_mini_class and o.rule.startswith(rule) for o in found), found
+
+
+def test_a_pool_with_numbers_000_to_099_fails_the_check():
+    old_pool = [f"numbers:{n:03d}" for n in range(1000)]
+    flagged = {o.pool_class for o in overlap_with_uml_mini(old_pool)}
+    assert flagged == {f"numbers:{n:03d}" for n in range(100)}
 
 
 def test_pretraining_numbers_are_three_digits_from_held_out_digit_images_in_every_view(monkeypatch):
@@ -117,8 +145,8 @@ def test_pretraining_numbers_are_three_digits_from_held_out_digit_images_in_ever
         len(numbers) == size.number_classes and np.isin(pool.labels, numbers).sum() == len(numbers) * size.number_views
     )
     assert all(len(key) == 3 and key.isdigit() for key in keys) and len(set(keys)) == len(keys)
-    # UML-mini's two-digit classes can never be drawn: every key has three digits
-    assert not set(keys) & {key for domain in DOMAINS if domain.kind == "numbers" for key in domain.classes}
+    # UML-mini's two-digit classes can never be drawn, not even with a leading zero: every key is 100-999
+    assert all(100 <= int(key) <= 999 for key in keys)
     # every digit image comes from the pool UML-mini never uses, and views of one number differ in their digits
     images = load_digits()[0]
     held_out = {images[i].tobytes() for i in digit_pools(0)["pretrain"]}
@@ -160,7 +188,7 @@ def test_only_glyph_images_are_recoloured(tiny_pool):
     mask = tiny_pool.glyph_images()
     sources = np.array([tiny_pool.class_names[label].split(":")[0] for label in tiny_pool.labels])
     assert np.array_equal(mask, np.isin(sources, GLYPH_SOURCES))
-    assert mask.any() and not mask.all() and not np.isin(["emoji", "fashion", "digits"], GLYPH_SOURCES).any()
+    assert mask.any() and not mask.all() and not np.isin(["emoji", "fashion", "numbers"], GLYPH_SOURCES).any()
 
 
 def test_recolour_keeps_the_shape_of_rendered_glyphs(tiny_pool):

@@ -32,6 +32,7 @@ from peft_puma.data.uml_mini.sources import (
     digit_pools,
     faces_drawing,
     install_command,
+    load_digits,
     missing_packages,
 )
 from peft_puma.errors import DatasetLayoutError, ForeignContentError, InvalidConfigError
@@ -98,10 +99,29 @@ def test_glyph_alphabets_have_no_two_letters_drawn_alike_by_design():
         assert len(set(alphabet)) == len(alphabet) and all(letter.isalpha() for letter in alphabet)
 
 
-def test_numbers_compose_train_and_test_classes_from_different_handwritten_digits():
-    pools = digit_pools(seed=0)
-    assert not set(pools["train"]) & set(pools["test"])  # validation numbers use the train digits, other numbers
-    assert not set(pools["pretrain"]) & (set(pools["train"]) | set(pools["test"]))
+def test_numbers_of_each_split_are_composed_from_their_own_handwritten_digit_images(monkeypatch):
+    import peft_puma.data.uml_mini as uml_mini
+
+    pools = digit_pools(seed=TINY.seed)
+    assert set(pools) == {"train", "validation", "test", "pretrain"}
+    for first, second in [(a, b) for a in pools for b in pools if a < b]:
+        assert not set(pools[first]) & set(pools[second]), (first, second)
+    assert sum(len(pool) for pool in pools.values()) == len(load_digits()[1])
+    composed: list[list[bytes]] = []
+    original = uml_mini.render_number
+
+    def spy(digits, rng):
+        composed.append([digit.tobytes() for digit in digits])
+        return original(digits, rng)
+
+    monkeypatch.setattr(uml_mini, "render_number", spy)
+    _, plans = build_uml_mini(TINY)
+    images = load_digits()[0]
+    splits = [plan.split for plan in plans if plan.domain == "numbers" for _ in plan.roles]
+    assert len(splits) == len(composed) and set(splits) == {"train", "validation", "test"}
+    for split, digits in zip(splits, composed):
+        own = {images[i].tobytes() for i in pools[split]}
+        assert all(digit in own for digit in digits), split
 
 
 def test_every_emoji_class_is_drawn_by_the_installed_font():

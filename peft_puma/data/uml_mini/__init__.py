@@ -60,7 +60,7 @@ from .sources import (
     require_sources,
 )
 
-BUILDER_VERSION = 3  # bump when a change alters the images, so that cached builds are redone
+BUILDER_VERSION = 4  # bump when a change alters the images, so that cached builds are redone
 MANIFEST = "uml_mini.json"
 FASHION_TRAIN_SIZE = 60_000  # images in Fashion-MNIST's train file, the pool UML-mini draws products from
 
@@ -232,13 +232,11 @@ class _Renderer:
         self.emoji_font = emoji_font(sources)
         self.domains = {d.name: d for d in DOMAINS}
         digit_labels = load_digits()[1]
-        # per split, per digit: the handwritten digit images its numbers may be composed from; validation numbers,
-        # carved from the training side, use the training digits (their classes still differ)
+        # per split, per digit: the handwritten digit images its numbers may be composed from, each split its own
         self.digits = {
             split: {d: pool[digit_labels[pool] == d] for d in range(10)}
             for split, pool in digit_pools(config.seed).items()
         }
-        self.digits[VALIDATION_SPLIT] = self.digits[TRAIN_SPLIT]
 
     def images(self, plan: ClassPlan) -> list:
         domain = self.domains[plan.domain]

@@ -482,12 +482,16 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def digit_pools(seed: int) -> dict[str, np.ndarray]:
-    """Split the digit images into three disjoint index pools: UML-mini ``train``, UML-mini ``test``, ``pretrain``.
+    """Split the digit images into four disjoint index pools: UML-mini ``train``, ``validation`` and ``test``, and the
+    stand-in's ``pretrain``.
 
-    Two-digit numbers of the train and test classes are composed from different handwritten digits, and the
-    backbone's pretraining sees a third set, so no digit image appears on both sides of any split.
+    The numbers of each split are composed from their own handwritten digit images, and the backbone's pretraining
+    sees a fourth set, so no digit image appears in two of them. The images are disjoint, not their writers:
+    scikit-learn's copy (the test part of UCI's optdigits, 1,797 images by 13 writers) carries no writer ids.
     """
     count = len(load_digits()[1])
     order = np.random.default_rng([seed, 7]).permutation(count)
-    third = count // 3
-    return {"train": order[:third], "test": order[third : 2 * third], "pretrain": order[2 * third :]}
+    quarter = count // 4
+    names = ("train", "validation", "test")
+    pools = {name: order[i * quarter : (i + 1) * quarter] for i, name in enumerate(names)}
+    return {**pools, "pretrain": order[3 * quarter :]}
