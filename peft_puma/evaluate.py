@@ -12,8 +12,8 @@ on the classes the adapter's run held out, or data of test classes alone (docs/c
 validation`` scores the validation split instead of the test split (a UML-mini build has one; the paper's benchmarks
 do not, and asking for it there is a one-line error). Prints Recall@1 per dataset, Unified and Harmonic (docs/spec.md
 section 7) under a title naming the split, and writes the full mapping of
-:func:`peft_puma.evaluation.evaluate_retrieval` with ``--output`` (plus ``split`` and ``data_source``). From Python:
-:func:`evaluate_adapter`.
+:func:`peft_puma.evaluation.evaluate_retrieval` with ``--output`` (plus ``split``, ``data_source``,
+``backbone_fingerprint`` and ``commit``). From Python: :func:`evaluate_adapter`.
 
 This module is the command (the name it is run by); the metrics are computed by the package :mod:`peft_puma.evaluation`.
 """
@@ -49,6 +49,7 @@ from .inference.options import add_model_options, require_at_least
 from .owned_paths import check_json_output, write_json_atomically
 from .runs.run_file import read_run_file
 from .runs.split_file import read_run_split
+from .source_commit import source_commit
 
 
 def evaluate_adapter(
@@ -110,7 +111,7 @@ def _record_read(
     adapter: str | None, split: str, zero_shot: bool, backbone: str | None, result: dict, data_source: Any
 ) -> None:
     """This scoring's line in the test-read ledger (peft_puma/evaluation/test_reads.py), when it reads test."""
-    run = read_run_file(adapter) if adapter and os.path.isdir(adapter) else None
+    run = _run_of(adapter)
     record_test_read(
         split,
         "evaluate, the zero-shot backbone" if zero_shot else "evaluate, a trained adapter",
@@ -121,6 +122,11 @@ def _record_read(
         backbone_fingerprint=run.backbone_fingerprint if run and not zero_shot else None,
         adapter=None if zero_shot or not adapter else os.path.abspath(adapter),
     )
+
+
+def _run_of(adapter: str | None):
+    """The run file of a trained adapter's folder; None for a Hub adapter or a folder without one."""
+    return read_run_file(adapter) if adapter and os.path.isdir(adapter) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,7 +219,15 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
         what = "zero-shot backbone" if args.zero_shot else args.adapter
         print(results_markdown(result, f"Evaluation of {what} ({args.split} split)"))
         if args.output:
-            write_json_atomically(args.output, {**result, "split": args.split, "data_source": loaded.description})
+            run = None if args.zero_shot or args.allow_other_backbone else _run_of(args.adapter)
+            record = {
+                **result,
+                "split": args.split,
+                "data_source": loaded.description,
+                "backbone_fingerprint": run.backbone_fingerprint if run else None,  # as the trainer's results.json
+                "commit": source_commit(),
+            }
+            write_json_atomically(args.output, record)
             print(f"results written to {args.output}")
         if args.examples:
             print(f"retrieval examples written to {args.examples}")

@@ -10,7 +10,9 @@ import torch
 
 from peft_puma.backbones.loading import load_backbone
 from peft_puma.runs.checkpoints import complete_checkpoints
+from peft_puma.runs.run_file import read_run_file
 from peft_puma.runs.saving import load_trained
+from peft_puma.source_commit import source_commit
 from peft_puma.training import NonFiniteLossError, load_config, train
 
 from .fault_runner import nan_loss_at_step
@@ -29,9 +31,25 @@ def test_outputs_are_the_adapter_results_and_logs(finished_run):
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "results.json"} <= files
     with open(os.path.join(config.output_dir, "results.json")) as handle:
         saved = json.load(handle)
-    expected = {**result.results, "split": "test", "data_source": {"dataset_path": config.dataset_path}}
+    run = read_run_file(config.output_dir)
+    expected = {
+        **result.results,
+        "split": "test",
+        "data_source": {"dataset_path": config.dataset_path},
+        "backbone_fingerprint": run.backbone_fingerprint,
+        "commit": source_commit(),
+    }
     assert saved == json.loads(json.dumps(expected))
-    assert set(saved) == {"unified", "per_dataset", "harmonic", "split", "data_source"}
+    assert set(saved) == {
+        "unified",
+        "per_dataset",
+        "harmonic",
+        "split",
+        "data_source",
+        "backbone_fingerprint",
+        "commit",
+    }
+    assert len(run.backbone_fingerprint) > 8
     assert list(saved["per_dataset"]) == ["stripes", "colours", "shop"]
     card = open(os.path.join(config.output_dir, "README.md")).read()
     assert "| stripes | colours | shop | Unified | Harmonic |" in card and "final epoch (test split)" in card
