@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from .backbones.fingerprint import fingerprint_of
 from .backbones.loading import check_resolution
 from .command_line import run_command
 from .config.cli import add_option
@@ -42,7 +43,7 @@ from .evaluation.grid import check_grid_output
 from .evaluation.retrieval import KTooLargeError
 from .evaluation.scoring import check_split, score_split
 from .evaluation.table import results_markdown
-from .evaluation.test_reads import record_test_read
+from .evaluation.test_reads import is_recorded, record_test_read
 from .inference.embedding import embed_split
 from .inference.loading import load_for_inference
 from .inference.options import add_model_options, require_at_least
@@ -111,15 +112,22 @@ def _record_read(
     adapter: str | None, split: str, zero_shot: bool, backbone: str | None, result: dict, data_source: Any
 ) -> None:
     """This scoring's line in the test-read ledger (peft_puma/evaluation/test_reads.py), when it reads test."""
+    if not is_recorded(split):
+        return
     run = _run_of(adapter)
+    backbone = backbone or (run.backbone if run else None)
+    if run and not zero_shot:
+        fingerprint = run.backbone_fingerprint  # the loader has checked the weights are those (or was told not to)
+    else:
+        fingerprint = fingerprint_of(backbone) if backbone else None  # the zero-shot row: the weights it read
     record_test_read(
         split,
         "evaluate, the zero-shot backbone" if zero_shot else "evaluate, a trained adapter",
         result,
         data_source=data_source,
         config=run.config if run and not zero_shot else None,
-        backbone=backbone or (run.backbone if run else None),
-        backbone_fingerprint=run.backbone_fingerprint if run and not zero_shot else None,
+        backbone=backbone,
+        backbone_fingerprint=fingerprint,
         adapter=None if zero_shot or not adapter else os.path.abspath(adapter),
     )
 

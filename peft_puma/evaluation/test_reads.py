@@ -25,6 +25,12 @@ LEDGER_VARIABLE = "PEFT_PUMA_TEST_READS"
 TEST_SPLIT_NAME = "test"
 
 
+def is_recorded(split: str) -> bool:
+    """Whether a scoring of ``split`` goes on record now (the ledger is on and it is the test split), so that a
+    caller computes what only the record needs (a backbone's fingerprint) only then."""
+    return bool(os.environ.get(LEDGER_VARIABLE)) and split == TEST_SPLIT_NAME
+
+
 def config_hash(values: Mapping[str, Any]) -> str:
     """A short, stable hash of a config's keys: two reads with the same recipe carry the same one."""
     text = json.dumps(values, sort_keys=True, default=str)
@@ -43,9 +49,9 @@ def record_test_read(
     adapter: str | None = None,
 ) -> None:
     """Append one line to the ledger when ``split`` is the test split and the ledger is switched on."""
-    path = os.environ.get(LEDGER_VARIABLE)
-    if not path or split != TEST_SPLIT_NAME:
+    if not is_recorded(split):
         return
+    path = os.environ[LEDGER_VARIABLE]
     line = {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": source_commit(),

@@ -40,7 +40,10 @@ def test_a_training_and_an_evaluate_each_record_their_test_read(tiny_values, tmp
     assert read["scored"] == "evaluate, a trained adapter" and read["config_hash"] == final["config_hash"]
     assert read["backbone_fingerprint"] == final["backbone_fingerprint"]
     assert evaluate.main([*argv, "--split", "test", "--zero_shot"]) == 0
-    assert _lines(ledger)[-1]["scored"] == "evaluate, the zero-shot backbone" and len(_lines(ledger)) == 4
+    zero_shot = _lines(ledger)[-1]
+    assert zero_shot["scored"] == "evaluate, the zero-shot backbone" and len(_lines(ledger)) == 4
+    # the frozen weights it read: those the run was trained on (the same backbone)
+    assert zero_shot["backbone_fingerprint"] == final["backbone_fingerprint"] and zero_shot["config_hash"] is None
     capsys.readouterr()
 
 
