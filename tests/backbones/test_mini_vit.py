@@ -246,11 +246,13 @@ def test_committed_backbone_loads_and_its_features_beat_the_untrained_vit():
     # Measured on the validation split of the current UML-mini build (a choice, so never on test).
     assert record["zero_shot_split"] == "validation"
     assert record["zero_shot_data"]["builder_version"] == BUILDER_VERSION
-    # What pretraining demonstrably bought: general features, far above the untrained ViT and above raw pixels on
-    # every domain, numbers included (where pixels led until three-digit numbers joined the pool; docs/data.md).
+    # What pretraining demonstrably bought: general features, far above the untrained ViT, and above raw pixels on
+    # every domain but numbers, where the adopted backbone (adopted by a rule fixed before its run,
+    # docs/research/decisions.md) stays below raw pixels, as docs/data.md reports.
     pretrained, untrained, pixels = zero_shot["pretrained"], zero_shot["untrained"], zero_shot["raw pixels"]
     assert pretrained["unified"] > 5 * untrained["unified"] and pretrained["harmonic"] > 5 * untrained["harmonic"]
-    assert all(pretrained[domain.name] > pixels[domain.name] for domain in DOMAINS)
+    assert pretrained["unified"] > pixels["unified"] and pretrained["harmonic"] > pixels["harmonic"]
+    assert {domain.name for domain in DOMAINS if pretrained[domain.name] <= pixels[domain.name]} == {"numbers"}
     # pretrained on the pool the script builds today
     default = PoolSize()
     assert record["pool"]["numbers"] == {
