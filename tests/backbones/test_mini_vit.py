@@ -111,12 +111,41 @@ def test_pretraining_pool_shares_no_class_with_uml_mini_in_any_normalised_form(t
         ("emoji:\U0001f496", "emoji:\u2764\ufe0f", "family HEART"),
         ("emoji:\U0001f532", "emoji:\U0001f7e5", "family SQUARE"),  # the black square button
         ("emoji:\U0001f91a", "emoji:\U0001f44b", "family HAND"),  # raised back of hand
-        ("emoji:\U0001f32b", "emoji:\u2b1c", "image distance"),  # fog: a grey square
+        ("emoji:\U0001f32b", "emoji:\u2b1c", "silhouette"),  # fog: a grey square
+        ("emoji:\U0001f557", "emoji:\U0001f534", "silhouette"),  # a clock face is a circle
+        ("emoji:\U0001f6ab", "emoji:\U0001f534", "silhouette"),  # a no-entry sign: a ring, filled, is a circle
+        ("emoji:\U0001f918", "emoji:\U0001f44b", "family HORNS"),  # the sign of the horns: a hand
+        ("emoji:\U0001f524", "latin:*", "draws text"),  # the abc input symbol
+        ("armenian:\u056e", "greek:\u03b4", "Unicode confusable"),  # linked through U+1E9F, not directly
+        ("armenian:\u053c", "latin:L", "silhouette"),  # not in UTS #39, drawn as L
+        ("hebrew:\u05d7", "latin:n", "silhouette"),
     ],
 )
 def test_the_disjointness_rule_finds_every_kind_of_overlap(pool_class, uml_mini_class, rule):
     found = overlap_with_uml_mini([pool_class])
     assert any(o.uml_mini_class == uml_mini_class and o.rule.startswith(rule) for o in found), found
+
+
+@pytest.mark.parametrize(
+    "pool_class", ["emoji:\U0001f680", "emoji:\U0001f40d", "thai:\u0e01", "symbols:*", "numbers:100"]
+)
+def test_the_disjointness_rule_admits_what_resembles_no_uml_mini_class(pool_class):
+    assert overlap_with_uml_mini([pool_class]) == []
+
+
+def test_symbols_are_not_drawn_in_faces_that_put_pictures_at_their_code_points(monkeypatch):
+    import peft_puma.standin.pool as pretrain_pool
+
+    used: set[str] = set()
+    original = pretrain_pool.render_glyph
+
+    def spy(char, face, rng):
+        used.add(Path(face).name)
+        return original(char, face, rng)
+
+    monkeypatch.setattr(pretrain_pool, "render_glyph", spy)
+    build_pretraining_pool(seed=0, size=PoolSize().scaled(TINY_POOL))
+    assert used and not used & {"D050000L.otf", "StandardSymbolsPS.otf"}
 
 
 def test_a_pool_with_numbers_000_to_099_fails_the_check():
@@ -149,7 +178,7 @@ def test_pretraining_numbers_are_three_digits_from_held_out_digit_images_in_ever
     assert all(100 <= int(key) <= 999 for key in keys)
     # every digit image comes from the pool UML-mini never uses, and views of one number differ in their digits
     images = load_digits()[0]
-    held_out = {images[i].tobytes() for i in digit_pools(0)["pretrain"]}
+    held_out = {images[i].tobytes() for i in digit_pools()["pretrain"]}
     triples = [digits for digits in composed if len(digits) == 3]
     assert len(triples) == len(numbers) * size.number_views
     assert all(digit in held_out for digits in triples for digit in digits)

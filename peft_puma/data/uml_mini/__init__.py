@@ -60,7 +60,7 @@ from .sources import (
     require_sources,
 )
 
-BUILDER_VERSION = 4  # bump when a change alters the images, so that cached builds are redone
+BUILDER_VERSION = 5  # bump when a change alters the images, so that cached builds are redone
 MANIFEST = "uml_mini.json"
 FASHION_TRAIN_SIZE = 60_000  # images in Fashion-MNIST's train file, the pool UML-mini draws products from
 
@@ -234,8 +234,7 @@ class _Renderer:
         digit_labels = load_digits()[1]
         # per split, per digit: the handwritten digit images its numbers may be composed from, each split its own
         self.digits = {
-            split: {d: pool[digit_labels[pool] == d] for d in range(10)}
-            for split, pool in digit_pools(config.seed).items()
+            split: {d: pool[digit_labels[pool] == d] for d in range(10)} for split, pool in digit_pools().items()
         }
 
     def images(self, plan: ClassPlan) -> list:
