@@ -48,9 +48,9 @@ from .inference.embedding import embed_split
 from .inference.loading import load_for_inference
 from .inference.options import add_model_options, require_at_least
 from .owned_paths import check_json_output, write_json_atomically
+from .runs.results_file import results_record
 from .runs.run_file import read_run_file
 from .runs.split_file import read_run_split
-from .source_commit import source_commit
 
 
 def evaluate_adapter(
@@ -228,14 +228,8 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
         print(results_markdown(result, f"Evaluation of {what} ({args.split} split)"))
         if args.output:
             run = None if args.zero_shot or args.allow_other_backbone else _run_of(args.adapter)
-            record = {
-                **result,
-                "split": args.split,
-                "data_source": loaded.description,
-                "backbone_fingerprint": run.backbone_fingerprint if run else None,  # as the trainer's results.json
-                "commit": source_commit(),
-            }
-            write_json_atomically(args.output, record)
+            fingerprint = run.backbone_fingerprint if run else None
+            write_json_atomically(args.output, results_record(result, args.split, loaded.description, fingerprint))
             print(f"results written to {args.output}")
         if args.examples:
             print(f"retrieval examples written to {args.examples}")

@@ -82,14 +82,18 @@ class Overlap:
         return f"{self.pool_class} meets {self.uml_mini_class} ({self.rule})"
 
 
-def _uml_mini_classes() -> list[tuple[str, str, str]]:
+@functools.lru_cache(maxsize=1)
+def _uml_mini_classes() -> tuple[tuple[str, str, str], ...]:
     """(domain, kind, key) of every UML-mini class the rule compares against: all of them, train, validation, test."""
-    return [(d.name, d.kind, key) for d in DOMAINS if d.kind in _KINDS_CHECKED for key in d.classes]
+    return tuple((d.name, d.kind, key) for d in DOMAINS if d.kind in _KINDS_CHECKED for key in d.classes)
 
 
-def _code_points(key: str) -> set[str]:
+@functools.cache  # every pool class is compared with every UML-mini class: each key once
+def _code_points(key: str) -> frozenset[str]:
     folded = unicodedata.normalize("NFKD", key).casefold()
-    return {char for char in folded if char not in _IGNORED and not unicodedata.combining(char)} | (set(key) - _IGNORED)
+    return frozenset({char for char in folded if char not in _IGNORED and not unicodedata.combining(char)}) | (
+        set(key) - _IGNORED
+    )
 
 
 @functools.lru_cache(maxsize=1)

@@ -29,9 +29,9 @@ from ..data.schema import SPLITS
 from ..data.splits import SplitRecord
 from ..owned_paths import write_json_atomically
 from ..runs.layout import CHECKPOINTS, EXAMPLES_FILE, LOCK_FILE, LOGS, RESULTS_FILE, RUN_FILE
+from ..runs.results_file import results_record
 from ..runs.run_file import RunRecord, write_run_file
 from ..runs.saving import save_trained
-from ..source_commit import source_commit
 from ..tuners.puma.hub import prepare_for_upload
 from ..tuners.puma.model_card import CardResults, is_local_path, update_model_card
 
@@ -150,14 +150,7 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
     update_model_card(
         directory, model.peft_config["default"], extra=card, results=card_results(result, info, config.eval_split)
     )
-    # what was scored, on which data, with which frozen weights and code: a result traceable on its own
-    results = {
-        **result,
-        "split": config.eval_split,
-        "data_source": info.data_source,
-        "backbone_fingerprint": info.backbone_fingerprint,
-        "commit": source_commit(),
-    }
+    results = results_record(result, config.eval_split, info.data_source, info.backbone_fingerprint)
     write_json_atomically(os.path.join(directory, RESULTS_FILE), results)
     write_run_file(directory, run_record(config, info))
 

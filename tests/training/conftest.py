@@ -42,6 +42,24 @@ def finished_run(tiny_assets, tmp_path_factory):
     return config, train(config)
 
 
+def expected_results_file(config, result) -> dict:
+    """What the finished tiny run's ``results.json`` (and ``evaluate --output`` on its test split) must hold, as JSON
+    reads it back: the scores, the split, the data, the fingerprint the run file recorded and this checkout's commit."""
+    import json
+
+    from peft_puma.runs.run_file import read_run_file
+    from peft_puma.source_commit import source_commit
+
+    expected = {
+        **result.results,
+        "split": "test",
+        "data_source": {"dataset_path": config.dataset_path},
+        "backbone_fingerprint": read_run_file(config.output_dir).backbone_fingerprint,
+        "commit": source_commit(),
+    }
+    return json.loads(json.dumps(expected))
+
+
 def run_module(args: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
     """Run ``python <args>`` (or a launcher) from the repository root, offline, and capture its output."""
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}

@@ -13,10 +13,8 @@ from peft_puma import embed, evaluate, train
 from peft_puma.inference.embedding import embed_folder
 from peft_puma.inference.embeddings_file import load_embeddings
 from peft_puma.runs.checkpoints import complete_checkpoints
-from peft_puma.runs.run_file import read_run_file
-from peft_puma.source_commit import source_commit
 
-from .conftest import train_in_subprocess, write_config
+from .conftest import expected_results_file, train_in_subprocess, write_config
 
 
 def test_evaluate_command_reproduces_the_training_results(finished_run, tmp_path, capsys):
@@ -29,15 +27,7 @@ def test_evaluate_command_reproduces_the_training_results(finished_run, tmp_path
     assert "| stripes | colours | shop | Unified | Harmonic |" in printed
     with open(output) as handle:
         saved = json.load(handle)
-    run = read_run_file(config.output_dir)
-    expected = {
-        **result.results,
-        "split": "test",
-        "data_source": {"dataset_path": config.dataset_path},
-        "backbone_fingerprint": run.backbone_fingerprint,
-        "commit": source_commit(),
-    }
-    assert saved == json.loads(json.dumps(expected))
+    assert saved == expected_results_file(config, result)
     with open(os.path.join(config.output_dir, "results.json")) as handle:
         assert saved == json.load(handle)  # the trainer's own results file
 

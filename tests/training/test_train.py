@@ -12,9 +12,9 @@ from peft_puma.backbones.loading import load_backbone
 from peft_puma.runs.checkpoints import complete_checkpoints
 from peft_puma.runs.run_file import read_run_file
 from peft_puma.runs.saving import load_trained
-from peft_puma.source_commit import source_commit
 from peft_puma.training import NonFiniteLossError, load_config, train
 
+from .conftest import expected_results_file
 from .fault_runner import nan_loss_at_step
 
 
@@ -32,14 +32,7 @@ def test_outputs_are_the_adapter_results_and_logs(finished_run):
     with open(os.path.join(config.output_dir, "results.json")) as handle:
         saved = json.load(handle)
     run = read_run_file(config.output_dir)
-    expected = {
-        **result.results,
-        "split": "test",
-        "data_source": {"dataset_path": config.dataset_path},
-        "backbone_fingerprint": run.backbone_fingerprint,
-        "commit": source_commit(),
-    }
-    assert saved == json.loads(json.dumps(expected))
+    assert saved == expected_results_file(config, result)
     assert set(saved) == {
         "unified",
         "per_dataset",
