@@ -120,6 +120,7 @@ def _pretrain(args: argparse.Namespace, command: str) -> None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "threads": torch.get_num_threads(),
         "pool": pool.source_counts(),
+        "pool_classes": pool.class_names,  # every class, so the disjointness test checks what these weights saw
         "pool_sources": sources.describe(),  # a record only: the same files give the same pool wherever they lie
         "pretraining": record,
     }

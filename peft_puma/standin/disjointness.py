@@ -11,16 +11,22 @@ UML-mini class when (docs/data.md, "Disjoint from UML-mini, by rule"):
 3. **confusable glyph**: the pool class is one character that Unicode's confusables list (UTS #39, as shipped by
    ``confusable-homoglyphs``) puts in one confusable set with a UML-mini letter: linked directly or through other
    characters (two letters that are both confusable with a third count, as UTS #39's shared prototype does);
-4. **glyph silhouette**: drawn in one typeface (the first, by file name, that draws the pool letter and every UML-mini
-   letter), fitted to a 24 px box and binarised, the two letters' silhouettes overlap by :data:`GLYPH_SILHOUETTE_IOU`
-   or more (intersection over union); letters no such typeface draws (Ethiopic, Khmer, Telugu, Kannada) are judged by
-   rules 2 and 3 only;
+4. **glyph silhouette**: drawn in any one typeface that draws the pool letter and every UML-mini letter, fitted to a
+   24 px box and binarised, the two letters' silhouettes overlap by :data:`GLYPH_SILHOUETTE_IOU` or more (intersection
+   over union) — in *any* such typeface, since the pool draws a letter in many (Armenian ղ is Greek η in 12 of 31);
+   letters no such typeface draws (Khmer, Telugu, Kannada) are judged by rules 2 and 3 only;
 5. **emoji family or text**: the pool emoji's Unicode name holds one of :data:`EMOJI_FAMILIES` (the shapes and hands
    UML-mini's emoji classes are made of) or :data:`EMOJI_TEXT_WORDS` (emoji that draw letters or digits); an emoji
    without a name in Python's Unicode database cannot be judged and conflicts;
 6. **emoji silhouette**: their silhouettes (alpha, holes filled, fitted to a 24 px box) overlap by
    :data:`SILHOUETTE_IOU` or more: every round emoji (a clock, a smiley, a no-entry sign) is a circle, whatever its
-   name.
+   name;
+7. **emoji by inspection**: the emoji is in :data:`EMOJI_INSPECTED`, the emoji that rules 1-6 admit but whose image, as
+   the pool's font draws it, shows a letter, digit or currency sign (a hotel's H, 100, medals' 1-3, banknotes), or has
+   one of UML-mini's emoji shapes as its main part (a disc coloured like its circles, a red square, a heart, lit
+   coloured circles, a hand). Names cannot tell these (HOTEL says nothing of its H) and silhouettes cannot either (at
+   IoU 0.7 most compact emoji match some class), so each admitted emoji's image was looked at, once, and the list
+   keeps what was found, each with why.
 
 The rule errs towards leaving a class out: it admits 21 symbols, 575 letters and 612 emoji, from which the pool draws
 its 300. Fashion is exempt: the pool's classes are Fashion-MNIST's ten categories on its ``t10k`` file,
@@ -32,6 +38,7 @@ of class names.
 from __future__ import annotations
 
 import functools
+import os
 import unicodedata
 from dataclasses import dataclass
 
@@ -57,6 +64,22 @@ emoji classes are drawn from."""
 EMOJI_TEXT_WORDS: tuple[str, ...] = ("LETTER", "NUMBERS", "INPUT SYMBOL", "ARROW ABOVE", "CALENDAR")
 """Words of the names of emoji that draw letters or digits (the ``abc`` and ``1234`` input symbols, ``TOP`` and
 ``SOON`` with their arrows, a calendar's date), which would be glyph classes in another form."""
+EMOJI_INSPECTED: dict[str, str] = {
+    "\U0001f3e3": "draws the postal mark 〒", "\U0001f3e8": "draws a Latin H", "\U0001f3ea": "draws the digits 24",
+    "\U0001f4af": "draws the digits 100", "\U0001f4b0": "draws a dollar sign", "\U0001f4b1": "draws $ and ¥",
+    "\U0001f4b2": "is a dollar sign", "\U0001f4b4": "draws ¥", "\U0001f4b5": "draws $", "\U0001f4b6": "draws €",
+    "\U0001f4b7": "draws £", "\U0001f4b8": "draws $", "\U0001f4df": "draws digits on its screen",
+    "\U0001f4e7": "draws a Latin E", "\U0001f947": "draws the digit 1", "\U0001f948": "draws the digit 2",
+    "\U0001f949": "draws the digit 3", "\U0001f9e7": "draws the character 福",
+    "\U0001f31e": "a yellow disc with a face", "\U0001f330": "a brown disc", "\U0001f345": "a red disc",
+    "\U0001f348": "a green disc", "\U0001f369": "a disc", "\U0001f388": "a red disc", "\U0001f4a3": "a black disc",
+    "\U0001f573": "a black disc", "\U0001f94c": "a disc", "\U0001f94f": "a blue disc",
+    "\U0001f9b2": "a yellow disc", "\U0001f39f": "a red square", "\U0001f4b3": "a yellow rectangle",
+    "\U0001f3e9": "draws a heart", "\U0001f6a5": "lit coloured circles", "\U0001f6a6": "lit coloured circles",
+    "\U0001f9cf": "a hand at the ear",
+}  # fmt: skip
+"""Rule 7: emoji that rules 1-6 admit and that an inspection of every admitted emoji's image (Noto Color Emoji, the
+pool's font) found to draw text or one of UML-mini's emoji shapes, each with what it draws."""
 SILHOUETTE_IOU = 0.8
 """At or above this intersection over union of their silhouettes (alpha, fitted to a 24 px box) two emoji are of one
 shape: every round emoji is a circle, so smileys and clocks count as look-alikes of UML-mini's coloured circles."""
@@ -140,7 +163,7 @@ def _iou(first: np.ndarray, second: np.ndarray) -> float:
     return float((first & second).sum() / max(1, (first | second).sum()))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=None)
 def _glyph_silhouette(char: str, face: str) -> np.ndarray:
     canvas = Image.new("L", (96, 96), 0)
     ImageDraw.Draw(canvas).text((48, 48), char, font=load_font(face, 48), fill=255, anchor="mm")
@@ -152,19 +175,36 @@ def _uml_mini_letters() -> str:
     return "".join(GLYPH_ALPHABETS.values())
 
 
-def _glyph_conflicts(name: str, key: str) -> list[Overlap]:
-    faces = faces_drawing(_uml_mini_letters(), SourceFolders.from_environment())
-    face = next((face for face in faces if draws_all(face, key)), None)
-    if face is None:
-        return []
-    found = []
-    mine = _glyph_silhouette(key, face)
+@functools.lru_cache(maxsize=1)
+def _faces_drawing_uml_mini() -> tuple[str, ...]:
+    return tuple(faces_drawing(_uml_mini_letters(), SourceFolders.from_environment()))
+
+
+@functools.lru_cache(maxsize=None)
+def _uml_mini_glyph_silhouettes(face: str) -> tuple[list[str], np.ndarray]:
+    """UML-mini's letters (``domain:key``) and their silhouettes in ``face``, stacked as (letters, pixels)."""
+    names, masks = [], []
     for domain, kind, uml_key in _uml_mini_classes():
         if kind == "glyphs":
-            overlap = _iou(mine, _glyph_silhouette(uml_key, face))
-            if overlap >= GLYPH_SILHOUETTE_IOU:
-                found.append(Overlap(name, f"{domain}:{uml_key}", f"silhouette {overlap:.2f}"))
-    return found
+            names.append(f"{domain}:{uml_key}")
+            masks.append(_glyph_silhouette(uml_key, face).ravel())
+    return names, np.stack(masks)
+
+
+def _glyph_conflicts(name: str, key: str) -> list[Overlap]:
+    """Rule 4, in every typeface that draws ``key`` and all of UML-mini's letters; each UML-mini letter met once, at
+    its highest overlap."""
+    best: dict[str, tuple[float, str]] = {}
+    for face in _faces_drawing_uml_mini():
+        if not draws_all(face, key):
+            continue
+        names, theirs = _uml_mini_glyph_silhouettes(face)
+        mine = _glyph_silhouette(key, face).ravel()
+        overlaps = (theirs & mine).sum(axis=1) / np.maximum(1, (theirs | mine).sum(axis=1))
+        for index in np.flatnonzero(overlaps >= GLYPH_SILHOUETTE_IOU):
+            if overlaps[index] > best.get(names[index], (0.0, ""))[0]:
+                best[names[index]] = (float(overlaps[index]), os.path.basename(face))
+    return [Overlap(name, uml, f"silhouette {iou:.2f} in {face}") for uml, (iou, face) in best.items()]
 
 
 def _emoji_name(sequence: str) -> str | None:
@@ -212,6 +252,8 @@ def _emoji_conflicts(name: str, key: str, font: str) -> list[Overlap]:
         if word in unicode_name
     ]
     found += [Overlap(name, "latin:*", f"draws text ({word})") for word in EMOJI_TEXT_WORDS if word in unicode_name]
+    if key in EMOJI_INSPECTED:
+        found.append(Overlap(name, "emoji:*", f"inspected: {EMOJI_INSPECTED[key]}"))
     mine = _emoji_silhouette(key, font)
     if mine is not None:
         for uml_key in EMOJI_CLASSES:

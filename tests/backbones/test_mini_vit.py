@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import asdict
 from pathlib import Path
 
@@ -119,6 +120,13 @@ def test_pretraining_pool_shares_no_class_with_uml_mini_in_any_normalised_form(t
         ("armenian:\u056e", "greek:\u03b4", "Unicode confusable"),  # linked through U+1E9F, not directly
         ("armenian:\u053c", "latin:L", "silhouette"),  # not in UTS #39, drawn as L
         ("hebrew:\u05d7", "latin:n", "silhouette"),
+        ("armenian:\u0572", "greek:\u03b7", "silhouette"),  # ղ is η in a face other than the first that draws both
+        ("armenian:\u0562", "cyrillic:\u0440", "silhouette"),
+        ("symbols:!", "latin:l", "silhouette"),
+        ("emoji:\U0001f3e8", "emoji:*", "inspected: draws a Latin H"),  # the hotel: its name says nothing of the H
+        ("emoji:\U0001f4af", "emoji:*", "inspected: draws the digits 100"),
+        ("emoji:\U0001f947", "emoji:*", "inspected: draws the digit 1"),
+        ("emoji:\U0001f31e", "emoji:*", "inspected: a yellow disc"),  # IoU 0.72 with the circles: below rule 6
     ],
 )
 def test_the_disjointness_rule_finds_every_kind_of_overlap(pool_class, uml_mini_class, rule):
@@ -131,6 +139,40 @@ def test_the_disjointness_rule_finds_every_kind_of_overlap(pool_class, uml_mini_
 )
 def test_the_disjointness_rule_admits_what_resembles_no_uml_mini_class(pool_class):
     assert overlap_with_uml_mini([pool_class]) == []
+
+
+def test_every_inspected_emoji_is_one_the_other_rules_admit_and_the_font_draws():
+    # The inspection list holds only what rules 1-6 let through (else it would be dead weight, or a typo).
+    from peft_puma.data.uml_mini.render import emoji_bitmap
+    from peft_puma.data.uml_mini.sources import EMOJI_FONT
+    from peft_puma.standin.disjointness import EMOJI_INSPECTED, conflicts
+
+    for emoji in EMOJI_INSPECTED:
+        assert emoji_bitmap(emoji, EMOJI_FONT) is not None, emoji
+        assert [o.rule for o in conflicts("emoji", emoji)] == [f"inspected: {EMOJI_INSPECTED[emoji]}"], emoji
+
+
+def _normalised_points(key: str) -> set[str]:
+    """The code points of ``key`` after NFKD and case folding, without presentation selectors, joiners and tones."""
+    ignored = {"\ufe0f", "\u200d", *(chr(c) for c in range(0x1F3FB, 0x1F400))}
+    return set(unicodedata.normalize("NFKD", key).casefold()) - ignored
+
+
+def test_the_committed_backbone_was_pretrained_only_on_classes_the_rule_admits():
+    # The record lists every class the committed weights were pretrained on; both sets are enumerated here and
+    # compared without the module (integer values, normalised code points), then by the whole rule.
+    classes = json.loads((ASSET / "pretraining.json").read_text())["pool_classes"]
+    pool_keys = [name.split(":", 1)[1] for name in classes if not name.startswith("fashion:")]
+    uml_keys = [key for domain in DOMAINS if domain.kind != "fashion" for key in domain.classes]
+    uml_numbers = {int(key) for key in uml_keys if key.isdigit()}
+    assert uml_numbers == set(range(100)) and not {int(key) for key in pool_keys if key.isdigit()} & uml_numbers
+    uml_points = set().union(*(_normalised_points(key) for key in uml_keys if not key.isdigit()))
+    assert not [key for key in pool_keys if not key.isdigit() and _normalised_points(key) & uml_points]
+    assert overlap_with_uml_mini(classes) == []
+    record = json.loads((ASSET / "pretraining.json").read_text())
+    assert {source: len([c for c in classes if c.startswith(f"{source}:")]) for source in record["pool"]} == {
+        source: counts["classes"] for source, counts in record["pool"].items()
+    }
 
 
 def test_symbols_are_not_drawn_in_faces_that_put_pictures_at_their_code_points(monkeypatch):
