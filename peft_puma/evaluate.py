@@ -104,22 +104,24 @@ def evaluate_adapter(
         write_retrieval_examples(examples, {"zero-shot" if zero_shot else "trained": embeddings}, scored)
     result = score_split(embeddings, scored, ks)
     if isinstance(data, DataConfig) and (accelerator is None or accelerator.is_main_process):
-        _record_read(adapter, split, zero_shot, backbone, result, loaded.description)
+        _record_read(adapter, split, zero_shot, backbone, result, loaded.description, allow_other_backbone)
     return result
 
 
 def _record_read(
-    adapter: str | None, split: str, zero_shot: bool, backbone: str | None, result: dict, data_source: Any
+    adapter: str | None,
+    split: str,
+    zero_shot: bool,
+    backbone: str | None,
+    result: dict,
+    data_source: Any,
+    allow_other_backbone: bool = False,
 ) -> None:
     """This scoring's line in the test-read ledger (peft_puma/evaluation/test_reads.py), when it reads test."""
     if not is_recorded(split):
         return
     run = _run_of(adapter)
-    backbone = backbone or (run.backbone if run else None)
-    if run and not zero_shot:
-        fingerprint = run.backbone_fingerprint  # the loader has checked the weights are those (or was told not to)
-    else:
-        fingerprint = fingerprint_of(backbone) if backbone else None  # the zero-shot row: the weights it read
+    backbone, fingerprint = scored_weights(adapter, zero_shot, backbone, allow_other_backbone)
     record_test_read(
         split,
         "evaluate, the zero-shot backbone" if zero_shot else "evaluate, a trained adapter",
@@ -130,6 +132,22 @@ def _record_read(
         backbone_fingerprint=fingerprint,
         adapter=None if zero_shot or not adapter else os.path.abspath(adapter),
     )
+
+
+def scored_weights(
+    adapter: str | None, zero_shot: bool, backbone: str | None, allow_other_backbone: bool = False
+) -> tuple[str | None, str | None]:
+    """The backbone a scoring read and its fingerprint (None where unknown), for the ledger and ``--output`` alike.
+
+    A trained adapter's run file names its backbone's fingerprint, which the loader has checked; the zero-shot row,
+    or an adapter put on another backbone on purpose (``allow_other_backbone``), read the weights of ``backbone``,
+    so those are fingerprinted.
+    """
+    run = _run_of(adapter)
+    if run and not zero_shot and not (allow_other_backbone and backbone):
+        return backbone or run.backbone, run.backbone_fingerprint
+    backbone = backbone or (run.backbone if run else None)
+    return backbone, fingerprint_of(backbone) if backbone else None
 
 
 def _run_of(adapter: str | None):
@@ -223,13 +241,23 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
         split=args.split,
     )
     if accelerator.is_main_process:
-        _record_read(args.adapter, args.split, args.zero_shot, args.backbone, result, loaded.description)
+        _record_read(
+            args.adapter,
+            args.split,
+            args.zero_shot,
+            args.backbone,
+            result,
+            loaded.description,
+            args.allow_other_backbone,
+        )
         what = "zero-shot backbone" if args.zero_shot else args.adapter
         print(results_markdown(result, f"Evaluation of {what} ({args.split} split)"))
         if args.output:
-            run = None if args.zero_shot or args.allow_other_backbone else _run_of(args.adapter)
-            fingerprint = run.backbone_fingerprint if run else None
-            write_json_atomically(args.output, results_record(result, args.split, loaded.description, fingerprint))
+            _, fingerprint = scored_weights(args.adapter, args.zero_shot, args.backbone, args.allow_other_backbone)
+            run = None if args.zero_shot else _run_of(args.adapter)
+            seed = run.config.get("seed") if run else None
+            record = results_record(result, args.split, loaded.description, fingerprint, seed)
+            write_json_atomically(args.output, record)
             print(f"results written to {args.output}")
         if args.examples:
             print(f"retrieval examples written to {args.examples}")

@@ -163,7 +163,7 @@ def _iou(first: np.ndarray, second: np.ndarray) -> float:
     return float((first & second).sum() / max(1, (first | second).sum()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _glyph_silhouette(char: str, face: str) -> np.ndarray:
     canvas = Image.new("L", (96, 96), 0)
     ImageDraw.Draw(canvas).text((48, 48), char, font=load_font(face, 48), fill=255, anchor="mm")
@@ -180,7 +180,7 @@ def _faces_drawing_uml_mini() -> tuple[str, ...]:
     return tuple(faces_drawing(_uml_mini_letters(), SourceFolders.from_environment()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _uml_mini_glyph_silhouettes(face: str) -> tuple[list[str], np.ndarray]:
     """UML-mini's letters (``domain:key``) and their silhouettes in ``face``, stacked as (letters, pixels)."""
     names, masks = [], []

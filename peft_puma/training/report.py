@@ -150,7 +150,7 @@ def write_outputs(config: Any, model: nn.Module, result: dict[str, Any], table: 
     update_model_card(
         directory, model.peft_config["default"], extra=card, results=card_results(result, info, config.eval_split)
     )
-    results = results_record(result, config.eval_split, info.data_source, info.backbone_fingerprint)
+    results = results_record(result, config.eval_split, info.data_source, info.backbone_fingerprint, config.seed)
     write_json_atomically(os.path.join(directory, RESULTS_FILE), results)
     write_run_file(directory, run_record(config, info))
 

@@ -55,6 +55,7 @@ def expected_results_file(config, result) -> dict:
         "split": "test",
         "data_source": {"dataset_path": config.dataset_path},
         "backbone_fingerprint": read_run_file(config.output_dir).backbone_fingerprint,
+        "training_seed": config.seed,
         "commit": source_commit(),
     }
     return json.loads(json.dumps(expected))

@@ -39,11 +39,15 @@ def test_a_training_and_an_evaluate_each_record_their_test_read(tiny_values, tmp
     read = _lines(ledger)[-1]
     assert read["scored"] == "evaluate, a trained adapter" and read["config_hash"] == final["config_hash"]
     assert read["backbone_fingerprint"] == final["backbone_fingerprint"]
-    assert evaluate.main([*argv, "--split", "test", "--zero_shot"]) == 0
+    frozen_file = tmp_path / "frozen_test.json"
+    assert evaluate.main([*argv, "--split", "test", "--zero_shot", "--output", str(frozen_file)]) == 0
     zero_shot = _lines(ledger)[-1]
     assert zero_shot["scored"] == "evaluate, the zero-shot backbone" and len(_lines(ledger)) == 4
     # the frozen weights it read: those the run was trained on (the same backbone)
     assert zero_shot["backbone_fingerprint"] == final["backbone_fingerprint"] and zero_shot["config_hash"] is None
+    # and its results file names them too: every gain is measured against this row
+    frozen = json.loads(frozen_file.read_text())
+    assert frozen["backbone_fingerprint"] == final["backbone_fingerprint"] and frozen["training_seed"] is None
     capsys.readouterr()
 
 

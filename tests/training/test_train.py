@@ -40,6 +40,7 @@ def test_outputs_are_the_adapter_results_and_logs(finished_run):
         "split",
         "data_source",
         "backbone_fingerprint",
+        "training_seed",
         "commit",
     }
     assert len(run.backbone_fingerprint) > 8
