@@ -32,7 +32,8 @@ def is_recorded(split: str) -> bool:
 
 
 def config_hash(values: Mapping[str, Any]) -> str:
-    """A short, stable hash of a config's keys: two reads with the same recipe carry the same one."""
+    """A short, stable hash of all of a config's keys (``output_dir`` and ``seed`` included): two reads of one run
+    carry the same one; two runs differ."""
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
