@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -49,7 +50,7 @@ from .inference.loading import load_for_inference
 from .inference.options import add_model_options, require_at_least
 from .owned_paths import check_json_output, write_json_atomically
 from .runs.results_file import results_record
-from .runs.run_file import read_run_file
+from .runs.run_file import RunRecord, read_run_file
 from .runs.split_file import read_run_split
 
 
@@ -103,41 +104,31 @@ def evaluate_adapter(
     if examples and (accelerator is None or accelerator.is_main_process):
         write_retrieval_examples(examples, {"zero-shot" if zero_shot else "trained": embeddings}, scored)
     result = score_split(embeddings, scored, ks)
-    if isinstance(data, DataConfig) and (accelerator is None or accelerator.is_main_process):
-        _record_read(adapter, split, zero_shot, backbone, result, loaded.description, allow_other_backbone)
+    if isinstance(data, DataConfig) and is_recorded(split) and (accelerator is None or accelerator.is_main_process):
+        weights = scored_weights(adapter, zero_shot, backbone, allow_other_backbone)
+        _record_read(split, zero_shot, adapter, weights, result, loaded.description)
     return result
 
 
-def _record_read(
-    adapter: str | None,
-    split: str,
-    zero_shot: bool,
-    backbone: str | None,
-    result: dict,
-    data_source: Any,
-    allow_other_backbone: bool = False,
-) -> None:
-    """This scoring's line in the test-read ledger (peft_puma/evaluation/test_reads.py), when it reads test."""
-    if not is_recorded(split):
-        return
-    run = _run_of(adapter)
-    backbone, fingerprint = scored_weights(adapter, zero_shot, backbone, allow_other_backbone)
-    record_test_read(
-        split,
-        "evaluate, the zero-shot backbone" if zero_shot else "evaluate, a trained adapter",
-        result,
-        data_source=data_source,
-        config=run.config if run and not zero_shot else None,
-        backbone=backbone,
-        backbone_fingerprint=fingerprint,
-        adapter=None if zero_shot or not adapter else os.path.abspath(adapter),
-    )
+@dataclass(frozen=True)
+class ScoredWeights:
+    """What a scoring read: the adapter's run file (None zero-shot, for a Hub adapter or a folder without one), the
+    backbone and its fingerprint (None where unknown), for the ledger line and ``--output`` alike."""
+
+    run: RunRecord | None
+    backbone: str | None
+    fingerprint: str | None
+
+    @property
+    def training_seed(self) -> int | None:
+        return self.run.config.get("seed") if self.run else None
 
 
 def scored_weights(
     adapter: str | None, zero_shot: bool, backbone: str | None, allow_other_backbone: bool = False
-) -> tuple[str | None, str | None]:
-    """The backbone a scoring read and its fingerprint (None where unknown), for the ledger and ``--output`` alike.
+) -> ScoredWeights:
+    """The weights a scoring read, from one read of the run file and at most one hash of the backbone (a large
+    backbone's hash is seconds of I/O, not to be paid twice for the ledger and ``--output``).
 
     A trained adapter's run file names its backbone's fingerprint, which the loader has checked; the zero-shot row,
     or an adapter put on another backbone on purpose (``allow_other_backbone``), read the weights of ``backbone``,
@@ -145,9 +136,25 @@ def scored_weights(
     """
     run = _run_of(adapter)
     if run and not zero_shot and not (allow_other_backbone and backbone):
-        return backbone or run.backbone, run.backbone_fingerprint
+        return ScoredWeights(run, backbone or run.backbone, run.backbone_fingerprint)
     backbone = backbone or (run.backbone if run else None)
-    return backbone, fingerprint_of(backbone) if backbone else None
+    return ScoredWeights(None if zero_shot else run, backbone, fingerprint_of(backbone) if backbone else None)
+
+
+def _record_read(
+    split: str, zero_shot: bool, adapter: str | None, weights: ScoredWeights, result: dict, data_source: Any
+) -> None:
+    """This scoring's line in the test-read ledger (peft_puma/evaluation/test_reads.py); call it when it reads test."""
+    record_test_read(
+        split,
+        "evaluate, the zero-shot backbone" if zero_shot else "evaluate, a trained adapter",
+        result,
+        data_source=data_source,
+        config=weights.run.config if weights.run else None,
+        backbone=weights.backbone,
+        backbone_fingerprint=weights.fingerprint,
+        adapter=None if zero_shot or not adapter else os.path.abspath(adapter),
+    )
 
 
 def _run_of(adapter: str | None):
@@ -241,22 +248,15 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
         split=args.split,
     )
     if accelerator.is_main_process:
-        _record_read(
-            args.adapter,
-            args.split,
-            args.zero_shot,
-            args.backbone,
-            result,
-            loaded.description,
-            args.allow_other_backbone,
-        )
+        recorded = is_recorded(args.split)
+        if recorded or args.output:
+            weights = scored_weights(args.adapter, args.zero_shot, args.backbone, args.allow_other_backbone)
+        if recorded:
+            _record_read(args.split, args.zero_shot, args.adapter, weights, result, loaded.description)
         what = "zero-shot backbone" if args.zero_shot else args.adapter
         print(results_markdown(result, f"Evaluation of {what} ({args.split} split)"))
         if args.output:
-            _, fingerprint = scored_weights(args.adapter, args.zero_shot, args.backbone, args.allow_other_backbone)
-            run = None if args.zero_shot else _run_of(args.adapter)
-            seed = run.config.get("seed") if run else None
-            record = results_record(result, args.split, loaded.description, fingerprint, seed)
+            record = results_record(result, args.split, loaded.description, weights.fingerprint, weights.training_seed)
             write_json_atomically(args.output, record)
             print(f"results written to {args.output}")
         if args.examples:

@@ -161,7 +161,8 @@ def _normalised_points(key: str) -> set[str]:
 def test_the_committed_backbone_was_pretrained_only_on_classes_the_rule_admits():
     # The record lists every class the committed weights were pretrained on; both sets are enumerated here and
     # compared without the module (integer values, normalised code points), then by the whole rule.
-    classes = json.loads((ASSET / "pretraining.json").read_text())["pool_classes"]
+    record = json.loads((ASSET / "pretraining.json").read_text())
+    classes = record["pool_classes"]
     pool_keys = [name.split(":", 1)[1] for name in classes if not name.startswith("fashion:")]
     uml_keys = [key for domain in DOMAINS if domain.kind != "fashion" for key in domain.classes]
     uml_numbers = {int(key) for key in uml_keys if key.isdigit()}
@@ -169,7 +170,6 @@ def test_the_committed_backbone_was_pretrained_only_on_classes_the_rule_admits()
     uml_points = set().union(*(_normalised_points(key) for key in uml_keys if not key.isdigit()))
     assert not [key for key in pool_keys if not key.isdigit() and _normalised_points(key) & uml_points]
     assert overlap_with_uml_mini(classes) == []
-    record = json.loads((ASSET / "pretraining.json").read_text())
     assert {source: len([c for c in classes if c.startswith(f"{source}:")]) for source in record["pool"]} == {
         source: counts["classes"] for source, counts in record["pool"].items()
     }
