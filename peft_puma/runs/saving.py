@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -19,6 +21,17 @@ from ..tuners.puma.config import SAFETENSORS_WEIGHTS_NAME
 from .layout import BACKBONE_FOLDER, LORA_FOLDER
 
 LORA_ADAPTER = "lora"
+
+
+@contextlib.contextmanager
+def puma_over_lora() -> Iterator[None]:
+    """Silence PEFT's warnings about wrapping a backbone that already carries LoRA: the LoRA baseline layers PUMA's
+    head on LoRA's backbone on purpose, and those warnings ("already found a peft_config", "modify a model with PEFT
+    for a second time") would tell its user that something went wrong when nothing did."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        warnings.filterwarnings("ignore", message="You are trying to modify a model with PEFT for a second time")
+        yield
 
 
 def save_trained(model: PeftModel, directory: str, **save_kwargs: Any) -> None:
@@ -66,8 +79,7 @@ def load_trained(backbone: nn.Module, directory: str, **kwargs: Any) -> PeftMode
                 f"The LoRA weights in {lora_folder} do not fit this backbone: missing {missing[:5]}, unexpected "
                 f"{list(result.unexpected_keys)[:5]}."
             )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+    with puma_over_lora():
         model = PeftModel.from_pretrained(backbone, directory, **kwargs)
     return model.eval()
 

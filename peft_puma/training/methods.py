@@ -15,7 +15,6 @@ backbone are saved beside the PUMA adapter (``lora/``, ``backbone/``) and restor
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, inject_adapter_in_model
 from torch import nn
 
 from ..errors import InvalidConfigError
-from ..runs.saving import LORA_ADAPTER
+from ..runs.saving import LORA_ADAPTER, puma_over_lora
 from ..tuners.puma.config import PUMA_PRESETS, PUMAConfig, preset_conflicts
 from .arguments import BASELINES, TrainingConfig, preset_of
 
@@ -74,8 +73,7 @@ def _build_lora(backbone: nn.Module, options: MethodOptions) -> PeftModel:
         target_modules=options.lora_target_modules,
     )
     inject_adapter_in_model(lora, backbone, adapter_name=LORA_ADAPTER)
-    with warnings.catch_warnings():  # PEFT warns that the backbone already has a peft_config: LoRA's, on purpose
-        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+    with puma_over_lora():
         model = get_peft_model(backbone, options.puma)
     for name, parameter in model.named_parameters():
         if "lora_" in name:

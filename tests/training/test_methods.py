@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -106,6 +107,18 @@ def test_saved_methods_reload_with_the_same_embeddings(method, extra_folder, tin
         torch.testing.assert_close(
             reloaded(pixel_values=pixels).embeddings, model.eval()(pixel_values=pixels).embeddings
         )
+
+
+def test_lora_baseline_builds_and_reloads_without_peft_warnings(tiny_assets, tmp_path):
+    """PUMA's head on a LoRA-injected backbone is layered on purpose; PEFT's "second time" and "already found a
+    peft_config" warnings would tell a user running the baseline that something is wrong when nothing is."""
+    backbone, _ = load_backbone(tiny_assets["backbone"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = build_model("lora", backbone, small("lora"))
+        save_trained(model, str(tmp_path))
+        fresh, _ = load_backbone(tiny_assets["backbone"])
+        load_trained(fresh, str(tmp_path))
 
 
 def _gradients(model, pixels) -> dict[str, torch.Tensor]:

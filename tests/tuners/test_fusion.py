@@ -3,8 +3,6 @@ the frozen linears beside it, for every backbone family; an eval-only model that
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model, inject_adapter_in_model
@@ -12,6 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import peft_puma
+from peft_puma.runs.saving import puma_over_lora
 from peft_puma.tuners.puma import FusedAttention, FusedMLP, FusedPUMAModel, StochasticAdapter, fuse_for_inference
 
 from .tiny_models import FAMILIES, make_family, randomize_adapters
@@ -99,9 +98,7 @@ def test_a_projection_wrapped_by_another_method_keeps_its_adapter_unfused(pixels
     so their PUMA adapters stay unfused, and the model stays exact."""
     backbone = make_family("vit", num_hidden_layers=LAYERS)
     inject_adapter_in_model(LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False), backbone)
-    with warnings.catch_warnings():  # PEFT's notes that the backbone already holds an adapter: LoRA's, on purpose
-        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-        warnings.filterwarnings("ignore", message="You are trying to modify a model with PEFT for a second time")
+    with puma_over_lora():
         model = get_peft_model(backbone, peft_puma.PUMAConfig(**SMALL))
     randomize_adapters(model)
     model.eval()
