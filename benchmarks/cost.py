@@ -17,7 +17,8 @@ ViT-S/16-shaped backbone with random weights (cost depends on shapes, not on wei
 - ``inference_forms``: the frozen backbone, PUMA as trained and fused for inference (docs/fusion.md), LoRA unmerged
   and merged, at each of ``--form_batch_sizes``: time per image, FLOPs per image and their ratios to the frozen
   backbone, the FLOPs ratio of PUMA being the floor its fused form is measured against. ``--only inference``
-  measures this part alone (a few minutes).
+  measures this part alone (a few minutes); ``--compile_forms`` adds each form under ``torch.compile`` beside its
+  eager form (``benchmarks/gpu_inference.sh`` runs it on a GPU at the paper's batches).
 
 The pieces: ``cost_models`` (shapes, methods as the trainer builds them, the trainer's step), ``cost_timing`` and
 ``cost_memory`` and ``cost_flops`` (how time, memory and FLOPs are measured), ``cost_measure`` (what is measured),
@@ -99,6 +100,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     option("--compile_backend", default="inductor", help="torch.compile backend (aot_eager: no compiler)")
     option("--form_batch_sizes", type=int, nargs="*", default=[1, 8, 32], help="batches of the inference forms")
     option("--form_repeats", type=int, default=5, help="timed rounds of the inference forms (medians reported)")
+    option(
+        "--compile_forms",
+        action="store_true",
+        help="also time every inference form under torch.compile(fullgraph=True), in the same rounds as its eager "
+        "form (--compile_backend, --compile_mode)",
+    )
+    option(
+        "--compile_mode",
+        choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"),
+        default="default",
+        help="torch.compile mode of --compile_forms (reduce-overhead: CUDA graphs; max-autotune: kernel search)",
+    )
     option("--seed", type=int, default=0)
     option("--note", help="free text kept in the result, e.g. that another job shares the cores")
     args = parser.parse_args(argv)
@@ -107,6 +120,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--precision fp16 needs --device cuda: accelerate scales fp16 gradients on a GPU only")
     if args.only == "inference" and (args.figure or args.compile_methods):
         parser.error("--figure and --compile_methods belong to the full run; leave them out with --only inference")
+    if args.compile_mode != "default" and not args.compile_forms:
+        parser.error(f"--compile_mode {args.compile_mode} applies to --compile_forms; add --compile_forms")
+    if args.compile_forms and not args.form_batch_sizes:
+        parser.error("--compile_forms times the inference forms; give at least one --form_batch_sizes")
     return args
 
 
@@ -133,6 +150,8 @@ def cost_options(args: argparse.Namespace) -> CostOptions:
         compile_backend=args.compile_backend,
         form_batch_sizes=tuple(args.form_batch_sizes),
         form_repeats=args.form_repeats,
+        compile_forms=args.compile_forms,
+        compile_mode=None if args.compile_mode == "default" else args.compile_mode,
     )
 
 
@@ -164,6 +183,11 @@ def cost_settings(args: argparse.Namespace, options: CostOptions) -> CostSetting
         measured=args.only,
         form_batch_sizes=list(options.form_batch_sizes),
         form_repeats=options.form_repeats,
+        form_compile=(
+            f"torch.compile(fullgraph=True, backend={options.compile_backend!r}, mode={options.compile_mode!r})"
+            if options.compile_forms
+            else None
+        ),
     )
 
 

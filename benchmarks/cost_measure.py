@@ -69,6 +69,8 @@ class CostOptions:
     compile_backend: str = "inductor"
     form_batch_sizes: Sequence[int] = (1, 8, 32)
     form_repeats: int = 5
+    compile_forms: bool = False  # also time every inference form under torch.compile (compile_backend, compile_mode)
+    compile_mode: str | None = None
 
     @property
     def scales(self) -> bool:
@@ -246,7 +248,8 @@ def compiled_inference(options: CostOptions) -> dict[str, CompiledInference]:
 def measure_inference_forms(options: CostOptions) -> list[InferenceFormsRow]:
     """Every inference form (frozen, PUMA unfused and fused, LoRA unmerged and merged) at each of
     ``--form_batch_sizes``: FLOPs per image, then ``--warmup`` + ``--form_repeats`` interleaved rounds of eval-mode
-    embeddings, and how far a rewritten form's embeddings are from its source's."""
+    embeddings (with ``--compile_forms``, each form's compiled copy in the same rounds), and how far a rewritten
+    form's embeddings are from its source's."""
     runtime = options.runtime
     forms = inference_forms(options.shape.vit(options.image_size, seed=options.seed), runtime.device, options.seed)
     rows = []
@@ -254,20 +257,63 @@ def measure_inference_forms(options: CostOptions) -> list[InferenceFormsRow]:
         pixels, _ = make_batch(batch_size, options.image_size, 1, 1, runtime.device)
         flops = {name: count_flops(model, pixels) // batch_size for name, model in forms.items()}
         differences = _form_differences(forms, pixels, runtime)
-        rounds = (options.warmup, options.form_repeats)
-        timings = _time_inference(forms, options, batch_size, rounds=rounds)
-        measured = {
-            name: InferenceForm(
+        tasks = {(name, False): inference_task(model, pixels, runtime) for name, model in forms.items()}
+        compiled = _compiled_forms(forms, pixels, options) if options.compile_forms else {}
+        tasks.update({(name, True): form.task for name, form in compiled.items() if form.task is not None})
+        _progress(
+            f"timing inference forms at batch {batch_size}: {len(tasks)} models x "
+            f"({options.warmup} + {options.form_repeats}) rounds"
+        )
+        timings = interleaved_timings(tasks, options.warmup, options.form_repeats, runtime)
+        measured = {}
+        for name in forms:
+            timing, form = timings[name, False], compiled.get(name)
+            compiled_timing = timings.get((name, True))
+            measured[name] = InferenceForm(
                 infer_s=timing.wall_s / batch_size,
                 infer_cpu_s=timing.cpu_s / batch_size,
                 infer_wall_samples_s=timing.wall_samples_s,
                 flops_per_image=flops[name],
                 max_abs_difference=differences.get(name),
+                compiled_infer_s=None if compiled_timing is None else compiled_timing.wall_s / batch_size,
+                compile_s=None if form is None else form.compile_s,
+                compile_error=None if form is None else form.error,
             )
-            for name, timing in timings.items()
-        }
-        rows.append(InferenceFormsRow(batch_size, {name: measured[name] for name in forms}))
+        rows.append(InferenceFormsRow(batch_size, measured))
     return rows
+
+
+@dataclass(frozen=True)
+class _CompiledForm:
+    task: Callable[[], None] | None  # None where the form did not compile
+    compile_s: float | None
+    error: str | None
+
+
+def _compiled_forms(
+    forms: dict[str, nn.Module], pixels: torch.Tensor, options: CostOptions
+) -> dict[str, _CompiledForm]:
+    """Every form wrapped in ``torch.compile(fullgraph=True)`` and called once (the compilation, timed apart). Dynamo's
+    caches are reset first, so that no form reuses graphs compiled for another batch size (where dynamo would
+    compile a dynamic-shape graph instead). A form that does not compile is recorded with the compiler's message
+    instead of stopping the measurement: which form a compiler refuses is itself a result."""
+    runtime = options.runtime
+    torch._dynamo.reset()
+    compiled = {}
+    for name, model in forms.items():
+        _progress(f"compiling {name} ({options.compile_backend}, mode {options.compile_mode or 'default'})")
+        start = time.perf_counter()
+        try:
+            wrapped = torch.compile(model, backend=options.compile_backend, mode=options.compile_mode, fullgraph=True)
+            task = inference_task(wrapped, pixels, runtime)
+            task()
+            runtime.synchronize()
+        except Exception as error:  # noqa: BLE001 - recorded in the result: the compiler's refusal is a finding
+            message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            compiled[name] = _CompiledForm(None, None, message[:500])
+            continue
+        compiled[name] = _CompiledForm(task, time.perf_counter() - start, None)
+    return compiled
 
 
 def _form_differences(forms: dict[str, nn.Module], pixels: torch.Tensor, runtime: Runtime) -> dict[str, float]:

@@ -196,6 +196,11 @@ class InferenceForm:
     infer_wall_samples_s: list[float]
     flops_per_image: int
     max_abs_difference: float | None = None
+    # --compile_forms: the same form under torch.compile, timed in the same rounds; compile_s is its first call (the
+    # compilation, not timed in the rounds); compile_error the compiler's message where it could not compile the form.
+    compiled_infer_s: float | None = None
+    compile_s: float | None = None
+    compile_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,14 @@ class InferenceFormsRow:
     def flops_vs_frozen(self, name: str) -> float | None:
         return ratio(self.forms[name].flops_per_image, self.forms["frozen"].flops_per_image)
 
+    def compiled_vs_frozen_compiled(self, name: str) -> float | None:
+        """The ratio when both are compiled (``--compile_forms``)."""
+        return ratio(self.forms[name].compiled_infer_s, self.forms["frozen"].compiled_infer_s)
+
+    def compiled_speedup(self, name: str) -> float | None:
+        """Eager time over compiled time: above 1 where compiling helps."""
+        return ratio(self.forms[name].infer_s, self.forms[name].compiled_infer_s)
+
     @property
     def flops_floor(self) -> float | None:
         return self.flops_vs_frozen("puma")
@@ -232,6 +245,8 @@ class InferenceFormsRow:
                 "infer_vs_frozen": self.infer_vs_frozen(name),
                 "infer_cpu_vs_frozen": self.infer_cpu_vs_frozen(name),
                 "flops_vs_frozen": self.flops_vs_frozen(name),
+                "compiled_vs_frozen_compiled": self.compiled_vs_frozen_compiled(name),
+                "compiled_speedup": self.compiled_speedup(name),
             }
             for name, form in self.forms.items()
         }
@@ -265,6 +280,7 @@ class CostSettings:
     measured: str = "all"  # or "inference": the inference forms only (--only inference)
     form_batch_sizes: list[int] = field(default_factory=list)
     form_repeats: int = 0
+    form_compile: str | None = None  # --compile_forms: "torch.compile(fullgraph=True, backend=..., mode=...)"
 
 
 @dataclass(frozen=True)

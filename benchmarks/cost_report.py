@@ -107,11 +107,17 @@ def _compiled_table(result: CostResult) -> list[str]:
 
 
 def _forms_table(rows: list[InferenceFormsRow]) -> list[str]:
-    lines = [
+    compiled = any(f.compiled_infer_s is not None or f.compile_error for row in rows for f in row.forms.values())
+    header = (
         "| batch | form | ms/image | vs frozen | CPU time vs frozen | GFLOP/image | FLOPs vs frozen | "
-        "max abs diff vs source |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+        "max abs diff vs source |"
+    )
+    rule = "|---|---|---|---|---|---|---|---|"
+    if compiled:
+        header += " compiled ms/image | compiled vs frozen compiled | compile speed-up | compile s |"
+        rule += "---|---|---|---|"
+    lines = [header, rule]
+    errors = []
     for row in rows:
         for name in INFERENCE_FORMS:
             form = row.forms[name]
@@ -125,7 +131,18 @@ def _forms_table(rows: list[InferenceFormsRow]) -> list[str]:
                 _fmt(row.flops_vs_frozen(name), 3),
                 "-" if form.max_abs_difference is None else f"{form.max_abs_difference:.1e}",
             ]
+            if compiled:
+                cells += [
+                    _fmt(_ms(form.compiled_infer_s), 1) if not form.compile_error else "did not compile",
+                    _fmt(row.compiled_vs_frozen_compiled(name), 3),
+                    _fmt(row.compiled_speedup(name), 2),
+                    _fmt(form.compile_s, 1),
+                ]
+                if form.compile_error:
+                    errors.append(f"- batch {row.batch_size}, {name}: {form.compile_error}")
             lines.append("| " + " | ".join(cells) + " |")
+    if errors:
+        lines += ["", "Forms that did not compile:", *errors]
     return lines
 
 

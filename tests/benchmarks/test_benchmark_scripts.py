@@ -16,8 +16,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COST_METHODS = ("frozen", "linear", "prompt", "lora", "static_adapter", "puma", "full_ft")
@@ -86,6 +88,7 @@ def cost_inference_only(tmp_path_factory) -> tuple[dict, str]:
         "cost.py",
         *("--only", "inference", "--shape", "tiny", "--output", output),
         *("--form_batch_sizes", "2", "--form_repeats", "2", "--warmup", "1"),
+        *("--compile_forms", "--compile_backend", "aot_eager"),
         *("--note", "another job shares the cores"),
     )
     with open(output, encoding="utf-8") as handle:
@@ -286,6 +289,89 @@ def test_cost_only_inference_measures_the_forms_alone(cost_inference_only) -> No
     for part in ("methods", "components", "activation_checkpointing", "ratios", "scaling", "compiled_inference"):
         assert result[part] is None, part
     assert "fused PUMA inference / frozen backbone" in printed and "training step" not in printed
+
+
+def test_cost_compile_forms_times_every_form_compiled_beside_its_eager_form(cost_inference_only) -> None:
+    """The GPU script's question (is compiled inference faster, and is fused PUMA's ratio kept when both are
+    compiled) needs every form's compiled time, its compile time and the ratios, from the same rounds."""
+    result, printed = cost_inference_only
+    assert result["settings"]["form_compile"] == "torch.compile(fullgraph=True, backend='aot_eager', mode=None)"
+    (row,) = result["inference_forms"]
+    for name, form in row["forms"].items():
+        assert form["compile_error"] is None, (name, form["compile_error"])
+        assert form["compiled_infer_s"] > 0 and form["compile_s"] > 0, name
+        assert form["compiled_speedup"] == pytest.approx(form["infer_s"] / form["compiled_infer_s"]), name
+    fused, frozen = row["forms"]["puma_fused"], row["forms"]["frozen"]
+    assert fused["compiled_vs_frozen_compiled"] == pytest.approx(fused["compiled_infer_s"] / frozen["compiled_infer_s"])
+    assert "| compiled ms/image | compiled vs frozen compiled |" in printed
+
+
+def test_cost_compile_forms_records_a_form_the_compiler_refuses_and_goes_on(monkeypatch) -> None:
+    """Which form a compiler cannot take is a finding; it must not cost the other forms' measurements."""
+    _load_script("cost.py")  # puts benchmarks/ on the path, where cost.py imports its cost_measure from
+    cost_measure = sys.modules["cost_measure"]
+    forms = {"frozen": torch.nn.Linear(4, 4), "puma": torch.nn.Linear(4, 4)}
+    real_compile = torch.compile
+
+    def refusing_compile(model, **kwargs):
+        if model is forms["puma"]:
+
+            def refuse(*args, **kwargs):
+                raise RuntimeError("graph break in the adapter\nmore detail")
+
+            return refuse
+        return real_compile(model, **kwargs)
+
+    monkeypatch.setattr(cost_measure.torch, "compile", refusing_compile)
+    monkeypatch.setattr(cost_measure, "inference_task", lambda model, pixels, runtime: lambda: model(pixels))
+    options = SimpleNamespace(
+        runtime=SimpleNamespace(synchronize=lambda: None), compile_backend="eager", compile_mode=None
+    )
+    compiled = cost_measure._compiled_forms(forms, torch.zeros(2, 4), options)
+    assert compiled["puma"].task is None and compiled["puma"].error == "RuntimeError: graph break in the adapter"
+    assert compiled["frozen"].error is None and compiled["frozen"].compile_s > 0
+
+
+def test_gpu_inference_script_writes_its_four_runs_and_the_machine(tmp_path) -> None:
+    """benchmarks/gpu_inference.sh is run once, on a lent GPU, with no time to debug it there: its four runs (batch
+    180 and 45, then two compile modes at 180) must each leave a result and a report, here on the CPU at the tiny
+    shape (its extra arguments override the device and the shape)."""
+    out = tmp_path / "gpu"
+    done = subprocess.run(
+        ["bash", os.path.join(REPO, "benchmarks", "gpu_inference.sh"), str(out)]
+        + [
+            "--device",
+            "cpu",
+            "--shape",
+            "tiny",
+            "--form_repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--compile_backend",
+            "aot_eager",
+        ],
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = {"b180": (180, None), "b45": (45, None), "b180_reduce_overhead": (180, "reduce-overhead")}
+    expected["b180_max_autotune"] = (180, "max-autotune-no-cudagraphs")
+    for name, (batch, mode) in expected.items():
+        result = json.loads((out / f"{name}.json").read_text())
+        assert result["settings"]["form_batch_sizes"] == [batch], name
+        assert result["settings"]["form_compile"].endswith(f"mode={mode!r})"), name
+        assert "| compiled ms/image |" in (out / f"{name}.md").read_text(), name
+    assert "torch " in (out / "machine.txt").read_text()
+
+
+def test_cost_compile_mode_without_compile_forms_is_refused(capsys) -> None:
+    with pytest.raises(SystemExit):
+        _load_script("cost.py").parse_args(["--output", "x.json", "--compile_mode", "reduce-overhead"])
+    assert "--compile_mode reduce-overhead applies to --compile_forms" in capsys.readouterr().err
 
 
 def test_cost_only_inference_refuses_the_full_runs_figure() -> None:
