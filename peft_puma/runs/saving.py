@@ -42,7 +42,8 @@ def save_trained(model: PeftModel, directory: str, **save_kwargs: Any) -> None:
         folder = os.path.join(directory, LORA_FOLDER)
         os.makedirs(folder, exist_ok=True)
         base.peft_config[LORA_ADAPTER].save_pretrained(folder)
-        state = get_peft_model_state_dict(base, adapter_name=LORA_ADAPTER)
+        # LoRA targets the attention and MLP linears, never an embedding: PEFT's "auto" would only ask the Hub.
+        state = get_peft_model_state_dict(base, adapter_name=LORA_ADAPTER, save_embedding_layers=False)
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(folder, SAFETENSORS_WEIGHTS_NAME)
         )

@@ -113,6 +113,7 @@ def test_lora_baseline_builds_and_reloads_without_peft_warnings(tiny_assets, tmp
     """PUMA's head on a LoRA-injected backbone is layered on purpose; PEFT's "second time" and "already found a
     peft_config" warnings would tell a user running the baseline that something is wrong when nothing is."""
     backbone, _ = load_backbone(tiny_assets["backbone"])
+    backbone.name_or_path = "someone/a-vit-on-the-hub"  # saving must not ask the Hub about its vocabulary
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model = build_model("lora", backbone, small("lora"))

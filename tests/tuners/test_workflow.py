@@ -45,6 +45,23 @@ def test_saved_adapter_is_small_safetensors_with_canonical_keys(trained, tmp_pat
     assert sum(t.numel() for t in load_file(tmp_path / "adapter" / "adapter_model.safetensors").values()) == trainable
 
 
+def test_saving_never_asks_the_hub_about_the_backbones_vocabulary(trained, tmp_path, monkeypatch):
+    """PEFT's save_embedding_layers="auto" asks the Hub whether the base model's config exists, to compare vocabulary
+    sizes: a network call on every save, and a warning offline. A ViT has no vocabulary and PUMA trains no embedding
+    layer, so saving (a PUMA adapter, and the LoRA baseline's tensors) must not ask."""
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f"save_pretrained queried the Hub: {args}")
+
+    monkeypatch.setattr(peft.utils.save_and_load, "check_file_exists_on_hf_hub", no_hub)
+    trained.peft_config["default"].base_model_name_or_path = "someone/a-vit-on-the-hub"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trained.save_pretrained(tmp_path / "adapter")
+        trained.save_pretrained(tmp_path / "explicit", save_embedding_layers=False)
+    assert os.path.isfile(tmp_path / "adapter" / "adapter_model.safetensors")
+
+
 def test_reload_in_a_fresh_process_gives_identical_outputs(trained, backbone_dir, tmp_path, pixels):
     trained.save_pretrained(tmp_path / "adapter")
     torch.save(pixels, tmp_path / "pixels.pt")

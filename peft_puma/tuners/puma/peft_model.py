@@ -40,6 +40,11 @@ class PeftModelForImageEmbedding(PeftModel):
         self._write_model_card(output_dir, "default" if "default" in self.peft_config else self.active_adapter)
 
     def save_pretrained(self, save_directory: str, *args: Any, **kwargs: Any) -> None:
+        if len(args) < 3:  # save_embedding_layers is PeftModel.save_pretrained's third parameter after the folder
+            # PEFT's "auto" asks the Hub whether the base model's config exists, to compare vocabulary sizes: a
+            # network call on every save and a warning offline. A ViT has no vocabulary and PUMA trains no
+            # embedding layer (the patch embedding stays frozen), so there is nothing to ask.
+            kwargs.setdefault("save_embedding_layers", False)
         super().save_pretrained(save_directory, *args, **kwargs)
         # safetensors writes 0600 (file_modes.py says why): the adapters PEFT just wrote, at the top or in subfolders.
         for folder in (save_directory, *(os.path.join(save_directory, name) for name in self.peft_config)):
