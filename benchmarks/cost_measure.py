@@ -222,12 +222,7 @@ def compiled_inference(options: CostOptions) -> dict[str, CompiledInference]:
     for name, model in options.models(options.compile_methods).items():
         tasks[name, False] = inference_task(model, pixels, runtime)
         torch._dynamo.reset()
-        compiled = torch.compile(model, backend=options.compile_backend, fullgraph=True)
-        tasks[name, True] = inference_task(compiled, pixels, runtime)
-        start = time.perf_counter()
-        tasks[name, True]()
-        runtime.synchronize()
-        compile_s[name] = time.perf_counter() - start
+        tasks[name, True], compile_s[name] = _compiled_task(model, pixels, options)
     timings = interleaved_timings(tasks, options.warmup, options.repeats, runtime)
     per_image = {key: timing.wall_s / options.infer_batch_size for key, timing in timings.items()}
     frozen = per_image.get(("frozen", True))
@@ -297,23 +292,31 @@ def _compiled_forms(
     caches are reset first, so that no form reuses graphs compiled for another batch size (where dynamo would
     compile a dynamic-shape graph instead). A form that does not compile is recorded with the compiler's message
     instead of stopping the measurement: which form a compiler refuses is itself a result."""
-    runtime = options.runtime
     torch._dynamo.reset()
     compiled = {}
     for name, model in forms.items():
         _progress(f"compiling {name} ({options.compile_backend}, mode {options.compile_mode or 'default'})")
-        start = time.perf_counter()
         try:
-            wrapped = torch.compile(model, backend=options.compile_backend, mode=options.compile_mode, fullgraph=True)
-            task = inference_task(wrapped, pixels, runtime)
-            task()
-            runtime.synchronize()
+            task, seconds = _compiled_task(model, pixels, options, options.compile_mode)
         except Exception as error:  # noqa: BLE001 - recorded in the result: the compiler's refusal is a finding
-            message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-            compiled[name] = _CompiledForm(None, None, message[:500])
+            lines = str(error).strip().splitlines()
+            compiled[name] = _CompiledForm(None, None, f"{type(error).__name__}: {lines[0] if lines else ''}"[:500])
             continue
-        compiled[name] = _CompiledForm(task, time.perf_counter() - start, None)
+        compiled[name] = _CompiledForm(task, seconds, None)
     return compiled
+
+
+def _compiled_task(
+    model: nn.Module, pixels: torch.Tensor, options: CostOptions, mode: str | None = None
+) -> tuple[Callable[[], None], float]:
+    """``model`` under ``torch.compile(fullgraph=True)`` as an inference task, and the seconds of its first call (the
+    compilation), which the timed rounds leave out."""
+    compiled = torch.compile(model, backend=options.compile_backend, mode=mode, fullgraph=True)
+    task = inference_task(compiled, pixels, options.runtime)
+    start = time.perf_counter()
+    task()
+    options.runtime.synchronize()
+    return task, time.perf_counter() - start
 
 
 def _form_differences(forms: dict[str, nn.Module], pixels: torch.Tensor, runtime: Runtime) -> dict[str, float]:
