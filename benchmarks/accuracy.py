@@ -427,6 +427,7 @@ def plot_sweep(sweep: dict[str, dict[str, Any]], sizes: dict[str, dict[str, int]
     for domain in domains:
         means = [sweep[p]["recall_at_1"][domain]["mean"] for p in sweep]
         left.plot(probs, means, marker="o", label=f"{domain} ({sizes[domain]['train_images']:,} train img)")
+    left.plot(probs, [sweep[p]["unified"]["mean"] for p in sweep], "k-", marker="D", label="unified")
     left.plot(probs, [sweep[p]["harmonic"]["mean"] for p in sweep], "k--", marker="s", label="harmonic")
     left.set_xlabel("keep probability p")
     left.set_ylabel("Recall@1 (%)")
@@ -732,7 +733,7 @@ def write_figures(setup: Setup, output: dict[str, Any]) -> None:
     os.makedirs(args.figure_dir, exist_ok=True)
     length = f"{args.max_steps} steps" if args.max_steps else f"{args.epochs} epochs"
     note = f"{os.path.basename(config.uml_mini_dir or config.dataset_path or '')}, {length}, "
-    note += f"seeds {args.seeds}, {output['date'][:10]}"
+    note += f"seeds {args.seeds} (means), {args.split} split, {output['date'][:10]}"
     if "keep_prob_sweep" in output:
         plot_sweep(output["keep_prob_sweep"], setup.sizes, os.path.join(args.figure_dir, "keep_prob_sweep.png"), note)
     plot_prompt_weights(
