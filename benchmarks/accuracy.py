@@ -400,16 +400,24 @@ def table(rows: dict[str, dict[str, Any]], domains: list[str], spread: bool, lab
     return "\n".join(lines)
 
 
-def sweep_table(sweep: dict[str, dict[str, Any]], domains: list[str], sizes: dict[str, dict[str, int]]) -> str:
-    """Markdown: R@1 per domain (columns ordered by training images, shown in the header) for each keep probability."""
+def sweep_table(
+    sweep: dict[str, dict[str, Any]],
+    frozen: dict[str, Any],
+    domains: list[str],
+    sizes: dict[str, dict[str, int]],
+    spread: bool,
+) -> str:
+    """Markdown: R@1 per domain (columns ordered by training images, shown in the header) for the frozen backbone and
+    each keep probability, so that a domain the gate helps or hurts is read against where it started."""
     ordered = sorted(domains, key=lambda d: sizes[d]["train_images"])
     header = [f"{d} ({sizes[d]['train_images']:,} img)" for d in ordered]
     lines = ["| p | " + " | ".join(header) + " | Unified | Harmonic |", "|---|" + "---|" * (len(ordered) + 2)]
+    cells = [f"{frozen['recall_at_1'][d]:.1f}" for d in ordered] + [f"{frozen[k]:.1f}" for k in ("unified", "harmonic")]
+    lines.append("| frozen (zero-shot) | " + " | ".join(cells) + " |")
     for p, row in sweep.items():
-        cells = [f"{row['recall_at_1'][d]['mean']:.1f}" for d in ordered]
-        lines.append(
-            f"| {p} | " + " | ".join(cells) + f" | {row['unified']['mean']:.1f} | {row['harmonic']['mean']:.1f} |"
-        )
+        cells = [_cell(row["recall_at_1"][d], spread) for d in ordered]
+        cells += [_cell(row["unified"], spread), _cell(row["harmonic"], spread)]
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -509,13 +517,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     option("--figure_dir", help="folder for the sweep and prompt-weight PNGs")
     option("--config", default=os.path.join(REPO, "configs", "uml_mini.yaml"), help="trainer config")
     option("--runs_dir", default=os.path.join(REPO, "runs", "benchmark_accuracy"), help="run folders")
-    option("--epochs", type=int, default=2, help="epochs of every run (same for all methods)")
+    option(
+        "--epochs",
+        type=int,
+        default=2,
+        help="epochs of every run, the same for all methods (default 2, a quick look; the main job's recipe is 16: a "
+        "sweep that chooses a setting should run at the length it will be trained at)",
+    )
     option("--lr_step_epochs", type=int, help="lr x0.5 every this many epochs (default: epochs // 2)")
     option("--max_steps", type=int, help="stop every run after this many steps (smoke runs)")
     option("--batch_size", type=int, help="override per_device_batch_size of the config")
-    option("--seeds", type=int, nargs="+", default=[0])
+    option("--seeds", type=int, nargs="+", default=[0], help="one run per method and seed (default 0)")
     option("--threads", type=int, help="torch intra-op threads (default: the cores this process may use)")
-    option("--keep_probs", type=float, nargs="+", default=list(KEEP_PROBS))
+    option(
+        "--keep_probs",
+        type=float,
+        nargs="+",
+        default=list(KEEP_PROBS),
+        help=f"the sweep's keep probabilities (default {' '.join(f'{p:g}' for p in KEEP_PROBS)})",
+    )
     option(
         "--tables",
         nargs="+",
@@ -526,7 +546,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     option("--backbone", help="override the config's backbone")
     option("--uml_mini_dir", help="override the config's uml_mini_dir")
-    option("--dataset_path", help="use this saved DatasetDict instead of UML-mini (smoke tests)")
+    option(
+        "--dataset_path",
+        help="your own data instead of UML-mini, any source the trainer's --dataset_path reads: a folder of "
+        "collections (<collection>/<class>/<image>), a saved DatasetDict or a Hub dataset id (docs/collections.md)",
+    )
     option(
         "--split",
         choices=SCORED_SPLITS,
@@ -665,6 +689,15 @@ def prompt_weight_results(setup: Setup, runs: dict[RunSpec, dict[str, Any]]) -> 
     }
 
 
+def data_name(config: Any) -> str:
+    """What the report and the figures say was scored: UML-mini, or the user's own source (a folder's name, a saved
+    dataset's folder, a Hub id as given)."""
+    if not config.dataset_path:
+        return "UML-mini"
+    path = config.dataset_path
+    return os.path.basename(os.path.normpath(path)) if os.path.isdir(path) else path
+
+
 def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
     """What the script prints: the three tables, the prompt-weight summary and the load."""
     args, sizes = setup.args, setup.sizes
@@ -672,7 +705,7 @@ def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
     spread = len(args.seeds) > 1
     preference, at_init = output["prompt_preference"], output["prompt_preference_at_init"]
     text = [
-        f"R@1 (%) on UML-mini ({args.split} split), {args.epochs} epochs, seeds {args.seeds}"
+        f"R@1 (%) on {data_name(setup.base_config)} ({args.split} split), {args.epochs} epochs, seeds {args.seeds}"
         + (" (mean ± std)" if spread else ""),
         "",
     ]
@@ -695,7 +728,7 @@ def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
         text += [
             "Keep-probability sweep (PUMA; domains ordered by training images):",
             "",
-            sweep_table(output["keep_prob_sweep"], domains, sizes),
+            sweep_table(output["keep_prob_sweep"], output["zero_shot_run"], domains, sizes, spread),
             "",
         ]
     text += [
@@ -732,7 +765,7 @@ def write_figures(setup: Setup, output: dict[str, Any]) -> None:
     args, config = setup.args, setup.base_config
     os.makedirs(args.figure_dir, exist_ok=True)
     length = f"{args.max_steps} steps" if args.max_steps else f"{args.epochs} epochs"
-    note = f"{os.path.basename(config.uml_mini_dir or config.dataset_path or '')}, {length}, "
+    note = f"{data_name(config)}, {length}, "
     note += f"seeds {args.seeds} (means), {args.split} split, {output['date'][:10]}"
     if "keep_prob_sweep" in output:
         plot_sweep(output["keep_prob_sweep"], setup.sizes, os.path.join(args.figure_dir, "keep_prob_sweep.png"), note)
@@ -757,6 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     _progress(f"zero-shot evaluation, then {len(setup.plan.runs)} training runs")
     frozen = zero_shot(args)
+    _progress(f"zero-shot ({args.split} split): unified {frozen['unified']:.1f}, harmonic {frozen['harmonic']:.1f}")
     runs = run_all(setup, start)
     output.update(tables(setup, runs, frozen))
     output.update(prompt_weight_results(setup, runs))

@@ -455,6 +455,30 @@ def test_accuracy_reports_puma_minus_every_other_row_paired_by_seed(accuracy) ->
     assert "| PUMA minus | Unified | Harmonic |" in result["markdown"]
 
 
+def test_accuracy_report_names_the_users_data_and_reads_the_sweep_against_frozen(accuracy) -> None:
+    """On a user's own data the report must not claim UML-mini, and the sweep's table starts from the frozen row."""
+    result, _ = accuracy
+    markdown = result["markdown"]
+    assert markdown.startswith("R@1 (%) on data (test split)") and "UML-mini" not in markdown.splitlines()[0]
+    sweep = markdown[markdown.index("Keep-probability sweep") :]
+    frozen = result["zero_shot_run"]
+    (row,) = [line for line in sweep.splitlines() if line.startswith("| frozen (zero-shot) | ")]
+    assert row.endswith(f" {frozen['unified']:.1f} | {frozen['harmonic']:.1f} |")
+
+
+def test_sweep_table_shows_the_seed_spread_when_there_are_several_seeds():
+    module = _load_script("accuracy.py")
+    scores = {"mean": 50.0, "std": 1.25}
+    row = {"recall_at_1": {"big": scores, "small": scores}, "unified": scores, "harmonic": scores}
+    frozen = {"recall_at_1": {"big": 40.0, "small": 30.0}, "unified": 35.0, "harmonic": 34.0}
+    sizes = {"big": {"train_images": 900}, "small": {"train_images": 90}}
+    spread = module.sweep_table({"0.5": row}, frozen, ["big", "small"], sizes, spread=True)
+    assert spread.splitlines()[0].startswith("| p | small (90 img) | big (900 img) |")  # ordered by size
+    assert "| frozen (zero-shot) | 30.0 | 40.0 | 35.0 | 34.0 |" in spread
+    assert "| 0.5 | 50.0 ± 1.2 | 50.0 ± 1.2 |" in spread
+    assert "±" not in module.sweep_table({"0.5": row}, frozen, ["big", "small"], sizes, spread=False)
+
+
 def test_paired_differences_subtract_seed_by_seed():
     module = _load_script("accuracy.py")
     runs = {
