@@ -58,6 +58,7 @@ from peft_puma.runs.run_file import read_run_file
 from peft_puma.runs.same_run import RunIdentity, finished_run_mismatch
 from peft_puma.training import load_config, train
 from peft_puma.training.methods import MethodOptions, build_model
+from peft_puma.training.report import data_name
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -689,13 +690,9 @@ def prompt_weight_results(setup: Setup, runs: dict[RunSpec, dict[str, Any]]) -> 
     }
 
 
-def data_name(config: Any) -> str:
-    """What the report and the figures say was scored: UML-mini, or the user's own source (a folder's name, a saved
-    dataset's folder, a Hub id as given)."""
-    if not config.dataset_path:
-        return "UML-mini"
-    path = config.dataset_path
-    return os.path.basename(os.path.normpath(path)) if os.path.isdir(path) else path
+def _scored_data(output: dict[str, Any]) -> str:
+    """The data the report and the figures name, as the model card names it (from the source the settings record)."""
+    return data_name(output["settings"]["data_source"], output["domain_sizes"])
 
 
 def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
@@ -705,7 +702,7 @@ def markdown_report(setup: Setup, output: dict[str, Any]) -> str:
     spread = len(args.seeds) > 1
     preference, at_init = output["prompt_preference"], output["prompt_preference_at_init"]
     text = [
-        f"R@1 (%) on {data_name(setup.base_config)} ({args.split} split), {args.epochs} epochs, seeds {args.seeds}"
+        f"R@1 (%) on {_scored_data(output)} ({args.split} split), {args.epochs} epochs, seeds {args.seeds}"
         + (" (mean ± std)" if spread else ""),
         "",
     ]
@@ -762,10 +759,10 @@ def write_retrieval_comparison(setup: Setup, runs: dict[RunSpec, dict[str, Any]]
 
 def write_figures(setup: Setup, output: dict[str, Any]) -> None:
     """The keep-probability sweep (when run) and the prompt-weight heat maps, into ``--figure_dir``."""
-    args, config = setup.args, setup.base_config
+    args = setup.args
     os.makedirs(args.figure_dir, exist_ok=True)
     length = f"{args.max_steps} steps" if args.max_steps else f"{args.epochs} epochs"
-    note = f"{data_name(config)}, {length}, "
+    note = f"{_scored_data(output)}, {length}, "
     note += f"seeds {args.seeds} (means), {args.split} split, {output['date'][:10]}"
     if "keep_prob_sweep" in output:
         plot_sweep(output["keep_prob_sweep"], setup.sizes, os.path.join(args.figure_dir, "keep_prob_sweep.png"), note)

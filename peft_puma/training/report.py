@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,20 +164,25 @@ def _length(config: Any, info: RunInfo) -> str:
     return epochs
 
 
+def data_name(source: dict[str, Any], domains: Iterable[str]) -> str:
+    """The data a run scored, named as a reader knows it (a model card, a benchmark's report): UML-mini, a Hub
+    dataset id as given, a local folder or file by its last part (never this machine's path), or the datasets of
+    ``dataset_roots``. ``source`` is what :func:`~peft_puma.data.unified.describe_source` recorded."""
+    if "uml_mini_dir" in source:
+        return "UML-mini"
+    if "dataset_path" in source:
+        path = str(source["dataset_path"])
+        return os.path.basename(os.path.normpath(path)) if looks_local(path) else path
+    return "UML (" + ", ".join(domains) + ")"
+
+
 def card_results(result: dict[str, Any], info: RunInfo, split: str) -> CardResults:
     """The model card's model-index entries: Recall@1 per dataset, unified and harmonic, on the data named as the Hub
     knows it (a Hub dataset id is listed under the card's ``datasets``; other data by its name only)."""
     source = info.data_source
-    if "uml_mini_dir" in source:
-        name, kind, on_hub = "UML-mini", "uml_mini", False
-    elif "dataset_path" in source and not looks_local(str(source["dataset_path"])):
-        name = kind = str(source["dataset_path"])
-        on_hub = True
-    elif "dataset_path" in source:
-        name = kind = os.path.basename(os.path.normpath(str(source["dataset_path"])))
-        on_hub = False
-    else:
-        name, kind, on_hub = "UML (" + ", ".join(info.sizes) + ")", "uml", False
+    name = data_name(source, info.sizes)
+    on_hub = "dataset_path" in source and not looks_local(str(source["dataset_path"]))
+    kind = "uml_mini" if "uml_mini_dir" in source else name if "dataset_path" in source else "uml"
     per_dataset = result.get("per_dataset") or {}
     return CardResults(
         dataset_name=name,
