@@ -43,7 +43,13 @@ def build_parser() -> CommandParser:
     )
     parser.add_option(
         "--seed", type=int, default=MiniViTRecipe.seed, metavar="INT",
-        help=f"seed of the pool, the initialisation and the batches (default {MiniViTRecipe.seed})",
+        help=f"seed of the pool, and of the initialisation and the batches unless --training_seed is given "
+        f"(default {MiniViTRecipe.seed})",
+    )  # fmt: skip
+    parser.add_option(
+        "--training_seed", type=int, default=None, metavar="INT",
+        help="seed of the initialisation, the batch order and the augmentation alone, on the pool of --seed: "
+        "backbones that differ only in their pretraining draws (default: --seed)",
     )  # fmt: skip
     parser.add_option(
         "--epochs", type=int, default=MiniViTRecipe.epochs, metavar="INT",
@@ -103,6 +109,7 @@ def _pretrain(args: argparse.Namespace, command: str) -> None:
     evaluation = None if args.no_eval else _open_evaluation_data(args.uml_mini_dir, sources)
     recipe = MiniViTRecipe(
         seed=args.seed,
+        training_seed=args.training_seed,
         epochs=args.epochs,
         max_steps=args.max_steps,
         pool_scale=args.pool_scale,

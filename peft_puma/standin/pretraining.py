@@ -47,7 +47,8 @@ IMAGE_SIZE, PATCH_SIZE = 32, 4
 class MiniViTRecipe:
     """Everything the pretrained weights depend on; recorded in ``pretraining.json`` next to them."""
 
-    seed: int = 0
+    seed: int = 0  # the pool's images and held-out split; also the training's, unless training_seed says otherwise
+    training_seed: int | None = None  # initialisation, batch order and augmentation draws on the same pool (spread)
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -62,6 +63,12 @@ class MiniViTRecipe:
     recolour_glyphs: bool = True  # redraw the two colours of every glyph image at every step (see _recolour)
     pool_scale: float = 1.0  # < 1 shrinks the pretraining pool (tests)
     max_steps: int | None = None  # stop early after this many optimiser steps (tests)
+
+    @property
+    def training_draws_seed(self) -> int:
+        """The seed of the weights' initialisation, the batch order and the augmentation: ``training_seed`` where set,
+        so that several backbones can be pretrained on one and the same pool (the procedure's spread over seeds)."""
+        return self.seed if self.training_seed is None else self.training_seed
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -216,7 +223,7 @@ def pretrain(
     ``probe``, when given, scores the model after every epoch (zero-shot Recall@1 on UML-mini's validation split, a
     dict with at least ``unified`` and ``harmonic``), so the record shows what each epoch of the budget bought.
     """
-    torch.manual_seed(recipe.seed)
+    torch.manual_seed(recipe.training_draws_seed)
     start = time.perf_counter()
     validation = _held_out(pool.labels, recipe.val_fraction, recipe.seed)
     train_images = pool.images[~validation]
@@ -234,7 +241,7 @@ def pretrain(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0))))
     )
-    generator = torch.Generator().manual_seed(recipe.seed)
+    generator = torch.Generator().manual_seed(recipe.training_draws_seed)
     record: dict = {"epochs": [], "steps": 0}
     while record["steps"] < total:
         model.train()
@@ -325,6 +332,12 @@ def zero_shot_recall(
     return {name: split.recall(embeddings) for name, embeddings in candidates.items()}
 
 
+def _training_seed(recipe: dict) -> str:
+    """The README's words for a training seed other than the pool's (records written before it have none)."""
+    seed = recipe.get("training_seed")
+    return "" if seed is None else f", training seed {seed}"
+
+
 def _readme(metadata: dict) -> str:
     """The README written next to the weights; every figure in it comes from this run's ``metadata``."""
     recipe, record, zero_shot = metadata["recipe"], metadata["pretraining"], metadata.get("zero_shot_recall_at_1")
@@ -339,7 +352,7 @@ def _readme(metadata: dict) -> str:
         f"1e-6, {metadata['parameters']:,} parameters) that plays the part of the paper's ImageNet ViT-S/16 on the "
         "offline UML-mini benchmark, because no pretrained weights can be downloaded on the project's machines.",
         "",
-        f"Made by `{metadata['command']}` (seed {recipe['seed']}, {record['seconds']:.0f} s on "
+        f"Made by `{metadata['command']}` (seed {recipe['seed']}{_training_seed(recipe)}, {record['seconds']:.0f} s on "
         f"{metadata['threads']} CPU threads). It was pretrained by supervised cosine-softmax classification on "
         f"material that shares no class and no image with UML-mini (`peft_puma/standin/pool.py`){redraw}:",
         "",
