@@ -243,9 +243,11 @@ def test_adapters_on_a_subset_of_layers():
 
 @pytest.mark.parametrize("train_scale", [False, True])
 def test_adapter_keeps_only_its_input_and_bottleneck_for_backward(train_scale):
-    """Training memory: of the activations, an adapter saves for backward only x (B, T, d) and relu(x @ down)
-    (B, T, r), whether or not its scale is trained: no scaled or gated copy of the token sequence."""
-    model = get_peft_model(make_vit(), peft_puma.PUMAConfig(**SMALL, train_scale=train_scale)).train()
+    """Training memory: of the activations, an adapter that keeps every row saves for backward only x (B, T, d) and
+    relu(x @ down) (B, T, r), whether or not its scale is trained: no scaled copy of the token sequence. (A gated one
+    keeps only its kept rows' ReLU output: test_kept_rows.py.)"""
+    config = peft_puma.PUMAConfig(**SMALL, train_scale=train_scale, keep_prob=1.0)
+    model = get_peft_model(make_vit(), config).train()
     adapter = model.base_model.model.layers[0].mlp
     branch_input = torch.randn(4, 7, HIDDEN)
     saved: dict[int, tuple[int, ...]] = {}

@@ -14,6 +14,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ...errors import PUMAError
+from .kept_rows import add_on_kept_rows
 
 
 class PUMALayer(BaseTunerLayer):
@@ -131,7 +132,7 @@ class StochasticAdapter(PUMAWrapper):
         return torch.bernoulli(keep) / keep_prob
 
     def adapter_output(self, branch_input: torch.Tensor, adapter_name: str) -> torch.Tensor:
-        """``g * s * relu(x @ down) @ up`` for the branch input ``x = LN(h)``.
+        """``g * s * relu(x @ down) @ up`` for the branch input ``x = LN(h)``: the masked form, every sample computed.
 
         The order of the products keeps training memory low: the scale multiplies the small ``r x d`` matrix ``up``
         (so its gradient needs no activation), and the gate, which needs no gradient, multiplies the output; backward
@@ -142,23 +143,50 @@ class StochasticAdapter(PUMAWrapper):
     def add_adapter_output(
         self, branch_output: torch.Tensor, branch_input: torch.Tensor, adapter_name: str
     ) -> torch.Tensor:
-        """``branch_output + adapter_output(branch_input)``. Where no gate applies (eval, ``p = 1``) and shapes and
-        dtypes agree (not under autocast, where the fp32 ``up`` meets low-precision activations), one ``addmm`` adds
-        the up projection straight onto the branch output: no adapter-sized temporary."""
-        hidden, weight, gate = self._bottleneck(branch_input, adapter_name)
-        fusable = branch_output.shape[:-1] == hidden.shape[:-1] and branch_output.dtype == hidden.dtype == weight.dtype
-        if isinstance(gate, float) and fusable:
+        """``branch_output + adapter_output(branch_input)``, computing only what the gate keeps.
+
+        In training the gate is drawn first (the same draw, in the same order, as the masked form's) and only the kept
+        samples run the bottleneck (kept_rows.py): at ``p = 0.5`` about half of the adapter's work, with the values
+        and gradients of the masked form. Where every row is kept (eval, ``p = 1``, or a draw that drops none) one
+        ``addmm`` adds the up projection straight onto the branch output: no adapter-sized temporary. Under
+        ``torch.compile`` the masked form runs instead: a row count that depends on the draw would break the graph.
+        """
+        gate = self.gate(branch_input.shape[0], adapter_name, branch_input.device)
+        if isinstance(gate, float):
+            return self._add_to_every_row(branch_output, branch_input, adapter_name, self.scaled_up(adapter_name))
+        if torch.compiler.is_compiling():
+            hidden = self._hidden(branch_input, adapter_name)
+            gated = self._up_projection(hidden, self.scaled_up(adapter_name), gate)
+            return branch_output + gated.to(branch_output.dtype)
+        kept = gate.view(-1).nonzero().view(-1)  # sorted sample indices; one device sync on a GPU
+        up = self.scaled_up(adapter_name) / self.keep_prob[adapter_name]  # the kept rows' gate, 1/p, folded into up
+        if len(kept) == len(gate):
+            return self._add_to_every_row(branch_output, branch_input, adapter_name, up)
+        return add_on_kept_rows(branch_output, branch_input, self.puma_down[adapter_name], up, kept)
+
+    def _add_to_every_row(
+        self, branch_output: torch.Tensor, branch_input: torch.Tensor, adapter_name: str, up: torch.Tensor
+    ) -> torch.Tensor:
+        """``branch_output + relu(x @ down) @ up`` over the whole batch, in one ``addmm`` where shapes and dtypes agree
+        (not under autocast, where the fp32 ``up`` meets low-precision activations)."""
+        hidden = self._hidden(branch_input, adapter_name)
+        fusable = branch_output.shape[:-1] == hidden.shape[:-1] and branch_output.dtype == hidden.dtype == up.dtype
+        if fusable:
             width = branch_output.shape[-1]
-            flat = torch.addmm(branch_output.reshape(-1, width), hidden.reshape(-1, hidden.shape[-1]), weight)
+            flat = torch.addmm(branch_output.reshape(-1, width), hidden.reshape(-1, hidden.shape[-1]), up)
             return flat.view(branch_output.shape)
-        return branch_output + self._up_projection(hidden, weight, gate).to(branch_output.dtype)
+        return branch_output + (hidden @ up).to(branch_output.dtype)
+
+    def _hidden(self, branch_input: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        """``relu(x @ down)``, in place: the product is a fresh temporary."""
+        down = self.puma_down[adapter_name]
+        return torch.relu_(branch_input.to(down.dtype) @ down)
 
     def _bottleneck(
         self, branch_input: torch.Tensor, adapter_name: str
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
         """``relu(x @ down)``, the scaled up matrix ``s * up`` and the gate."""
-        down = self.puma_down[adapter_name]
-        hidden = torch.relu_(branch_input.to(down.dtype) @ down)  # in place: the product is a fresh temporary
+        hidden = self._hidden(branch_input, adapter_name)
         gate = self.gate(branch_input.shape[0], adapter_name, branch_input.device)
         return hidden, self.scaled_up(adapter_name), gate
 
