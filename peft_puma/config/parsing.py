@@ -21,7 +21,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -234,12 +234,43 @@ def _flow(value: Any) -> str:
     return text.removesuffix("...").strip()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key written twice in one mapping: plain YAML lets the last one win without
+    a word, so ``learning_rate: 0.001`` then ``learning_rate: 0.5`` (or two ``puma:`` blocks) would silently train
+    with the second."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the base loader refuses an unhashable key with its own message
+            line = key_node.start_mark.line + 1
+            if key in first_lines:
+                raise _DuplicateKeyError(key, first_lines[key], line)
+            first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKeyError(Exception):
+    def __init__(self, key: Any, first_line: int, second_line: int) -> None:
+        super().__init__(key, first_line, second_line)
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+
+
 def _read_config_file(path: str | os.PathLike, cls: type) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle)
+            values = yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except OSError as error:
         raise InvalidConfigError(f"Cannot read config file {os.fspath(path)!r}: {error.strerror or error}.") from None
+    except _DuplicateKeyError as error:
+        raise InvalidConfigError(
+            f"Config file {os.fspath(path)!r} gives the key {error.key!r} twice (lines {error.first_line} and "
+            f"{error.second_line}); keep one of them."
+        ) from None
     except yaml.YAMLError as error:
         raise InvalidConfigError(f"Config file {os.fspath(path)!r} is not valid YAML: {error}") from None
     if values is None:

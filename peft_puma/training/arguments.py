@@ -55,6 +55,7 @@ from ..errors import InvalidConfigError
 from ..losses import LOSS_NAMES, PAIR_LOSSES, loss_spec
 from ..tuners.puma.config import PUMA_PRESETS, PUMAConfig, preset_conflicts
 
+TORCH_COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 MIXED_PRECISION_CHOICES: tuple[str, ...] = ("auto", "no", "fp16", "bf16")
 APPLIED_PRECISIONS: tuple[str, ...] = ("no", "fp16", "bf16")  # what a run trains in (accelerate's names)
 PRECISION_VARIABLE = "ACCELERATE_MIXED_PRECISION"  # set by `accelerate launch` from its flag or its config file
@@ -76,7 +77,13 @@ def resolve_precision(given: str | None) -> Precision:
     on a GPU without bf16, on a GPU; fp32 on the CPU); without it, accelerate's choice, as ``accelerate launch``
     passes it (``ACCELERATE_MIXED_PRECISION``, from its ``--mixed_precision`` flag or its config file) or, for a
     plain ``python -m`` run, as ``accelerate config`` wrote it in accelerate's default config file; with neither,
-    ``auto``. An explicit key wins, so a config file that names its precision trains in it however it is launched."""
+    ``auto``. An explicit key wins, so a config file that names its precision trains in it however it is launched.
+    fp16 on the CPU is refused (:func:`_refuse_fp16_on_the_cpu`), so the precision printed and recorded is the one
+    that runs."""
+    return _refuse_fp16_on_the_cpu(_wanted_precision(given))
+
+
+def _wanted_precision(given: str | None) -> Precision:
     if given is not None and given != "auto":
         return Precision(given, f"mixed_precision: {given}, given in the config or on the command line")
     if given is None:
@@ -92,6 +99,18 @@ def resolve_precision(given: str | None) -> Precision:
             where = f"the accelerate config file {path}"
             return Precision(_accelerate_precision(configured, where), f"mixed_precision: {configured} in {where}")
     return _auto_precision("mixed_precision: auto, given" if given == "auto" else _NOTHING_SAID)
+
+
+def _refuse_fp16_on_the_cpu(precision: Precision) -> Precision:
+    """Accelerate ignores fp16 on the CPU: such a run would train in fp32 while recording fp16. bf16 does apply."""
+    import torch
+
+    if precision.applied == "fp16" and not torch.cuda.is_available():
+        raise InvalidConfigError(
+            f"fp16 ({precision.source}) does not apply on the CPU, which this run would use: accelerate would train "
+            "in fp32. Use --bf16 (mixed_precision: bf16), which the CPU runs, or --mixed_precision no."
+        )
+    return precision
 
 
 _NOTHING_SAID = f"auto: neither the config, {PRECISION_VARIABLE} nor an accelerate config file sets mixed_precision"
@@ -283,6 +302,22 @@ class TrainingConfig(DataConfig):
         "training memory for about one more forward pass of compute; same gradients (the gates' random state "
         "is replayed).",
     )
+    torch_compile: bool = key(
+        False,
+        role=CONTROL,
+        help="Compile the model with torch.compile for training (TrainingArguments' name): the first steps pay the "
+        "compilation, later ones run fused kernels. The gates are drawn from eager mode's random stream (inductor's "
+        "fallback_random), so a compiled run draws the same gates as an eager one.",
+    )
+    torch_compile_backend: str = key(
+        "inductor", role=CONTROL, help="torch.compile backend of torch_compile (aot_eager: tracing, no C++ compiler)."
+    )
+    torch_compile_mode: str | None = key(
+        None,
+        role=CONTROL,
+        metavar=choice_metavar(TORCH_COMPILE_MODES),
+        help="torch.compile mode of torch_compile (null: the default; reduce-overhead uses CUDA graphs).",
+    )
     # --- loss ---
     loss: str = key(
         "curricularface", metavar=choice_metavar(LOSS_NAMES), help="Loss name of peft_puma.losses.make_loss."
@@ -348,7 +383,7 @@ class TrainingConfig(DataConfig):
         metavar=choice_metavar(MIXED_PRECISION_CHOICES),
         aliases=(flag_alias("bf16", "bf16", "no"), flag_alias("fp16", "fp16", "no")),
         compare=applied_precision,
-        help="no (fp32), fp16, bf16, or auto (bf16, or fp16 without bf16, on a GPU; fp32 on the CPU); null: "
+        help="no (fp32), fp16 (on a GPU; refused on the CPU, where accelerate ignores it), bf16, or auto (bf16, or fp16 without bf16, on a GPU; fp32 on the CPU); null: "
         "accelerate's choice (accelerate launch --mixed_precision, or the accelerate config file), else auto. Losses "
         "always run in fp32; the run prints which precision applied and why, and records it.",
     )
@@ -468,6 +503,7 @@ class TrainingConfig(DataConfig):
         self._validate_optimiser()
         if self.mixed_precision is not None:
             check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION_CHOICES)
+        self._validate_compilation()
         check_choice("eval_split", self.eval_split, SCORED_SPLITS)
         self._validate_augmentation()
         if not self.eval_ks or any(k < 1 for k in self.eval_ks):
@@ -560,6 +596,14 @@ class TrainingConfig(DataConfig):
         return dataclasses.replace(
             candidate, puma={name: value for name, value in candidate.puma.items() if name not in unused}
         )
+
+    def _validate_compilation(self) -> None:
+        if self.torch_compile_mode is not None:
+            check_choice("torch_compile_mode", self.torch_compile_mode, TORCH_COMPILE_MODES)
+        if self.torch_compile:
+            import torch._dynamo  # only when asked: listing the backends imports the compiler stack
+
+            check_choice("torch_compile_backend", self.torch_compile_backend, torch._dynamo.list_backends(None))
 
     def _validate_method(self) -> None:
         if self.method not in METHOD_NAMES:

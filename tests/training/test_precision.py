@@ -52,15 +52,15 @@ def test_without_a_key_the_launch_variable_decides(monkeypatch):
 
 
 def test_without_a_key_or_a_variable_the_accelerate_config_file_decides(tmp_path):
-    _accelerate_config(tmp_path, "fp16")
+    _accelerate_config(tmp_path, "bf16")
     precision = resolve_precision(None)
-    assert precision.applied == "fp16" and "mixed_precision: fp16 in the accelerate config file" in precision.source
+    assert precision.applied == "bf16" and "mixed_precision: bf16 in the accelerate config file" in precision.source
     assert str(tmp_path / "hf_home" / "accelerate" / "default_config.yaml") in precision.source
 
 
 def test_an_explicit_key_wins_over_accelerate(monkeypatch, tmp_path):
     monkeypatch.setenv(PRECISION_VARIABLE, "bf16")
-    _accelerate_config(tmp_path, "fp16")
+    _accelerate_config(tmp_path, "bf16")
     assert resolve_precision("no") == ("no", "mixed_precision: no, given in the config or on the command line")
     auto = resolve_precision("auto")  # auto, given, is the device's rule, not accelerate's choice
     assert auto.applied == "no" and auto.source.startswith("mixed_precision: auto, given; fp32 on the CPU")
@@ -93,6 +93,24 @@ def test_a_precision_peft_puma_does_not_train_in_is_refused_naming_its_source(mo
     monkeypatch.setenv(PRECISION_VARIABLE, "fp8")
     with pytest.raises(InvalidConfigError, match="ACCELERATE_MIXED_PRECISION=fp8.* asks for mixed precision 'fp8'"):
         resolve_precision(None)
+
+
+@pytest.mark.parametrize("where", ["key", "variable", "file"])
+def test_fp16_on_the_cpu_is_refused_with_the_bf16_alternative(monkeypatch, tmp_path, where):
+    """Accelerate ignores fp16 on the CPU: the run would train in fp32 while printing and recording fp16."""
+    if where == "variable":
+        monkeypatch.setenv(PRECISION_VARIABLE, "fp16")
+    if where == "file":
+        _accelerate_config(tmp_path, "fp16")
+    with pytest.raises(InvalidConfigError, match=r"fp16 \(.*\) does not apply on the CPU.*Use --bf16"):
+        resolve_precision("fp16" if where == "key" else None)
+
+
+def test_train_with_fp16_on_the_cpu_exits_2_before_writing_anything(tiny_values, capsys):
+    assert train.main([*_argv(tiny_values), "--fp16"]) == 2
+    error = capsys.readouterr().err
+    assert "does not apply on the CPU" in error and "--bf16" in error and "Traceback" not in error
+    assert not os.path.exists(tiny_values["output_dir"])
 
 
 def test_runs_compare_the_precision_that_applies():
