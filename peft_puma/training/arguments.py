@@ -383,7 +383,8 @@ class TrainingConfig(DataConfig):
         metavar=choice_metavar(MIXED_PRECISION_CHOICES),
         aliases=(flag_alias("bf16", "bf16", "no"), flag_alias("fp16", "fp16", "no")),
         compare=applied_precision,
-        help="no (fp32), fp16 (on a GPU; refused on the CPU, where accelerate ignores it), bf16, or auto (bf16, or fp16 without bf16, on a GPU; fp32 on the CPU); null: "
+        help="no (fp32), fp16 (on a GPU; refused on the CPU, where accelerate ignores it), bf16, or auto (bf16, or "
+        "fp16 without bf16, on a GPU; fp32 on the CPU); null: "
         "accelerate's choice (accelerate launch --mixed_precision, or the accelerate config file), else auto. Losses "
         "always run in fp32; the run prints which precision applied and why, and records it.",
     )
