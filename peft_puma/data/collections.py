@@ -19,7 +19,6 @@ The images are never copied: a folder tree's rows hold file paths, a loaded data
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import datasets
 import pyarrow as pa
 
 from ..errors import DatasetLayoutError, InvalidConfigError
+from .problems import Findings, is_main_process
 from .roles import ROLE_BOTH, ROLE_GALLERY, ROLE_TRAIN
 from .schema import DATASET_COLUMN, LABEL_COLUMN, ROLE_COLUMN, SPLITS, TEST_SPLIT, TRAIN_SPLIT
 from .splits import ClassKey, SplitRecord, SplitRule
@@ -43,15 +43,16 @@ class Collection:
 
     ``images`` has one column, ``image`` (``datasets.Image()``); ``rows``: the row of ``images`` each entry is, where
     some domains were left out (:meth:`only`; the table itself is never cut, which could write beside a saved
-    dataset); ``notes`` are what was ignored on the way (files that are not images), said once to the user;
-    ``found``: what the reader found out about the source (a folder tree's layout and counts), which the run records.
+    dataset); ``findings``: what the reader found wrong or left out on the way (:mod:`.problems`), settled once the
+    split adds its own; ``found``: what the reader found out about the source (a folder tree's layout and counts),
+    which the run records.
     """
 
     images: datasets.Dataset
     domains: list[str]
     classes: list[ClassKey]
     splits: list[str] | None = None
-    notes: list[str] = field(default_factory=list)
+    findings: Findings = field(default_factory=lambda: Findings("the source"))
     found: dict[str, Any] = field(default_factory=dict)
     rows: list[int] | None = None
 
@@ -116,16 +117,17 @@ def draw_split(collection: Collection, rule: SplitRule, source: dict) -> SplitRe
     return SplitRecord.draw(collection.class_lists(), rule, dict(source), frozen)
 
 
-def check_queries(collection: Collection, row_splits: Sequence[str], where: str) -> None:
-    """Every domain of a held-out split needs a class of two images or more: something to query."""
+def check_queries(collection: Collection, row_splits: Sequence[str], where: str) -> list[str]:
+    """Every domain of a held-out split needs a class of two images or more, something to query: the domains that
+    have none, each as one problem (:mod:`.problems`)."""
     sizes = Counter(zip(row_splits, collection.domains, collection.classes))
     queried = {(split, domain) for (split, domain, _), count in sizes.items() if count > 1}
-    for split, domain, _ in sorted(sizes, key=str):
-        if split != TRAIN_SPLIT and (split, domain) not in queried:
-            raise DatasetLayoutError(
-                f"The domain {domain!r} of {where} has no {split} class with two images or more, so none of its "
-                "images could be a query. Add images to its classes, or leave the domain out (the datasets key)."
-            )
+    missing = sorted({(split, domain) for split, domain, _ in sizes if split != TRAIN_SPLIT} - queried)
+    return [
+        f"The domain {domain!r} of {where} has no {split} class with two images or more, so none of its images "
+        "could be a query. Add images to its classes, or leave the domain out (the datasets key)"
+        for split, domain in missing
+    ]
 
 
 def to_unified(collection: Collection, row_splits: Sequence[str]) -> datasets.DatasetDict:
@@ -184,12 +186,6 @@ def lonely_classes(collection: Collection, row_splits: Sequence[str]) -> list[st
         if count == 1
         if split != TRAIN_SPLIT
     ]
-
-
-def is_main_process() -> bool:
-    """Whether this is the process that speaks for the run: the only one, or rank 0 under ``accelerate launch``
-    (every process reads the source alike; one says what it found)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def warn(message: str) -> None:

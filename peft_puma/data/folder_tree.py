@@ -7,33 +7,28 @@ Two layouts, told apart by how deep the images lie (every image at the same dept
 - ``collections/<domain>/<class>/<image>``: domain folders, several domains: the paper's unified setting (arXiv
   2309.08944, Sec. 3), scored per domain, unified and harmonic as UML-mini is (docs/evaluation.md).
 
-Either may sit one level down in split folders (``train/``, ``validation/``, ``test/``: the layout
-``datasets``' ``imagefolder`` reads), and then those splits are used as they are. Hidden files and folders (a
-leading ``.``) are passed over; other files that are not images are ignored and counted. The tree is listed with
-``os.scandir`` (no ``stat`` per file) into one list of relative paths, so 200,000 images list in seconds and a few tens
-of MB. Nothing is ever written into the folder: it may be read-only.
+Images in subfolders of a class folder belong to that class, as torchvision's ``ImageFolder`` reads them (the layout
+is the depth most images lie at). Either layout may sit one level down in split folders (``train/``, ``validation/``,
+``test/``: the layout ``datasets``' ``imagefolder`` reads), and then those splits are used as they are (split folders
+that share classes are said: a metric-learning test split holds unseen classes). The folder is listed by the one rule
+of :mod:`.listing` (links followed, each path once). What is left out or wrong (files that are not images, empty class
+folders, unreadable files, names that are not UTF-8) is gathered and said at once (:mod:`.problems`). Nothing is ever
+written into the folder: it may be read-only.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import datasets
 
-from ..errors import DatasetLayoutError
-from .collections import Collection, is_main_process
-from .images import (
-    DEFAULT_IMAGE_CHECK,
-    IMAGE_EXTENSIONS,
-    BadImage,
-    CheckMode,
-    FolderCheck,
-    find_bad_images,
-    report_skipped,
-    require_readable,
-)
+from ..errors import DatasetLayoutError, InvalidInputError
+from .collections import Collection
+from .images import DEFAULT_IMAGE_CHECK, BadImage, CheckMode, check_on_error, find_bad_images
+from .listing import IMAGE_EXTENSIONS, has_plain_name, list_folder, shown_path
+from .problems import Findings, examples
 from .schema import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
 
 CLASS_FOLDERS = "class_folders"
@@ -51,6 +46,7 @@ SPLIT_FOLDERS: dict[str, str] = {
     "testing": TEST_SPLIT,
 }
 ACCEPTED = "<folder>/<class>/<image> (one domain) or <folder>/<domain>/<class>/<image> (several domains)"
+_BAD_NAME = "its name is not valid UTF-8 (it cannot be stored in a dataset): rename it"
 
 
 @dataclass(frozen=True)
@@ -63,13 +59,59 @@ class FolderTree:
     files: list[str]
     non_images: int  # files that are not images (by extension), ignored
     non_image_example: str | None
+    outside: list[str] = field(default_factory=list)  # images above the class folders: left out
+    nested: list[str] = field(default_factory=list)  # images in subfolders of their class folder: in its class
+    empty: list[str] = field(default_factory=list)  # class (or domain, split) folders without images: left out
+    others: list[str] = field(default_factory=list)  # files that are not images
+    unlisted: list[tuple[str, str]] = field(default_factory=list)  # folders that could not be listed
 
     def parts(self, path: str) -> tuple[str | None, str, str]:
-        """``(split or None, domain, class)`` of the relative image path ``path``."""
+        """``(split or None, domain, class)`` of the relative image path ``path`` (its class: the class folder it
+        lies in, at any depth below it)."""
         names = path.split(os.sep)
         split = SPLIT_FOLDERS[names.pop(0).lower()] if self.has_splits else None
-        domain = names[0] if self.layout == DOMAIN_FOLDERS else self.name
-        return split, domain, names[-2]
+        if self.layout == DOMAIN_FOLDERS:
+            return split, names[0], names[1]
+        return split, self.name, names[0]
+
+    def left_out(self) -> dict[str, list[str]]:
+        """What the run records of the tree's conventions, by key (kept only where non-empty)."""
+        return {
+            "nested_images": self.nested,
+            "outside_images_left_out": self.outside,
+            "empty_folders_left_out": self.empty,
+        }
+
+    def note_findings(self, findings: Findings) -> None:
+        """Add what the listing left out or read by convention to ``findings`` (one note each kind, with counts)."""
+        where = repr(self.root)
+        if self.others:
+            findings.note(
+                f"{len(self.others)} file(s) under {where} are not images ({', '.join(IMAGE_EXTENSIONS)}) and were "
+                f"ignored, e.g. {shown_path(self.others[0])!r}"
+            )
+        if self.nested:
+            findings.note(
+                f"{len(self.nested)} image(s) lie in subfolders of their class folder "
+                f"({examples([shown_path(path) for path in self.nested])}): each counts in the class of the class "
+                "folder above it, as torchvision's ImageFolder reads them"
+            )
+        if self.outside:
+            findings.note(
+                f"{len(self.outside)} image(s) lie above the class folders, in no class "
+                f"({examples([shown_path(path) for path in self.outside])}): left out"
+            )
+        if self.empty:
+            named = examples([repr(os.path.join(self.root, shown_path(path))) for path in self.empty])
+            class_level = (2 if self.layout == DOMAIN_FOLDERS else 1) + (1 if self.has_splits else 0)
+            only_classes = all(path.count(os.sep) + 1 == class_level for path in self.empty)
+            what = "class folder(s)" if only_classes else "class, domain or split folder(s)"
+            findings.note(f"{len(self.empty)} {what} hold no image file ({named}): left out")
+        for folder, reason in self.unlisted:
+            findings.problem(
+                f"Cannot list the folder {os.path.join(self.root, shown_path(folder))!r}: {reason}. Make it readable, "
+                "or leave it out"
+            )
 
     @property
     def name(self) -> str:
@@ -77,45 +119,55 @@ class FolderTree:
         return os.path.basename(os.path.normpath(os.path.abspath(self.root)))
 
 
-def is_image_file(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def read_folder_tree(root: str) -> FolderTree:
-    """List ``root`` and tell its layout; a layout that is none of the accepted ones is a ``DatasetLayoutError``
-    saying what was found and what is accepted."""
-    walk = _Walk(root)
-    walk.run()
-    if not walk.files:
-        others = (
-            f"; it holds {walk.non_images} other file(s), e.g. {walk.non_image_example!r}" if walk.non_images else ""
-        )
+    """List ``root`` (:func:`.listing.list_folder`) and tell its layout from the depth most of its images lie at; a
+    tree with none of the accepted layouts is a ``DatasetLayoutError`` saying what was found and what is accepted.
+
+    Images deeper than the layout belong to the class folder above them (torchvision's ``ImageFolder`` convention);
+    images above the class folders, and class or domain folders without images, are left out. Both are said, not
+    fatal (:meth:`FolderTree.notes`)."""
+    if not os.path.isdir(root):
+        raise DatasetLayoutError(f"The folder {root!r} does not exist. Accepted: {ACCEPTED}.")
+    try:
+        listing = list_folder(root)
+    except OSError as error:
+        raise DatasetLayoutError(
+            f"Cannot list the folder {root!r}: {error.strerror or error}. Make it readable, or leave it out."
+        ) from None
+    if not listing.files:
+        others = f"; it holds {len(listing.others)} other file(s), e.g. {listing.others[0]!r}" if listing.others else ""
         raise DatasetLayoutError(
             f"The folder {root!r} holds no image file ({', '.join(IMAGE_EXTENSIONS)}){others}. Accepted: {ACCEPTED}."
         )
-    has_splits = _has_split_folders(walk.top_folders)
+    has_splits = _has_split_folders([folder for folder in listing.folders if os.sep not in folder])
     below = 1 if has_splits else 0  # split folders add one level above the layout
-
-    def depth_of(path: str) -> int:
-        return path.count(os.sep) + 1 - below
-
-    depths = Counter(depth_of(path) for path in walk.files)
-    if len(depths) > 1:
-        examples = {depth: next(p for p in walk.files if depth_of(p) == depth) for depth in depths}
-        found = ", ".join(
-            f"{count} at depth {depth} (e.g. {examples[depth]!r})" for depth, count in sorted(depths.items())
-        )
-        raise DatasetLayoutError(
-            f"The images under {root!r} lie at different depths: {found}. Accepted: {ACCEPTED}, every image at the "
-            "same depth."
-        )
-    (depth,) = depths
+    depths = Counter(_depth(path, below) for path in listing.files)
+    deep_enough = {depth: count for depth, count in depths.items() if depth > 1}
+    if not deep_enough:
+        raise DatasetLayoutError(f"The images under {root!r} lie directly in the folder. Accepted: {ACCEPTED}.")
+    depth = max(deep_enough, key=lambda candidate: (deep_enough[candidate], -candidate))  # most images; ties: shallow
     if depth not in LAYOUTS:
-        where = "directly in the folder" if depth == 1 else f"{depth - 1} folders deep (e.g. {walk.files[0]!r})"
-        raise DatasetLayoutError(f"The images under {root!r} lie {where}. Accepted: {ACCEPTED}.")
-    tree = FolderTree(root, LAYOUTS[depth], has_splits, walk.files, walk.non_images, walk.non_image_example)
-    _refuse_empty_folders(tree, walk.folders)
-    return tree
+        example = next(path for path in listing.files if _depth(path, below) == depth)
+        raise DatasetLayoutError(
+            f"The images under {root!r} lie {depth - 1} folders deep (e.g. {example!r}). Accepted: {ACCEPTED}."
+        )
+    files = [path for path in listing.files if _depth(path, below) >= depth]
+    outside = [path for path in listing.files if _depth(path, below) < depth]
+    nested = [path for path in files if _depth(path, below) > depth]
+    levels = depth - 1 + below  # the class folders' level
+    tree = FolderTree(root, LAYOUTS[depth], has_splits, files, len(listing.others), next(iter(listing.others), None))
+    return replace(
+        tree,
+        outside=outside,
+        nested=nested,
+        empty=_empty_folders(files, listing.folders, levels),
+        others=listing.others,
+        unlisted=listing.unlisted,
+    )
+
+
+def _depth(path: str, below: int) -> int:
+    return path.count(os.sep) + 1 - below
 
 
 def _has_split_folders(top_folders: list[str]) -> bool:
@@ -123,70 +175,14 @@ def _has_split_folders(top_folders: list[str]) -> bool:
     return bool(top_folders) and None not in names and bool(names & {TRAIN_SPLIT, TEST_SPLIT})
 
 
-def _refuse_empty_folders(tree: FolderTree, folders: list[str]) -> None:
-    """Every folder above the images must lead to some: an empty class (or domain) folder is a mistake to name."""
-    depth = (2 if tree.layout == DOMAIN_FOLDERS else 1) + (1 if tree.has_splits else 0)  # the class folders' depth
-    holding = {os.path.dirname(path) for path in tree.files}
-    for level in range(1, depth + 1):
-        holding |= {os.sep.join(path.split(os.sep)[:level]) for path in tree.files}
-    for folder in folders:
-        level = folder.count(os.sep) + 1
-        if level <= depth and folder not in holding:
-            what = "class" if level == depth else ("split" if tree.has_splits and level == 1 else "domain")
-            raise DatasetLayoutError(
-                f"The {what} folder {os.path.join(tree.root, folder)!r} holds no image file "
-                f"({', '.join(IMAGE_EXTENSIONS)}): remove it, or add its images. Accepted: {ACCEPTED}."
-            )
-
-
-class _Walk:
-    """One pass over the tree with ``os.scandir``: image paths, the folders seen, the files that are not images.
-
-    Symbolic links to folders are followed (collections are often assembled from links), each real folder once.
-    """
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.files: list[str] = []
-        self.folders: list[str] = []
-        self.top_folders: list[str] = []
-        self.non_images = 0
-        self.non_image_example: str | None = None
-
-    def run(self) -> None:
-        if not os.path.isdir(self.root):
-            raise DatasetLayoutError(f"The folder {self.root!r} does not exist. Accepted: {ACCEPTED}.")
-        seen: set[tuple[int, int]] = set()
-        pending = [""]
-        while pending:
-            relative = pending.pop()
-            for entry in self._entries(relative, seen):
-                path = os.path.join(relative, entry.name) if relative else entry.name
-                if entry.is_dir():
-                    pending.append(path)
-                    self.folders.append(path)
-                    if not relative:
-                        self.top_folders.append(entry.name)
-                elif is_image_file(entry.name):
-                    self.files.append(path)
-                else:
-                    self.non_images += 1
-                    self.non_image_example = self.non_image_example or path
-        self.files.sort()
-
-    def _entries(self, relative: str, seen: set[tuple[int, int]]) -> list[os.DirEntry]:
-        folder = os.path.join(self.root, relative)
-        try:
-            info = os.stat(folder)
-            if (info.st_dev, info.st_ino) in seen:
-                return []  # a link back to a folder already listed
-            seen.add((info.st_dev, info.st_ino))
-            with os.scandir(folder) as entries:
-                return [entry for entry in entries if not entry.name.startswith(".")]
-        except OSError as error:
-            raise DatasetLayoutError(
-                f"Cannot list the folder {folder!r}: {error.strerror or error}. Make it readable, or leave it out."
-            ) from None
+def _empty_folders(files: list[str], folders: list[str], levels: int) -> list[str]:
+    """The folders down to the class folders' level that lead to no image: left out (said by the reader)."""
+    holding: set[str] = set()
+    for path in files:
+        names = path.split(os.sep)
+        holding |= {os.sep.join(names[:level]) for level in range(1, levels + 1)}
+    empty = [folder for folder in folders if folder.count(os.sep) < levels and folder not in holding]
+    return [folder for folder in empty if os.path.dirname(folder) not in empty]  # the topmost of each empty branch
 
 
 def tree_collection(
@@ -195,19 +191,19 @@ def tree_collection(
     """The collection of the folder tree ``root``: each image file (by path, decoded later), its domain and class.
 
     Every file is checked first (``check``: ``"header"`` identifies the format and refuses a decompression bomb;
-    ``"full"`` also decodes it, which finds truncated and corrupt files; ``"exists"``). An unreadable file stops
-    with a one-line error naming it (``on_error="stop"``), or is left out and listed on stderr (``"skip"``).
+    ``"full"`` also decodes it, which finds truncated and corrupt files; ``"exists"``). What the reading finds wrong
+    (unreadable files, a name that is not UTF-8, folders left out) is gathered in the collection's findings
+    (:mod:`.problems`) and said at once after the split: unreadable files stop the run then (``on_error="stop"``), or
+    are left out and listed on stderr (``"skip"``).
     """
+    check_on_error(on_error)
     tree = read_folder_tree(root)
-    files = _readable(root, tree.files, check, on_error, num_threads)
+    findings = Findings(repr(root), on_error)
+    tree.note_findings(findings)
+    files = _readable(root, tree.files, check, num_threads, findings)
     found = {"layout": tree.layout, "split_folders": tree.has_splits, "images": len(files)}
     found.update({"not_images_ignored": tree.non_images, "unreadable_skipped": len(tree.files) - len(files)})
-    notes = []
-    if tree.non_images:
-        notes.append(
-            f"{tree.non_images} file(s) under {root!r} are not images ({', '.join(IMAGE_EXTENSIONS)}) and were "
-            f"ignored, e.g. {tree.non_image_example!r}"
-        )
+    found.update({name: len(value) for name, value in tree.left_out().items() if value})
     parts = [tree.parts(path) for path in files]
     images = datasets.Dataset.from_dict(
         {"image": [os.path.abspath(os.path.join(root, path)) for path in files]},
@@ -215,19 +211,42 @@ def tree_collection(
     )
     row_splits = [split for split, _, _ in parts] if tree.has_splits else None
     domains, classes = [domain for _, domain, _ in parts], [key for _, _, key in parts]
-    return Collection(images, domains, classes, row_splits, notes, found)
+    if row_splits is not None:
+        _note_shared_classes(findings, row_splits, domains, classes)
+    return Collection(images, domains, classes, row_splits, findings, found)
 
 
-def _readable(root: str, files: list[str], check: CheckMode, on_error: str, num_threads: int | None) -> list[str]:
-    """The files (relative to ``root``) that pass ``check``; the others stop the load or are skipped and listed."""
-    bad = find_bad_images([os.path.join(root, path) for path in files], check, num_threads)
-    if not bad:
-        return files
+def _readable(root: str, files: list[str], check: CheckMode, num_threads: int | None, findings: Findings) -> list[str]:
+    """The files (relative to ``root``) that pass ``check`` and have a UTF-8 name; the others go to ``findings``."""
+    named = [path for path in files if has_plain_name(path)]
+    badly_named = [path for path in files if not has_plain_name(path)]
+    bad = [BadImage(os.path.join(root, shown_path(path)), _BAD_NAME) for path in badly_named]
+    bad += find_bad_images([os.path.join(root, path) for path in named], check, num_threads)
     cut = len(os.path.join(root, ""))
-    unreadable = [BadImage(item.path[cut:], item.reason) for item in bad]
-    named = {item.path for item in unreadable}
-    checked = FolderCheck([path for path in files if path not in named], unreadable)
-    good = require_readable(root, checked, on_error, skip_hint="--on_error skip", use="use")
-    if is_main_process():
-        report_skipped(root, checked)
+    unreadable = {item.path[cut:] for item in bad}
+    good = [path for path in named if path not in unreadable]
+    if not good:
+        listed = "; ".join(f"{item.path} ({item.reason})" for item in bad[:3])
+        raise InvalidInputError(f"None of the {len(files)} image file(s) under {root!r} can be read: {listed}.")
+    findings.unreadable = sorted(bad, key=lambda item: item.path)
+    findings.readable = len(good)
     return good
+
+
+def _note_shared_classes(findings: Findings, row_splits: list[str], domains: list[str], classes: list) -> None:
+    """Split folders holding the same classes (a classification layout): scored, they would measure trained classes,
+    where a metric-learning test split holds classes the model never saw (docs/collections.md, "Split folders")."""
+    by_split: dict[str, set] = {}
+    for split, domain, key in zip(row_splits, domains, classes):
+        by_split.setdefault(split, set()).add((domain, key))
+    trained = by_split.get(TRAIN_SPLIT, set())
+    for split in (VALIDATION_SPLIT, TEST_SPLIT):
+        shared = sorted(trained & by_split.get(split, set()), key=str)
+        if shared:
+            named = examples([f"{domain}/{key}" for domain, key in shared])
+            findings.note(
+                f"{len(shared)} of the {len(by_split[split])} {split} class(es) of the split folders also lie in the "
+                f"train folder ({named}): {split} scores then measure classes the model trained on, where a "
+                "metric-learning split holds unseen classes. Merge the split folders into one to have the classes "
+                "split by class (docs/collections.md)"
+            )

@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..errors import InvalidConfigError, InvalidInputError
+from .listing import IMAGE_EXTENSIONS, list_folder
 
 CheckMode = Literal["full", "header", "exists"]
 IMAGE_CHECKS: tuple[str, ...] = ("full", "header", "exists")
@@ -39,7 +40,6 @@ IMAGE_CHECKS: tuple[str, ...] = ("full", "header", "exists")
 # 0.05-0.1 ms more per small image than "header" on 2 cores (docs/collections.md, "Checking images").
 DEFAULT_IMAGE_CHECK: CheckMode = "full"
 ON_ERROR_CHOICES: tuple[str, ...] = ("stop", "skip")
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _NAMED_IN_MESSAGES = 3  # unreadable files named in a one-line message (the rest are counted)
 _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit greyscale (PNG, TIFF), or 32-bit integers
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -129,16 +129,16 @@ def find_bad_images(paths: Sequence[str], mode: CheckMode = "full", num_threads:
 
 
 def list_images(folder: str) -> list[str]:
-    """Image files under ``folder`` (recursively, by extension), as paths relative to it, sorted."""
+    """Image files under ``folder`` (recursively, by extension, following links to folders: the one listing rule of
+    :mod:`.listing`), as paths relative to it, sorted."""
     if not os.path.exists(folder):
         raise InvalidInputError(f"The image folder {folder!r} does not exist.")
     if not os.path.isdir(folder):
         raise InvalidInputError(f"{folder!r} is not a folder of images.")
-    paths = []
-    for root, _, files in os.walk(folder):
-        for name in files:
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                paths.append(os.path.relpath(os.path.join(root, name), folder))
+    try:
+        paths = list_folder(folder).files
+    except OSError as error:
+        raise InvalidInputError(f"Cannot list the image folder {folder!r}: {error.strerror or error}.") from None
     if not paths:
         raise InvalidInputError(f"No image file ({', '.join(IMAGE_EXTENSIONS)}) under {folder!r}.")
     return sorted(paths)

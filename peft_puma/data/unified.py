@@ -38,7 +38,6 @@ from .collections import (
     shown,
     split_by_record,
     to_unified,
-    warn,
 )
 from .columns import ColumnNames
 from .schema import (
@@ -131,24 +130,30 @@ def _split_collection(
 ) -> tuple[datasets.DatasetDict, SplitRecord | None]:
     """The row-schema splits of a collection: its own, the record's, or drawn by the config's rule."""
     where = repr(config.dataset_path)
-    for note in collection.notes:
-        warn(note)
+    findings = collection.findings
+    findings.where = where
     if collection.splits is not None:
         row_splits, split = collection.splits, None
     elif record is not None:
         row_splits, split = split_by_record(collection, record), record
     else:
-        check_classes(collection, where)
+        try:
+            check_classes(collection, where)
+        except DatasetLayoutError as error:  # said with everything else found, then nothing is split
+            findings.problem(str(error))
+            findings.settle()
         rule = SplitRule(tuple(config.split_fractions), config.split_seed)
         split = draw_split(collection, rule, description)
         row_splits = split_by_record(collection, split)
-    check_queries(collection, row_splits, where)
+    for problem in check_queries(collection, row_splits, where):
+        findings.problem(problem)
     lonely = lonely_classes(collection, row_splits)
     if lonely:
-        warn(
+        findings.note(
             f"{len(lonely)} held-out class(es) of {where} have a single image ({shown(lonely)}): they stay in the "
-            "gallery, never queries (nothing else of their class to retrieve)."
+            "gallery, never queries (nothing else of their class to retrieve)"
         )
+    findings.settle()
     return to_unified(collection, row_splits), split
 
 

@@ -179,7 +179,10 @@ def _bomb_png(path) -> None:
     [
         (lambda root: root.mkdir(), "holds no image file"),
         (lambda root: _image(root, "a.png"), "lie directly in the folder"),
-        (lambda root: (_image(root / "a", "1.png"), _image(root / "b" / "c", "2.png")), "lie at different depths"),
+        (
+            lambda root: (_image(root / "a", "1.png"), _image(root / "b" / "c", "2.png")),
+            "1 image(s) lie in subfolders of their class folder",
+        ),
         (lambda root: _image(root / "a" / "b" / "c", "1.png"), "lie 3 folders deep"),
         (lambda root: (_image(root / "a", "1.png"), (root / "b").mkdir()), "class folder"),
         (lambda root: (_image(root / "a", "1.png"), _image(root / "a", "2.png")), "holds a single class ('a'"),
