@@ -50,6 +50,7 @@ from peft_puma.data.unified import SCORED_SPLITS, dataset_sizes, describe_source
 from peft_puma.errors import ForeignContentError, IncompatibleCheckpointError, InvalidConfigError
 from peft_puma.evaluate import evaluate_adapter
 from peft_puma.evaluation.examples import write_retrieval_examples
+from peft_puma.evaluation.test_reads import record_test_read
 from peft_puma.inference.embedding import dataset_batch_loader, embed_split
 from peft_puma.inference.loading import AdaptersOff, load_for_inference
 from peft_puma.owned_paths import write_json_atomically
@@ -755,6 +756,17 @@ def write_retrieval_comparison(setup: Setup, runs: dict[RunSpec, dict[str, Any]]
     models = {"frozen": AdaptersOff(puma), "full FT": trained_model(runs[RunSpec("full_finetune", seed)]), "PUMA": puma}
     embeddings = {name: embed_split(model.eval(), scored, transform, progress=False) for name, model in models.items()}
     write_retrieval_examples(path, embeddings, scored, seed=seed)
+    # Looking at a test split's retrievals is a read of it, as a score is: on the ledger, without scores.
+    record_test_read(
+        config.eval_split,
+        f"benchmarks/accuracy.py: the retrieval examples sheet {path} (frozen, full FT, PUMA; seed {seed})",
+        {},
+        data_source=describe_source(config),
+        config=config.to_dict(),
+        backbone=config.backbone,
+        backbone_fingerprint=read_run_file(config.output_dir).backbone_fingerprint,
+        adapter=os.path.abspath(config.output_dir),
+    )
 
 
 def write_figures(setup: Setup, output: dict[str, Any]) -> None:

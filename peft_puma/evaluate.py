@@ -44,14 +44,17 @@ from .evaluation.grid import check_grid_output
 from .evaluation.retrieval import KTooLargeError
 from .evaluation.scoring import check_split, score_split
 from .evaluation.table import results_markdown
-from .evaluation.test_reads import is_recorded, record_test_read
+from .evaluation.test_reads import check_test_reads, is_recorded, record_test_read
 from .inference.embedding import embed_split
 from .inference.loading import load_for_inference
 from .inference.options import add_model_options, require_at_least
+from .inference.run_choices import followed_on_error
 from .owned_paths import check_json_output, write_json_atomically
 from .runs.results_file import results_record
 from .runs.run_file import RunRecord, read_run_file
 from .runs.split_file import read_run_split
+
+DEFAULT_EVAL_KS = (1, 2, 4, 8)
 
 
 def evaluate_adapter(
@@ -62,7 +65,7 @@ def evaluate_adapter(
     backbone_format: str | None = None,
     zero_shot: bool = False,
     allow_other_backbone: bool = False,
-    ks: Sequence[int] = (1, 2, 4, 8),
+    ks: Sequence[int] = DEFAULT_EVAL_KS,
     batch_size: int = 256,
     image_size: int | None = None,
     accelerator: Any = None,
@@ -85,6 +88,7 @@ def evaluate_adapter(
         data = load_keys(None, data, DataConfig).validate()
     if isinstance(data, DataConfig):
         data.validate_data()
+        check_test_reads([split], warn=accelerator is None or accelerator.is_main_process)
         loaded = load_source(data, purpose=SCORING, record=read_run_split(adapter))
         scored = scored_split(loaded.data, split, "--split")
         image_size = image_size or data.image_size
@@ -183,10 +187,10 @@ def build_parser() -> ConfigArgumentParser:
         hidden=["--ks"],
         type=int,
         nargs="+",
-        default=[1, 2, 4, 8],
+        default=None,
         metavar="INT",
         help="k of Recall@k, as training's eval_ks; each must fit the smallest gallery a query searches (itself "
-        "excluded), checked before the model loads (default: 1 2 4 8)",
+        "excluded), checked before the model loads (default: the eval_ks of the adapter's run, else 1 2 4 8)",
     )
     own.add_argument(
         "--batch_size",
@@ -218,21 +222,25 @@ def build_parser() -> ConfigArgumentParser:
 def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
     data_overrides, args = parser.parse_config_args(argv)  # unknown keys: one-line error, exit 2
     require_at_least("--batch_size", args.batch_size, 1)
-    for k in args.eval_ks:
+    for k in args.eval_ks or ():
         require_at_least("--eval_ks", k, 1)
+    ks, ks_name = _eval_ks(args)
     if args.output:
         check_json_output(args.output, "unified", "a results file")
     if args.examples:
         check_grid_output(args.examples)
+    check_test_reads([args.split])  # a ledger that cannot take the read: refused before any work
     data = load_keys(None, data_overrides, DataConfig).validate()
+    if "on_error" not in data_overrides:  # not given: the run's own choice on the same data (said on stderr)
+        data.on_error = followed_on_error(None, args.adapter, data.dataset_path)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     loaded = load_source(data, purpose=SCORING, record=read_run_split(args.adapter))
     scored = scored_split(loaded.data, args.split, "--split")
     try:  # before the model loads: a k larger than the smallest gallery, named with the ks that fit
-        check_split(scored, args.eval_ks)
+        check_split(scored, ks)
     except KTooLargeError as error:
-        described = error.describe("--eval_ks", args.eval_ks, args.split)
-        raise InvalidConfigError(f"--eval_ks {' '.join(map(str, args.eval_ks))}: {described}") from None
+        described = error.describe("--eval_ks", ks, args.split)
+        raise InvalidConfigError(f"{ks_name} {' '.join(map(str, ks))}: {described}") from None
     result = evaluate_adapter(
         args.adapter,
         scored,
@@ -241,7 +249,7 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
         backbone_format=args.backbone_format,
         zero_shot=args.zero_shot,
         allow_other_backbone=args.allow_other_backbone,
-        ks=args.eval_ks,
+        ks=ks,
         batch_size=args.batch_size,
         accelerator=accelerator,
         examples=args.examples,
@@ -251,8 +259,6 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
         recorded = is_recorded(args.split)
         if recorded or args.output:
             weights = scored_weights(args.adapter, args.zero_shot, args.backbone, args.allow_other_backbone)
-        if recorded:
-            _record_read(args.split, args.zero_shot, args.adapter, weights, result, loaded.description)
         what = "zero-shot backbone" if args.zero_shot else args.adapter
         print(results_markdown(result, f"Evaluation of {what} ({args.split} split)"))
         if args.output:
@@ -261,6 +267,20 @@ def _evaluate(parser: ConfigArgumentParser, argv: Sequence[str] | None) -> None:
             print(f"results written to {args.output}")
         if args.examples:
             print(f"retrieval examples written to {args.examples}")
+        if recorded:  # last: a ledger that fails now leaves the results printed and written
+            _record_read(args.split, args.zero_shot, args.adapter, weights, result, loaded.description)
+
+
+def _eval_ks(args: Any) -> tuple[list[int], str]:
+    """The ks to score and their name for messages: ``--eval_ks`` when given, else the adapter's run's ``eval_ks``
+    (the ks it was trained to report, which fit its data), else 1 2 4 8."""
+    if args.eval_ks:
+        return list(args.eval_ks), "--eval_ks"
+    run = _run_of(args.adapter)
+    saved = run.config.get("eval_ks") if run else None
+    if saved:
+        return [int(k) for k in saved], f"the eval_ks of the run {args.adapter} (give --eval_ks to choose others)"
+    return list(DEFAULT_EVAL_KS), "--eval_ks"
 
 
 if __name__ == "__main__":

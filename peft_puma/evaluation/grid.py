@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 
 from ..errors import ForeignContentError, InvalidConfigError
-from ..owned_paths import write_file_atomically
+from ..owned_paths import write_failures_reported, write_file_atomically
+from .output_place import check_output_place, make_parent_folders
 
 MIN_THUMBNAIL = 64
 DEFAULT_THUMBNAIL = 96
@@ -102,29 +103,59 @@ def _fit(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: i
     return text + "..."
 
 
+GRID_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}  # the file name's extension says the format
+
+
+def grid_format(path: str) -> str:
+    """The image format of a grid named ``path`` (by its extension); another extension is refused, so that a
+    ``.jpg`` name never holds PNG bytes."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in GRID_FORMATS:
+        raise InvalidConfigError(
+            f"The grid {path!r}: a grid is written in the format its name says; give a name ending in "
+            f"{', '.join(GRID_FORMATS)}."
+        )
+    return GRID_FORMATS[extension]
+
+
 def check_grid_output(path: str) -> None:
-    """A grid may be written at ``path`` when nothing is there or when it is a grid written by this command."""
+    """A grid may be written at ``path`` when nothing is there or when it is a grid written by this command, and a
+    file can be made there (:func:`~peft_puma.evaluation.output_place.check_output_place`: missing folders are made)."""
     if os.path.isdir(path):
-        raise ForeignContentError(f"The grid {path!r} is a folder; give the path of a .png file.")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ForeignContentError(f"The grid {path!r}: the folder {parent} does not exist.")
+        raise ForeignContentError(f"The grid {path!r} is a folder; give the path of a .png or .jpg file.")
+    grid_format(path)
+    check_output_place(path, "The grid")
     if not os.path.exists(path):
         return
-    try:
-        with Image.open(path) as existing:
-            ours = getattr(existing, "text", {}).get("Software") == SOFTWARE
-    except (OSError, ValueError):
-        ours = False
-    if not ours:
+    if not _is_our_grid(path):
         raise ForeignContentError(
             f"{path!r} exists and is not a grid written by peft_puma; nothing was written: choose another path."
         )
 
 
+def _is_our_grid(path: str) -> bool:
+    """A PNG with our ``Software`` text chunk, or a JPEG with our comment."""
+    try:
+        with Image.open(path) as existing:
+            marks = (getattr(existing, "text", {}).get("Software"), existing.info.get("comment"))
+    except (OSError, ValueError):
+        return False
+    return SOFTWARE in marks or SOFTWARE.encode() in marks
+
+
 def save_grid(sheet: Image.Image, path: str) -> None:
-    """Write the sheet as a PNG (through a temporary file beside ``path``, then renamed)."""
+    """Write the sheet in the format of ``path``'s extension (through a temporary file beside ``path``, then
+    renamed), creating missing parent folders; a failed write is one line."""
     check_grid_output(path)
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", SOFTWARE)
-    write_file_atomically(path, lambda partial: sheet.save(partial, format="PNG", pnginfo=info))
+    image_format = grid_format(path)
+    if image_format == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Software", SOFTWARE)
+        options = {"pnginfo": info}
+    else:
+        options = {"comment": SOFTWARE, "quality": 95}
+    with write_failures_reported(
+        f"Writing the grid {path}", path, kept=lambda: "any earlier grid there is unchanged; choose another path."
+    ):
+        make_parent_folders(path)
+        write_file_atomically(path, lambda partial: sheet.save(partial, format=image_format, **options))

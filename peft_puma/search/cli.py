@@ -63,7 +63,13 @@ def _index_parser(commands: argparse._SubParsersAction) -> None:
         "--batch_size", type=int, default=256, metavar="INT", help="images per forward pass (default: 256)"
     )
     add_image_size_option(parser)
-    parser.add_argument("--on_error", choices=ON_ERROR_CHOICES, default=None, help=f"with --images, {_ON_ERROR_HELP}")
+    parser.add_argument(
+        "--on_error",
+        choices=ON_ERROR_CHOICES,
+        default=None,
+        help=f"of --images, or of a folder tree or data files as --dataset: {_ON_ERROR_HELP}; without it, what the "
+        "--adapter run trained with on the same data",
+    )
 
 
 def _query_parser(commands: argparse._SubParsersAction) -> None:
@@ -110,7 +116,9 @@ def _query_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch_size", type=int, default=256, metavar="INT", help="images per forward pass (default: 256)"
     )
-    parser.add_argument("--on_error", choices=ON_ERROR_CHOICES, default=None, help=f"with --images, {_ON_ERROR_HELP}")
+    parser.add_argument(
+        "--on_error", choices=ON_ERROR_CHOICES, default=None, help=f"of --images or --query_dataset: {_ON_ERROR_HELP}"
+    )
 
 
 def build_parser() -> CommandParser:

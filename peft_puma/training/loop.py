@@ -50,7 +50,7 @@ from ..evaluation.examples import write_retrieval_examples
 from ..evaluation.retrieval import KTooLargeError
 from ..evaluation.scoring import check_split, score_split
 from ..evaluation.table import results_markdown
-from ..evaluation.test_reads import record_test_read
+from ..evaluation.test_reads import LEDGER_VARIABLE, TestReadNotRecordedError, check_test_reads, record_test_read
 from ..inference.embedding import embed_split
 from ..losses import make_loss
 from ..owned_paths import write_failures_reported
@@ -69,7 +69,7 @@ from ..runs.same_run import RunIdentity, run_differences
 from ..runs.saving import foreign_saved_entries
 from ..runs.split_file import write_run_split
 from .arguments import TrainingConfig, resolve_precision
-from .methods import MethodOptions, build_model
+from .methods import MethodOptions, build_model, compile_for_training
 from .report import RunInfo, push_folder, run_record, start_up_summary, write_outputs
 from .step import StepLosses, TrainingStep, build_training_step
 
@@ -174,6 +174,15 @@ def _interrupted(config: TrainingConfig) -> str:
     return f"the newest complete checkpoint is {path} (step {step}); continue with --resume."
 
 
+def _unrecorded(config: TrainingConfig, error: TestReadNotRecordedError) -> str:
+    """What a run whose test read the ledger refused kept, and how to put a read on record."""
+    return (
+        f"{error} The run is complete and saved in {os.path.abspath(config.output_dir)} (adapter, results.json). To "
+        f"put a test read on record, repair {LEDGER_VARIABLE} and run `python -m peft_puma.evaluate --adapter "
+        f"{config.output_dir} --split {config.eval_split}` (a new read of that split)."
+    )
+
+
 # ------------------------------------------------------------------------------------------------------------ set-up
 def _set_cpu_threads(config: TrainingConfig, accelerator: Any) -> None:
     if accelerator.device.type != "cpu":
@@ -210,6 +219,7 @@ class _Run:
     steps_per_epoch: int
     losses: list[float] = field(default_factory=list)
     epoch_loss: _EpochLoss = field(default_factory=_EpochLoss)
+    unrecorded: TestReadNotRecordedError | None = None  # a test read the ledger refused: raised once all is saved
 
     @property
     def objective(self) -> nn.Module:
@@ -224,6 +234,10 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
     with accelerator.main_process_first():  # UML-mini is built and Hub files are downloaded once, by the main process
         source = load_source(config)
     data = source.data
+    epoch_split = VALIDATION_SPLIT if VALIDATION_SPLIT in data else TEST_SPLIT
+    # A ledger that cannot take a test read stops the run now, not after training (evaluation/test_reads.py).
+    reads = [config.eval_split, *([epoch_split] if config.eval_every_epochs else [])]
+    check_test_reads(reads, warn=accelerator.is_main_process)
     # A missing split, or eval_ks larger than a dataset's gallery, stops the run before the backbone loads.
     _check_eval_ks(scored_split(data, config.eval_split, "eval_split"), config, config.eval_split)
     if config.eval_every_epochs and VALIDATION_SPLIT in data:
@@ -257,6 +271,8 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         MethodOptions.from_config(config),
         activation_checkpointing=config.activation_checkpointing,
     )
+    if config.torch_compile:
+        compile_for_training(model, config.torch_compile_backend, config.torch_compile_mode)
     embedding_size = model.peft_config["default"].embedding_size
     loss = make_loss(config.loss, num_classes=batches.num_classes, embedding_size=embedding_size, **config.loss_options)
     steps_per_epoch = batches.sampler.batches_per_epoch()
@@ -277,7 +293,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         total_steps=min(total, config.max_steps or total),
         precision=accelerator.mixed_precision,
         device=str(accelerator.device),
-        epoch_split=VALIDATION_SPLIT if VALIDATION_SPLIT in data else TEST_SPLIT,
+        epoch_split=epoch_split,
         backbone_fingerprint=fingerprint,
         eval_transform=eval_transform,
     )
@@ -561,16 +577,19 @@ def _evaluate(
         write_retrieval_examples(examples, {config.method: embeddings}, rows, seed=config.seed)
     result = score_split(embeddings, rows, config.eval_ks)
     if accelerator.is_main_process:
-        record_test_read(
-            split,
-            f"training {config.method}: the final evaluation" if examples else "training: a per-epoch evaluation",
-            result,
-            data_source=run.info.data_source,
-            config=config.to_dict(),
-            backbone=config.backbone,
-            backbone_fingerprint=run.info.backbone_fingerprint,
-            adapter=os.path.abspath(config.output_dir),
-        )
+        try:
+            record_test_read(
+                split,
+                f"training {config.method}: the final evaluation" if examples else "training: a per-epoch evaluation",
+                result,
+                data_source=run.info.data_source,
+                config=config.to_dict(),
+                backbone=config.backbone,
+                backbone_fingerprint=run.info.backbone_fingerprint,
+                adapter=os.path.abspath(config.output_dir),
+            )
+        except TestReadNotRecordedError as error:
+            run.unrecorded = run.unrecorded or error  # the run goes on and saves its adapter first (_finish)
     return result
 
 
@@ -611,6 +630,8 @@ def _finish(config: TrainingConfig, accelerator: Any, run: _Run, position: _Posi
     accelerator.end_training()
     if config.push_to_hub and accelerator.is_main_process:
         _push(config)
+    if run.unrecorded is not None:  # main process, after the others are done: nothing waits on it
+        raise TestReadNotRecordedError(_unrecorded(config, run.unrecorded))
     model = accelerator.unwrap_model(run.objective).model.eval()
     return TrainResult(config.output_dir, result, position.step, table, model, run.losses, config.eval_split)
 

@@ -75,3 +75,49 @@ def test_long_captions_are_cut_short_rather_than_run_into_the_next_tile():
     caption_area = range(height - CAPTION, height)
     assert all(sheet.getpixel((width + x, y)) == (255, 255, 255) for x in range(GAP) for y in caption_area)
     assert any(sheet.getpixel((x, y)) != (255, 255, 255) for x in range(width) for y in caption_area)  # drawn
+
+
+def _query_argv(tiny, test_index) -> list[str]:
+    return ["query", "--index", test_index, "--query_dataset", tiny["dataset"], "--query_rows", "0", "--k", "2"]
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.out == ""  # refused before any search ran
+    return captured.err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", ["grid.jpg", "grid.JPEG"])
+def test_a_grid_is_written_in_the_format_its_name_says(tiny, test_index, tmp_path, capsys, name):
+    grid = tmp_path / name
+    for _ in range(2):  # the second time over its own file
+        assert main([*_query_argv(tiny, test_index), "--grid", str(grid)]) == 0
+    with Image.open(grid) as sheet:
+        assert sheet.format == "JPEG" and sheet.info["comment"] == b"peft_puma.search"
+    capsys.readouterr()
+
+
+def test_a_grid_name_of_another_format_is_refused(tiny, test_index, tmp_path, capsys):
+    line = _error(capsys, [*_query_argv(tiny, test_index), "--grid", str(tmp_path / "grid.gif")])
+    assert "give a name ending in .png, .jpg, .jpeg" in line
+    assert not (tmp_path / "grid.gif").exists()
+
+
+def test_missing_parent_folders_of_a_grid_are_created_as_for_every_output(tiny, test_index, tmp_path, capsys):
+    grid = tmp_path / "new" / "deeper" / "grid.png"
+    assert main([*_query_argv(tiny, test_index), "--grid", str(grid)]) == 0
+    assert Image.open(grid).format == "PNG"
+    capsys.readouterr()
+
+
+def test_a_regular_file_in_the_grids_path_is_named_as_such(tiny, test_index, tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    line = _error(capsys, [*_query_argv(tiny, test_index), "--grid", str(tmp_path / "afile" / "grid.png")])
+    assert f"{tmp_path / 'afile'} is a regular file, not a folder" in line
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_grid_where_no_file_can_be_made_is_one_line_before_the_search(tiny, test_index, capsys):
+    line = _error(capsys, [*_query_argv(tiny, test_index), "--grid", "/proc/peft_puma_grid.png"])
+    assert line.startswith("error: The grid '/proc/peft_puma_grid.png' cannot be written: no file can be made in")

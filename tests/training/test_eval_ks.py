@@ -63,3 +63,21 @@ def test_the_default_eval_ks_fit_the_tiny_galleries(tiny_values, monkeypatch):
     values = {key: value for key, value in tiny_values.items() if key != "eval_ks"}
     with pytest.raises(AssertionError, match="loaded a model"):
         train.main(_argv(values))
+
+
+def test_evaluate_of_a_run_scores_the_runs_eval_ks_by_default(tiny_values, tmp_path, capsys):
+    """A run trained with eval_ks [1, 3] is evaluated at those ks, not at the default 1 2 4 8 (which a small
+    collection might not fit); --eval_ks still chooses others."""
+    values = {**tiny_values, "eval_ks": [1, 3], "epochs": 1, "max_steps": 1}
+    assert train.main(_argv(values)) == 0
+    output = tmp_path / "scores.json"
+    argv = ["--adapter", values["output_dir"], "--dataset_path", values["dataset_path"], "--output", str(output)]
+    assert evaluate.main(argv) == 0
+    assert {key for key in json.loads(output.read_text())["unified"] if key.startswith("recall@")} == {
+        "recall@1",
+        "recall@3",
+    }
+    assert evaluate.main([*argv, "--eval_ks", "1", "2"]) == 0
+    recalls = [key for key in json.loads(output.read_text())["unified"] if key.startswith("recall@")]
+    assert recalls == ["recall@1", "recall@2"]
+    capsys.readouterr()
