@@ -661,9 +661,12 @@ def test_accuracy_plan_trains_only_the_selected_tables(tables, methods) -> None:
     assert [spec.name for spec in plan.runs] == [f"{m}_seed{s}" for s in (0, 1) for m in methods]
 
 
-def test_accuracy_tables_table2_reports_table2_alone_with_the_full_runs_scores(accuracy, tmp_path) -> None:
+def test_accuracy_tables_table2_reports_table2_alone_with_the_full_runs_scores(accuracy, tmp_path, monkeypatch) -> None:
     """--tables table2 reads the same run folders (reused here, so nothing trains) and reports Table 2 and PUMA's
-    differences to its rows, with no Table 3, sweep or sweep figure, and the same numbers as the full benchmark."""
+    differences to its rows, with no Table 3, sweep or sweep figure, and the same numbers as the full benchmark. Its
+    retrieval examples sheet of the test split is a test read: a ledger line of its own."""
+    ledger = tmp_path / "test_reads.jsonl"
+    monkeypatch.setenv("PEFT_PUMA_TEST_READS", str(ledger))
     first, _ = accuracy
     folder = _accuracy_folder(accuracy)
     runs = tmp_path / "runs"
@@ -682,3 +685,7 @@ def test_accuracy_tables_table2_reports_table2_alone_with_the_full_runs_scores(a
     assert list(result["puma_minus"]) == [name for name in COST_METHODS if name != "puma"]
     assert "Table 3" not in result["markdown"] and "Keep-probability" not in result["markdown"]
     assert sorted(os.listdir(figures)) == ["prompt_weights.png", "retrieval_examples.png"]
+    reads = [json.loads(line) for line in ledger.read_text().splitlines()]
+    sheets = [read for read in reads if "the retrieval examples sheet" in read["scored"]]
+    assert len(sheets) == 1 and sheets[0]["split"] == "test" and sheets[0]["backbone_fingerprint"]
+    assert str(figures / "retrieval_examples.png") in sheets[0]["scored"]
