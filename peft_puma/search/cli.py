@@ -1,7 +1,8 @@
-"""``python -m peft_puma.search {index,query}``: the command line of image search (docs/search.md).
+"""``python -m peft_puma.search {index,query,app}``: the command line of image search (docs/search.md).
 
     python -m peft_puma.search index --adapter runs/uml_mini --images photos/ --output_dir photos_index
     python -m peft_puma.search query --index photos_index --images query.jpg --k 10 --grid grid.png
+    python -m peft_puma.search app --index photos_index
 
 Every user mistake (a missing index, a folder that is not one, ``--k`` below 1, an unreadable query image with
 ``--on_error stop``, another adapter than the index's) exits with status 2 and one ``error: ...`` line.
@@ -121,11 +122,31 @@ def _query_parser(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def _app_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "app",
+        help="a local web page to query an index (needs the [app] extra)",
+        description="Serve a web page (Gradio) to query an index by image and see its nearest images per collection.",
+    )
+    parser.add_argument("--index", required=True, metavar="DIR", help="index folder written by the index sub-command")
+    parser.add_argument(
+        "--compare", metavar="DIR", help="a second index of the same images (say --zero_shot): results side by side"
+    )
+    parser.add_argument(
+        "--adapter", metavar="DIR", help="the index's adapter (default: the folder it records); checked by hash"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", metavar="HOST", help="address to listen on (default: 127.0.0.1: this machine)"
+    )
+    parser.add_argument("--port", type=int, metavar="INT", help="port to listen on (default: a free one)")
+
+
 def build_parser() -> CommandParser:
     parser = CommandParser(prog="python -m peft_puma.search", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{index,query}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{index,query,app}")
     _index_parser(commands)
     _query_parser(commands)
+    _app_parser(commands)
     return parser
 
 
@@ -139,7 +160,11 @@ def _run(args: argparse.Namespace) -> None:
         from .build import run_index
 
         run_index(args)
-    else:
+    elif args.command == "query":
         from .query import run_query
 
         run_query(args)
+    else:
+        from .app import run_app
+
+        run_app(args)
