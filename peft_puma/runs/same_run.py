@@ -7,7 +7,9 @@ Two runs are the same run when they agree on
   compared multiplied by the number of processes: the global batch, ``per_device_batch_size x processes``; four
   processes of 45 train the run of one process of 180 (the loss sees the gathered global batch, docs/spec.md
   section 6);
-- the data: images and classes per dataset, where both sides record them (the paths may differ between machines);
+- the data: images and classes per dataset, where both sides record them (the paths may differ between machines), and
+  the data's identity (:mod:`.data_identity`: the split record's classes, the names and sizes of the source's files),
+  where both sides record it;
 - the backbone's weights: the fingerprint of its tensors (:mod:`peft_puma.backbones.fingerprint`), where both sides
   record it; the config names the backbone by a path or Hub id, which stays the same when the weights behind it
   change;
@@ -53,6 +55,7 @@ class RunIdentity:
     num_processes: int = 1
     data_sizes: Mapping[str, Mapping[str, int]] | None = None
     backbone_fingerprint: str | None = None
+    data_identity: Mapping[str, str | None] | None = None  # :mod:`.data_identity`: its classes and files
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,10 @@ def run_differences(saved: RunIdentity, wanted: RunIdentity, roles: KeyRoles, *,
         old_sizes, new_sizes = _as_json(saved.data_sizes), _as_json(wanted.data_sizes)
         if old_sizes != new_sizes:
             differences += _flat("data_sizes", old_sizes, new_sizes)
+    for part, old_hash in (saved.data_identity or {}).items():
+        new_hash = (wanted.data_identity or {}).get(part)
+        if old_hash and new_hash and old_hash != new_hash:
+            differences.append(Difference(part, old_hash, new_hash))
     if saved.backbone_fingerprint and wanted.backbone_fingerprint:
         if saved.backbone_fingerprint != wanted.backbone_fingerprint:
             differences.append(Difference(BACKBONE_WEIGHTS, saved.backbone_fingerprint, wanted.backbone_fingerprint))

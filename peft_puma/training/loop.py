@@ -55,6 +55,7 @@ from ..inference.embedding import embed_split
 from ..losses import make_loss
 from ..owned_paths import write_failures_reported
 from ..runs import checkpoints as ckpt
+from ..runs.data_identity import data_identity
 from ..runs.layout import (
     EXAMPLES_FILE,
     LOCK_FILE,
@@ -220,6 +221,7 @@ class _Run:
     losses: list[float] = field(default_factory=list)
     epoch_loss: _EpochLoss = field(default_factory=_EpochLoss)
     unrecorded: TestReadNotRecordedError | None = None  # a test read the ledger refused: raised once all is saved
+    data_identity: dict[str, str | None] | None = None  # runs/data_identity.py: what a resume compares beyond sizes
 
     @property
     def objective(self) -> nn.Module:
@@ -297,7 +299,8 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         backbone_fingerprint=fingerprint,
         eval_transform=eval_transform,
     )
-    return _Run(step, batches, data, eval_transform, info, steps_per_epoch)
+    identity = data_identity(source.description, source.split)
+    return _Run(step, batches, data, eval_transform, info, steps_per_epoch, data_identity=identity)
 
 
 def _check_eval_ks(rows: Any, config: TrainingConfig, split: str) -> None:
@@ -429,8 +432,16 @@ def _progress(state: dict[str, Any], run: _Run) -> str:
 def _check_same_run(config: TrainingConfig, state: dict[str, Any], path: str, run: _Run) -> None:
     """The checkpoint must be of this run (the rule of :mod:`peft_puma.runs.same_run`; its length may change)."""
     processes = state.get("num_processes", run.info.num_processes)
-    saved = RunIdentity(state.get("config", {}), processes, state.get("data_sizes"), state.get("backbone_fingerprint"))
-    wanted = RunIdentity(config.to_dict(), run.info.num_processes, run.info.sizes, run.info.backbone_fingerprint)
+    saved = RunIdentity(
+        state.get("config", {}),
+        processes,
+        state.get("data_sizes"),
+        state.get("backbone_fingerprint"),
+        state.get("data_identity"),
+    )
+    wanted = RunIdentity(
+        config.to_dict(), run.info.num_processes, run.info.sizes, run.info.backbone_fingerprint, run.data_identity
+    )
     changed = run_differences(saved, wanted, TrainingConfig.key_roles(), finished=False)
     if changed:
         details = ", ".join(f"{d.key}: {d.saved!r} -> {d.wanted!r}" for d in changed[:5])
@@ -540,6 +551,7 @@ def _save(config: TrainingConfig, accelerator: Any, run: _Run, position: _Positi
         "config": config.to_dict(),
         "data_sizes": run.info.sizes,  # a resume checks that it continues on the same data
         "backbone_fingerprint": run.info.backbone_fingerprint,  # ... and on the same frozen weights
+        "data_identity": run.data_identity,  # ... and on the same classes and files, not only as many
         "epoch_loss": run.epoch_loss.state(),  # the epoch in progress, for its mean in train_log.jsonl
     }
     ckpt.save_checkpoint(accelerator, config.output_dir, position.step, state, config.save_total_limit)

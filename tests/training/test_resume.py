@@ -109,3 +109,63 @@ def test_sigkill_at_any_moment_then_resume(run_config, reference):
 def test_resume_without_checkpoint_starts_afresh(run_config, reference):
     config_path, output_dir = run_config
     _resume_and_compare(config_path, output_dir, reference)
+
+
+# ------------------------------------------------------------------------------------------- the data's identity
+def _argv(values: dict) -> list[str]:
+    import json
+
+    return [f"--{key}={json.dumps(value)}" for key, value in values.items()]
+
+
+def _stopped_run(values: dict) -> None:
+    """A run with its checkpoint at step 4 and no results, as a run stopped there leaves it."""
+    from peft_puma import train as train_command
+
+    assert train_command.main(_argv({**values, "max_steps": 4, "save_every_steps": 4})) == 0
+    os.remove(os.path.join(values["output_dir"], "results.json"))
+    assert [step for step, _ in complete_checkpoints(values["output_dir"])] == [4]
+
+
+def _resume(values: dict, capsys, data: str) -> tuple[int, str, str]:
+    from peft_puma import train as train_command
+
+    capsys.readouterr()
+    status = train_command.main(_argv({**values, "max_steps": 8, "dataset_path": data, "resume": True}))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err.strip().splitlines()[-1] if captured.err.strip() else ""
+
+
+def test_resume_refuses_another_dataset_of_the_same_shape(tiny_assets, tmp_path, capsys):
+    """Other images, the same per-domain counts: the file listing's fingerprint differs, not the sizes."""
+    from .fixtures import make_dataset
+
+    values = tiny_config(tiny_assets["backbone"], tiny_assets["dataset"], output_dir=str(tmp_path / "run"), epochs=2)
+    _stopped_run(values)
+    status, _, line = _resume(values, capsys, make_dataset(str(tmp_path / "other_data"), seed=1))
+    assert status == 2 and "data files (names and sizes of the source's files)" in line, line
+    assert f"The checkpoint {values['output_dir']}/checkpoints/checkpoint-4 was written by a run" in line
+    assert "data_sizes" not in line
+
+
+def test_resume_refuses_a_collection_of_other_classes_and_accepts_a_copy_of_the_same(tiny_assets, tmp_path, capsys):
+    """A folder collection with its classes renamed (same counts): the split record's classes differ. A copy of the
+    same collection elsewhere (the paths may differ between machines) resumes."""
+    import shutil
+
+    from .fixtures import make_collection_tree
+
+    tree = make_collection_tree(str(tmp_path / "photos"))
+    values = tiny_config(tiny_assets["backbone"], tree, output_dir=str(tmp_path / "run"), epochs=10)
+    _stopped_run(values)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(tree, renamed)
+    for domain in os.listdir(renamed):
+        for name in os.listdir(renamed / domain):
+            os.rename(renamed / domain / name, renamed / domain / f"other_{name}")
+    status, _, line = _resume(values, capsys, str(renamed))
+    assert status == 2 and "data classes (the split record's classes)" in line, line
+    copy = tmp_path / "copy"
+    shutil.copytree(tree, copy)
+    status, out, _ = _resume(values, capsys, str(copy))
+    assert status == 0 and "Resumed from" in out
