@@ -38,7 +38,6 @@ from .data.images import ON_ERROR_CHOICES, check_folder, report_skipped, require
 from .data.saved import load_split
 from .data.schema import column_values
 from .data.transforms import MIN_IMAGE_SIZE, make_eval_transform
-from .errors import InvalidInputError
 from .inference.embedding import embed_dataset, embed_folder
 from .inference.embeddings_file import check_output_path, save_embeddings
 from .inference.loading import load_for_inference
@@ -48,6 +47,7 @@ from .inference.options import (
     add_model_options,
     require_at_least,
 )
+from .inference.run_choices import followed_on_error
 from .runs.split_file import read_run_split
 
 _ROW_FIELDS = {"dataset": "datasets", "role": "roles"}  # dataset columns kept in the file's metadata
@@ -80,16 +80,16 @@ def build_parser() -> CommandParser:
         "--on_error",
         choices=ON_ERROR_CHOICES,
         default=None,
-        help="with --images, an unreadable image file: stop (default; exit 2 naming it, nothing written) or skip "
-        "(embed the others, list the skipped files on stderr and in the output's 'skipped' metadata)",
+        help="an unreadable image file (of --images, or of a folder tree or data files given as --dataset): stop "
+        "(exit 2 naming it, nothing written) or skip (embed the others, list the skipped files on stderr; for "
+        "--images also in the output's 'skipped' metadata); default: what the --adapter run trained with on the same "
+        "data, else stop",
     )
     return parser
 
 
 def _embed(args: argparse.Namespace) -> None:
-    if args.dataset and args.on_error is not None:
-        raise InvalidInputError("--on_error applies to --images only (a --dataset is decoded by datasets).")
-    on_error = args.on_error or "stop"
+    on_error = followed_on_error(args.on_error, args.adapter, args.images or args.dataset)
     require_at_least("--batch_size", args.batch_size, 1)
     require_at_least("--image_size", args.image_size, MIN_IMAGE_SIZE)
     check_output_path(args.output)
@@ -130,7 +130,7 @@ def _embed_with(args: argparse.Namespace, on_error: str, accelerator: Accelerato
         rows: dict[str, Any] = {"paths": paths, "skipped": [item.as_dict() for item in check.bad]}
         labels = None
     else:
-        dataset = load_split(args.dataset, args.split, read_run_split(args.adapter))  # a collection: the run's split
+        dataset = load_split(args.dataset, args.split, read_run_split(args.adapter), on_error)  # the run's split
         embeddings = embed_dataset(model, dataset, transform, batch_size=args.batch_size, accelerator=accelerator)
         columns = set(dataset.column_names)
         labels = column_values(dataset, "label") if "label" in columns else None

@@ -161,9 +161,6 @@ def test_input_and_output_mistakes_exit_2_before_the_model_loads(backbone, mixed
     for (images, output), expected in cases.items():
         assert embed.main(_argv(backbone, images, output)) == 2
         assert expected in _error_line(capsys.readouterr().err)
-    argv = ["--zero_shot", "--backbone", backbone, "--dataset", str(tmp_path), "--output", str(tmp_path / "x")]
-    assert embed.main([*argv, "--on_error", "skip"]) == 2
-    assert "--on_error applies to --images only" in _error_line(capsys.readouterr().err)
     assert sorted(os.listdir(tmp_path)) == ["a_file", "existing", "locked", "photos"]
 
 

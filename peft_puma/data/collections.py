@@ -31,7 +31,7 @@ import pyarrow as pa
 from ..errors import DatasetLayoutError, InvalidConfigError
 from .problems import Findings, is_main_process
 from .roles import ROLE_BOTH, ROLE_GALLERY, ROLE_TRAIN
-from .schema import DATASET_COLUMN, LABEL_COLUMN, ROLE_COLUMN, SPLITS, TEST_SPLIT, TRAIN_SPLIT
+from .schema import CLASS_NAME_COLUMN, DATASET_COLUMN, LABEL_COLUMN, ROLE_COLUMN, SPLITS, TEST_SPLIT, TRAIN_SPLIT
 from .splits import ClassKey, SplitRecord, SplitRule
 
 _SHOWN = 3  # classes named in a warning (the rest are counted)
@@ -142,8 +142,10 @@ def to_unified(collection: Collection, row_splits: Sequence[str]) -> datasets.Da
     image_rows = collection.rows or list(range(len(entry_labels)))
     columns = {LABEL_COLUMN: [0] * collection.images.num_rows, DATASET_COLUMN: [""] * collection.images.num_rows}
     columns[ROLE_COLUMN] = [""] * collection.images.num_rows  # rows of domains left out keep these, never selected
-    for row, label, domain, role in zip(image_rows, entry_labels, collection.domains, roles):
+    columns[CLASS_NAME_COLUMN] = [""] * collection.images.num_rows
+    for row, label, domain, role, key in zip(image_rows, entry_labels, collection.domains, roles, collection.classes):
         columns[LABEL_COLUMN][row], columns[DATASET_COLUMN][row], columns[ROLE_COLUMN][row] = label, domain, role
+        columns[CLASS_NAME_COLUMN][row] = str(key)
     table = collection.images
     for name, values in columns.items():
         feature = datasets.Value("int64") if name == LABEL_COLUMN else datasets.Value("string")

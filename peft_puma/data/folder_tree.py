@@ -166,6 +166,19 @@ def read_folder_tree(root: str) -> FolderTree:
     )
 
 
+def names_in_tree(root: str, paths: list[str]) -> tuple[list[str | None], list[str | None]] | None:
+    """``(collections, classes)`` of image ``paths`` under ``root`` as its layout names them (``None`` for a path
+    outside the class folders), or ``None`` where ``root`` has no accepted layout: so that an index of a folder names
+    each image's collection and class as training read them."""
+    try:
+        tree = read_folder_tree(root)
+    except DatasetLayoutError:
+        return None
+    inside = set(tree.files)
+    parts = [tree.parts(path) if path in inside else (None, None, None) for path in paths]
+    return [domain for _, domain, _ in parts], [key for _, _, key in parts]
+
+
 def _depth(path: str, below: int) -> int:
     return path.count(os.sep) + 1 - below
 

@@ -25,6 +25,9 @@ IMAGE_COLUMN: Final = "image"
 LABEL_COLUMN: Final = "label"
 DATASET_COLUMN: Final = "dataset"
 ROLE_COLUMN: Final = "role"
+CLASS_NAME_COLUMN: Final = "class_name"
+"""An optional column: the class as its source names it (a folder's name, a ``ClassLabel`` name), written for a
+user's collection so that retrieval examples and search results name classes rather than numbers."""
 PIXEL_VALUES: Final = "pixel_values"
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..data.schema import (
+    CLASS_NAME_COLUMN,
     DATASET_COLUMN,
     IMAGE_COLUMN,
     LABEL_COLUMN,
@@ -52,6 +54,7 @@ def example_tiles(
     labels = column_values(test, LABEL_COLUMN)
     domains = column_values(test, DATASET_COLUMN)
     roles = column_values(test, ROLE_COLUMN)
+    names = _class_names(test, labels)
     gallery = [row for row, role in enumerate(roles) if role in (ROLE_BOTH, ROLE_GALLERY)]
     position = {row: index for index, row in enumerate(gallery)}
     self_index = torch.tensor([position.get(row, -1) for row in queries], dtype=torch.long)
@@ -66,13 +69,25 @@ def example_tiles(
         query_image = images[int(query)][IMAGE_COLUMN]
         for name, (scores, neighbours) in found.items():
             caption = f"{name}: {domains[query]}" if len(embeddings) > 1 else f"query {domains[query]}"
-            row = [Tile(query_image, caption, f"label {labels[query]}", frame="query")]
+            row = [Tile(query_image, caption, names[query], frame="query")]
             for rank, (score, neighbour) in enumerate(zip(scores[index].tolist(), neighbours[index].tolist()), 1):
                 hit = gallery[neighbour]
                 frame = "match" if labels[hit] == labels[query] else "miss"
-                row.append(Tile(images[hit][IMAGE_COLUMN], f"#{rank} {score:.2f}", domains[hit], frame=frame))
+                detail = f"{domains[hit]}/{names[hit]}"
+                row.append(Tile(images[hit][IMAGE_COLUMN], f"#{rank} {score:.2f}", detail, frame=frame))
             rows.append(row)
     return rows
+
+
+def _class_names(test: Any, labels: Sequence[int]) -> list[str]:
+    """Each row's class as its source names it (a collection's ``class_name`` column, a ``ClassLabel``'s names), else
+    ``label N``."""
+    if CLASS_NAME_COLUMN in test.column_names:
+        return [str(name) for name in column_values(test, CLASS_NAME_COLUMN)]
+    feature = test.features.get(LABEL_COLUMN)
+    if isinstance(feature, datasets.ClassLabel):
+        return [feature.int2str(int(label)) for label in labels]
+    return [f"label {label}" for label in labels]
 
 
 def write_retrieval_examples(

@@ -17,9 +17,10 @@ from ..backbones.loading import check_resolution
 from ..data.images import check_folder, report_skipped, require_readable
 from ..data.saved import load_split
 from ..data.transforms import MIN_IMAGE_SIZE, make_eval_transform
-from ..errors import InvalidConfigError, InvalidInputError
+from ..errors import InvalidConfigError
 from ..inference.embedding import embed_dataset, embed_folder
 from ..inference.options import require_at_least
+from ..inference.run_choices import followed_on_error
 from ..runs.lock import lock_across_processes
 from ..runs.split_file import read_run_split, run_split_path
 from .embedding import load_model, preprocessing_record
@@ -44,8 +45,6 @@ def run_index(args: Any) -> None:
 
     if args.adapter is None and not args.zero_shot:
         raise InvalidConfigError("Give --adapter RUN (a training output_dir), or --zero_shot --backbone BACKBONE.")
-    if args.dataset and args.on_error is not None:
-        raise InvalidInputError("--on_error applies to --images only (a --dataset is decoded by datasets).")
     require_at_least("--batch_size", args.batch_size, 1)
     require_at_least("--image_size", args.image_size, MIN_IMAGE_SIZE)
     options = index_options(args)
@@ -59,14 +58,14 @@ def run_index(args: Any) -> None:
             index_lock_path(args.output_dir), "another index build", accelerator, remove_on_release=True
         )
         check = None
+        on_error = followed_on_error(args.on_error, args.adapter, args.images or args.dataset)
         if args.images:  # before the model loads: a bad file stops the run at once, and every process agrees
             check = check_folder(args.images, accelerator=accelerator, progress=accelerator.is_main_process)
-            on_error = args.on_error or "stop"
             if check.bad and accelerator.is_main_process and (on_error == "skip" or not check.good):
                 report_skipped(args.images, check)
             require_readable(args.images, check, on_error, skip_hint="--on_error skip")
         else:
-            dataset = load_split(args.dataset, args.split, read_run_split(args.adapter))
+            dataset = load_split(args.dataset, args.split, read_run_split(args.adapter), on_error)
         model, processor, image_size = load_model(identity, identity["adapter"], args.allow_other_backbone)
         model.to(accelerator.device)
         transform = make_eval_transform(args.image_size or image_size, image_processor=processor)
@@ -79,7 +78,7 @@ def run_index(args: Any) -> None:
             rows = folder_rows(args.images, paths, [item.as_dict() for item in check.bad])
         else:
             embeddings = embed_dataset(model, dataset, transform, **embed_options)
-            rows = dataset_rows(args.dataset, args.split, dataset, run_split_path(args.adapter))
+            rows = dataset_rows(args.dataset, args.split, dataset, run_split_path(args.adapter), on_error)
         if accelerator.is_main_process:
             index = build_index(embeddings, args.index, seed=args.seed, **options)
             manifest = make_manifest(index, identity, preprocessing_record(transform), rows)

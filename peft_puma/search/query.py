@@ -68,6 +68,19 @@ def _split_record(gallery: dict[str, Any]) -> SplitRecord | None:
     return SplitRecord.read(path) if path and os.path.isfile(path) else None
 
 
+def _on_error(args: Any, gallery: dict[str, Any]) -> str:
+    """``--on_error``, else the one the index's gallery was read with where the queries come from the same collection
+    (said on stderr), else ``"stop"``."""
+    if args.on_error is not None:
+        return args.on_error
+    same = gallery.get("source") == "dataset" and gallery.get("dataset") == os.path.abspath(args.query_dataset)
+    if same and gallery.get("on_error", "stop") != "stop":
+        note = f"note: on_error {gallery['on_error']}, as the index's gallery was read from {args.query_dataset!r}"
+        print(note, file=sys.stderr)
+        return gallery["on_error"]
+    return "stop"
+
+
 def _query_rows(dataset: Any, rows: Sequence[int]) -> list[int]:
     bad = [row for row in rows if not 0 <= row < dataset.num_rows]
     if bad:
@@ -108,9 +121,7 @@ def _image_queries(args: Any) -> _Queries:
 
 
 def _dataset_queries(args: Any, gallery: dict[str, Any]) -> _Queries:
-    if args.on_error is not None:
-        raise InvalidInputError("--on_error applies to --images only (a --query_dataset is decoded by datasets).")
-    dataset = load_split(args.query_dataset, args.query_split, _split_record(gallery))
+    dataset = load_split(args.query_dataset, args.query_split, _split_record(gallery), _on_error(args, gallery))
     rows = _query_rows(dataset, args.query_rows)
     subset = dataset.select(rows)
     described = dataset_rows(args.query_dataset, args.query_split, subset)
@@ -190,7 +201,10 @@ def _without_row(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _detail(entry: dict[str, Any]) -> str:
-    """The second caption line of a tile: the label where known, else the file name, else the row."""
+    """The second caption line of a tile: the collection and class name where known, else the label, else the file
+    name, else the row."""
+    if "class_name" in entry:
+        return f"{entry['dataset']}/{entry['class_name']}" if "dataset" in entry else entry["class_name"]
     if "label" in entry:
         return f"label {entry['label']}"
     return os.path.basename(entry["path"]) if "path" in entry else f"row {entry['row']}"

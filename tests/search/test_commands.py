@@ -68,7 +68,8 @@ def test_index_a_folder_with_hnsw_and_query_image_files(photos, tiny, tmp_path, 
     for query, path in zip(results["queries"], queries):
         assert query["path"] == path and set(query) == {"path", "results"}
         first = query["results"][0]
-        assert set(first) == RESULT_FIELDS | {"path"}
+        assert set(first) == RESULT_FIELDS | {"path", "class_name"}  # photos/<class>/<file>: one collection
+        assert first["class_name"] == os.path.basename(os.path.dirname(first["path"]))
         assert first["path"] == path and first["score"] == pytest.approx(1.0, abs=1e-5)  # the image itself
 
 
@@ -131,7 +132,6 @@ def test_query_mistakes_exit_2_with_one_error_line(tiny, test_index, photos, tmp
         (*query, "--k", "39"): "--k 39 exceeds the 38 index rows",
         (*query[:-1], "39"): "--query_rows [39] outside the split's rows 0 .. 38",
         (*query, "--thumbnail_size", "32"): "--thumbnail_size must be at least 64",
-        (*query, "--on_error", "skip"): "--on_error applies to --images only",
         (*query, "--nprobe", "4"): "nprobe do(es) not apply to a 'flat' index",
     }
     for argv, expected in cases.items():
@@ -208,7 +208,6 @@ def test_index_mistakes_exit_2_before_the_model_loads(tiny, photos, tmp_path, ca
     cases = {
         (*base, "--images", photos, "--index", "hnsw", "--nlist", "4"): "nlist do(es) not apply to a 'hnsw' index",
         (*base, "--images", photos, "--ef_search", "0", "--index", "hnsw"): "ef_search must be a positive integer",
-        (*base, "--dataset", tiny["dataset"], "--on_error", "skip"): "--on_error applies to --images only",
         (*base, "--images", str(tmp_path / "none")): "does not exist",
         (*base, "--dataset", tiny["dataset"], "--split", "valid"): "not 'valid'",
         ("index", "--images", photos, "--output", output): "Give --adapter RUN",
