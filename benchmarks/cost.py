@@ -37,6 +37,7 @@ from collections.abc import Sequence
 
 import torch
 from cost_analysis import checkpointing_ratios, puma_overhead, ratios
+from cost_breakdown import breakdown_table, measure_breakdown
 from cost_measure import (
     CostOptions,
     compiled_inference,
@@ -112,16 +113,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="default",
         help="torch.compile mode of --compile_forms (reduce-overhead: CUDA graphs; max-autotune: kernel search)",
     )
+    option(
+        "--breakdown",
+        nargs="*",
+        default=[],
+        choices=[name for name in METHODS if name != "frozen"],
+        help="also split these methods' training step into its parts with torch.profiler (frozen forward, activation "
+        "backward, adapters, gates, prompt pool, head and loss, optimizer; docs/cost.md), e.g. puma static_adapter "
+        "full_ft",
+    )
+    option("--breakdown_steps", type=int, default=3, help="profiled steps per method of --breakdown (median)")
+    option(
+        "--torch_compile",
+        action="store_true",
+        help="train every method compiled, as the trainer's torch_compile does (--compile_backend, --compile_mode); "
+        "the memory probes stay eager",
+    )
     option("--seed", type=int, default=0)
     option("--note", help="free text kept in the result, e.g. that another job shares the cores")
     args = parser.parse_args(argv)
     args.precision = args.precision or ("bf16" if args.device == "cuda" else "fp32")
     if args.precision == "fp16" and args.device != "cuda":
         parser.error("--precision fp16 needs --device cuda: accelerate scales fp16 gradients on a GPU only")
-    if args.only == "inference" and (args.figure or args.compile_methods):
-        parser.error("--figure and --compile_methods belong to the full run; leave them out with --only inference")
-    if args.compile_mode != "default" and not args.compile_forms:
-        parser.error(f"--compile_mode {args.compile_mode} applies to --compile_forms; add --compile_forms")
+    if args.only == "inference" and (args.figure or args.compile_methods or args.breakdown):
+        parser.error(
+            "--figure, --compile_methods and --breakdown belong to the full run; leave them out with --only inference"
+        )
+    if args.compile_mode != "default" and not (args.compile_forms or args.torch_compile):
+        parser.error(f"--compile_mode {args.compile_mode} applies to --compile_forms or --torch_compile; add one")
+    if args.torch_compile and (args.breakdown or args.only == "inference"):
+        parser.error("--torch_compile compiles the training step: it cannot be split by --breakdown (one graph), and "
+                     "--only inference trains nothing")  # fmt: skip
     if args.compile_forms and not args.form_batch_sizes:
         parser.error("--compile_forms times the inference forms; give at least one --form_batch_sizes")
     return args
@@ -152,6 +174,7 @@ def cost_options(args: argparse.Namespace) -> CostOptions:
         form_repeats=args.form_repeats,
         compile_forms=args.compile_forms,
         compile_mode=None if args.compile_mode == "default" else args.compile_mode,
+        train_compile=args.torch_compile,
     )
 
 
@@ -188,6 +211,12 @@ def cost_settings(args: argparse.Namespace, options: CostOptions) -> CostSetting
             if options.compile_forms
             else None
         ),
+        training_compile=(
+            f"compile_for_training(backend={options.compile_backend!r}, mode={options.compile_mode!r}); memory probes "
+            "eager"
+            if options.train_compile
+            else None
+        ),
     )
 
 
@@ -209,6 +238,10 @@ def measure(options: CostOptions, args: argparse.Namespace) -> CostResult:
     if options.compile_methods:  # first: a backend that cannot compile here fails before the long measurements
         print(f"timing compiled inference ({options.compile_backend})", file=sys.stderr)
         compiled = compiled_inference(options)
+    breakdown = None
+    if args.breakdown:
+        print(f"profiling the training step of {', '.join(args.breakdown)}", file=sys.stderr)
+        breakdown = measure_breakdown(options, tuple(dict.fromkeys(args.breakdown)), args.breakdown_steps)
     rows = measure_methods(options)
     methods = {name: rows[name] for name in METHODS}
     scaled = None
@@ -230,6 +263,7 @@ def measure(options: CostOptions, args: argparse.Namespace) -> CostResult:
         load_average_end=load_average(),
         elapsed_s=time.perf_counter() - start,
         note=args.note,
+        step_breakdown=breakdown,
     )
 
 
@@ -263,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.figure:
         plot(result, args.figure)
     print(markdown_table(result))
+    if result.step_breakdown:
+        print("\n".join(["", *breakdown_table(result.step_breakdown, result.settings.train_batch_size)]))
     print(summary(result))
     return 0
 

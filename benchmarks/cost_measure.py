@@ -42,6 +42,8 @@ from cost_records import (
 from cost_timing import inference_task, interleaved_timings, train_task
 from torch import nn
 
+from peft_puma.training.methods import compile_for_training
+
 SCALED = ("frozen", "puma", "full_ft")  # the methods of the scaling measurements
 
 
@@ -71,6 +73,7 @@ class CostOptions:
     form_repeats: int = 5
     compile_forms: bool = False  # also time every inference form under torch.compile (compile_backend, compile_mode)
     compile_mode: str | None = None
+    train_compile: bool = False  # --torch_compile: every trained model compiled as the trainer's torch_compile does
 
     @property
     def scales(self) -> bool:
@@ -79,7 +82,13 @@ class CostOptions:
     def models(self, names: Sequence[str], image_size: int | None = None) -> dict[str, nn.Module]:
         """One model per name, each on its own copy of the same seeded backbone."""
         base = self.shape.vit(image_size or self.image_size, seed=self.seed)
-        return {name: build_method(name, copy.deepcopy(base), self.runtime.device) for name in names}
+        models = {name: build_method(name, copy.deepcopy(base), self.runtime.device) for name in names}
+        if self.train_compile:
+            torch._dynamo.reset()
+            for name, model in models.items():
+                if name != "frozen":  # the frozen backbone is not trained
+                    compile_for_training(model, self.compile_backend, self.compile_mode)
+        return models
 
     def probe_settings(self) -> ProbeSettings:
         return ProbeSettings(

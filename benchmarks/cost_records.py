@@ -281,6 +281,7 @@ class CostSettings:
     form_batch_sizes: list[int] = field(default_factory=list)
     form_repeats: int = 0
     form_compile: str | None = None  # --compile_forms: "torch.compile(fullgraph=True, backend=..., mode=...)"
+    training_compile: str | None = None  # --torch_compile: how every trained model was compiled
 
 
 @dataclass(frozen=True)
@@ -303,6 +304,7 @@ class CostResult:
     load_average_end: list[float]
     elapsed_s: float
     note: str | None = None  # --note: what the person running it knows of the machine (another job on the cores, ...)
+    step_breakdown: dict[str, dict[str, float]] | None = None  # --breakdown: seconds per part of the step, by method
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of the result file; non-finite numbers become ``null``."""

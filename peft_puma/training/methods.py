@@ -139,6 +139,21 @@ def enable_activation_checkpointing(model: PeftModel) -> PeftModel:
     return model
 
 
+def compile_for_training(model: PeftModel, backend: str = "inductor", mode: str | None = None) -> PeftModel:
+    """Compile ``model`` in place (``nn.Module.compile``: parameter names, saving and loading are unchanged).
+
+    Under compilation PUMA's adapters take the masked form (every sample computed, the dropped ones multiplied by zero):
+    gathering the kept samples gives tensors whose size depends on the draw, which would split the graph. Inductor's
+    ``fallback_random`` makes the compiled graph draw its gates with eager mode's random functions, so a seed gives the
+    same gates compiled or not (and ``--resume`` the same draws).
+    """
+    import torch._inductor.config
+
+    torch._inductor.config.fallback_random = True
+    model.compile(backend=backend, mode=None if mode == "default" else mode)
+    return model
+
+
 def _checkpoint_every_block(backbone: nn.Module) -> None:
     """Turn on transformers' non-reentrant checkpointing under the name the installed version has.
 

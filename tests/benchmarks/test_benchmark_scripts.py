@@ -75,6 +75,7 @@ def cost(tmp_path_factory) -> tuple[dict, str, str]:
         *("--scale_repeats", "1", "--memory_steps", "1"),
         *("--compile_methods", "frozen", "puma", "--compile_backend", "aot_eager"),
         *("--form_batch_sizes", "1", "2", "--form_repeats", "1"),
+        *("--breakdown", "puma", "full_ft", "--breakdown_steps", "1"),
     )
     with open(output, encoding="utf-8") as handle:
         return json.load(handle), figure, printed
@@ -368,10 +369,54 @@ def test_gpu_inference_script_writes_its_four_runs_and_the_machine(tmp_path) -> 
     assert "torch " in (out / "machine.txt").read_text()
 
 
+def test_cost_breakdown_splits_the_step_into_the_parts_each_method_has(cost) -> None:
+    """--breakdown: PUMA's step has time in every part; full fine-tuning has no adapters, gates or prompt pool, and
+    its backward through the backbone is its activation backward."""
+    result, _, printed = cost
+    breakdown = result["step_breakdown"]
+    assert set(breakdown) == {"puma", "full_ft"}
+    parts = ["frozen forward", "activation backward", "adapters", "gates", "prompt pool", "head and loss", "optimizer"]
+    assert all(list(row) == parts for row in breakdown.values())
+    assert all(seconds > 0 for seconds in breakdown["puma"].values())
+    full_ft = breakdown["full_ft"]
+    assert full_ft["adapters"] == full_ft["gates"] == full_ft["prompt pool"] == 0
+    assert full_ft["frozen forward"] > 0 and full_ft["activation backward"] > 0 and full_ft["optimizer"] > 0
+    assert "| method (batch 2) | frozen forward | activation backward |" in printed
+
+
+def test_gpu_training_script_writes_its_six_runs_and_the_machine(tmp_path) -> None:
+    """benchmarks/gpu_training.sh, like gpu_inference.sh, runs once on a lent GPU with no time to debug it there:
+    every run (eager and compiled training at 180 and 45, the breakdown, the inference forms) must leave its result,
+    here on the CPU at the tiny shape."""
+    out = tmp_path / "gpu"
+    extra = ["--device", "cpu", "--shape", "tiny", "--repeats", "1", "--warmup", "0", "--form_repeats", "1"]
+    extra += ["--compile_backend", "aot_eager", "--num_classes", "10", "--breakdown_steps", "1", "--no_memory"]
+    done = subprocess.run(
+        ["bash", os.path.join(REPO, "benchmarks", "gpu_training.sh"), str(out), *extra],
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name, batch in {"train_b180": 180, "train_b45": 45}.items():
+        for compiled in (False, True):
+            result = json.loads((out / f"{name}{'_compiled' if compiled else ''}.json").read_text())
+            assert result["settings"]["train_batch_size"] == batch, name
+            assert (result["settings"]["training_compile"] is not None) == compiled, name
+            assert result["methods"]["puma"]["train_step_s"] > 0, name
+    assert set(json.loads((out / "train_b180.json").read_text())["step_breakdown"]) == {"puma", "static_adapter",
+                                                                                          "full_ft"}  # fmt: skip
+    for name, batch in {"forms_b180": 180, "forms_b45": 45}.items():
+        assert json.loads((out / f"{name}.json").read_text())["settings"]["form_batch_sizes"] == [batch]
+    assert "torch " in (out / "machine.txt").read_text()
+
+
 def test_cost_compile_mode_without_compile_forms_is_refused(capsys) -> None:
     with pytest.raises(SystemExit):
         _load_script("cost.py").parse_args(["--output", "x.json", "--compile_mode", "reduce-overhead"])
-    assert "--compile_mode reduce-overhead applies to --compile_forms" in capsys.readouterr().err
+    assert "--compile_mode reduce-overhead applies to --compile_forms or --torch_compile" in capsys.readouterr().err
 
 
 def test_cost_only_inference_refuses_the_full_runs_figure() -> None:

@@ -149,6 +149,8 @@ def test_unknown_keys_and_stray_tokens_name_the_accepted_keys():
         ({"crop_scale": "small"}, "'crop_scale': 'small' is not a valid list"),
         ({"hflip_probability": 1.5}, "hflip_probability must lie in [0, 1], got 1.5"),
         ({"hflip_probability": -0.1}, "hflip_probability must lie in [0, 1], got -0.1"),
+        ({"torch_compile": True, "torch_compile_backend": "tensorrt9"}, "torch_compile_backend must be one of"),
+        ({"torch_compile_mode": "fastest"}, "torch_compile_mode must be one of default, reduce-overhead"),
     ],
 )
 def test_invalid_configs_are_refused_with_the_reason(overrides, message):

@@ -131,6 +131,11 @@ class StochasticAdapter(PUMAWrapper):
         keep = torch.full((batch_size, 1, 1), keep_prob, device=device)
         return torch.bernoulli(keep) / keep_prob
 
+    @staticmethod
+    def kept_samples(gate: torch.Tensor) -> torch.Tensor:
+        """The sorted indices of the samples a drawn gate keeps (one device synchronisation on a GPU)."""
+        return gate.view(-1).nonzero().view(-1)
+
     def adapter_output(self, branch_input: torch.Tensor, adapter_name: str) -> torch.Tensor:
         """``g * s * relu(x @ down) @ up`` for the branch input ``x = LN(h)``: the masked form, every sample computed.
 
@@ -158,7 +163,7 @@ class StochasticAdapter(PUMAWrapper):
             hidden = self._hidden(branch_input, adapter_name)
             gated = self._up_projection(hidden, self.scaled_up(adapter_name), gate)
             return branch_output + gated.to(branch_output.dtype)
-        kept = gate.view(-1).nonzero().view(-1)  # sorted sample indices; one device sync on a GPU
+        kept = self.kept_samples(gate)
         up = self.scaled_up(adapter_name) / self.keep_prob[adapter_name]  # the kept rows' gate, 1/p, folded into up
         if len(kept) == len(gate):
             return self._add_to_every_row(branch_output, branch_input, adapter_name, up)
