@@ -15,19 +15,22 @@ is one pool of images, split by class (:mod:`.splits`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from typing import Any
 
 import datasets
 
-from ..errors import DatasetLayoutError, InvalidConfigError
+from ..errors import DatasetLayoutError, InvalidConfigError, InvalidInputError
 from .collections import Collection, shown, warn
 from .folder_tree import SPLIT_FOLDERS
+from .images import CheckMode, check_on_error, find_bad_images
 from .schema import IMAGE_COLUMN, SPLITS, TEST_SPLIT, column_values
 from .splits import ClassKey
 
 _INTEGER_TYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 _STRING_TYPES = ("string", "large_string")
+IMAGE = datasets.Image()
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,14 @@ class ColumnNames:
     domain: str | None = None
 
 
-def collection_of(data: datasets.Dataset | datasets.DatasetDict, names: ColumnNames, name: str) -> Collection:
+def collection_of(
+    data: datasets.Dataset | datasets.DatasetDict, names: ColumnNames, name: str, base: str | None = None
+) -> Collection:
     """The collection of a dataset ``datasets`` loaded; ``name``: the source, in messages and as the domain of a
-    dataset without ``names.domain``."""
+    dataset without ``names.domain``; ``base``: the folder of the data file, against which relative image paths
+    resolve (not the current folder)."""
     parts, splits = _parts(data, name)
-    pieces = [_piece(part, names, name, split) for split, part in zip(splits or [None] * len(parts), parts)]
+    pieces = [_piece(part, names, name, split, base) for split, part in zip(splits or [None] * len(parts), parts)]
     images = datasets.concatenate_datasets([piece[0] for piece in pieces]) if len(pieces) > 1 else pieces[0][0]
     row_splits = [split for split, piece in zip(splits, pieces) for _ in piece[1]] if splits else None
     return Collection(
@@ -74,7 +80,7 @@ def _parts(data: Any, name: str) -> tuple[list[datasets.Dataset], list[str] | No
 
 
 def _piece(
-    table: datasets.Dataset, names: ColumnNames, name: str, split: str | None
+    table: datasets.Dataset, names: ColumnNames, name: str, split: str | None, base: str | None
 ) -> tuple[datasets.Dataset, list[ClassKey], list[str]]:
     """``(images, classes, domains)`` of one table."""
     where = repr(name) + (f" (split {split!r})" if split else "")
@@ -84,7 +90,7 @@ def _piece(
                 f"{role} {column!r} is not a column of {where}; its columns are {', '.join(table.column_names)}. "
                 f"Set --{role} to one of them."
             )
-    images = _images(table, names.image, where)
+    images = _images(table, names.image, where, base)
     classes = _values(table, names.label, "label_column", where)
     if names.domain is None:
         domains = [name] * len(classes)
@@ -93,7 +99,7 @@ def _piece(
     return images, classes, domains
 
 
-def _images(table: datasets.Dataset, column: str, where: str) -> datasets.Dataset:
+def _images(table: datasets.Dataset, column: str, where: str, base: str | None) -> datasets.Dataset:
     feature = table.features[column]
     is_paths = isinstance(feature, datasets.Value) and feature.dtype in _STRING_TYPES
     if not isinstance(feature, datasets.Image) and not is_paths:
@@ -101,12 +107,44 @@ def _images(table: datasets.Dataset, column: str, where: str) -> datasets.Datase
             f"image_column {column!r} of {where} holds {feature}, not images; it must be a datasets Image feature or "
             "image file paths."
         )
+    if is_paths and base is not None:  # a data file's relative paths: against its own folder
+        paths = [path if path is None or os.path.isabs(path) else os.path.join(base, path) for path in table[column]]
+        return datasets.Dataset.from_dict({IMAGE_COLUMN: paths}, features=datasets.Features({IMAGE_COLUMN: IMAGE}))
     images = table.select_columns([column])
     if column != IMAGE_COLUMN:
         images = images.rename_column(column, IMAGE_COLUMN)
     if is_paths or not feature.decode:
         images = images.cast_column(IMAGE_COLUMN, datasets.Image())
     return images
+
+
+def check_collection_images(collection: Collection, where: str, check: CheckMode, on_error: str) -> Collection:
+    """A collection of image file paths (a data file's) with every file checked now, before any model loads: the
+    unreadable ones go to its findings (:mod:`.problems`: said with the rest, and fatal unless ``on_error`` is
+    ``"skip"``) and out of its rows. A collection of stored images is returned as it is."""
+    check_on_error(on_error)
+    stored = collection.images.with_format(None).cast_column(IMAGE_COLUMN, datasets.Image(decode=False))
+    first = stored[0][IMAGE_COLUMN] if stored.num_rows else None
+    if first is None or first.get("bytes") is not None:
+        return collection
+    paths = [value["path"] if value else "" for value in stored[IMAGE_COLUMN]]  # a row without a path: not found
+    bad = find_bad_images(paths, check)
+    findings = collection.findings
+    findings.where, findings.on_error = where, on_error
+    findings.unreadable, findings.readable = bad, len(paths) - len(bad)
+    if not bad:
+        return collection
+    if len(bad) == len(paths):
+        raise InvalidInputError(f"None of the {len(paths)} image file(s) of {where} can be read: {bad[0]}.")
+    named = {item.path for item in bad}
+    kept = [entry for entry, path in enumerate(paths) if path not in named]
+    return replace(
+        collection,
+        images=collection.images.select(kept),
+        domains=[collection.domains[entry] for entry in kept],
+        classes=[collection.classes[entry] for entry in kept],
+        splits=[collection.splits[entry] for entry in kept] if collection.splits is not None else None,
+    )
 
 
 def _values(table: datasets.Dataset, column: str, role: str, where: str) -> list[ClassKey]:

@@ -25,9 +25,10 @@ import datasets
 
 from ..errors import DatasetLayoutError
 from .collections import Collection
-from .columns import ColumnNames, collection_of
+from .columns import ColumnNames, check_collection_images, collection_of
 from .folder_tree import CLASS_FOLDERS, DOMAIN_FOLDERS, tree_collection
 from .images import DEFAULT_IMAGE_CHECK, CheckMode
+from .listing import is_image_file
 from .schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, ROLE_COLUMN
 
 SAVED = "saved_dataset"
@@ -65,6 +66,23 @@ def source_kind(path: str) -> str:
     return FILES if _holds_data_files(path) else FOLDER_TREE
 
 
+def data_file_beside_images(folder: str) -> str | None:
+    """The one data file (CSV, Parquet, JSON, ...) at the top of ``folder``, other than an ``imagefolder`` metadata
+    file: where a folder holds its images and a table of them (``data.csv``: image, label, domain), the table is the
+    data, and its columns win over folder names. ``None`` where there is none, or several."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    tables = [
+        name
+        for name in names
+        if os.path.splitext(name)[1].lower() in DATA_FILE_BUILDERS and name not in _METADATA_FILES
+        if os.path.isfile(os.path.join(folder, name))
+    ]
+    return os.path.join(folder, tables[0]) if len(tables) == 1 else None
+
+
 def _holds_data_files(folder: str) -> bool:
     """Data files ``datasets`` reads at the top of ``folder`` or in its ``data/`` sub-folder, or a metadata file
     anywhere in its first two levels (an ``imagefolder`` with columns)."""
@@ -98,7 +116,11 @@ def open_source(
         if _in_row_schema(data):
             return kind, data
     elif kind == FILES:
-        data = _load_dataset(path, config_name, revision, local=True)
+        table = path if os.path.isfile(path) else data_file_beside_images(path)
+        data = _load_dataset(table or path, config_name, revision, local=True)
+        base = os.path.dirname(os.path.abspath(table)) if table else os.path.abspath(path)
+        collection = collection_of(data, columns, _display_name(path), base=base)
+        return kind, check_collection_images(collection, repr(path), check, on_error)
     else:
         data = _load_dataset(path, config_name, revision, local=False)
     return kind, collection_of(data, columns, _display_name(path))
@@ -125,6 +147,8 @@ def _load_dataset(path: str, config_name: str | None, revision: str | None, *, l
         _require_hub_reachable(path)
     arguments: dict[str, Any] = {"name": config_name, "revision": revision}
     builder = DATA_FILE_BUILDERS.get(os.path.splitext(path)[1].lower()) if os.path.isfile(path) else None
+    if os.path.isfile(path) and builder is None:
+        _refuse_other_file(path)
     try:
         if builder is not None:
             return datasets.load_dataset(builder, data_files=path, **arguments)
@@ -139,6 +163,17 @@ def _load_dataset(path: str, config_name: str | None, revision: str | None, *, l
     except (FileNotFoundError, ValueError, OSError) as error:
         what = "the local data files" if local else "the Hub dataset"
         raise DatasetLayoutError(f"datasets cannot open {what} {path!r} ({_one_line(error)}). {ACCEPTED}") from None
+
+
+def _refuse_other_file(path: str) -> None:
+    """A file that is not a data format ``datasets`` reads, named as such (an image, a text file)."""
+    extension = os.path.splitext(path)[1].lower() or "(no extension)"
+    what = "an image file" if is_image_file(path) else f"a {extension} file"
+    formats = ", ".join(sorted(DATA_FILE_BUILDERS))
+    raise DatasetLayoutError(
+        f"dataset_path {path!r} is {what}, not a data file datasets reads ({formats}): give the folder that holds "
+        f"the images, or a data file. {ACCEPTED}"
+    )
 
 
 def _one_line(error: BaseException) -> str:

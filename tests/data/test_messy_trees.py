@@ -144,3 +144,51 @@ def test_the_class_split_is_the_same_as_before(tmp_path):
     }
     labels = column_values(_load(tmp_path / "c").data["train"], "label")
     assert labels == sorted(labels) and labels[0] == 0
+
+
+def _csv_beside_images(root) -> None:
+    """``root/data.csv`` (image, label, domain) beside ``root/pictures/*.png``; the CSV's labels differ from any folder
+    name, and its paths are relative to its own folder."""
+    os.makedirs(root / "pictures")
+    lines = ["image,label,domain"]
+    for index in range(16):
+        name = f"pictures/{index}.png"
+        Image.new("RGB", (16, 16), (index * 15, 0, 0)).save(root / name)
+        lines.append(f"{name},kind_{index % 4},{'left' if index < 8 else 'right'}")
+    (root / "data.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_a_csv_beside_its_images_is_the_data_and_its_columns_win(tmp_path, monkeypatch):
+    _csv_beside_images(tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)  # elsewhere than the CSV's folder: its relative paths resolve against the CSV's
+    loaded = _load(tmp_path / "mine", domain_column="domain", split_fractions=[0.5, 0.0, 0.5])
+    assert loaded.description["kind"] == "data_files" and set(loaded.split.domains) == {"left", "right"}
+    assert {key for splits in loaded.split.domains.values() for keys in splits.values() for key in keys} == {
+        f"kind_{index}" for index in range(4)
+    }
+    by_file = _load(tmp_path / "mine" / "data.csv", domain_column="domain", split_fractions=[0.5, 0.0, 0.5])
+    assert _rows(by_file) == 16
+
+
+def test_missing_paths_of_a_data_file_are_found_at_load_with_every_problem(tmp_path):
+    _csv_beside_images(tmp_path / "mine")
+    os.remove(tmp_path / "mine" / "pictures" / "3.png")
+    os.remove(tmp_path / "mine" / "pictures" / "12.png")
+    with pytest.raises(InvalidInputError) as error:
+        _load(tmp_path / "mine", domain_column="domain", split_fractions=[0.5, 0.0, 0.5])
+    message = str(error.value)
+    assert "3.png': file not found (1 more unreadable file(s)" in message and "Use --on_error skip" in message
+    assert "check_images" not in message
+    loaded = _load(tmp_path / "mine", domain_column="domain", split_fractions=[0.5, 0.0, 0.5], on_error="skip")
+    assert _rows(loaded) == 14
+
+
+@pytest.mark.parametrize(("name", "what"), [("notes.txt", "a .txt file"), ("photo.png", "an image file")])
+def test_a_file_that_is_not_a_data_format_is_named_as_such(tmp_path, name, what):
+    path = tmp_path / name
+    if name.endswith(".png"):
+        Image.new("RGB", (8, 8)).save(path)
+    else:
+        path.write_text("hello")
+    with pytest.raises(DatasetLayoutError, match=f"is {what}, not a data file datasets reads"):
+        _load(path)
