@@ -200,12 +200,16 @@ def build_app(
         )
         inputs = [query, k, collection, state]
         outputs = [message, *galleries.values(), state]
-        query.upload(lambda *values: page.run(*_fresh(values)), inputs, outputs, api_name="search")
-        k.release(page.run, inputs, outputs, api_visibility="private")
-        collection.input(page.run, inputs, outputs, api_visibility="private")
+        # Every event joins one queue (one concurrency group): they run in the order they came, one at a time, so
+        # a slow search never overwrites the results of a later one.
+        queued = {"concurrency_id": "search", "concurrency_limit": 1}
+        private = {**queued, "api_visibility": "private"}
+        query.upload(lambda *values: page.run(*_fresh(values)), inputs, outputs, api_name="search", **queued)
+        k.release(page.run, inputs, outputs, **private)
+        collection.input(page.run, inputs, outputs, **private)
         for name, gallery in [("picks", picks), *galleries.items()]:
-            picked = gallery.select(_picker(page, name), [state], [query, state], api_visibility="private")
-            picked.then(page.run, inputs, outputs, api_visibility="private")
+            picked = gallery.select(_picker(page, name), [state], [query, state], **private)
+            picked.then(page.run, inputs, outputs, **private)
     return app
 
 

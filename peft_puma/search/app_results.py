@@ -52,12 +52,13 @@ class Hit:
 
 
 def _collection(described: dict[str, Any], gallery: dict[str, Any]) -> str | None:
-    """The row's collection: the rows' own ``collection`` where recorded, else its ``dataset`` column, else the first
-    folder of its path under an image folder with subfolders; ``None`` where there is none."""
+    """The row's collection: the rows' own ``collection`` where recorded, else its ``dataset`` column, else (a folder
+    whose classes were not read from its tree) the first folder of its path under the indexed folder; ``None`` where
+    there is none."""
     for field in ("collection", "dataset"):
         if described.get(field) is not None:
             return str(described[field])
-    if "path" in described:
+    if "path" in described and described.get("class_name") is None:
         relative = os.path.relpath(described["path"], gallery.get("folder", ""))
         head, _, rest = relative.partition(os.sep)
         return head if rest else None
