@@ -237,6 +237,24 @@ def test_training_a_fused_model_is_refused(pixels):
     assert pixels.grad is not None and all(p.grad is None for p in fused.parameters())
 
 
+def test_a_fused_models_tensors_cannot_be_made_trainable(pixels):
+    """requires_grad_(True) is refused; a tensor made trainable by hand is refused at the first forward with
+    gradients, before any gradient an optimiser could apply exists (a forward under no_grad stays allowed)."""
+    fused = fuse_for_inference(trained_puma())
+    with pytest.raises(peft_puma.FusedModelError, match="cannot be trained"):
+        fused.requires_grad_(True)
+    with pytest.raises(peft_puma.FusedModelError, match="cannot be trained"):
+        fused.model.layers[0].attention.requires_grad_()
+    assert fused.requires_grad_(False) is fused and not any(p.requires_grad for p in fused.parameters())
+    weight = next(fused.parameters())
+    weight.requires_grad = True
+    with pytest.raises(peft_puma.FusedModelError, match="cannot be trained"):
+        fused(pixel_values=pixels)
+    assert all(p.grad is None for p in fused.parameters())
+    with torch.no_grad():
+        fused(pixel_values=pixels)
+
+
 def test_saving_a_fused_model_as_an_adapter_is_refused(tmp_path):
     fused = fuse_for_inference(trained_puma())
     for save in (fused.save_pretrained, fused.push_to_hub):

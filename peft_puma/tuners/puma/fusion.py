@@ -69,6 +69,11 @@ class _FusedBranch(nn.Module):
             raise FusedModelError(_TRAINING_REFUSED)
         return super().train(False)
 
+    def requires_grad_(self, requires_grad: bool = True) -> _FusedBranch:
+        if requires_grad:
+            raise FusedModelError(_TRAINING_REFUSED)
+        return super().requires_grad_(False)
+
     def add_up_projection(self, output: torch.Tensor, bottleneck: torch.Tensor) -> torch.Tensor:
         """``output + relu(bottleneck) @ (s U)``, accumulated into ``output`` (a fresh product of the branch)."""
         flat = output.view(-1, output.shape[-1])
@@ -142,9 +147,10 @@ class FusedPUMAModel(nn.Module):
     Built by :func:`fuse_for_inference`. ``model(pixel_values=x)`` returns the same :class:`PUMAOutput` as the PeftModel
     it was fused from in eval mode (``embeddings``, the backbone's output), for that model's active adapter, named by
     ``active_adapter``; ``peft_config`` maps that name to its config, as on a ``PeftModel``. Every tensor is frozen and
-    training mode is refused (:class:`~peft_puma.errors.FusedModelError`); ``eval()`` and ``train(False)`` are
-    accepted. ``unfused_sites`` names the adapters whose branch had no fusable layout and that run as plain (exact)
-    adapters.
+    training mode is refused (:class:`~peft_puma.errors.FusedModelError`), as are ``requires_grad_(True)`` and a
+    forward with gradients on once any tensor was made trainable by hand; ``eval()``, ``train(False)`` and
+    ``requires_grad_(False)`` are accepted. ``unfused_sites`` names the adapters whose branch had no fusable layout and
+    that run as plain (exact) adapters.
     """
 
     def __init__(self, model: nn.Module, adapter_name: str, config: PUMAConfig, unfused_sites: tuple[str, ...]) -> None:
@@ -157,7 +163,16 @@ class FusedPUMAModel(nn.Module):
         super().train(False)
 
     def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> Any:
+        if torch.is_grad_enabled() and any(parameter.requires_grad for parameter in self.parameters()):
+            # A tensor made trainable by hand (``parameter.requires_grad = True``): an optimiser would update the
+            # folded weights, which no longer are the adapter's; refused before any gradient exists.
+            raise FusedModelError(_TRAINING_REFUSED)
         return self.model(pixel_values=pixel_values, **kwargs)
+
+    def requires_grad_(self, requires_grad: bool = True) -> FusedPUMAModel:
+        if requires_grad:
+            raise FusedModelError(_TRAINING_REFUSED)
+        return super().requires_grad_(False)
 
     # What transformers' pipelines read of a model (``pipeline("image-feature-extraction", model=fused)``), as on a
     # PeftModel, which forwards them to its backbone.
