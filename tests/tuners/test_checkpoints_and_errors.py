@@ -154,6 +154,8 @@ def test_bad_pixel_values_get_a_clear_error(model, pixel_values, message):
         ("keep_prob", 1.5, r"\(0, 1\]"),
         ("num_prompts", 2.5, "positive integer"),
         ("scale", float("nan"), "finite"),
+        ("scale", 0.0, "must be > 0"),
+        ("scale", -0.1, "must be > 0"),
         ("layers", [], "non-empty list"),
         ("layers", [1, 1], "repeated"),
         ("use_prompts", "yes", "True or False"),
@@ -246,6 +248,13 @@ def test_unknown_fields_in_a_saved_config_are_refused_on_every_path(saved, load)
         warnings.simplefilter("error")  # PEFT's own handling would only warn ("upgrade PEFT") and drop the keys
         with pytest.raises(InvalidConfigError, match=UNKNOWN_FIELDS):
             load(saved)
+
+
+@pytest.mark.parametrize("value", [0, -0.1, "0.1"])
+def test_a_hand_edited_scale_is_checked_on_loading_like_the_other_fields(saved, value):
+    _edit_saved_config(saved, scale=value)
+    with pytest.raises(InvalidConfigError, match=r"The adapter_config.json of .*PUMAConfig.scale"):
+        PeftModel.from_pretrained(make_vit(), saved)
 
 
 def test_unknown_fields_are_refused_when_building_a_config():

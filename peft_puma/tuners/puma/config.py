@@ -116,6 +116,10 @@ class PUMAConfig(PeftConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise InvalidConfigError(f"PUMAConfig.{name} must be a finite number, got {value!r}.")
+        if self.scale <= 0:  # s = 0 turns every adapter off (and its gradients); s < 0 is no scale of the paper
+            raise InvalidConfigError(
+                f"PUMAConfig.scale is the adapter output scale s and must be > 0 (published: 0.1), got {self.scale!r}."
+            )
         if self.regularization_weight < 0:
             raise InvalidConfigError(
                 f"PUMAConfig.regularization_weight must be >= 0, got {self.regularization_weight!r}."
