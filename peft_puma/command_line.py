@@ -6,8 +6,9 @@ exit status, never as a traceback (docs/training.md, "Exit status").
   ``exit_status`` (2; 3 for a loss that became NaN or infinite);
 - a full disk, a folder without write permission or on a read-only file system: ``error: cannot write <path>: ...``,
   exit 2;
-- Ctrl-C: ``interrupted`` (a training run adds what it saved and how to continue: its checkpoints are written whole
-  or not at all, so ``--resume`` continues from the last one), exit 130.
+- Ctrl-C: ``interrupted``, with what the command kept (a training run: what it saved and how to continue, its
+  checkpoints being written whole or not at all, so ``--resume`` continues from the last one; ``embed`` and ``search``:
+  that their earlier outputs are intact), exit 130.
 
 Anything else is a bug of peft_puma and keeps its traceback. ``PEFT_PUMA_DEBUG=1`` shows the traceback of every error.
 """
@@ -30,8 +31,9 @@ DEBUG_VARIABLE = "PEFT_PUMA_DEBUG"
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def run_command(body: Callable[[], int | None]) -> int:
-    """Run a command's ``body`` and turn the errors a user can cause into one line and an exit status."""
+def run_command(body: Callable[[], int | None], interrupted: str | None = None) -> int:
+    """Run a command's ``body`` and turn the errors a user can cause into one line and an exit status;
+    ``interrupted``: what a Ctrl-C leaves as it was, said after ``interrupted:``."""
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
         return body() or EXIT_OK
@@ -44,7 +46,7 @@ def run_command(body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted: {interrupted}" if interrupted else "interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as error:
         if debug or error.errno not in _ENVIRONMENT_ERRNOS:

@@ -55,7 +55,11 @@ _ROW_FIELDS = {"dataset": "datasets", "role": "roles"}  # dataset columns kept i
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    return run_command(lambda: _embed(parser.parse_args(argv)))
+    return run_command(lambda: _embed(parser.parse_args(argv)), interrupted=INTERRUPTED)
+
+
+# The file is written whole at the end (through a temporary file, then renamed).
+INTERRUPTED = "nothing was written; an earlier file at --output is intact (outputs are written whole or not at all)."
 
 
 def build_parser() -> CommandParser:

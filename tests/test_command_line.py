@@ -88,3 +88,24 @@ def test_every_command_runs_inside_the_boundary(path):
     calls = {node.func.id for node in ast.walk(main) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert "run_command" in calls
     assert 'f"error: ' not in source and "parser.exit(2" not in source
+
+
+@pytest.mark.parametrize(
+    ("module", "body", "kept"),
+    [
+        ("peft_puma.embed", "_embed", "nothing was written; an earlier file at --output is intact"),
+        ("peft_puma.search.cli", "_run", "the previous index in --output_dir (if any) is intact"),
+    ],
+)
+def test_ctrl_c_in_embed_and_search_says_what_was_kept(monkeypatch, capsys, module, body, kept):
+    import importlib
+
+    command = importlib.import_module(module)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, body, interrupted)
+    argv = ["index", "--output_dir", "x", "--images", "y"] if module.endswith("cli") else ["--output", "e.safetensors"]
+    assert command.main(argv) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.startswith(f"interrupted: {kept}")

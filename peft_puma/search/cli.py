@@ -152,7 +152,14 @@ def build_parser() -> CommandParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    return run_command(lambda: _run(parser.parse_args(argv)))
+    return run_command(lambda: _run(parser.parse_args(argv)), interrupted=INTERRUPTED)
+
+
+# An index is built in a staging folder and moved into place at the end; query outputs are written whole.
+INTERRUPTED = (
+    "the previous index in --output_dir (if any) is intact, and so are earlier --output and --grid files: nothing is "
+    "replaced until it is complete."
+)
 
 
 def _run(args: argparse.Namespace) -> None:
