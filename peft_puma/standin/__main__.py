@@ -18,6 +18,7 @@ from ..command_line import run_command
 from ..data.uml_mini.command_options import CommandParser, add_source_options, source_folders
 from ..data.uml_mini.sources import SourceFolders
 from ..errors import InvalidInputError
+from .disjointness import letters_near_threshold
 from .pool import PoolSize, build_pretraining_pool
 from .pretraining import (
     BACKBONE_LAYOUT,
@@ -83,10 +84,10 @@ def build_parser() -> CommandParser:
 
 
 DESCRIPTION = """Pretrain the stand-in ViT (a tiny ViT for UML-mini, from classes disjoint from UML-mini's), measure it
-zero-shot on UML-mini's validation split, and save it in HF format (docs/data.md, "The stand-in backbone")."""
+zero-shot on UML-mini's validation split, and save it in HF format (docs/uml_mini.md, "The stand-in backbone")."""
 EPILOG = """--fonts_dir and --fashion_mnist_dir (or their environment variables) serve both the pretraining pool and a
-UML-mini build this command makes; the same files give the same pool (docs/data.md). Exit status: 0 done, 2 a mistake
-or a missing source (one line), 130 interrupted."""
+UML-mini build this command makes; the same files give the same pool (docs/uml_mini.md). Exit status: 0 done, 2 a
+mistake or a missing source (one line), 130 interrupted."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +120,9 @@ def _pretrain(args: argparse.Namespace, command: str) -> None:
     pool = build_pretraining_pool(recipe.seed, PoolSize().scaled(recipe.pool_scale), sources)
     print(f"pretraining pool: {len(pool.labels)} images, {len(pool.class_names)} classes "
           f"({time.perf_counter() - start:.0f} s)")  # fmt: skip
+    near = letters_near_threshold(pool.class_names)
+    for pool_class, letter, overlap, face in near:  # admitted, but close: for a person to look at
+        print(f"near the letter threshold: {pool_class} and {letter}, silhouette {overlap:.4f} in {face}")
     probe = None if evaluation is None else evaluation[0].score
     model, processor, record = pretrain(recipe, pool, probe=probe)
     metadata = {
@@ -128,6 +132,7 @@ def _pretrain(args: argparse.Namespace, command: str) -> None:
         "threads": torch.get_num_threads(),
         "pool": pool.source_counts(),
         "pool_classes": pool.class_names,  # every class, so the disjointness test checks what these weights saw
+        "letters_near_threshold": [list(row) for row in near],
         "pool_sources": sources.describe(),  # a record only: the same files give the same pool wherever they lie
         "pretraining": record,
     }

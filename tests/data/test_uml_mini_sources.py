@@ -337,7 +337,7 @@ def test_manifest_on_disk_records_the_sources(tmp_path):
 
 
 def test_the_section_the_errors_point_to_exists_and_names_the_variables():
-    docs = (Path(__file__).parents[2] / "docs" / "data.md").read_text(encoding="utf-8")
-    section = uml_sources.OWN_COPIES_DOC.split('"')[1]
-    assert f"### {section}\n" in docs
+    page, section = uml_sources.OWN_COPIES_DOC.split(", ")[0], uml_sources.OWN_COPIES_DOC.split('"')[1]
+    docs = (Path(__file__).parents[2] / page).read_text(encoding="utf-8")
+    assert f"## {section}\n" in docs
     assert FONTS_DIR_VARIABLE in docs and FASHION_MNIST_DIR_VARIABLE in docs

@@ -15,7 +15,7 @@ section 7):
 Build: ``python -m peft_puma.data.uml_mini --output_dir DIR`` (cached in DIR; ``--force`` rebuilds a build there; a
 folder holding anything else is never touched). The output is a ``datasets.DatasetDict`` with the row schema of
 :mod:`peft_puma.data.schema`. Sources (Debian packages, or a user's own copies: :class:`.sources.SourceFolders`) and
-licences: docs/data.md.
+licences: docs/uml_mini.md.
 """
 
 from __future__ import annotations

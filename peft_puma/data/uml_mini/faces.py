@@ -4,7 +4,7 @@ On Debian the builders take every face in the packages' font folders (``sources.
 alphabet. A user's own fonts folder (``--fonts_dir``) is searched for these files by name instead, so that the same
 files give the same faces, in the same order, and therefore the same images; a face missing there, or a copy that draws
 another set of alphabets than the Debian one (another version of the file), is refused rather than silently changing
-the benchmark. The table is what the Debian packages of bookworm install (versions in docs/data.md);
+the benchmark. The table is what the Debian packages of bookworm install (versions in docs/uml_mini.md);
 ``tests/data/test_uml_mini_sources.py`` checks it against the installed copies.
 
 Alphabets: ``latin``, ``cyrillic``, ``greek`` are UML-mini's glyph domains (``GLYPH_ALPHABETS``); ``symbols`` and the

@@ -4,7 +4,7 @@ Every function takes its own ``numpy.random.Generator``, so an image depends onl
 what was rendered before it (the builder seeds one generator per image). Images are drawn at twice the final size and
 downsampled with a Lanczos filter, which gives anti-aliased 32x32 RGB images from 8x8 digits and hinted glyphs alike.
 
-What varies inside a class, and what is kept, is the point of each domain (see docs/data.md, "UML-mini"):
+What varies inside a class, and what is kept, is the point of each domain (see docs/uml_mini.md):
 
 - glyphs: the typeface, the size (a little), position, tilt, and the foreground and background colours, which are drawn
   at random: colour is a nuisance here. The baseline is fixed, so ``o`` and ``O`` stay distinguishable by size.

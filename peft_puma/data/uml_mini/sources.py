@@ -40,7 +40,7 @@ from .faces import FACE_ALPHABETS
 
 @dataclass(frozen=True)
 class DebianSource:
-    """One Debian package UML-mini reads and the file that proves it is installed (licences: docs/data.md)."""
+    """One Debian package UML-mini reads and the file that proves it is installed (licences: docs/uml_mini.md)."""
 
     package: str
     sentinel: str  # absolute path (below ``root``) of one file the package installs
@@ -85,7 +85,7 @@ FASHION_FILES: dict[str, tuple[str, str]] = {
     part: (f"{part}-images-idx3-ubyte.gz", f"{part}-labels-idx1-ubyte.gz") for part in ("train", "t10k")
 }
 """Fashion-MNIST's files per part, named as on its GitHub release and in ``dataset-fashion-mnist``."""
-OWN_COPIES_DOC = 'docs/data.md, "Without root: your own copies"'
+OWN_COPIES_DOC = 'docs/uml_mini.md, "Without root: your own copies"'
 
 
 def _under(root: str, path: str) -> str:
