@@ -106,6 +106,10 @@ def test_ctrl_c_in_embed_and_search_says_what_was_kept(monkeypatch, capsys, modu
         raise KeyboardInterrupt
 
     monkeypatch.setattr(command, body, interrupted)
-    argv = ["index", "--output_dir", "x", "--images", "y"] if module.endswith("cli") else ["--output", "e.safetensors"]
+    argv = (
+        ["index", "--output_dir", "x", "--images", "y"]
+        if module.endswith("cli")
+        else ["--images", "y", "--output", "e.safetensors"]
+    )
     assert command.main(argv) == EXIT_INTERRUPTED
     assert capsys.readouterr().err.startswith(f"interrupted: {kept}")

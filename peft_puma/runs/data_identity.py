@@ -43,7 +43,8 @@ def listing_fingerprint(paths: list[str]) -> str | None:
     digest = hashlib.sha256()
     for index, root in enumerate(paths):
         for relative, size in _listing(root):
-            digest.update(f"{index}\t{relative}\t{size}\n".encode())
+            # file names may hold any bytes (non-UTF-8 names arrive as surrogate escapes): hash the bytes themselves
+            digest.update(f"{index}\t{relative}\t{size}\n".encode("utf-8", "surrogateescape"))
     return f"sha256:{digest.hexdigest()[:16]}"
 
 

@@ -207,14 +207,25 @@ def _uml_mini_glyph_silhouettes(face: str) -> tuple[list[str], np.ndarray]:
 def _glyph_conflicts(name: str, key: str) -> list[Overlap]:
     """Rule 4, in every typeface that draws ``key`` and all of UML-mini's letters; each UML-mini letter met once, at
     its highest overlap."""
-    best = _glyph_overlaps(key, GLYPH_SILHOUETTE_IOU)
-    return [Overlap(name, uml, f"silhouette {iou:.2f} in {face}") for uml, (iou, face) in best.items()]
+    best = _glyph_overlaps(key)
+    return [
+        Overlap(name, uml, f"silhouette {iou:.2f} in {face}")
+        for uml, (iou, face) in best.items()
+        if iou >= GLYPH_SILHOUETTE_IOU
+    ]
 
 
-def _glyph_overlaps(key: str, at_least: float) -> dict[str, tuple[float, str]]:
+GlyphOverlap = tuple[float, str]  # (silhouette overlap, typeface)
+
+
+@functools.lru_cache(maxsize=4096)
+def _glyph_overlaps(
+    key: str, at_least: float = GLYPH_SILHOUETTE_IOU - GLYPH_NEAR_MARGIN
+) -> dict[str, tuple[float, str]]:
     """UML-mini letters whose silhouette overlaps ``key``'s by ``at_least`` or more in some typeface that draws both:
-    the highest overlap of each, and the face it is in."""
-    best: dict[str, tuple[float, str]] = {}
+    the highest overlap of each, and the face it is in. Cached, so the near misses cost nothing once the pool's letters
+    were judged."""
+    best: dict[str, GlyphOverlap] = {}
     for face in _faces_drawing_uml_mini():
         if not draws_all(face, key):
             continue
@@ -237,9 +248,12 @@ def letters_near_threshold(
         source, key = name.split(":", 1)
         if source in ("fashion", "emoji", "numbers") or len(key) != 1 or key.isdigit():
             continue
-        for uml, (iou, face) in _glyph_overlaps(key, GLYPH_SILHOUETTE_IOU - margin).items():
-            if iou < GLYPH_SILHOUETTE_IOU:
-                found.append((name, uml, iou, face))
+        overlaps = _glyph_overlaps(key, min(GLYPH_SILHOUETTE_IOU - margin, GLYPH_SILHOUETTE_IOU - GLYPH_NEAR_MARGIN))
+        if any(iou >= GLYPH_SILHOUETTE_IOU for iou, _ in overlaps.values()):
+            continue  # refused by rule 4: not a near miss
+        found += [
+            (name, uml, iou, face) for uml, (iou, face) in overlaps.items() if iou >= GLYPH_SILHOUETTE_IOU - margin
+        ]
     return sorted(found, key=lambda row: -row[2])
 
 

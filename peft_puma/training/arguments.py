@@ -316,7 +316,7 @@ class TrainingConfig(DataConfig):
         None,
         role=CONTROL,
         metavar=choice_metavar(TORCH_COMPILE_MODES),
-        help="torch.compile mode of torch_compile (null: the default; reduce-overhead uses CUDA graphs).",
+        help="torch.compile mode of torch_compile (reduce-overhead: CUDA graphs; max-autotune: kernel search).",
     )
     # --- loss ---
     loss: str = key(

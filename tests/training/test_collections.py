@@ -168,11 +168,6 @@ MISTAKES = {
         {},
         "lie directly in the folder. Accepted: <folder>/<class>/<image> (one domain) or",
     ),
-    "class folder without images": (
-        lambda root: (_tree(root, {"d": (3, 2)}), os.makedirs(os.path.join(root, "d", "empty")), root)[2],
-        {},
-        "The class folder '{root}/d/empty' holds no image file",
-    ),
     "a single class": (
         lambda root: os.path.join(_tree(root, {"d": (1, 3)}), "d"),
         {},
