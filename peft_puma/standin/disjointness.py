@@ -248,7 +248,10 @@ def letters_near_threshold(
         source, key = name.split(":", 1)
         if source in ("fashion", "emoji", "numbers") or len(key) != 1 or key.isdigit():
             continue
-        overlaps = _glyph_overlaps(key, min(GLYPH_SILHOUETTE_IOU - margin, GLYPH_SILHOUETTE_IOU - GLYPH_NEAR_MARGIN))
+        # the rule's own call, cached when the pool's letters were judged; a wider margin measures again
+        overlaps = (
+            _glyph_overlaps(key) if margin <= GLYPH_NEAR_MARGIN else _glyph_overlaps(key, GLYPH_SILHOUETTE_IOU - margin)
+        )
         if any(iou >= GLYPH_SILHOUETTE_IOU for iou, _ in overlaps.values()):
             continue  # refused by rule 4: not a near miss
         found += [
