@@ -9,11 +9,11 @@ import json
 import os
 
 import pytest
-from search.messy_tree import make_messy_tree
 from training.fixtures import make_backbone, tiny_config
 
 from peft_puma import embed, evaluate, train
 from peft_puma.search.cli import main as search
+from search.messy_tree import make_messy_tree
 
 
 @pytest.fixture(scope="module")

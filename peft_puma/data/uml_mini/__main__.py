@@ -17,7 +17,8 @@ from .sources import FASHION_MNIST_DIR_VARIABLE, FONTS_DIR_VARIABLE
 EPILOG = f"""Only --install_missing needs root (for apt-get); building does not. Without root, or off Debian, give your
 own copies with --fonts_dir and --fashion_mnist_dir, or set {FONTS_DIR_VARIABLE} and {FASHION_MNIST_DIR_VARIABLE}
 (python -m peft_puma.train --uml_mini_dir, which builds UML-mini where the folder is missing, reads them too); the same
-files give the same build (docs/uml_mini.md). Exit status: 0 built or reused, 2 a mistake or a missing source (one line)."""
+files give the same build (docs/uml_mini.md). Exit status: 0 built or reused, 2 a mistake or a missing source (one
+line)."""
 
 
 def build_parser() -> CommandParser:
