@@ -15,12 +15,8 @@ cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results/gpu_inference}
 shift || true
 mkdir -p "$out"
-{
-  date -u +%FT%TZ
-  git rev-parse --short HEAD 2>/dev/null || true
-  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-} > "$out/machine.txt" 2>&1
+. benchmarks/gpu_machine.sh
+record_machine "$out/machine.txt"
 status=0
 run() {  # run NAME LIMIT_S cost.py-arguments...
   local name=$1 limit=$2

@@ -13,13 +13,8 @@ cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results/gpu_training}
 shift || true
 mkdir -p "$out"
-{
-  date -u +%FT%TZ
-  git rev-parse --short HEAD 2>/dev/null || true
-  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  python -c "import torch, transformers, peft, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda,
-'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
-} > "$out/machine.txt" 2>&1
+. benchmarks/gpu_machine.sh
+record_machine "$out/machine.txt"
 status=0
 # Training only: no scaling, no inference forms in these runs (the forms come last, in their own runs).
 training=(--device cuda --repeats 7 --warmup 2 --scale_image_sizes --scale_infer_batch_sizes
