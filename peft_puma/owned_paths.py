@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ForeignContentError, WriteFailedError
+from .output_place import check_output_place, make_parent_folders
 
 STAGING_MARKER = ".peft_puma_staging"  # written first into every staging folder: proves peft_puma made it
 _SHOWN = 5  # foreign names listed in an error
@@ -136,7 +137,9 @@ def describe_write_failure(error: BaseException, path: str) -> str:
 
 def check_json_output(path: str, key: str, what: str) -> None:
     """A JSON file may be written at ``path`` when nothing is there or when it is ``what`` of peft_puma (a JSON
-    object with ``key``); a folder, someone else's file or a missing parent folder is refused before any work."""
+    object with ``key``); a folder, someone else's file or a place where no file can be made is refused before any
+    work. Missing parent folders are not a refusal: they are made on writing, the rule of every output
+    (:mod:`peft_puma.output_place`)."""
     if os.path.isdir(path):
         raise ForeignContentError(f"{path} is a folder; give the path of a .json file for {what}.")
     if os.path.exists(path):
@@ -149,9 +152,7 @@ def check_json_output(path: str, key: str, what: str) -> None:
             raise ForeignContentError(
                 f"{path} exists and is not {what} written by peft_puma; nothing was written: choose another path."
             )
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ForeignContentError(f"{path}: the folder {parent} does not exist.")
+    check_output_place(path, f"The file for {what}")
 
 
 def write_json_atomically(path: str, value: object, default: Callable[[Any], Any] | None = None) -> None:
@@ -166,11 +167,13 @@ def write_json_atomically(path: str, value: object, default: Callable[[Any], Any
 
 
 def write_file_atomically(path: str, write: Callable[[str], None]) -> None:
-    """``write(partial)`` a uniquely named temporary file beside ``path``, then rename it to ``path``.
+    """``write(partial)`` a uniquely named temporary file beside ``path``, then rename it to ``path`` (missing parent
+    folders are made first, the rule of every output).
 
     The file gets the permissions a plainly created file would get (``mkstemp`` makes it private), so atomic writing
     does not hide results from the user's group.
     """
+    make_parent_folders(path)
     descriptor, partial = tempfile.mkstemp(
         prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(os.path.abspath(path))
     )

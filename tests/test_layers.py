@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "peft_puma.command_line",
             "peft_puma.errors",
             "peft_puma.owned_paths",
+            "peft_puma.output_place",
             "peft_puma.file_modes",
             "peft_puma.source_commit",
             "peft_puma.cpu_threads",

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 
 from ..errors import ForeignContentError, InvalidConfigError
+from ..output_place import check_output_place, make_parent_folders
 from ..owned_paths import write_failures_reported, write_file_atomically
-from .output_place import check_output_place, make_parent_folders
 
 MIN_THUMBNAIL = 64
 DEFAULT_THUMBNAIL = 96
@@ -120,7 +120,7 @@ def grid_format(path: str) -> str:
 
 def check_grid_output(path: str) -> None:
     """A grid may be written at ``path`` when nothing is there or when it is a grid written by this command, and a
-    file can be made there (:func:`~peft_puma.evaluation.output_place.check_output_place`: missing folders are made)."""
+    file can be made there (:func:`~peft_puma.output_place.check_output_place`: missing folders are made)."""
     if os.path.isdir(path):
         raise ForeignContentError(f"The grid {path!r} is a folder; give the path of a .png or .jpg file.")
     grid_format(path)

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import WriteFailedError
+from ..output_place import check_output_place, make_parent_folders
 from ..source_commit import source_commit
-from .output_place import check_output_place, make_parent_folders
 
 LEDGER_VARIABLE = "PEFT_PUMA_TEST_READS"
 TEST_SPLIT_NAME = "test"

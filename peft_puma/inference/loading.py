@@ -8,6 +8,7 @@ the adapter switched off (:class:`AdaptersOff`).
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -18,7 +19,7 @@ from torch import nn
 from ..backbones.fingerprint import backbone_fingerprint
 from ..backbones.loading import load_backbone
 from ..errors import IncompatibleCheckpointError, InvalidConfigError, PUMAError
-from ..runs.layout import ADAPTER_FILES
+from ..runs.layout import ADAPTER_FILES, RUN_FILE
 from ..runs.run_file import read_run_file
 from ..runs.saving import load_trained
 from ..tuners.puma import fuse_for_inference
@@ -109,11 +110,28 @@ def load_for_inference(
                 f"The adapter in {adapter} cannot be loaded ({type(error).__name__}: {error}); its files are damaged "
                 "or incomplete. Save or train it again."
             ) from None
+        if run is not None:
+            _require_trained_scale(model, adapter, run.adapter_scale)
     if zero_shot:
         model = AdaptersOff(model)  # needs the PeftModel's disable_adapter: never fused
     elif adapter is not None and fuse:
         model = fuse_for_inference(model)
     return model.eval(), processor, image_size
+
+
+def _require_trained_scale(model: nn.Module, adapter: str, trained: float | None) -> None:
+    """Refuse an adapter_config.json whose fixed ``scale`` is not the one the run trained with (a hand edit): the
+    other fields that shape the model are checked by the tensors' shapes, ``scale`` only here, against the run file.
+    A learned scale (``train_scale``) is loaded with the tensors and is not compared."""
+    config = getattr(model, "peft_config", {}).get("default")
+    loaded = getattr(config, "scale", None)
+    if trained is None or loaded is None or getattr(config, "train_scale", False):
+        return
+    if not math.isclose(float(loaded), float(trained), rel_tol=1e-9):
+        raise IncompatibleCheckpointError(
+            f"The adapter in {adapter} says scale {loaded!r} in adapter_config.json, but its run trained it with scale "
+            f"{trained!r} (recorded in {RUN_FILE}): every embedding would change. Set scale back to {trained!r}."
+        )
 
 
 def _require_trained_weights(network: nn.Module, source: str, adapter: str, recorded: str, trained_on: str) -> None:

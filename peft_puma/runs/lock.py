@@ -29,10 +29,13 @@ except ImportError:  # pragma: no cover - Windows
 
 class FolderLock:
     """An exclusive, non-blocking lock on ``path`` (a lock file), taken by :meth:`acquire` and released by
-    :meth:`release`; a context manager too. ``what`` names the folder's user in messages (``a training run``)."""
+    :meth:`release`; a context manager too. ``what`` names the folder's user in messages (``a training run``);
+    ``folder`` is the folder the lock guards, named in messages: the lock file's own folder unless the lock file
+    lies beside the folder it guards (an index folder, replaced whole when its build ends)."""
 
-    def __init__(self, path: str, what: str, *, remove_on_release: bool = False) -> None:
+    def __init__(self, path: str, what: str, *, remove_on_release: bool = False, folder: str | None = None) -> None:
         self.path = path
+        self.folder = folder if folder is not None else (os.path.dirname(path) or ".")
         self.what = what
         self.remove_on_release = remove_on_release
         self.taken_over: dict[str, Any] | None = None  # the record of a holder that ended without releasing
@@ -49,7 +52,7 @@ class FolderLock:
             holder = _read(handle)
             handle.close()
             raise FolderInUseError(
-                f"{os.path.dirname(self.path) or '.'} is in use by {self.what} ({_describe(holder)}); wait until it "
+                f"{self.folder} is in use by {self.what} ({_describe(holder)}); wait until it "
                 "ends, or choose another output folder."
             ) from None
         self.taken_over = _read(handle) or None  # a clean release leaves the file empty
@@ -84,7 +87,7 @@ class FolderLock:
         if not self.taken_over:
             return None
         return (
-            f"note: {os.path.dirname(self.path) or '.'} was last locked by {_describe(self.taken_over)}, which ended "
+            f"note: {self.folder} was last locked by {_describe(self.taken_over)}, which ended "
             "without releasing it (killed or crashed); this command has taken it over."
         )
 
@@ -96,11 +99,17 @@ class FolderLock:
 
 
 def lock_across_processes(
-    path: str, what: str, accelerator: Any = None, say: Any = print, *, remove_on_release: bool = False
+    path: str,
+    what: str,
+    accelerator: Any = None,
+    say: Any = print,
+    *,
+    remove_on_release: bool = False,
+    folder: str | None = None,
 ) -> FolderLock:
     """The lock of ``path`` taken by the main process of a (possibly multi-process) command: every process raises
     :class:`FolderInUseError` together when another command holds it; a stale record is reported with ``say``."""
-    lock = FolderLock(path, what, remove_on_release=remove_on_release)
+    lock = FolderLock(path, what, remove_on_release=remove_on_release, folder=folder)
     refusal = ""
     if accelerator is None or accelerator.is_main_process:
         try:

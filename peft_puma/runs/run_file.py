@@ -40,6 +40,7 @@ class RunRecord:
     data_sizes: dict[str, dict[str, int]] | None = None
     data_source: dict[str, Any] | None = None
     backbone_fingerprint: str | None = None  # the frozen weights' fingerprint; absent from older run files
+    adapter_scale: float | None = None  # the adapter's output scale s as trained; absent from older run files
     backbone_path: str | None = None  # a local backbone folder, absolute, so the run works from any folder
     backbone_from_run: str | None = None  # the same folder relative to the run folder (a project moved whole)
 

@@ -55,7 +55,11 @@ def run_index(args: Any) -> None:
     try:
         # One build per index folder, held until it is written; refused before any image is embedded.
         lock = lock_across_processes(
-            index_lock_path(args.output_dir), "another index build", accelerator, remove_on_release=True
+            index_lock_path(args.output_dir),
+            "another index build",
+            accelerator,
+            remove_on_release=True,
+            folder=args.output_dir,
         )
         check = None
         on_error = followed_on_error(args.on_error, args.adapter, args.images or args.dataset)

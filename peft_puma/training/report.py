@@ -57,6 +57,7 @@ class RunInfo:
     backbone_fingerprint: str | None = None  # of the frozen weights as loaded (peft_puma.backbones.fingerprint)
     data_split: SplitRecord | None = None  # the class split of a collection without splits (runs/split_file.py)
     eval_transform: Any = None  # the transform the results were scored with; saved as the run's image processor
+    adapter_scale: float | None = None  # PUMAConfig.scale of the trained adapter (None: not a PUMA adapter config)
 
     @property
     def saved_parameters(self) -> int:
@@ -220,6 +221,7 @@ def run_record(config: Any, info: RunInfo) -> RunRecord:
         data_sizes=info.sizes,
         data_source=info.data_source,
         backbone_fingerprint=info.backbone_fingerprint,
+        adapter_scale=info.adapter_scale,
         **local_backbone(config.backbone, config.output_dir),
         config=config.to_dict(),
     )

@@ -248,8 +248,18 @@ def test_a_second_index_build_into_a_folder_in_use_is_refused(tiny, tmp_path, ca
     output = str(tmp_path / "busy_index")
     with FolderLock(index_lock_path(output), "another index build"):
         line = _fails(capsys, "index", "--adapter", tiny["run"], "--dataset", tiny["dataset"], "--output", output)
-    assert f"is in use by another index build (process {os.getpid()}" in line
+    assert line.startswith(f"error: {output} is in use by another index build (process {os.getpid()}")  # not its parent
     assert not os.path.exists(output)
+
+
+def test_the_note_after_a_killed_index_build_names_the_index_folder(tiny, tmp_path, capsys):
+    from peft_puma.search.folder import index_lock_path
+
+    output = str(tmp_path / "index_after_kill")
+    with open(index_lock_path(output), "w", encoding="utf-8") as handle:  # what a kill -9 leaves: a holder's record
+        json.dump({"pid": 4242, "host": "h", "since": "earlier"}, handle)
+    assert main(["index", "--adapter", tiny["run"], "--dataset", tiny["dataset"], "--output", output]) == 0
+    assert f"note: {output} was last locked by process 4242 on h" in capsys.readouterr().out
 
 
 def test_impossible_index_numbers_are_refused_before_any_work(photos, tmp_path, capsys):

@@ -121,3 +121,14 @@ def test_a_regular_file_in_the_grids_path_is_named_as_such(tiny, test_index, tmp
 def test_a_grid_where_no_file_can_be_made_is_one_line_before_the_search(tiny, test_index, capsys):
     line = _error(capsys, [*_query_argv(tiny, test_index), "--grid", "/proc/peft_puma_grid.png"])
     assert line.startswith("error: The grid '/proc/peft_puma_grid.png' cannot be written: no file can be made in")
+
+
+def test_a_results_files_missing_parents_are_made_and_a_file_in_its_path_is_named(tiny, test_index, tmp_path, capsys):
+    results = tmp_path / "new" / "deeper" / "results.json"  # the rule of every output, JSON results included
+    assert main([*_query_argv(tiny, test_index), "--output", str(results)]) == 0
+    assert json.loads(results.read_text(encoding="utf-8"))["k"] == 2
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("mine")
+    line = _error(capsys, [*_query_argv(tiny, test_index), "--output", str(tmp_path / "afile" / "results.json")])
+    assert f"{tmp_path / 'afile'} is a regular file, not a folder" in line
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -81,3 +81,16 @@ def test_evaluate_of_a_run_scores_the_runs_eval_ks_by_default(tiny_values, tmp_p
     recalls = [key for key in json.loads(output.read_text())["unified"] if key.startswith("recall@")]
     assert recalls == ["recall@1", "recall@2"]
     capsys.readouterr()
+
+
+def test_evaluate_scores_recall_at_1_whatever_eval_ks_holds(tiny_values, tmp_path, capsys):
+    """Recall@1 is the figure every table, log line and test-read record shows: --eval_ks 2 adds it, never fails
+    for its absence (it ended in "metric 'recall@1' is not in the result")."""
+    values = {**tiny_values, "eval_ks": [2], "epochs": 1, "max_steps": 1}
+    assert train.main(_argv(values)) == 0
+    output = tmp_path / "scores.json"
+    argv = ["--adapter", values["output_dir"], "--dataset_path", values["dataset_path"], "--output", str(output)]
+    assert evaluate.main([*argv, "--eval_ks", "2"]) == 0
+    recalls = [key for key in json.loads(output.read_text())["unified"] if key.startswith("recall@")]
+    assert recalls == ["recall@1", "recall@2"]
+    assert "Recall@1 (%):" in capsys.readouterr().out

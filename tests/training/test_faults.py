@@ -342,3 +342,21 @@ def test_a_hub_id_that_is_not_cached_offline_says_so(tiny_values, capsys):
     assert train.main(_argv({**tiny_values, "backbone": "nobody-here/no-such-vit"})) == 2
     line = _error_line(capsys.readouterr().err)
     assert "the Hub is offline (HF_HUB_OFFLINE=1) with no cached copy" in line
+
+
+def test_a_hand_edited_scale_in_a_runs_adapter_config_is_refused_naming_the_trained_one(finished_run, tmp_path, capsys):
+    """scale shapes no tensor, so only the run file can tell that adapter_config.json's was changed after training."""
+    config, _ = finished_run
+    run = tmp_path / "edited_run"
+    shutil.copytree(config.output_dir, run)
+    adapter_config = run / "adapter_config.json"
+    values = json.loads(adapter_config.read_text(encoding="utf-8"))
+    trained = values["scale"]
+    adapter_config.write_text(json.dumps({**values, "scale": trained * 2}), encoding="utf-8")
+    argv = ["--adapter", str(run), "--dataset_path", config.dataset_path, "--output", str(tmp_path / "r.json")]
+    assert evaluate.main(argv) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert f"says scale {trained * 2!r} in adapter_config.json, but its run trained it with scale {trained!r}" in line
+    assert not (tmp_path / "r.json").exists()
+    adapter_config.write_text(json.dumps(values), encoding="utf-8")  # the trained value loads again
+    assert evaluate.main(argv) == 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from ..errors import WriteFailedError
+from .errors import WriteFailedError
 
 
 def nearest_existing(path: str) -> str:
