@@ -80,11 +80,11 @@ class _Page:
         self.compare = compare
 
     def gallery_value(self, index: IndexSearch, hits: list[Hit]) -> list[tuple[Any, str]]:
-        return [(index.thumbnail(hit.row), hit.caption()) for hit in hits]
+        return [(index.thumbnail_file(hit.row), hit.caption()) for hit in hits]
 
     def picks(self) -> list[tuple[Any, str]]:
         rows = self.search.sample_rows(PICKS)
-        return [(self.search.thumbnail(row), self.search.query_label(row)) for row in rows]
+        return [(self.search.thumbnail_file(row), self.search.query_label(row)) for row in rows]
 
     def run(self, image: Any, k: Any, collection: str, state: dict[str, Any]) -> list[Any]:
         """Outputs of one query: message, unified results (and the compared index's), one list per collection, state."""

@@ -10,7 +10,10 @@ only wires these to components, so everything here is tested without a browser.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from PIL import Image
 from ..errors import InvalidInputError
 from ..evaluation.knn import nearest_neighbours
 from ..inference.embedding import embed_images
+from ..owned_paths import write_file_atomically
 from .embedding import load_model, transform_from_record
 from .folder import open_index_folder
 from .identity import query_adapter
@@ -102,6 +106,9 @@ class IndexSearch:
         }
         self._images = RowImages(self.gallery)
         self._lock = threading.Lock()  # one forward pass at a time: the cores are shared anyway
+        # Thumbnails are files made once each, atomically (see thumbnail_file); removed when the process ends.
+        self._thumbnails = tempfile.mkdtemp(prefix="peft_puma_app_thumbnails_")
+        atexit.register(shutil.rmtree, self._thumbnails, ignore_errors=True)
 
     @property
     def model_name(self) -> str:
@@ -125,6 +132,20 @@ class IndexSearch:
         image = self._images(row) or Image.new("RGB", (THUMBNAIL, THUMBNAIL), (200, 200, 200))
         image.thumbnail((THUMBNAIL, THUMBNAIL))
         return image
+
+    def thumbnail_file(self, row: int) -> str:
+        """The path of :meth:`thumbnail` as a file, written the first time a row is shown and renamed into place.
+
+        The page hands Gradio this path rather than the image: Gradio copies a file into its cache under a temporary
+        name and renames it, while an image it encodes itself is rewritten in place at a path named by its bytes, so
+        that 16 queries showing the same neighbour could read one thumbnail while another rewrote it (a browser then
+        got a cut-off image: "Too little data for declared Content-Length").
+        """
+        path = os.path.join(self._thumbnails, f"row_{row}.png")
+        if not os.path.exists(path):
+            image = self.thumbnail(row)
+            write_file_atomically(path, lambda partial: image.save(partial, format="PNG"))
+        return path
 
     def query_label(self, row: int) -> str:
         """How the page names a query picked from the gallery: its name and collection."""

@@ -18,6 +18,7 @@ COMMANDS = [
     ["peft_puma.embed"],
     ["peft_puma.search", "index"],
     ["peft_puma.search", "query"],
+    ["peft_puma.search", "app"],
     ["peft_puma.backbones.timm_vit"],
     ["peft_puma.data.uml_mini"],
     ["peft_puma.standin"],

@@ -146,11 +146,6 @@ def test_a_real_browser_queries_by_upload_changes_k_filters_clicks_and_sees_erro
 
 
 # --------------------------------------------------------------------------------------------------- under load
-@pytest.mark.xfail(
-    reason="known bug: under 16 concurrent clients Gradio 6 sometimes serves a result thumbnail while rewriting it "
-    "in its cache ('Too little data for declared Content-Length', the connection closed); not fixed yet",
-    strict=False,
-)
 def test_sixteen_queries_at_once_each_get_their_answer_alone_and_memory_settles(server, photos):
     from gradio_client import Client, handle_file
 

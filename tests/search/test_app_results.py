@@ -101,6 +101,17 @@ def test_a_thumbnail_fits_the_thumbnail_size(dataset_search):
     assert max(dataset_search.thumbnail(0).size) <= THUMBNAIL
 
 
+def test_a_thumbnail_file_is_written_once_and_then_only_read(dataset_search):
+    """Concurrent pages showing one neighbour must never read a thumbnail while it is rewritten: the file is made the
+    first time (renamed into place) and the same file, untouched, is handed out after."""
+    path = dataset_search.thumbnail_file(3)
+    first = os.stat(path)
+    assert Image.open(path).size == dataset_search.thumbnail(3).size
+    assert dataset_search.thumbnail_file(3) == path
+    again = os.stat(path)
+    assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+
+
 def test_a_file_that_is_not_an_image_is_one_clear_error(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
