@@ -17,8 +17,15 @@
    file (``find_bad_images``), the split and the row-schema tables, timed apart, with the process's peak RSS; and
    ``load_source`` end to end in another fresh process. The files are in the page cache (just written), as they are
    for a user who reads a collection again; the target is 60 s and 1 GB at 200,000 images.
+4. **Start-up at scale.** Saved datasets of ``--startup_rows`` 16 px images (columns ``image``, ``label``,
+   ``domain``; 10 images per class) and a folder tree of ``--startup_tree`` files are trained with the main job's
+   recipe and ``split_fractions`` 0.98 0.01 0.01, each in a fresh process stopped at the end of its first optimiser
+   step: the seconds from ``train``'s call to then, and the peak RSS above the imports. The target: 1M rows within
+   2x the 100k figure and 1.5 GB above the imports.
 
-The machine's load is recorded before and after: on shared cores, timings stretch with other jobs.
+``--parts`` runs some of the four (1 and 2 are one part, ``training``); the others' results in ``--output`` are
+kept, each part with the commit and date it was measured at (``runs_of_parts``). The machine's load is recorded
+before and after: on shared cores, timings stretch with other jobs.
 """
 
 from __future__ import annotations
@@ -49,6 +56,9 @@ from peft_puma.data.schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, RO
 from peft_puma.owned_paths import write_json_atomically
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PARTS = ("training", "scaling", "startup")
+STARTUP_SPLIT = [0.98, 0.01, 0.01]  # nearly every class trains: the held-out splits are not what is measured
+STARTUP_TIME_RATIO, STARTUP_MEMORY_MB = 2.0, 1536.0  # 1M rows: at most 2x the 100k first step, 1.5 GB above imports
 THROUGHPUT_TARGET = 0.10  # the tree within 10 % of the saved dataset's images per second
 TIME_TARGET_S, MEMORY_TARGET_MB, AT_IMAGES = 60.0, 1024.0, 200_000
 
@@ -62,8 +72,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_option(parser, "--repeats", type=int, default=2, help="runs of each source, alternately (default 2)")
     add_option(parser, "--scales", type=int, nargs="+", default=[20_000, 200_000], help="generated tree sizes")
     add_option(parser, "--work_dir", default=None, help="scratch folder (default: a new one under /tmp, removed)")
+    add_option(
+        parser,
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="which measurements to run (default: all; their results replace those parts of --output, the rest kept)",
+    )
+    add_option(
+        parser,
+        "--startup_rows",
+        type=int,
+        nargs="+",
+        default=[100_000, 1_000_000],
+        help="saved-dataset sizes of the start-up part",
+    )
+    add_option(parser, "--startup_tree", type=int, default=200_000, help="folder-tree size of the start-up part")
     add_option(parser, "--measure_tree", default=None, help=argparse.SUPPRESS)  # the child process of target 3
     add_option(parser, "--end_to_end", action="store_true", help=argparse.SUPPRESS)
+    add_option(parser, "--first_step", default=None, help=argparse.SUPPRESS)  # the child process of target 4
     return parser.parse_args(argv)
 
 
@@ -276,8 +304,124 @@ def scaling(work: str, scales: list[int]) -> dict[str, Any]:
     return found
 
 
+# ------------------------------------------------------------------------------------------------- 4: start-up
+def image_pool(count: int = 64) -> list[bytes]:
+    """``count`` distinct 16 px JPEGs: the generated collections' images, reused (their content is not measured)."""
+    rng = np.random.default_rng(0)
+    pool = []
+    for _ in range(count):
+        encoded = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(encoded, format="JPEG", quality=90)
+        pool.append(encoded.getvalue())
+    return pool
+
+
+def generate_saved(root: str, rows: int, domains: int = 10, per_class: int = 10) -> float:
+    """A dataset saved with ``save_to_disk`` of ``rows`` 16 px images (columns ``image``, ``label``, ``domain``; no
+    splits), ``domains`` domains of ``per_class`` images per class, written in chunks; returns seconds."""
+    import pyarrow as pa
+
+    started = time.perf_counter()
+    pool = image_pool()
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.Value("int64"), "domain": datasets.Value("string")}
+    )
+
+    def chunks():
+        for begin in range(0, rows, 100_000):
+            numbers = np.arange(begin, min(rows, begin + 100_000))
+            per_domain = rows // domains
+            images = pa.array(
+                [{"bytes": pool[number % len(pool)], "path": None} for number in numbers],
+                type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
+            )
+            labels = pa.array((numbers % per_domain) // per_class, type=pa.int64())
+            names = pa.array([f"domain_{number // per_domain:02d}" for number in numbers], type=pa.string())
+            yield pa.table({"image": images, "label": labels, "domain": names})
+
+    table = pa.concat_tables(list(chunks()))
+    datasets.Dataset(datasets.table.InMemoryTable(table), info=datasets.DatasetInfo(features=features)).save_to_disk(
+        root, max_shard_size="500MB"
+    )
+    return time.perf_counter() - started
+
+
+def first_step(request: str) -> dict[str, Any]:
+    """(In a fresh process.) ``train`` of the request's source with the main job's recipe, stopped at the end of its
+    first optimiser step: seconds from the call to then, and peak RSS above the imports (``VmHWM`` after importing
+    the trainer, then at the first step)."""
+    import torch
+
+    from peft_puma.training import load_config, train
+
+    asked = json.loads(request)
+    imported = peak_rss_mb()
+    step = torch.optim.AdamW.step
+    started = time.perf_counter()
+
+    def stop_after_first(self, *args, **kwargs):
+        done = step(self, *args, **kwargs)
+        print(json.dumps({"first_step_s": round(time.perf_counter() - started, 2), "peak_rss_mb": peak_rss_mb(),
+                          "rss_after_imports_mb": imported}), flush=True)  # fmt: skip
+        os._exit(0)  # nothing after the first step is measured
+        return done
+
+    torch.optim.AdamW.step = stop_after_first
+    keys = {**asked["source"], "uml_mini_dir": None, "output_dir": asked["output_dir"], "max_steps": 1}
+    keys.update(split_fractions=STARTUP_SPLIT, eval_every_epochs=0, report_to=[], progress_bar=False)
+    train(load_config(asked["config"], keys))
+    raise SystemExit("the training ended without an optimiser step")
+
+
+def first_step_in_child(config: str, source: dict[str, Any], output_dir: str) -> dict[str, Any]:
+    request = json.dumps({"config": config, "source": source, "output_dir": output_dir})
+    argv = [sys.executable, os.path.abspath(__file__), "--first_step", request]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise SystemExit(f"the start-up run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    measured["above_imports_mb"] = round(measured["peak_rss_mb"] - measured["rss_after_imports_mb"], 1)
+    return measured
+
+
+def startup(config: str, work: str, sizes: list[int], tree_images: int) -> dict[str, Any]:
+    """Time to the first training step and peak RSS above the imports, for saved datasets of ``sizes`` rows and a
+    folder tree of ``tree_images`` files (each generated, measured in a fresh process, then removed)."""
+    found: dict[str, Any] = {"saved_dataset": {}, "folder_tree": {}}
+    for rows in sizes:
+        root = os.path.join(work, f"saved_{rows}")
+        generated = generate_saved(root, rows)
+        source = {"dataset_path": root, "domain_column": "domain"}
+        found["saved_dataset"][str(rows)] = {
+            "generate_s": round(generated, 1),
+            **first_step_in_child(config, source, os.path.join(work, f"run_saved_{rows}")),
+        }
+        shutil.rmtree(root)
+        print(f"saved dataset, {rows} rows: {found['saved_dataset'][str(rows)]}", file=sys.stderr)
+    if tree_images:
+        root = os.path.join(work, f"tree_{tree_images}")
+        generated = generate_tree(root, tree_images)
+        found["folder_tree"][str(tree_images)] = {
+            "generate_s": round(generated, 1),
+            **first_step_in_child(config, {"dataset_path": root}, os.path.join(work, f"run_tree_{tree_images}")),
+        }
+        shutil.rmtree(root)
+        print(f"folder tree, {tree_images} files: {found['folder_tree'][str(tree_images)]}", file=sys.stderr)
+    saved = found["saved_dataset"]
+    if "100000" in saved and "1000000" in saved:
+        ratio = saved["1000000"]["first_step_s"] / saved["100000"]["first_step_s"]
+        found["first_step_1m_over_100k"] = round(ratio, 2)
+        found["within_target"] = (
+            ratio <= STARTUP_TIME_RATIO and saved["1000000"]["above_imports_mb"] <= STARTUP_MEMORY_MB
+        )
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.first_step:
+        print(json.dumps(first_step(args.first_step)))
+        return
     if args.measure_tree:
         measured = measure_end_to_end(args.measure_tree) if args.end_to_end else measure_tree(args.measure_tree)
         print(json.dumps(measured))
@@ -287,18 +431,29 @@ def main(argv: list[str] | None = None) -> None:
 
     info = run_info(torch.get_num_threads())
     work = args.work_dir or tempfile.mkdtemp(prefix="peft_puma_collections_")
+    results: dict[str, Any] = {}
+    if set(args.parts) != set(PARTS) and os.path.exists(args.output):  # a part run again: the others are kept
+        with open(args.output, encoding="utf-8") as handle:
+            results = json.load(handle)
+    results.update({"benchmark": "collections", **info})
+    runs = results.setdefault("runs_of_parts", {})
     try:
-        tree, table = write_sources(args.uml_mini, work)
-        results: dict[str, Any] = {"benchmark": "collections", **info}
-        results["same_rows"] = same_rows(tree, table)
-        results["training"] = compare_training(args.config, tree, table, work, args.max_steps, args.repeats)
-        results["scaling"] = scaling(work, args.scales)
-        largest = results["scaling"].get(str(AT_IMAGES))
-        if largest:
-            end = largest["load_source"]
-            results["scaling_within_target"] = (
-                end["total_s"] <= TIME_TARGET_S and end["peak_rss_mb"] <= MEMORY_TARGET_MB
-            )
+        if "training" in args.parts:
+            tree, table = write_sources(args.uml_mini, work)
+            results["same_rows"] = same_rows(tree, table)
+            results["training"] = compare_training(args.config, tree, table, work, args.max_steps, args.repeats)
+        if "scaling" in args.parts:
+            results["scaling"] = scaling(work, args.scales)
+            largest = results["scaling"].get(str(AT_IMAGES))
+            if largest:
+                end = largest["load_source"]
+                results["scaling_within_target"] = (
+                    end["total_s"] <= TIME_TARGET_S and end["peak_rss_mb"] <= MEMORY_TARGET_MB
+                )
+        if "startup" in args.parts:
+            results["startup"] = startup(args.config, work, args.startup_rows, args.startup_tree)
+        for part in args.parts:
+            runs[part] = {"date": info["date"], "git_commit": info["git_commit"], "command": info["command"]}
         results["load_average_end"] = load_average()
     finally:
         if args.work_dir is None:

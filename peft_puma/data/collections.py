@@ -13,6 +13,10 @@ that training, evaluation and search read a user's images exactly as they read U
 - rows of a split ordered by label, then by their order in the source (a folder tree's: path order), so that the same
   images give the same rows whichever source kind holds them.
 
+The bookkeeping is done in arrays, not per row in Python: every entry's class becomes one integer (:class:`Pairs`,
+found once per collection), and the split, the labels, the roles and the checks are array operations on those, so a
+collection of a million rows splits in about a second and a few tens of megabytes.
+
 The images are never copied: a folder tree's rows hold file paths, a loaded dataset's rows its own image column
 (``select`` of row indices), and both decode lazily, in the DataLoader's workers.
 """
@@ -20,12 +24,13 @@ The images are never copied: a folder tree's rows hold file paths, a loaded data
 from __future__ import annotations
 
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import datasets
+import numpy as np
 import pyarrow as pa
 
 from ..errors import DatasetLayoutError, InvalidConfigError
@@ -55,6 +60,13 @@ class Collection:
     findings: Findings = field(default_factory=lambda: Findings("the source"))
     found: dict[str, Any] = field(default_factory=dict)
     rows: list[int] | None = None
+    _pairs: Pairs | None = field(default=None, init=False, repr=False, compare=False)
+
+    def pairs(self) -> Pairs:
+        """Every entry's ``(domain, class)`` as an integer (found once, then kept)."""
+        if self._pairs is None:
+            self._pairs = Pairs.of(self.domains, self.classes)
+        return self._pairs
 
     def only(self, names: Sequence[str] | None) -> Collection:
         """The entries of the domains ``names`` (all for ``None``); an unknown name is refused, naming those there
@@ -76,11 +88,60 @@ class Collection:
         )
 
     def class_lists(self) -> dict[str, list[ClassKey]]:
-        """``{domain: its classes, sorted}``, domains in name order."""
-        members: dict[str, set[ClassKey]] = defaultdict(set)
-        for domain, key in zip(self.domains, self.classes):
-            members[domain].add(key)
-        return {domain: sorted(members[domain]) for domain in sorted(members)}
+        """``{domain: its classes, sorted}``, domains in name order (a new dict each call; the lists are shared)."""
+        pairs = self.pairs()
+        if pairs.by_domain is None:
+            members: dict[str, list[ClassKey]] = defaultdict(list)
+            for domain, key in pairs.keys:  # sorted by domain, then class
+                members[domain].append(key)
+            object.__setattr__(pairs, "by_domain", dict(members))
+        return dict(pairs.by_domain)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """The distinct ``(domain, class)`` pairs of a collection, sorted (``keys``), and the pair of every entry as an
+    index into them (``ids``): the integer the split's bookkeeping works on."""
+
+    ids: np.ndarray
+    keys: list[tuple[str, ClassKey]]
+    by_domain: dict[str, list[ClassKey]] | None = field(default=None, compare=False)  # class_lists, found once
+
+    @classmethod
+    def of(cls, domains: Sequence[str], classes: Sequence[ClassKey]) -> Pairs:
+        domain_codes, domain_names = _factorized(domains)
+        class_codes, class_names = _factorized(classes)
+        combined = domain_codes * max(1, len(class_names)) + class_codes
+        found, ids = np.unique(combined, return_inverse=True)
+        width = max(1, len(class_names))
+        keys = [(domain_names[code // width], class_names[code % width]) for code in found.tolist()]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        rank = np.empty(len(keys), dtype=np.int64)
+        rank[order] = np.arange(len(keys))
+        return cls(rank[ids.reshape(-1)], [keys[index] for index in order])
+
+    def sizes(self) -> np.ndarray:
+        """Entries of each pair."""
+        return np.bincount(self.ids, minlength=len(self.keys))
+
+
+def _factorized(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    """``(codes, distinct values)`` of ``values``, hashed in Arrow (a list of one type), else in Python."""
+    try:
+        encoded = pa.array(values).dictionary_encode()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed or unusual types: slower, same result
+        seen: dict[Any, int] = {}
+        codes = np.fromiter((seen.setdefault(value, len(seen)) for value in values), np.int64, len(values))
+        return codes, list(seen)
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
+
+
+def split_codes(row_splits: Sequence[str] | np.ndarray) -> np.ndarray:
+    """Each row's split as its position in ``SPLITS`` (0 train, 1 validation, 2 test)."""
+    if isinstance(row_splits, np.ndarray) and row_splits.dtype.kind in "iu":
+        return row_splits
+    position = {name: index for index, name in enumerate(SPLITS)}
+    return np.fromiter((position[name] for name in row_splits), np.int64, len(row_splits))
 
 
 def check_classes(collection: Collection, where: str) -> None:
@@ -100,76 +161,123 @@ def check_classes(collection: Collection, where: str) -> None:
             )
 
 
-def split_by_record(collection: Collection, record: SplitRecord) -> list[str]:
-    """Each row's split: the one the record gives its class, and the test split for a class the record does not
-    know (a new collection, or classes added since the run: none of them was trained on)."""
-    return [record.split_of(domain, key) or TEST_SPLIT for domain, key in zip(collection.domains, collection.classes)]
+def split_by_record(collection: Collection, record: SplitRecord) -> np.ndarray:
+    """Each row's split (its position in ``SPLITS``): the one the record gives its class, and the test split for a
+    class the record does not know (a new collection, or classes added since the run: none of them was trained on).
+    One lookup per class, not per row."""
+    pairs = collection.pairs()
+    position = {name: index for index, name in enumerate(SPLITS)}
+    of_pair = np.array(
+        [position[record.split_of(domain, key) or TEST_SPLIT] for domain, key in pairs.keys], dtype=np.int64
+    )
+    return of_pair[pairs.ids]
 
 
 def draw_split(collection: Collection, rule: SplitRule, source: dict) -> SplitRecord:
     """The seeded class split of a collection without splits (:mod:`.splits`; its one-image classes train first)."""
-    sizes = Counter(zip(collection.domains, collection.classes))
+    pairs = collection.pairs()
     lonely: dict[str, set[ClassKey]] = defaultdict(set)
-    for (domain, key), count in sizes.items():
-        if count == 1:
-            lonely[domain].add(key)
+    for index in np.flatnonzero(pairs.sizes() == 1).tolist():
+        domain, key = pairs.keys[index]
+        lonely[domain].add(key)
     frozen = {domain: frozenset(keys) for domain, keys in lonely.items()}
     return SplitRecord.draw(collection.class_lists(), rule, dict(source), frozen)
 
 
-def check_queries(collection: Collection, row_splits: Sequence[str], where: str) -> list[str]:
+def _split_pairs(collection: Collection, row_splits: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(split of each (split, pair) present, entries of each)``, over the combinations the rows hold."""
+    pairs = collection.pairs()
+    combined = split_codes(row_splits) * len(pairs.keys) + pairs.ids
+    present, counts = np.unique(combined, return_counts=True)
+    return present, counts
+
+
+def check_queries(collection: Collection, row_splits: Sequence[str] | np.ndarray, where: str) -> list[str]:
     """Every domain of a held-out split needs a class of two images or more, something to query: the domains that
     have none, each as one problem (:mod:`.problems`)."""
-    sizes = Counter(zip(row_splits, collection.domains, collection.classes))
-    queried = {(split, domain) for (split, domain, _), count in sizes.items() if count > 1}
-    missing = sorted({(split, domain) for split, domain, _ in sizes if split != TRAIN_SPLIT} - queried)
+    pairs = collection.pairs()
+    present, counts = _split_pairs(collection, row_splits)
+    held_out, queried = set(), set()
+    for combined, count in zip(present.tolist(), counts.tolist()):
+        split, pair = divmod(combined, len(pairs.keys))
+        if SPLITS[split] == TRAIN_SPLIT:
+            continue
+        place = (SPLITS[split], pairs.keys[pair][0])
+        held_out.add(place)
+        if count > 1:
+            queried.add(place)
     return [
         f"The domain {domain!r} of {where} has no {split} class with two images or more, so none of its images "
         "could be a query. Add images to its classes, or leave the domain out (the datasets key)"
-        for split, domain in missing
+        for split, domain in sorted(held_out - queried)
     ]
 
 
-def to_unified(collection: Collection, row_splits: Sequence[str]) -> datasets.DatasetDict:
+def to_unified(collection: Collection, row_splits: Sequence[str] | np.ndarray) -> datasets.DatasetDict:
     """The row-schema ``DatasetDict`` of ``collection`` with the split of each entry (see the module docstring)."""
-    labels = _labels(collection, row_splits)
-    entry_labels = [labels[(domain, key)] for domain, key in zip(collection.domains, collection.classes)]
-    sizes = Counter(zip(row_splits, entry_labels))
-    roles = [
-        ROLE_TRAIN if split == TRAIN_SPLIT else (ROLE_GALLERY if sizes[(split, label)] == 1 else ROLE_BOTH)
-        for split, label in zip(row_splits, entry_labels)
-    ]
-    image_rows = collection.rows or list(range(len(entry_labels)))
-    columns = {LABEL_COLUMN: [0] * collection.images.num_rows, DATASET_COLUMN: [""] * collection.images.num_rows}
-    columns[ROLE_COLUMN] = [""] * collection.images.num_rows  # rows of domains left out keep these, never selected
-    columns[CLASS_NAME_COLUMN] = [""] * collection.images.num_rows
-    for row, label, domain, role, key in zip(image_rows, entry_labels, collection.domains, roles, collection.classes):
-        columns[LABEL_COLUMN][row], columns[DATASET_COLUMN][row], columns[ROLE_COLUMN][row] = label, domain, role
-        columns[CLASS_NAME_COLUMN][row] = str(key)
-    table = collection.images
-    for name, values in columns.items():
-        feature = datasets.Value("int64") if name == LABEL_COLUMN else datasets.Value("string")
-        table = table.add_column(name, values, feature=feature)
-    rows: dict[str, list[int]] = defaultdict(list)
-    for entry in sorted(range(len(entry_labels)), key=lambda entry: (entry_labels[entry], entry)):
-        rows[row_splits[entry]].append(image_rows[entry])
-    return datasets.DatasetDict({split: _select(table, rows[split]) for split in SPLITS if rows[split]})
+    pairs = collection.pairs()
+    splits = split_codes(row_splits)
+    pair_labels = _labels(collection, splits)
+    entry_labels = pair_labels[pairs.ids]
+    combined = splits * max(1, len(pairs.keys)) + entry_labels  # (split, label): a label is one pair
+    alone = np.bincount(combined, minlength=len(SPLITS) * max(1, len(pairs.keys)))[combined] == 1
+    role_codes = np.where(splits == SPLITS.index(TRAIN_SPLIT), 0, np.where(alone, 1, 2))
+    image_rows = np.asarray(collection.rows, dtype=np.int64) if collection.rows is not None else None
+    num_rows = collection.images.num_rows
+    if image_rows is None:
+        image_rows = np.arange(len(entry_labels), dtype=np.int64)
+
+    def spread(values: np.ndarray, fill: int) -> np.ndarray:  # entries' values at their rows; rows left out: fill
+        column = np.full(num_rows, fill, dtype=np.int64)
+        column[image_rows] = values
+        return column
+
+    domain_names = sorted({domain for domain, _ in pairs.keys})
+    code_of = {name: code for code, name in enumerate(domain_names)}
+    pair_domain = np.array([code_of[domain] for domain, _ in pairs.keys] or [0], dtype=np.int64)
+    columns = {
+        LABEL_COLUMN: pa.array(spread(entry_labels, 0), type=pa.int64()),
+        # rows of domains left out keep "", never selected
+        DATASET_COLUMN: _strings(spread(pair_domain[pairs.ids], -1), domain_names),
+        ROLE_COLUMN: _strings(spread(role_codes, -1), [ROLE_TRAIN, ROLE_GALLERY, ROLE_BOTH]),
+        CLASS_NAME_COLUMN: _strings(spread(pairs.ids, -1), [str(key) for _, key in pairs.keys]),
+    }
+    features = {name: datasets.Value("int64" if name == LABEL_COLUMN else "string") for name in columns}
+    added = datasets.Dataset(
+        datasets.table.InMemoryTable(pa.table(columns)),
+        info=datasets.DatasetInfo(features=datasets.Features(features)),
+    )
+    table = datasets.concatenate_datasets([collection.images, added], axis=1)  # one horizontal join, not four
+    order = np.lexsort((np.arange(len(entry_labels)), entry_labels))  # by label, then source order
+    ordered_rows, ordered_splits = image_rows[order], splits[order]
+    result = {}
+    for index, split in enumerate(SPLITS):
+        rows = ordered_rows[ordered_splits == index]
+        if len(rows):
+            result[split] = _select(table, rows)
+    return datasets.DatasetDict(result)
 
 
-def _labels(collection: Collection, row_splits: Sequence[str]) -> dict[tuple[str, ClassKey], int]:
-    """Label of every ``(domain, class)``: the training classes first, then validation, then test; a class a
-    source's own splits share keeps the label it got first."""
-    present: dict[str, set[tuple[str, ClassKey]]] = defaultdict(set)
-    for split, domain, key in zip(row_splits, collection.domains, collection.classes):
-        present[split].add((domain, key))
-    labels: dict[tuple[str, ClassKey], int] = {}
-    for split in SPLITS:
-        for pair in sorted(present[split]):
-            labels.setdefault(pair, len(labels))
+def _strings(codes: np.ndarray, names: list[str]) -> pa.Array:
+    """A string column from codes into ``names`` (-1: the empty string), built by Arrow, not per row in Python."""
+    dictionary = pa.array([*names, ""], type=pa.string())
+    indices = np.where(codes < 0, len(names), codes).astype(np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(indices), dictionary).cast(pa.string())
+
+
+def _labels(collection: Collection, splits: np.ndarray) -> np.ndarray:
+    """Label of every pair (``Pairs.keys`` order): the training classes first, then validation, then test, each in
+    sorted order; a class a source's own splits share keeps the label of its first split."""
+    pairs = collection.pairs()
+    first = np.full(len(pairs.keys), len(SPLITS), dtype=np.int64)
+    np.minimum.at(first, pairs.ids, splits)
+    order = np.lexsort((np.arange(len(pairs.keys)), first))  # by first split, then by sorted (domain, class)
+    labels = np.empty(len(pairs.keys), dtype=np.int64)
+    labels[order] = np.arange(len(pairs.keys))
     return labels
 
 
-def _select(table: datasets.Dataset, rows: list[int]) -> datasets.Dataset:
+def _select(table: datasets.Dataset, rows: np.ndarray) -> datasets.Dataset:
     """The rows of one split. A table in memory (a folder's paths) is cut into a contiguous one, which reads faster; a
     table in a dataset's own files gets an index of rows (``select``), nothing copied and nothing written."""
     if table.cache_files:
@@ -178,16 +286,18 @@ def _select(table: datasets.Dataset, rows: list[int]) -> datasets.Dataset:
     return datasets.Dataset(datasets.table.InMemoryTable(taken), info=table.info.copy())
 
 
-def lonely_classes(collection: Collection, row_splits: Sequence[str]) -> list[str]:
+def lonely_classes(collection: Collection, row_splits: Sequence[str] | np.ndarray) -> list[str]:
     """The held-out (validation and test) classes with a single image, as ``domain/class (split)``: they are gallery
     rows only, never queries."""
-    sizes = Counter(zip(row_splits, collection.domains, collection.classes))
-    return [
-        f"{domain}/{key} ({split})"
-        for (split, domain, key), count in sorted(sizes.items(), key=str)
-        if count == 1
-        if split != TRAIN_SPLIT
-    ]
+    pairs = collection.pairs()
+    present, counts = _split_pairs(collection, row_splits)
+    found = []
+    for combined in present[counts == 1].tolist():
+        split, pair = divmod(combined, len(pairs.keys))
+        if SPLITS[split] != TRAIN_SPLIT:
+            domain, key = pairs.keys[pair]
+            found.append((SPLITS[split], domain, key))
+    return [f"{domain}/{key} ({split})" for split, domain, key in sorted(found, key=str)]
 
 
 def warn(message: str) -> None:

@@ -24,7 +24,7 @@ import datasets
 from ..errors import DatasetLayoutError, InvalidConfigError, InvalidInputError
 from .collections import Collection, shown, warn
 from .folder_tree import SPLIT_FOLDERS
-from .images import CheckMode, check_on_error, find_bad_images
+from .images import BadImage, CheckMode, check_on_error, find_bad_images
 from .schema import IMAGE_COLUMN, SPLITS, TEST_SPLIT, column_values
 from .splits import ClassKey
 
@@ -118,17 +118,20 @@ def _images(table: datasets.Dataset, column: str, where: str, base: str | None) 
     return images
 
 
-def check_collection_images(collection: Collection, where: str, check: CheckMode, on_error: str) -> Collection:
+def check_collection_images(
+    collection: Collection, where: str, check: CheckMode, on_error: str, known: list[BadImage] | None = None
+) -> Collection:
     """A collection of image file paths (a data file's) with every file checked now, before any model loads: the
     unreadable ones go to its findings (:mod:`.problems`: said with the rest, and fatal unless ``on_error`` is
-    ``"skip"``) and out of its rows. A collection of stored images is returned as it is."""
+    ``"skip"``) and out of its rows. A collection of stored images is returned as it is. ``known``: the unreadable
+    files as another process's check found them (nothing is checked again)."""
     check_on_error(on_error)
     stored = collection.images.with_format(None).cast_column(IMAGE_COLUMN, datasets.Image(decode=False))
     first = stored[0][IMAGE_COLUMN] if stored.num_rows else None
     if first is None or first.get("bytes") is not None:
         return collection
     paths = [value["path"] if value else "" for value in stored[IMAGE_COLUMN]]  # a row without a path: not found
-    bad = find_bad_images(paths, check)
+    bad = list(known) if known is not None else find_bad_images(paths, check)
     findings = collection.findings
     findings.where, findings.on_error = where, on_error
     findings.unreadable, findings.readable = bad, len(paths) - len(bad)

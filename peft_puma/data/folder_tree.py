@@ -199,7 +199,12 @@ def _empty_folders(files: list[str], folders: list[str], levels: int) -> list[st
 
 
 def tree_collection(
-    root: str, *, check: CheckMode = DEFAULT_IMAGE_CHECK, on_error: str = "stop", num_threads: int | None = None
+    root: str,
+    *,
+    check: CheckMode = DEFAULT_IMAGE_CHECK,
+    on_error: str = "stop",
+    num_threads: int | None = None,
+    unreadable: list[BadImage] | None = None,
 ) -> Collection:
     """The collection of the folder tree ``root``: each image file (by path, decoded later), its domain and class.
 
@@ -207,13 +212,14 @@ def tree_collection(
     ``"full"`` also decodes it, which finds truncated and corrupt files; ``"exists"``). What the reading finds wrong
     (unreadable files, a name that is not UTF-8, folders left out) is gathered in the collection's findings
     (:mod:`.problems`) and said at once after the split: unreadable files stop the run then (``on_error="stop"``), or
-    are left out and listed on stderr (``"skip"``).
+    are left out and listed on stderr (``"skip"``). ``unreadable``: the files another process's check of the same
+    tree found unreadable, taken instead of checking every file again.
     """
     check_on_error(on_error)
     tree = read_folder_tree(root)
     findings = Findings(repr(root), on_error)
     tree.note_findings(findings)
-    files = _readable(root, tree.files, check, num_threads, findings)
+    files = _readable(root, tree.files, check, num_threads, findings, unreadable)
     found = {"layout": tree.layout, "split_folders": tree.has_splits, "images": len(files)}
     found.update({"not_images_ignored": tree.non_images, "unreadable_skipped": len(tree.files) - len(files)})
     found.update({name: len(value) for name, value in tree.left_out().items() if value})
@@ -229,12 +235,23 @@ def tree_collection(
     return Collection(images, domains, classes, row_splits, findings, found)
 
 
-def _readable(root: str, files: list[str], check: CheckMode, num_threads: int | None, findings: Findings) -> list[str]:
-    """The files (relative to ``root``) that pass ``check`` and have a UTF-8 name; the others go to ``findings``."""
+def _readable(
+    root: str,
+    files: list[str],
+    check: CheckMode,
+    num_threads: int | None,
+    findings: Findings,
+    known: list[BadImage] | None = None,
+) -> list[str]:
+    """The files (relative to ``root``) that pass ``check`` and have a UTF-8 name; the others go to ``findings``.
+    ``known``: the unreadable files as another process found them (nothing is checked again)."""
     named = [path for path in files if has_plain_name(path)]
-    badly_named = [path for path in files if not has_plain_name(path)]
-    bad = [BadImage(os.path.join(root, shown_path(path)), _BAD_NAME) for path in badly_named]
-    bad += find_bad_images([os.path.join(root, path) for path in named], check, num_threads)
+    if known is not None:
+        bad = list(known)
+    else:
+        badly_named = [path for path in files if not has_plain_name(path)]
+        bad = [BadImage(os.path.join(root, shown_path(path)), _BAD_NAME) for path in badly_named]
+        bad += find_bad_images([os.path.join(root, path) for path in named], check, num_threads)
     cut = len(os.path.join(root, ""))
     unreadable = {item.path[cut:] for item in bad}
     good = [path for path in named if path not in unreadable]

@@ -27,7 +27,7 @@ from ..errors import DatasetLayoutError
 from .collections import Collection
 from .columns import ColumnNames, check_collection_images, collection_of
 from .folder_tree import CLASS_FOLDERS, DOMAIN_FOLDERS, tree_collection
-from .images import DEFAULT_IMAGE_CHECK, CheckMode
+from .images import DEFAULT_IMAGE_CHECK, BadImage, CheckMode
 from .listing import is_image_file
 from .schema import DATASET_COLUMN, IMAGE_COLUMN, LABEL_COLUMN, ROLE_COLUMN
 
@@ -106,11 +106,15 @@ def open_source(
     revision: str | None = None,
     check: CheckMode = DEFAULT_IMAGE_CHECK,
     on_error: str = "stop",
+    unreadable: list[BadImage] | None = None,
 ) -> tuple[str, datasets.DatasetDict | Collection]:
-    """``(kind, what it holds)``: a row-schema ``DatasetDict`` (used as it is) or a :class:`Collection`."""
+    """``(kind, what it holds)``: a row-schema ``DatasetDict`` (used as it is) or a :class:`Collection`.
+
+    ``unreadable``: what another process's check of the same source found (the image files it could not read), used
+    instead of checking every file again (:func:`peft_puma.data.unified.load_source`)."""
     kind = source_kind(path)
     if kind == FOLDER_TREE:
-        return kind, tree_collection(path, check=check, on_error=on_error)
+        return kind, tree_collection(path, check=check, on_error=on_error, unreadable=unreadable)
     if kind == SAVED:
         data = _load_from_disk(path)
         if _in_row_schema(data):
@@ -120,7 +124,7 @@ def open_source(
         data = _load_dataset(table or path, config_name, revision, local=True)
         base = os.path.dirname(os.path.abspath(table)) if table else os.path.abspath(path)
         collection = collection_of(data, columns, _display_name(path), base=base)
-        return kind, check_collection_images(collection, repr(path), check, on_error)
+        return kind, check_collection_images(collection, repr(path), check, on_error, unreadable)
     else:
         data = _load_dataset(path, config_name, revision, local=False)
     return kind, collection_of(data, columns, _display_name(path))

@@ -37,8 +37,9 @@ from ..backbones.loading import check_resolution, load_backbone
 from ..cpu_threads import configure_torch_threads
 from ..data.loader import make_train_loader
 from ..data.schema import TEST_SPLIT, TRAIN_SPLIT, VALIDATION_SPLIT
+from ..data.splits import SplitRecord
 from ..data.transforms import make_eval_transform, make_train_transform
-from ..data.unified import dataset_sizes, load_source, scored_split
+from ..data.unified import LoadedSource, dataset_sizes, load_source, scored_split
 from ..errors import (
     ForeignContentError,
     IncompatibleCheckpointError,
@@ -232,9 +233,27 @@ class _Run:
         return self.info.total_steps
 
 
+def _load_data(config: TrainingConfig, accelerator: Any) -> LoadedSource:
+    """The run's data, read once in full: by the main process, which builds UML-mini and downloads Hub files, checks
+    every image and draws the split; under several processes the others then take its split record and the files
+    it found unreadable, so that none of them checks an image or draws a split again, and all hold the same rows."""
+    with accelerator.main_process_first():
+        source = load_source(config) if accelerator.is_main_process else None
+    if accelerator.num_processes == 1:
+        return source
+    from accelerate.utils import broadcast_object_list  # only under several processes
+
+    read = [source.split.to_dict() if source and source.split else None, source.unreadable if source else None]
+    shared = broadcast_object_list([[*read, source.description if source else None]])[0]
+    if accelerator.is_main_process:
+        return source
+    record = SplitRecord.from_dict(shared[0], "the main process's split") if shared[0] else None
+    mine = load_source(config, record=record, unreadable=shared[1])
+    return LoadedSource(mine.data, shared[2], record, shared[1])
+
+
 def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
-    with accelerator.main_process_first():  # UML-mini is built and Hub files are downloaded once, by the main process
-        source = load_source(config)
+    source = _load_data(config, accelerator)
     data = source.data
     epoch_split = VALIDATION_SPLIT if VALIDATION_SPLIT in data else TEST_SPLIT
     # A ledger that cannot take a test read stops the run now, not after training (evaluation/test_reads.py).
@@ -298,6 +317,7 @@ def _set_up(config: TrainingConfig, accelerator: Any) -> _Run:
         epoch_split=epoch_split,
         backbone_fingerprint=fingerprint,
         eval_transform=eval_transform,
+        adapter_scale=getattr(model.peft_config["default"], "scale", None),
     )
     identity = data_identity(source.description, source.split)
     return _Run(step, batches, data, eval_transform, info, steps_per_epoch, data_identity=identity)
