@@ -40,6 +40,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--work_dir", default="runs/main_job_time", help="worktrees and run folders (default %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0, help="the main job's --seed (default 0)")
+    parser.add_argument(
+        "--append", action="store_true", help="add the rounds to those already in --output (same commits and arguments)"
+    )
     parser.add_argument("train_args", nargs="*", help="more train arguments after --, e.g. -- --max_steps 20")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -81,6 +84,19 @@ def run_main_job(tree: Path, run_dir: Path, seed: int, extra: Sequence[str]) -> 
     }
 
 
+def appended_to(args: argparse.Namespace, trees: dict[str, Path]) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The sessions and runs already in ``--output``, which ``--append`` adds to: refused unless they were measured
+    for the same commits (the same trees) with the same train arguments."""
+    with open(args.output, encoding="utf-8") as handle:
+        before = json.load(handle)
+    commits = {commit: tree.name.removeprefix("tree_") for commit, tree in trees.items()}
+    if before.get("commits") != commits or before.get("train_args") != args.train_args:
+        raise SystemExit(f"{args.output} holds runs of {before.get('commits')} {before.get('train_args')}; "
+                         f"--append needs the same commits and arguments ({commits} {args.train_args}).")  # fmt: skip
+    session = {key: before.get(key) for key in ("date", "git_commit", "load_average_start", "load_average_end")}
+    return [*before.get("earlier_sessions", []), session], before["runs"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     check_output(args.output)
@@ -89,10 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     trees = {commit: worktree(commit, work_dir) for commit in args.commits}
     info = run_info(torch_threads=2)
     runs: dict[str, list[dict]] = {commit: [] for commit in args.commits}
-    for round_index in range(args.rounds):
+    earlier = []
+    if args.append:
+        earlier, runs = appended_to(args, trees)
+    done = len(runs[args.commits[0]])
+    for round_index in range(done, done + args.rounds):
         for commit, tree in trees.items():
             run_dir = work_dir / f"run_{tree.name}_{round_index}"
-            print(f"round {round_index + 1}/{args.rounds}: {commit} ({tree.name})", file=sys.stderr)
+            print(f"round {round_index + 1}/{done + args.rounds}: {commit} ({tree.name})", file=sys.stderr)
             runs[commit].append(run_main_job(tree, run_dir, args.seed, args.train_args))
             print(f"  {runs[commit][-1]['wall_s']:.0f} s", file=sys.stderr)
     before, after = args.commits
@@ -103,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "commits": {commit: trees[commit].name.removeprefix("tree_") for commit in args.commits},
         "train_args": args.train_args,
         "runs": runs,
+        "earlier_sessions": earlier,
         "median_wall_s": medians,
         "after_vs_before": medians[after] / medians[before],
         "load_average_end": load_average(),

@@ -8,6 +8,7 @@ Nothing here checks how fast or how accurate anything is: tiny models say nothin
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -734,3 +735,27 @@ def test_accuracy_tables_table2_reports_table2_alone_with_the_full_runs_scores(a
     sheets = [read for read in reads if "the retrieval examples sheet" in read["scored"]]
     assert len(sheets) == 1 and sheets[0]["split"] == "test" and sheets[0]["backbone_fingerprint"]
     assert str(figures / "retrieval_examples.png") in sheets[0]["scored"]
+
+
+def test_gate_forms_times_the_kept_rows_and_the_masked_form_of_one_model(tmp_path, monkeypatch) -> None:
+    """The two forms compute the same function (so only their cost is compared), and one run reports both."""
+    module = _load_script("gate_forms.py")
+    tiny = sys.modules["cost_models"].SHAPES["tiny"]
+    kept = module.puma_model(tiny, 8).train()
+    masked = module.masked_form(copy.deepcopy(kept)).train()
+    pixels = torch.randn(6, 3, tiny.image_size, tiny.image_size, generator=torch.Generator().manual_seed(0))
+    results = []
+    for model in (kept, masked):
+        torch.manual_seed(3)  # the same gate draws in both forms
+        model(pixel_values=pixels).embeddings.square().sum().backward()
+        results.append({name: p.grad for name, p in model.named_parameters() if p.requires_grad})
+    assert results[0].keys() == results[1].keys()
+    for name, grad in results[0].items():
+        torch.testing.assert_close(grad, results[1][name], rtol=1e-4, atol=1e-6, msg=name)
+    monkeypatch.setitem(module.SETTINGS, "main_job", (tiny, 8, (4,), 10))
+    output = tmp_path / "gate_forms.json"
+    argv = ["--output", str(output), "--settings", "main_job", "--warmup", "0", "--repeats", "1", "--threads", "1"]
+    assert module.main(argv) == 0
+    (row,) = json.loads(output.read_text())["rows"]
+    assert row["batch"] == 4 and set(row["step_wall_s"]) == {"kept_rows", "masked"}
+    assert row["kept_over_masked_wall"] == row["step_wall_s"]["kept_rows"] / row["step_wall_s"]["masked"] > 0
