@@ -31,9 +31,10 @@ DEBUG_VARIABLE = "PEFT_PUMA_DEBUG"
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def run_command(body: Callable[[], int | None], interrupted: str | None = None) -> int:
+def run_command(body: Callable[[], int | None], interrupted: str | Callable[[], str] | None = None) -> int:
     """Run a command's ``body`` and turn the errors a user can cause into one line and an exit status;
-    ``interrupted``: what a Ctrl-C leaves as it was, said after ``interrupted:``."""
+    ``interrupted``: what a Ctrl-C leaves as it was, said after ``interrupted:`` (a function: asked then, so that it
+    can name what the command was given)."""
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
         return body() or EXIT_OK
@@ -46,7 +47,8 @@ def run_command(body: Callable[[], int | None], interrupted: str | None = None) 
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"interrupted: {interrupted}" if interrupted else "interrupted", file=sys.stderr)
+        said = interrupted() if callable(interrupted) else interrupted
+        print(f"interrupted: {said}" if said else "interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as error:
         if debug or error.errno not in _ENVIRONMENT_ERRNOS:

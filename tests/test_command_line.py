@@ -94,7 +94,7 @@ def test_every_command_runs_inside_the_boundary(path):
     ("module", "body", "kept"),
     [
         ("peft_puma.embed", "_embed", "nothing was written; an earlier file at --output is intact"),
-        ("peft_puma.search.cli", "_run", "the previous index in --output_dir (if any) is intact"),
+        ("peft_puma.search.cli", "_run", "the previous index in x (if any) is intact"),
     ],
 )
 def test_ctrl_c_in_embed_and_search_says_what_was_kept(monkeypatch, capsys, module, body, kept):

@@ -152,14 +152,23 @@ def build_parser() -> CommandParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    return run_command(lambda: _run(parser.parse_args(argv)), interrupted=INTERRUPTED)
+    given: list[argparse.Namespace] = []
+
+    def body() -> None:
+        given.append(parser.parse_args(argv))
+        _run(given[0])
+
+    return run_command(body, interrupted=lambda: interrupted_message(given[0]) if given else "nothing was written.")
 
 
-# An index is built in a staging folder and moved into place at the end; query outputs are written whole.
-INTERRUPTED = (
-    "the previous index in --output_dir (if any) is intact, and so are earlier --output and --grid files: nothing is "
-    "replaced until it is complete."
-)
+def interrupted_message(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves, said for the sub-command that was stopped: an index is built in a staging folder and moved
+    into place at the end; query outputs are written whole."""
+    if args.command == "index":
+        return f"the previous index in {args.output_dir} (if any) is intact: it is replaced only by a complete one."
+    if args.command == "query":
+        return "earlier --output and --grid files are intact: nothing is replaced until it is complete."
+    return "nothing was written."
 
 
 def _run(args: argparse.Namespace) -> None:
