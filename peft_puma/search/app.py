@@ -54,7 +54,9 @@ def query_image() -> gr.Image:
         if payload is None or getattr(payload, "path", None) is None:
             return preprocess(payload)
         if _is_svg(payload):
-            raise gr.Error(f"{_shown_name(payload)} is not a raster image; upload a JPEG, PNG, GIF, BMP or WebP file.")
+            raise gr.Error(
+                f"{_shown_name(payload)} is not a raster image; upload a JPEG, PNG, GIF, BMP, TIFF or WebP file."
+            )
         try:
             return open_query_image(payload.path)
         except InvalidInputError as error:
