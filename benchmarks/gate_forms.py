@@ -21,6 +21,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -45,12 +48,22 @@ FORMS = ("kept_rows", "masked")
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_option(parser, "--output", required=True, help="JSON results file")
+    add_option(parser, "--output", help="JSON results file (required)")
     add_option(parser, "--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), help="shapes to run")
     add_option(parser, "--warmup", type=int, default=2, help="rounds dropped before the timed ones")
     add_option(parser, "--repeats", type=int, default=9, help="timed rounds (medians reported)")
     add_option(parser, "--threads", type=int, default=2, help="torch intra-op threads")
-    return parser.parse_args(argv)
+    add_option(
+        parser,
+        "--memory_only",
+        action="store_true",
+        help="measure each form's peak training memory instead of its time (a fresh process per form and batch)",
+    )
+    add_option(parser, "--probe", default=None, help=argparse.SUPPRESS)  # the child process of --memory_only
+    args = parser.parse_args(argv)
+    if not args.output and not args.probe:
+        parser.error("--output is required")
+    return args
 
 
 def masked_form(model: torch.nn.Module) -> torch.nn.Module:
@@ -106,12 +119,63 @@ def measure(name: str, args: argparse.Namespace, runtime: Runtime) -> list[dict[
     return rows
 
 
+def resident_mb(field: str) -> float:
+    """This process's ``VmRSS`` (now) or ``VmHWM`` (its peak), in MB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def probe_memory(request: str) -> dict[str, float]:
+    """(In a fresh process.) The form's model and training step built, then 2 steps: the resident memory before the
+    steps and the peak during them, so that the difference is what training adds (activations kept, gradients,
+    optimiser state), the same for both forms but for what the adapters keep."""
+    asked = json.loads(request)
+    shape, r, _, proxies = SETTINGS[asked["setting"]]
+    model = puma_model(shape, r)
+    if asked["form"] == "masked":
+        model = masked_form(model)
+    step = training_step(model, proxies, Runtime())
+    pixels, labels = make_batch(asked["batch"], shape.image_size, proxies, 2)
+    before = resident_mb("VmRSS")
+    for _ in range(2):
+        step(pixels, labels)
+    return {"rss_before_steps_mb": before, "peak_mb": resident_mb("VmHWM"), "above_mb": resident_mb("VmHWM") - before}
+
+
+def measure_memory(name: str, threads: int) -> list[dict[str, Any]]:
+    shape, r, batches, _ = SETTINGS[name]
+    rows = []
+    for batch in batches:
+        row: dict[str, Any] = {"setting": name, "r": r, "batch": batch}
+        for form in FORMS:
+            request = json.dumps({"setting": name, "batch": batch, "form": form})
+            command = [sys.executable, os.path.abspath(__file__), "--probe", request, "--threads", str(threads)]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            row[form] = json.loads(done.stdout.strip().splitlines()[-1])
+        row["kept_minus_masked_above_mb"] = row["kept_rows"]["above_mb"] - row["masked"]["above_mb"]
+        print(f"{name} batch {batch}: training adds {row['kept_rows']['above_mb']:.0f} MB (kept rows), "
+              f"{row['masked']['above_mb']:.0f} MB (masked)", file=sys.stderr)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    check_output(args.output)
     torch.set_num_threads(args.threads)
+    if args.probe:
+        print(json.dumps(probe_memory(args.probe)))
+        return 0
+    check_output(args.output)
     runtime = Runtime()
     result = {"benchmark": "gate_forms", **run_info(torch_threads=args.threads)}
+    if args.memory_only:
+        result["rows"] = [row for name in args.settings for row in measure_memory(name, args.threads)]
+        result["load_average_end"] = load_average()
+        write_json_atomically(args.output, result)
+        return 0
     result["warmup"], result["repeats"] = args.warmup, args.repeats
     result["rows"] = [row for name in args.settings for row in measure(name, args, runtime)]
     result["load_average_end"] = load_average()
