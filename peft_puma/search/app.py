@@ -296,6 +296,11 @@ def run_app(args: Any) -> None:
     launch(app, args.host, port)
 
 
+# Gradio cuts a gallery caption to one line with an ellipsis; the score, the name and the collection are the point of
+# a result, so captions wrap instead (launch(css=CSS); a Space's app.py passes it too: docs/search.md).
+CSS = ".caption-label { white-space: normal !important; max-width: 100% !important; }"
+
+
 def launch(app: gr.Blocks, host: str, port: int, *, block: bool = True) -> None:
     """Serve ``app`` at ``host``: ``port``: one query at a time (the cores are shared), errors shown in the page,
     never a public share link, no file of the machine served (``allowed_paths`` empty); ``block=False`` returns at
@@ -308,4 +313,5 @@ def launch(app: gr.Blocks, host: str, port: int, *, block: bool = True) -> None:
         show_error=True,
         allowed_paths=[],
         prevent_thread_lock=not block,
+        css=CSS,
     )

@@ -125,6 +125,9 @@ def test_a_real_browser_queries_by_upload_changes_k_filters_clicks_and_sees_erro
             page.get_by_role("tab", name="colours").click()
             page.wait_for_function("() => document.querySelectorAll('#collection-0 .caption-label').length === 4")
             page.get_by_role("tab", name=ALL_COLLECTIONS).click()
+            caption = page.locator("#results .caption-label").first
+            assert caption.evaluate("node => getComputedStyle(node).whiteSpace") == "normal"  # wrapped, never cut
+            assert caption.evaluate("node => node.scrollWidth <= node.clientWidth")
             screenshot = tmp_path / "search_app.png"
             page.screenshot(path=str(screenshot), full_page=True)
             if os.environ.get(SCREENSHOT):
