@@ -52,7 +52,7 @@ def _reset_peak_rss() -> None:
         handle.write("5")
 
 
-def _peak_rise_mb(work: Callable[[], Any], runtime: Runtime) -> float:
+def peak_rise_mb(work: Callable[[], Any], runtime: Runtime) -> float:
     """MB by which the peak during ``work`` exceeds the memory in use just before it: the process's resident set on
     a CPU, the caching allocator's allocated bytes on a GPU."""
     if runtime.is_cuda:
@@ -94,12 +94,12 @@ def probe_memory(settings: ProbeSettings) -> MemoryProbe:
     infer = inference_task(model, infer_pixels, runtime)
     infer()  # one-time set-up of the math libraries (oneDNN/MKL buffers) is not the model's inference cost
     at_rest = _in_use_mb(runtime)
-    infer_peak = _peak_rise_mb(lambda: (infer(), infer()), runtime)
+    infer_peak = peak_rise_mb(lambda: (infer(), infer()), runtime)
     if settings.method == "frozen":  # the zero-shot backbone is not trained
         return MemoryProbe(rss_at_rest_mb=at_rest, infer_peak_mb=infer_peak)
     step = training_step(model, settings.num_classes, runtime)
     pixels, labels = make_batch(settings.train_batch_size, settings.image_size, settings.num_classes, 2, runtime.device)
-    train_peak = _peak_rise_mb(lambda: [step(pixels, labels) for _ in range(settings.memory_steps)], runtime)
+    train_peak = peak_rise_mb(lambda: [step(pixels, labels) for _ in range(settings.memory_steps)], runtime)
     return MemoryProbe(at_rest, infer_peak, train_peak_mb=train_peak, train_peak_rss_mb=_peak_mb(runtime))
 
 

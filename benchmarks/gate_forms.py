@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from cost_memory import peak_rise_mb
 from cost_models import BackboneShape, Runtime, make_batch, recipe, training_step
 from cost_timing import interleaved_timings, train_task
 from run_info import check_output, load_average, run_info
@@ -119,30 +120,19 @@ def measure(name: str, args: argparse.Namespace, runtime: Runtime) -> list[dict[
     return rows
 
 
-def resident_mb(field: str) -> float:
-    """This process's ``VmRSS`` (now) or ``VmHWM`` (its peak), in MB."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def probe_memory(request: str) -> dict[str, float]:
-    """(In a fresh process.) The form's model and training step built, then 2 steps: the resident memory before the
-    steps and the peak during them, so that the difference is what training adds (activations kept, gradients,
-    optimiser state), the same for both forms but for what the adapters keep."""
+    """(In a fresh process.) The form's model and training step built, then 2 steps: how far the process's peak
+    resident memory rises above what it held before them (cost_memory.peak_rise_mb: the peak reset first, so the
+    building's own peak does not count), the same for both forms but for what the adapters keep."""
     asked = json.loads(request)
     shape, r, _, proxies = SETTINGS[asked["setting"]]
     model = puma_model(shape, r)
     if asked["form"] == "masked":
         model = masked_form(model)
-    step = training_step(model, proxies, Runtime())
+    runtime = Runtime()
+    step = training_step(model, proxies, runtime)
     pixels, labels = make_batch(asked["batch"], shape.image_size, proxies, 2)
-    before = resident_mb("VmRSS")
-    for _ in range(2):
-        step(pixels, labels)
-    return {"rss_before_steps_mb": before, "peak_mb": resident_mb("VmHWM"), "above_mb": resident_mb("VmHWM") - before}
+    return {"above_mb": peak_rise_mb(lambda: [step(pixels, labels) for _ in range(2)], runtime)}
 
 
 def measure_memory(name: str, threads: int) -> list[dict[str, Any]]:

@@ -761,4 +761,6 @@ def test_gate_forms_times_the_kept_rows_and_the_masked_form_of_one_model(tmp_pat
     assert row["kept_over_masked_wall"] == row["step_wall_s"]["kept_rows"] / row["step_wall_s"]["masked"] > 0
     for form in ("kept_rows", "masked"):  # the memory probe a child process runs, here in this one
         probed = module.probe_memory(json.dumps({"setting": "main_job", "batch": 4, "form": form}))
-        assert probed["peak_mb"] >= probed["rss_before_steps_mb"] > 0 and probed["above_mb"] >= 0
+        # a rise of the peak resident memory (cost_memory.peak_rise_mb): at this tiny shape, in a process that already
+        # trained, freed pages may hold it all, so zero is a valid reading; the real probe runs in a fresh process
+        assert set(probed) == {"above_mb"} and probed["above_mb"] >= 0
