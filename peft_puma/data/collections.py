@@ -89,13 +89,7 @@ class Collection:
 
     def class_lists(self) -> dict[str, list[ClassKey]]:
         """``{domain: its classes, sorted}``, domains in name order (a new dict each call; the lists are shared)."""
-        pairs = self.pairs()
-        if pairs.by_domain is None:
-            members: dict[str, list[ClassKey]] = defaultdict(list)
-            for domain, key in pairs.keys:  # sorted by domain, then class
-                members[domain].append(key)
-            object.__setattr__(pairs, "by_domain", dict(members))
-        return dict(pairs.by_domain)
+        return dict(self.pairs().by_domain)
 
 
 @dataclass(frozen=True)
@@ -105,20 +99,22 @@ class Pairs:
 
     ids: np.ndarray
     keys: list[tuple[str, ClassKey]]
-    by_domain: dict[str, list[ClassKey]] | None = field(default=None, compare=False)  # class_lists, found once
+    by_domain: dict[str, list[ClassKey]] = field(compare=False)  # each domain's classes, sorted: class_lists
 
     @classmethod
     def of(cls, domains: Sequence[str], classes: Sequence[ClassKey]) -> Pairs:
         domain_codes, domain_names = _factorized(domains)
         class_codes, class_names = _factorized(classes)
-        combined = domain_codes * max(1, len(class_names)) + class_codes
-        found, ids = np.unique(combined, return_inverse=True)
         width = max(1, len(class_names))
-        keys = [(domain_names[code // width], class_names[code % width]) for code in found.tolist()]
-        order = sorted(range(len(keys)), key=keys.__getitem__)
-        rank = np.empty(len(keys), dtype=np.int64)
-        rank[order] = np.arange(len(keys))
-        return cls(rank[ids.reshape(-1)], [keys[index] for index in order])
+        found, ids = np.unique(domain_codes * width + class_codes, return_inverse=True)
+        unsorted = [(domain_names[code // width], class_names[code % width]) for code in found.tolist()]
+        keys = sorted(unsorted)
+        rank = {key: index for index, key in enumerate(keys)}
+        to_sorted = np.array([rank[key] for key in unsorted], dtype=np.int64)  # found's order -> sorted order
+        by_domain: dict[str, list[ClassKey]] = defaultdict(list)
+        for domain, key in keys:
+            by_domain[domain].append(key)
+        return cls(to_sorted[ids.reshape(-1)], keys, dict(by_domain))
 
     def sizes(self) -> np.ndarray:
         """Entries of each pair."""
@@ -136,12 +132,14 @@ def _factorized(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
 
 
+_SPLIT_POSITION = {name: index for index, name in enumerate(SPLITS)}
+
+
 def split_codes(row_splits: Sequence[str] | np.ndarray) -> np.ndarray:
     """Each row's split as its position in ``SPLITS`` (0 train, 1 validation, 2 test)."""
     if isinstance(row_splits, np.ndarray) and row_splits.dtype.kind in "iu":
         return row_splits
-    position = {name: index for index, name in enumerate(SPLITS)}
-    return np.fromiter((position[name] for name in row_splits), np.int64, len(row_splits))
+    return np.fromiter((_SPLIT_POSITION[name] for name in row_splits), np.int64, len(row_splits))
 
 
 def check_classes(collection: Collection, where: str) -> None:
@@ -166,9 +164,8 @@ def split_by_record(collection: Collection, record: SplitRecord) -> np.ndarray:
     class the record does not know (a new collection, or classes added since the run: none of them was trained on).
     One lookup per class, not per row."""
     pairs = collection.pairs()
-    position = {name: index for index, name in enumerate(SPLITS)}
     of_pair = np.array(
-        [position[record.split_of(domain, key) or TEST_SPLIT] for domain, key in pairs.keys], dtype=np.int64
+        [_SPLIT_POSITION[record.split_of(domain, key) or TEST_SPLIT] for domain, key in pairs.keys], dtype=np.int64
     )
     return of_pair[pairs.ids]
 
@@ -184,19 +181,22 @@ def draw_split(collection: Collection, rule: SplitRule, source: dict) -> SplitRe
     return SplitRecord.draw(collection.class_lists(), rule, dict(source), frozen)
 
 
-def _split_pairs(collection: Collection, row_splits: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(split of each (split, pair) present, entries of each)``, over the combinations the rows hold."""
+def _split_pairs(
+    collection: Collection, row_splits: Sequence[str] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``(split, pair)`` combinations the rows hold, as ``split * len(keys) + pair``: ``(present, entries of
+    each, each row's combination as an index into present)``."""
     pairs = collection.pairs()
     combined = split_codes(row_splits) * len(pairs.keys) + pairs.ids
-    present, counts = np.unique(combined, return_counts=True)
-    return present, counts
+    present, inverse, counts = np.unique(combined, return_inverse=True, return_counts=True)
+    return present, counts, inverse.reshape(-1)
 
 
 def check_queries(collection: Collection, row_splits: Sequence[str] | np.ndarray, where: str) -> list[str]:
     """Every domain of a held-out split needs a class of two images or more, something to query: the domains that
     have none, each as one problem (:mod:`.problems`)."""
     pairs = collection.pairs()
-    present, counts = _split_pairs(collection, row_splits)
+    present, counts, _ = _split_pairs(collection, row_splits)
     held_out, queried = set(), set()
     for combined, count in zip(present.tolist(), counts.tolist()):
         split, pair = divmod(combined, len(pairs.keys))
@@ -217,15 +217,13 @@ def to_unified(collection: Collection, row_splits: Sequence[str] | np.ndarray) -
     """The row-schema ``DatasetDict`` of ``collection`` with the split of each entry (see the module docstring)."""
     pairs = collection.pairs()
     splits = split_codes(row_splits)
-    pair_labels = _labels(collection, splits)
-    entry_labels = pair_labels[pairs.ids]
-    combined = splits * max(1, len(pairs.keys)) + entry_labels  # (split, label): a label is one pair
-    alone = np.bincount(combined, minlength=len(SPLITS) * max(1, len(pairs.keys)))[combined] == 1
-    role_codes = np.where(splits == SPLITS.index(TRAIN_SPLIT), 0, np.where(alone, 1, 2))
-    image_rows = np.asarray(collection.rows, dtype=np.int64) if collection.rows is not None else None
+    entry_labels = _labels(collection, splits)[pairs.ids]
+    _, counts, combination = _split_pairs(collection, splits)
+    alone = counts[combination] == 1  # the only image of its class in its split (a label is one pair)
+    role_codes = np.where(splits == _SPLIT_POSITION[TRAIN_SPLIT], 0, np.where(alone, 1, 2))
     num_rows = collection.images.num_rows
-    if image_rows is None:
-        image_rows = np.arange(len(entry_labels), dtype=np.int64)
+    rows_given = collection.rows is not None
+    image_rows = np.asarray(collection.rows if rows_given else range(len(entry_labels)), dtype=np.int64)
 
     def spread(values: np.ndarray, fill: int) -> np.ndarray:  # entries' values at their rows; rows left out: fill
         column = np.full(num_rows, fill, dtype=np.int64)
@@ -290,7 +288,7 @@ def lonely_classes(collection: Collection, row_splits: Sequence[str] | np.ndarra
     """The held-out (validation and test) classes with a single image, as ``domain/class (split)``: they are gallery
     rows only, never queries."""
     pairs = collection.pairs()
-    present, counts = _split_pairs(collection, row_splits)
+    present, counts, _ = _split_pairs(collection, row_splits)
     found = []
     for combined in present[counts == 1].tolist():
         split, pair = divmod(combined, len(pairs.keys))

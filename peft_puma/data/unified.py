@@ -276,9 +276,10 @@ def dataset_sizes(data: datasets.DatasetDict) -> dict[str, dict[str, int]]:
         codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         names = encoded.dictionary.to_pylist()  # in order of first appearance
         labels = column_array(data[split], LABEL_COLUMN).to_numpy().astype(np.int64)
+        width = max(1, len(names))
         images = np.bincount(codes, minlength=len(names))
-        pairs = np.unique((labels - labels.min(initial=0)) * len(names) + codes)
-        classes = np.bincount(pairs % len(names), minlength=len(names)) if len(names) else images
+        pairs = np.unique((labels - labels.min(initial=0)) * width + codes)  # each (label, dataset) once
+        classes = np.bincount(pairs % width, minlength=len(names))
         for code, name in enumerate(names):
             entry = sizes.setdefault(name, dict.fromkeys(keys, 0))
             entry[f"{split}_images"], entry[f"{split}_classes"] = int(images[code]), int(classes[code])

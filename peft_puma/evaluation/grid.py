@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 
 from ..errors import ForeignContentError, InvalidConfigError
-from ..output_place import check_output_place, make_parent_folders
+from ..output_place import check_output_place
 from ..owned_paths import write_failures_reported, write_file_atomically
 
 MIN_THUMBNAIL = 64
@@ -157,5 +157,4 @@ def save_grid(sheet: Image.Image, path: str) -> None:
     with write_failures_reported(
         f"Writing the grid {path}", path, kept=lambda: "any earlier grid there is unchanged; choose another path."
     ):
-        make_parent_folders(path)
         write_file_atomically(path, lambda partial: sheet.save(partial, format=image_format, **options))

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from ..errors import ForeignContentError, InvalidInputError
 from ..file_modes import apply_umask
+from ..output_place import make_parent_folders
 from ..owned_paths import write_failures_reported
 
 
@@ -58,7 +59,7 @@ def save_embeddings(path: str, embeddings: torch.Tensor, labels: Any = None, **r
     tensors = {"embeddings": embeddings.float().contiguous()}
     if labels is not None:
         tensors["labels"] = torch.as_tensor(list(labels), dtype=torch.int64)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_parent_folders(path)  # the rule of every output (peft_puma/output_place.py)
     partial = f"{path}.partial-{os.getpid()}"
 
     def kept() -> str:

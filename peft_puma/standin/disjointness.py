@@ -207,7 +207,7 @@ def _uml_mini_glyph_silhouettes(face: str) -> tuple[list[str], np.ndarray]:
 def _glyph_conflicts(name: str, key: str) -> list[Overlap]:
     """Rule 4, in every typeface that draws ``key`` and all of UML-mini's letters; each UML-mini letter met once, at
     its highest overlap."""
-    best = _glyph_overlaps(key)
+    best = _glyph_overlaps(key, GLYPH_SILHOUETTE_IOU - GLYPH_NEAR_MARGIN)
     return [
         Overlap(name, uml, f"silhouette {iou:.2f} in {face}")
         for uml, (iou, face) in best.items()
@@ -219,9 +219,7 @@ GlyphOverlap = tuple[float, str]  # (silhouette overlap, typeface)
 
 
 @functools.lru_cache(maxsize=4096)
-def _glyph_overlaps(
-    key: str, at_least: float = GLYPH_SILHOUETTE_IOU - GLYPH_NEAR_MARGIN
-) -> dict[str, tuple[float, str]]:
+def _glyph_overlaps(key: str, at_least: float) -> dict[str, tuple[float, str]]:
     """UML-mini letters whose silhouette overlaps ``key``'s by ``at_least`` or more in some typeface that draws both:
     the highest overlap of each, and the face it is in. Cached, so the near misses cost nothing once the pool's letters
     were judged."""
@@ -248,10 +246,8 @@ def letters_near_threshold(
         source, key = name.split(":", 1)
         if source in ("fashion", "emoji", "numbers") or len(key) != 1 or key.isdigit():
             continue
-        # the rule's own call, cached when the pool's letters were judged; a wider margin measures again
-        overlaps = (
-            _glyph_overlaps(key) if margin <= GLYPH_NEAR_MARGIN else _glyph_overlaps(key, GLYPH_SILHOUETTE_IOU - margin)
-        )
+        # the rule's own call (cached when the pool's letters were judged) unless a wider margin must measure again
+        overlaps = _glyph_overlaps(key, GLYPH_SILHOUETTE_IOU - max(margin, GLYPH_NEAR_MARGIN))
         if any(iou >= GLYPH_SILHOUETTE_IOU for iou, _ in overlaps.values()):
             continue  # refused by rule 4: not a near miss
         found += [
