@@ -203,15 +203,21 @@ def compare_training(config: str, tree: str, table: str, work: str, max_steps: i
 
 
 # ---------------------------------------------------------------------------------------- 3: listing and splitting
-def generate_tree(root: str, images: int, domains: int = 10, per_class: int = 10) -> float:
-    """``images`` 16 px JPEG files in ``domains`` domains of ``per_class`` images per class; returns seconds."""
-    started = time.perf_counter()
+def image_pool(count: int = 64) -> list[bytes]:
+    """``count`` distinct 16 px JPEGs: the generated collections' images, reused (their content is not measured)."""
     rng = np.random.default_rng(0)
     pool = []
-    for _ in range(64):
+    for _ in range(count):
         encoded = io.BytesIO()
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(encoded, format="JPEG", quality=90)
         pool.append(encoded.getvalue())
+    return pool
+
+
+def generate_tree(root: str, images: int, domains: int = 10, per_class: int = 10) -> float:
+    """``images`` 16 px JPEG files in ``domains`` domains of ``per_class`` images per class; returns seconds."""
+    started = time.perf_counter()
+    pool = image_pool()
     classes = images // (domains * per_class)
     number = 0
     for domain in range(domains):
@@ -305,17 +311,6 @@ def scaling(work: str, scales: list[int]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- 4: start-up
-def image_pool(count: int = 64) -> list[bytes]:
-    """``count`` distinct 16 px JPEGs: the generated collections' images, reused (their content is not measured)."""
-    rng = np.random.default_rng(0)
-    pool = []
-    for _ in range(count):
-        encoded = io.BytesIO()
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(encoded, format="JPEG", quality=90)
-        pool.append(encoded.getvalue())
-    return pool
-
-
 def generate_saved(root: str, rows: int, domains: int = 10, per_class: int = 10) -> float:
     """A dataset saved with ``save_to_disk`` of ``rows`` 16 px images (columns ``image``, ``label``, ``domain``; no
     splits), ``domains`` domains of ``per_class`` images per class, written in chunks; returns seconds."""
